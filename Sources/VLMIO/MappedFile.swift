@@ -1,0 +1,58 @@
+// A read-only memory mapping of a whole file. Owns the mapping; raw pointers never leave
+// `withBytes`.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public final class MappedFile {
+    public let path: String
+    public let size: Int
+    private let base: UnsafeMutableRawPointer?
+
+    /// Maps `path`; throws `IOError` for a missing, unreadable or non-regular file.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw IOError.cannotOpen(path: path, reason: errnoString()) }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw IOError.cannotOpen(path: path, reason: errnoString()) }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw IOError.cannotOpen(path: path, reason: "is a directory") }
+        if (st.st_mode & S_IFMT) != S_IFREG { throw IOError.cannotOpen(path: path, reason: "not a regular file") }
+        size = Int(st.st_size)
+        if size == 0 {
+            base = nil
+        } else {
+            let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+            if p == MAP_FAILED || p == nil { throw IOError.cannotOpen(path: path, reason: "mmap failed: \(errnoString())") }
+            base = p
+        }
+    }
+
+    deinit {
+        if let base { munmap(base, size) }
+    }
+
+    /// The file's bytes, valid only inside `body`.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: base.map { UnsafeRawPointer($0) }, count: size))
+    }
+}
+
+func errnoString() -> String { String(cString: strerror(errno)) }
+
+/// File-level failures shared by the readers and writers.
+public enum IOError: Error, CustomStringConvertible, Equatable {
+    case cannotOpen(path: String, reason: String)
+    case cannotWrite(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .cannotOpen(path, reason): return "\(path): cannot open: \(reason)"
+        case let .cannotWrite(path, reason): return "\(path): cannot write: \(reason)"
+        }
+    }
+}

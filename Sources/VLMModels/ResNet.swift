@@ -1,0 +1,305 @@
+// ResNet in torchvision's layout (timm's ResNet checkpoints use the same keys): conv1/bn1 stem,
+// 3×3/2 max pool, four stages layer1…layer4 of BasicBlock (18, 34) or Bottleneck (50, 101, 152;
+// stride on the 3×3 as torchvision's v1.5), global average pool, optional fc.
+// Upstream: torchvision/models/resnet.py. Activations are NHWC with the batch folded into GEMM's
+// M; every BatchNorm is folded into the convolution before it at load.
+
+import VLMCore
+
+// MARK: - Configuration
+
+public enum ResNetBlock: String, Sendable {
+    case basic, bottleneck
+    public var expansion: Int { self == .basic ? 1 : 4 }
+}
+
+/// The depth table, as data: blocks per stage for each standard depth.
+public let resnetDepths: [(depth: Int, block: ResNetBlock, layers: [Int])] = [
+    (18, .basic, [2, 2, 2, 2]), (34, .basic, [3, 4, 6, 3]),
+    (50, .bottleneck, [3, 4, 6, 3]), (101, .bottleneck, [3, 4, 23, 3]), (152, .bottleneck, [3, 8, 36, 3]),
+]
+
+public struct ResNetConfig: Equatable, Sendable {
+    public var block: ResNetBlock
+    public var layers: [Int]
+    public var inChannels: Int
+    public var stemChannels: Int
+    /// Output channels of each stage (planes · expansion in torchvision).
+    public var stageChannels: [Int]
+    /// Channels inside each stage's blocks (Bottleneck's width; BasicBlock's planes).
+    public var stageWidths: [Int]
+    public var numClasses: Int?
+
+    public var featureSize: Int { stageChannels.last! }
+
+    /// "resnet50", or a description of a non-standard shape.
+    public var name: String {
+        let standardWidths = [64, 128, 256, 512]
+        if let d = resnetDepths.first(where: { $0.block == block && $0.layers == layers }),
+           stemChannels == 64, stageChannels == standardWidths.map({ $0 * block.expansion }) {
+            if stageWidths == standardWidths { return "resnet\(d.depth)" }
+            if block == .bottleneck, stageWidths == standardWidths.map({ $0 * 2 }) { return "wide_resnet\(d.depth)_2" }
+        }
+        return "resnet (custom \(block.rawValue) \(layers), widths \(stageWidths), channels \(stageChannels))"
+    }
+}
+
+// MARK: - Layers
+
+/// A convolution with its BatchNorm folded in: weight (KH,KW,Cin,Cout), bias (Cout).
+public struct FoldedConv {
+    public let inChannels, outChannels, kernel, stride, padding: Int
+    public let weight: [Float]
+    public let bias: [Float]
+
+    /// Loads "<conv>.weight" (Cout,Cin,K,K) and "<bn>.{weight,bias,running_mean,running_var}".
+    static func load(_ r: WeightReader, conv: String, bn: String, inChannels: Int, outChannels: Int?,
+                     kernel: Int, stride: Int, eps: Float = 1e-5) throws -> FoldedConv {
+        let w = try r.tensor("\(conv).weight", [outChannels, inChannels, kernel, kernel])
+        let cout = w.shape[0]
+        let b = r.pp(bn)
+        let gamma = try b.tensor("weight", exact: [cout]), beta = try b.tensor("bias", exact: [cout])
+        let mean = try b.tensor("running_mean", exact: [cout]), variance = try b.tensor("running_var", exact: [cout])
+        var oihw = w.data
+        let bias = foldBatchNorm(weight: &oihw, bias: nil, outChannels: cout, gamma: gamma.data, beta: beta.data,
+                                 mean: mean.data, variance: variance.data, eps: eps)
+        return FoldedConv(inChannels: inChannels, outChannels: cout, kernel: kernel, stride: stride,
+                          padding: kernel / 2,
+                          weight: convWeightOIHWToHWIO(oihw, cout: cout, cin: inChannels, kh: kernel, kw: kernel),
+                          bias: bias)
+    }
+
+    public func geometry(batch: Int, height: Int, width: Int) -> ConvGeometry {
+        ConvGeometry(batch: batch, height: height, width: width, inChannels: inChannels, outChannels: outChannels,
+                     kernelH: kernel, kernelW: kernel, stride: stride, padding: padding)
+    }
+
+    /// out is (N,OH,OW,Cout), x is (N,H,W,Cin) as `Activation`.
+    func forward(_ backend: any Backend, _ x: Activation, relu: Bool, residual: Activation? = nil) -> Activation {
+        let g = geometry(batch: x.n, height: x.h, width: x.w)
+        precondition(x.c == inChannels, "conv expects \(inChannels) channels, got \(x.c)")
+        var out = Activation(n: x.n, h: g.outHeight, w: g.outWidth, c: outChannels)
+        if let residual { precondition(residual.data.count == out.data.count, "residual shape differs from output") }
+        out.data.withUnsafeMutableBufferPointer { o in
+            x.data.withUnsafeBufferPointer { i in
+                weight.withUnsafeBufferPointer { w in
+                    bias.withUnsafeBufferPointer { b in
+                        withOptionalPointer(residual?.data) { res in
+                            backend.conv2d(out: o.baseAddress!, inp: i.baseAddress!, weight: w.baseAddress!, geometry: g,
+                                           epilogue: Epilogue(bias: b.baseAddress!, residual: res, relu: relu))
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+@inline(__always)
+func withOptionalPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    guard let a else { return body(nil) }
+    return a.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// An NHWC activation.
+struct Activation {
+    var n, h, w, c: Int
+    var data: [Float]
+    init(n: Int, h: Int, w: Int, c: Int) {
+        (self.n, self.h, self.w, self.c) = (n, h, w, c)
+        data = [Float](repeating: 0, count: n * h * w * c)
+    }
+    init(n: Int, h: Int, w: Int, c: Int, data: [Float]) {
+        precondition(data.count == n * h * w * c)
+        (self.n, self.h, self.w, self.c) = (n, h, w, c)
+        self.data = data
+    }
+}
+
+/// torchvision's BasicBlock (conv1 3×3 stride s, conv2 3×3) or Bottleneck (conv1 1×1, conv2 3×3
+/// stride s, conv3 1×1), with `downsample.0`/`downsample.1` (1×1 conv stride s + BN) when shapes change.
+public struct ResNetBlockLayer {
+    public let convs: [FoldedConv]
+    public let downsample: FoldedConv?
+
+    static func load(_ r: WeightReader, block: ResNetBlock, inChannels: Int, width: Int?, outChannels: Int?,
+                     stride: Int) throws -> ResNetBlockLayer {
+        var convs: [FoldedConv] = []
+        switch block {
+        case .basic:
+            let c1 = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: inChannels, outChannels: width ?? outChannels,
+                                         kernel: 3, stride: stride)
+            let c2 = try FoldedConv.load(r, conv: "conv2", bn: "bn2", inChannels: c1.outChannels,
+                                         outChannels: outChannels ?? c1.outChannels, kernel: 3, stride: 1)
+            convs = [c1, c2]
+        case .bottleneck:
+            let c1 = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: inChannels, outChannels: width, kernel: 1, stride: 1)
+            let c2 = try FoldedConv.load(r, conv: "conv2", bn: "bn2", inChannels: c1.outChannels, outChannels: c1.outChannels,
+                                         kernel: 3, stride: stride)
+            let c3 = try FoldedConv.load(r, conv: "conv3", bn: "bn3", inChannels: c2.outChannels, outChannels: outChannels,
+                                         kernel: 1, stride: 1)
+            convs = [c1, c2, c3]
+        }
+        let out = convs.last!.outChannels
+        var downsample: FoldedConv?
+        if r.contains("downsample.0.weight") {
+            downsample = try FoldedConv.load(r.pp("downsample"), conv: "0", bn: "1", inChannels: inChannels, outChannels: out,
+                                             kernel: 1, stride: stride)
+        } else if stride != 1 || inChannels != out {
+            throw WeightError.missingTensor(source: r.store.source.sourceName, key: r.key("downsample.0.weight"))
+        }
+        return ResNetBlockLayer(convs: convs, downsample: downsample)
+    }
+
+    func forward(_ backend: any Backend, _ x: Activation) -> Activation {
+        let identity = downsample.map { $0.forward(backend, x, relu: false) } ?? x
+        var h = x
+        for conv in convs.dropLast() { h = conv.forward(backend, h, relu: true) }
+        return convs.last!.forward(backend, h, relu: true, residual: identity)
+    }
+}
+
+// MARK: - Model
+
+public struct ResNetOutput {
+    /// (N, featureSize): the global average pool of the last stage.
+    public var pooled: Tensor
+    /// (N, numClasses) when the checkpoint has `fc`.
+    public var logits: Tensor?
+}
+
+public final class ResNet {
+    public let config: ResNetConfig
+    public let stem: FoldedConv
+    public let stages: [[ResNetBlockLayer]]
+    public let fcWeight: [Float]?
+    public let fcBias: [Float]?
+
+    /// Recognises the architecture from the keys and loads it; every tensor must be used.
+    public init(source: TensorSource) throws {
+        let store = WeightStore(source)
+        store.ignore { $0.hasSuffix(".num_batches_tracked") }
+        let r = store.root
+        let name = source.sourceName
+
+        guard let stemShape = r.shape(of: "conv1.weight") else {
+            if source.keys.contains(where: { $0.hasPrefix("conv1.0.") }) {
+                throw WeightError.unrecognized(source: name, reason: "deep-stem ResNet variants (conv1.0.*, e.g. timm's resnet50d) are not supported")
+            }
+            throw WeightError.missingTensor(source: name, key: "conv1.weight")
+        }
+        guard stemShape.count == 4 else {
+            throw WeightError.shapeMismatch(source: name, key: "conv1.weight", expected: [nil, nil, 7, 7], got: stemShape)
+        }
+        let block: ResNetBlock = r.contains("layer1.0.conv3.weight") ? .bottleneck : .basic
+        var layers: [Int] = []
+        for s in 1...4 {
+            var count = 0
+            while r.contains("layer\(s).\(count).conv1.weight") { count += 1 }
+            if count == 0 { throw WeightError.missingTensor(source: name, key: "layer\(s).0.conv1.weight") }
+            layers.append(count)
+        }
+
+        stem = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: stemShape[1], outChannels: nil, kernel: 7, stride: 2)
+        var channels = stem.outChannels
+        var stages: [[ResNetBlockLayer]] = []
+        var stageChannels: [Int] = [], stageWidths: [Int] = []
+        for (s, count) in layers.enumerated() {
+            var blocks: [ResNetBlockLayer] = []
+            var width: Int?, out: Int?
+            for j in 0..<count {
+                let b = try ResNetBlockLayer.load(r.pp("layer\(s + 1)").pp("\(j)"), block: block, inChannels: channels,
+                                                  width: width, outChannels: out, stride: (s > 0 && j == 0) ? 2 : 1)
+                width = b.convs[0].outChannels
+                out = b.convs.last!.outChannels
+                channels = out!
+                blocks.append(b)
+            }
+            stages.append(blocks)
+            stageChannels.append(channels)
+            stageWidths.append(width!)
+        }
+        self.stages = stages
+
+        var numClasses: Int?
+        if r.contains("fc.weight") {
+            let w = try r.tensor("fc.weight", [nil, channels])
+            let b = try r.tensor("fc.bias", exact: [w.shape[0]])
+            fcWeight = w.data
+            fcBias = b.data
+            numClasses = w.shape[0]
+        } else {
+            if r.contains("fc.bias") { throw WeightError.missingTensor(source: name, key: "fc.weight") }
+            fcWeight = nil
+            fcBias = nil
+        }
+        config = ResNetConfig(block: block, layers: layers, inChannels: stemShape[1], stemChannels: stem.outChannels,
+                              stageChannels: stageChannels, stageWidths: stageWidths, numClasses: numClasses)
+        try store.checkAllUsed()
+    }
+
+    /// Convolution shapes for an (N, C, H, W) input, in execution order, with the fc's FLOPs.
+    public func flops(height: Int, width: Int) -> Double {
+        var total = 0.0
+        var g = stem.geometry(batch: 1, height: height, width: width)
+        total += g.flops
+        var h = pooledSize(g.outHeight, size: 3, stride: 2, padding: 1), w = pooledSize(g.outWidth, size: 3, stride: 2, padding: 1)
+        for stage in stages {
+            for b in stage {
+                if let d = b.downsample { total += d.geometry(batch: 1, height: h, width: w).flops }
+                for c in b.convs {
+                    g = c.geometry(batch: 1, height: h, width: w)
+                    total += g.flops
+                    (h, w) = (g.outHeight, g.outWidth)
+                }
+            }
+        }
+        if let n = config.numClasses { total += 2 * Double(n * config.featureSize) }
+        return total
+    }
+
+    /// input is (N, C, H, W) float32, already normalised. Returns pooled features and logits.
+    public func forward(_ input: Tensor, backend: any Backend) -> ResNetOutput {
+        precondition(input.rank == 4 && input.shape[1] == config.inChannels,
+                     "ResNet input must be (N, \(config.inChannels), H, W), got \(input.shape)")
+        let n = input.shape[0]
+        let nhwc = nchwToNHWC(input)
+        var x = Activation(n: n, h: nhwc.shape[1], w: nhwc.shape[2], c: nhwc.shape[3], data: nhwc.data)
+        x = stem.forward(backend, x, relu: true)
+        var pooled = Activation(n: n, h: pooledSize(x.h, size: 3, stride: 2, padding: 1),
+                                w: pooledSize(x.w, size: 3, stride: 2, padding: 1), c: x.c)
+        pooled.data.withUnsafeMutableBufferPointer { o in
+            x.data.withUnsafeBufferPointer { i in
+                maxPool2dForward(out: o.baseAddress!, inp: i.baseAddress!, n: n, h: x.h, w: x.w, c: x.c,
+                                 size: 3, stride: 2, padding: 1)
+            }
+        }
+        x = pooled
+        for stage in stages {
+            for b in stage { x = b.forward(backend, x) }
+        }
+        var features = [Float](repeating: 0, count: n * x.c)
+        features.withUnsafeMutableBufferPointer { o in
+            x.data.withUnsafeBufferPointer { i in
+                globalAvgPoolForward(out: o.baseAddress!, inp: i.baseAddress!, n: n, h: x.h, w: x.w, c: x.c)
+            }
+        }
+        var logits: Tensor?
+        if let fcWeight, let fcBias, let classes = config.numClasses {
+            var out = [Float](repeating: 0, count: n * classes)
+            out.withUnsafeMutableBufferPointer { o in
+                features.withUnsafeBufferPointer { f in
+                    fcWeight.withUnsafeBufferPointer { w in
+                        fcBias.withUnsafeBufferPointer { b in
+                            linearForward(backend, out: o.baseAddress!, inp: f.baseAddress!, weight: w.baseAddress!,
+                                          bias: b.baseAddress!, m: n, inFeatures: x.c, outFeatures: classes)
+                        }
+                    }
+                }
+            }
+            logits = Tensor(shape: [n, classes], data: out)
+        }
+        return ResNetOutput(pooled: Tensor(shape: [n, x.c], data: features), logits: logits)
+    }
+}

@@ -1,0 +1,120 @@
+// The one scoped weight reader every model loads through (after candle's VarBuilder): a reader
+// carries a key prefix, `pp("layer1").pp("0")` scopes it, and `tensor("conv1.weight", …)` asks for
+// the checkpoint key "layer1.0.conv1.weight". Missing tensors, wrong shapes and — after loading —
+// unused tensors are distinct errors naming the file and the key.
+
+import VLMCore
+import VLMIO
+
+/// Where named tensors come from: a safetensors file, or an in-memory state (synthetic weights).
+public protocol TensorSource: AnyObject {
+    var sourceName: String { get }
+    var keys: [String] { get }
+    func shape(of key: String) -> [Int]?
+    func floatTensor(_ key: String) throws -> Tensor
+}
+
+extension SafetensorsFile: TensorSource {
+    public var sourceName: String { path }
+    public var keys: [String] { names }
+    public func shape(of key: String) -> [Int]? { tensors[key]?.shape }
+}
+
+/// A state dict held in memory.
+public final class MemoryTensorSource: TensorSource {
+    public let sourceName: String
+    public private(set) var state: [String: Tensor]
+    public private(set) var keys: [String]
+
+    public init(name: String, state: [String: Tensor], order: [String]? = nil) {
+        sourceName = name
+        self.state = state
+        keys = order ?? state.keys.sorted()
+    }
+
+    public func shape(of key: String) -> [Int]? { state[key]?.shape }
+    public func floatTensor(_ key: String) throws -> Tensor {
+        guard let t = state[key] else { throw WeightError.missingTensor(source: sourceName, key: key) }
+        return t
+    }
+}
+
+public enum WeightError: Error, CustomStringConvertible, Equatable {
+    case missingTensor(source: String, key: String)
+    case shapeMismatch(source: String, key: String, expected: [Int?], got: [Int])
+    case unusedTensors(source: String, keys: [String])
+    case unrecognized(source: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .missingTensor(s, k):
+            return "\(s): missing tensor '\(k)'"
+        case let .shapeMismatch(s, k, e, g):
+            let exp = "[" + e.map { $0.map(String.init) ?? "?" }.joined(separator: ", ") + "]"
+            return "\(s): tensor '\(k)' has shape \(g), expected \(exp)"
+        case let .unusedTensors(s, ks):
+            let shown = ks.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
+            return "\(s): \(ks.count) tensor\(ks.count == 1 ? "" : "s") not used by the model: \(shown)\(ks.count > 5 ? ", …" : "")"
+        case let .unrecognized(s, r):
+            return "\(s): \(r)"
+        }
+    }
+}
+
+/// Tracks which keys of a source the model consumed.
+public final class WeightStore {
+    public let source: TensorSource
+    public private(set) var used: Set<String> = []
+
+    public init(_ source: TensorSource) { self.source = source }
+
+    public var root: WeightReader { WeightReader(store: self, prefix: "") }
+
+    /// Marks keys the model deliberately ignores (e.g. BatchNorm's num_batches_tracked).
+    public func ignore(where predicate: (String) -> Bool) {
+        for k in source.keys where predicate(k) { used.insert(k) }
+    }
+
+    /// Throws `unusedTensors` when some key was never read nor ignored.
+    public func checkAllUsed() throws {
+        let unused = source.keys.filter { !used.contains($0) }
+        if !unused.isEmpty { throw WeightError.unusedTensors(source: source.sourceName, keys: unused) }
+    }
+
+    fileprivate func fetch(_ key: String, expected: [Int?]) throws -> Tensor {
+        guard let shape = source.shape(of: key) else {
+            throw WeightError.missingTensor(source: source.sourceName, key: key)
+        }
+        let fits = shape.count == expected.count && zip(shape, expected).allSatisfy { $1 == nil || $0 == $1 }
+        if !fits { throw WeightError.shapeMismatch(source: source.sourceName, key: key, expected: expected, got: shape) }
+        used.insert(key)
+        return try source.floatTensor(key)
+    }
+}
+
+/// A view of a `WeightStore` under a key prefix.
+public struct WeightReader {
+    public let store: WeightStore
+    public let prefix: String
+
+    /// The reader for the sub-module `name`.
+    public func pp(_ name: String) -> WeightReader {
+        WeightReader(store: store, prefix: key(name))
+    }
+
+    public func key(_ name: String) -> String { prefix.isEmpty ? name : prefix + "." + name }
+
+    public func contains(_ name: String) -> Bool { store.source.shape(of: key(name)) != nil }
+
+    public func shape(of name: String) -> [Int]? { store.source.shape(of: key(name)) }
+
+    /// The tensor `name`; `expected` is its shape, nil where any size is accepted.
+    public func tensor(_ name: String, _ expected: [Int?]) throws -> Tensor {
+        try store.fetch(key(name), expected: expected)
+    }
+
+    /// The tensor `name` with exactly `expected` shape.
+    public func tensor(_ name: String, exact expected: [Int]) throws -> Tensor {
+        try store.fetch(key(name), expected: expected.map { $0 })
+    }
+}

@@ -1,0 +1,288 @@
+// The `vlm` executable as a user runs it: outputs that numpy can load and that match PyTorch,
+// and bad input that gets one line on stderr naming the file, exit code 1, and no crash.
+
+import Foundation
+import XCTest
+import VLMCore
+import VLMIO
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("Fixtures")
+
+struct RunResult {
+    var status: Int32
+    var stdout: Data
+    var stderr: String
+    var out: String { String(decoding: stdout, as: UTF8.self) }
+}
+
+/// The vlm binary beside the test bundle (SwiftPM builds both into the same products folder).
+func vlmBinary() -> URL {
+    let testBinary = URL(fileURLWithPath: CommandLine.arguments[0])
+    for dir in [testBinary.deletingLastPathComponent(), Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()] {
+        let candidate = dir.appendingPathComponent("vlm")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+    }
+    fatalError("vlm binary not found next to \(testBinary.path); build it with `swift build` first")
+}
+
+@discardableResult
+func runVLM(_ args: [String], stdin: Data? = nil, env: [String: String] = [:]) throws -> RunResult {
+    let p = Process()
+    p.executableURL = vlmBinary()
+    p.arguments = args
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    p.environment = environment
+    let out = Pipe(), err = Pipe(), inp = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = inp
+    try p.run()
+    if let stdin { inp.fileHandleForWriting.write(stdin) }
+    try inp.fileHandleForWriting.close()
+    // Read both pipes concurrently so a large output cannot deadlock the child.
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    let errData = errBox.data
+    p.waitUntilExit()
+    return RunResult(status: p.terminationStatus, stdout: outData, stderr: String(decoding: errData, as: UTF8.self))
+}
+
+final class CLITests: XCTestCase {
+    var dir: URL!
+    let tiny = fixtures.appendingPathComponent("resnet/bottleneck_f32")
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// Exit 1, exactly one line on stderr, naming `mentions`.
+    func expectFailure(_ args: [String], mentions: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try runVLM(args)
+        XCTAssertEqual(r.status, 1, "stderr: \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stdout.isEmpty, "no data on stdout on failure", file: file, line: line)
+        let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
+        XCTAssertEqual(lines.count, 1, "one line on stderr, got: \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stderr.hasPrefix("vlm: error: "), r.stderr, file: file, line: line)
+        for m in mentions { XCTAssertTrue(r.stderr.contains(m), "stderr should mention \(m): \(r.stderr)", file: file, line: line) }
+    }
+
+    // MARK: - Working paths
+
+    func testEmbedImageNPYMatchesTorchOnBothBackends() throws {
+        let ref = try NPY.read(path: tiny.appendingPathComponent("pooled.npy").path)
+        let logitsRef = try NPY.read(path: tiny.appendingPathComponent("logits.npy").path)
+        for backend in ["blas", "naive"] {
+            let out = path("f-\(backend).npy")
+            let r = try runVLM(["embed-image", "--model", tiny.path, "--input-npy", tiny.appendingPathComponent("input.npy").path,
+                             "-o", out, "--backend", backend, "--batch-size", "2", "--threads", "1"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let got = try NPY.read(path: out)
+            XCTAssertEqual(got.shape, ref.shape)
+            XCTAssertLessThanOrEqual(relativeError(got.data, ref.data), 1e-4)
+        }
+        // Logits, via VLM_BACKEND and a .safetensors path.
+        let out = path("logits.npy")
+        let r = try runVLM(["embed-image", "--model", tiny.appendingPathComponent("model.safetensors").path,
+                         "--input-npy", tiny.appendingPathComponent("input.npy").path, "--layer", "logits", "-o", out],
+                        env: ["VLM_BACKEND": "naive"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertLessThanOrEqual(relativeError(try NPY.read(path: out).data, logitsRef.data), 1e-4)
+    }
+
+    func testJSONLinesAndTSVOnStdout() throws {
+        let input = tiny.appendingPathComponent("input.npy").path
+        let jl = try runVLM(["embed-image", "--model", tiny.path, "--input-npy", input])
+        XCTAssertEqual(jl.status, 0, jl.stderr)
+        XCTAssertTrue(jl.stderr.isEmpty, "nothing on stderr on success: \(jl.stderr)")
+        let rows = jl.out.split(separator: "\n")
+        XCTAssertEqual(rows.count, 3)
+        let obj = try JSONSerialization.jsonObject(with: Data(rows[2].utf8)) as! [String: Any]
+        XCTAssertEqual(obj["index"] as? Int, 2)
+        XCTAssertEqual((obj["vector"] as? [Any])?.count, 256)
+
+        let tsv = try runVLM(["embed-image", "--model", tiny.path, "--input-npy", "-", "--format", "tsv"],
+                          stdin: try Data(contentsOf: URL(fileURLWithPath: input)))
+        XCTAssertEqual(tsv.status, 0, tsv.stderr)
+        let ref = try NPY.read(path: tiny.appendingPathComponent("pooled.npy").path)
+        let values = tsv.out.split(whereSeparator: { $0 == "\t" || $0 == "\n" }).map { Float($0)! }
+        XCTAssertLessThanOrEqual(relativeError(values, ref.data), 1e-4)
+    }
+
+    func testInspect() throws {
+        let r = try runVLM(["inspect", tiny.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.out.contains("layer4.0.conv3.weight\tF32\t[256, 64, 1, 1]"), r.out)
+        XCTAssertTrue(r.out.contains("bn1.num_batches_tracked\tI64\t[]"), r.out)
+        XCTAssertTrue(r.out.contains("architecture: resnet (custom bottleneck [1, 2, 1, 1]"), r.out)
+        XCTAssertTrue(r.out.contains("fc to 10 classes"), r.out)
+    }
+
+    func testBenchJSON() throws {
+        let r = try runVLM(["bench", "resnet18", "--batch", "2", "--size", "64", "--min-time", "0", "--min-iterations", "1",
+                         "--threads", "2", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: r.stdout) as! [String: Any]
+        let results = obj["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["backend"] as! String }, ["blas", "naive"])
+        XCTAssertTrue(results.allSatisfy { ($0["itemsPerSecond"] as! Double) > 0 && ($0["threads"] as! Int) == 2 })
+        XCTAssertNotNil(obj["blasOverNaive"] as? Double)
+        XCTAssertLessThanOrEqual(obj["naiveVsBlasRelativeError"] as! Double, 1e-5)
+    }
+
+    func testHelpListsExitCodes() throws {
+        let r = try runVLM(["--help"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.out.contains("EXIT CODES"), r.out)
+    }
+
+    // MARK: - Bad input: one line, exit 1, no crash
+
+    func testBadSafetensors() throws {
+        let input = tiny.appendingPathComponent("input.npy").path
+        let good = try Data(contentsOf: tiny.appendingPathComponent("model.safetensors"))
+        // Truncated: the download stopped half-way.
+        let truncated = path("truncated.safetensors")
+        FileManager.default.createFile(atPath: truncated, contents: good.prefix(good.count / 2))
+        try expectFailure(["embed-image", "--model", truncated, "--input-npy", input], mentions: [truncated, "truncated"])
+        // Header length past the end.
+        let past = path("past.safetensors")
+        FileManager.default.createFile(atPath: past, contents: safetensors(#"{}"#, headerLength: 999_999))
+        try expectFailure(["embed-image", "--model", past, "--input-npy", input], mentions: [past, "header length 999999"])
+        // Header that is not JSON.
+        let notJSON = path("notjson.safetensors")
+        FileManager.default.createFile(atPath: notJSON, contents: safetensors("this is not json"))
+        try expectFailure(["inspect", notJSON], mentions: [notJSON, "not a JSON"])
+        // Unknown dtype.
+        let dtype = path("dtype.safetensors")
+        FileManager.default.createFile(atPath: dtype, contents: safetensors(#"{"conv1.weight":{"dtype":"Z7","shape":[1],"data_offsets":[0,4]}}"#, data: 4))
+        try expectFailure(["inspect", dtype], mentions: [dtype, "conv1.weight", "unknown dtype 'Z7'"])
+        // A shape that disagrees with its byte range.
+        let shape = path("shape.safetensors")
+        FileManager.default.createFile(atPath: shape, contents: safetensors(#"{"conv1.weight":{"dtype":"F32","shape":[64,3,7,7],"data_offsets":[0,400]}}"#, data: 400))
+        try expectFailure(["embed-image", "--model", shape, "--input-npy", input], mentions: [shape, "conv1.weight", "[64, 3, 7, 7]", "37632", "400"])
+        // Not a file at all.
+        try expectFailure(["embed-image", "--model", path("nope"), "--input-npy", input], mentions: [path("nope"), "no such file"])
+        try expectFailure(["embed-image", "--model", dir.path, "--input-npy", input], mentions: [dir.path, "no model.safetensors"])
+    }
+
+    func testCheckpointMissingLayer4Conv3() throws {
+        // A resnet50 state dict from which layer4.2.conv3.weight was dropped.
+        let st = path("r50-missing.safetensors")
+        try writeSyntheticResNet50(to: st, dropping: "layer4.2.conv3.weight")
+        try expectFailure(["embed-image", "--model", st, "--input-npy", tiny.appendingPathComponent("input.npy").path],
+                          mentions: [st, "missing tensor 'layer4.2.conv3.weight'"])
+    }
+
+    func testBadInputNPY() throws {
+        // Wrong shape: rank 3.
+        let wrongShape = path("rank3.npy")
+        try writeAtomically(NPY.encode(Tensor(zeros: [3, 8, 8])), to: wrongShape)
+        try expectFailure(["embed-image", "--model", tiny.path, "--input-npy", wrongShape], mentions: [wrongShape, "(N, 3, H, W)", "[3, 8, 8]"])
+        // Wrong channel count.
+        let wrongC = path("c4.npy")
+        try writeAtomically(NPY.encode(Tensor(zeros: [1, 4, 8, 8])), to: wrongC)
+        try expectFailure(["embed-image", "--model", tiny.path, "--input-npy", wrongC], mentions: [wrongC, "[1, 4, 8, 8]"])
+        // Wrong dtype: float64.
+        var f8 = NPY.encode(Tensor(zeros: [1, 3, 4, 4]))
+        let r = f8.range(of: Data("<f4".utf8))!
+        f8.replaceSubrange(r, with: Data("<f8".utf8))
+        f8.append(Data(count: 1 * 3 * 4 * 4 * 4))
+        let wrongDType = path("f8.npy")
+        try writeAtomically(f8, to: wrongDType)
+        try expectFailure(["embed-image", "--model", tiny.path, "--input-npy", wrongDType], mentions: [wrongDType, "'<f8'"])
+        // Zero images.
+        let empty = path("empty.npy")
+        try writeAtomically(NPY.encode(Tensor(zeros: [0, 3, 8, 8])), to: empty)
+        try expectFailure(["embed-image", "--model", tiny.path, "--input-npy", empty], mentions: [empty, "no images"])
+        // Missing file, and not an npy.
+        try expectFailure(["embed-image", "--model", tiny.path, "--input-npy", path("missing.npy")], mentions: [path("missing.npy")])
+        let text = path("text.npy")
+        try writeAtomically(Data("hello".utf8), to: text)
+        try expectFailure(["embed-image", "--model", tiny.path, "--input-npy", text], mentions: [text, "not a .npy"])
+    }
+
+    func testLogitsWithoutFC() throws {
+        // A checkpoint without fc: write one from the tiny model's F32 tensors.
+        let st = path("nofc.safetensors")
+        let src = try SafetensorsFile(path: tiny.appendingPathComponent("model.safetensors").path)
+        var entries: [(String, Tensor)] = []
+        for k in src.names where src.tensors[k]!.dtype.isFloat && !k.hasPrefix("fc.") { entries.append((k, try src.floatTensor(k))) }
+        try writeSafetensors(entries, to: st)
+        try expectFailure(["embed-image", "--model", st, "--input-npy", tiny.appendingPathComponent("input.npy").path, "--layer", "logits"],
+                          mentions: [st, "no fc"])
+        let ok = try runVLM(["embed-image", "--model", st, "--input-npy", tiny.appendingPathComponent("input.npy").path, "-o", path("p.npy")])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+
+    func testUsageErrorsExit64() throws {
+        let r = try runVLM(["embed-image", "--batch-size", "0", "--input-npy", "x.npy"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertEqual(try runVLM(["bench", "resnet7"]).status, 64)
+    }
+}
+
+// MARK: - Helpers that write checkpoints
+
+func safetensors(_ header: String, headerLength: UInt64? = nil, data: Int = 0) -> Data {
+    var out = Data()
+    var len = (headerLength ?? UInt64(header.utf8.count)).littleEndian
+    withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
+    out.append(contentsOf: Array(header.utf8))
+    out.append(Data(count: data))
+    return out
+}
+
+func writeSafetensors(_ entries: [(String, Tensor)], to path: String) throws {
+    var header: [String: Any] = [:]
+    var data = Data()
+    for (name, t) in entries {
+        let begin = data.count
+        t.data.withUnsafeBytes { data.append(contentsOf: $0) }
+        header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [begin, data.count]]
+    }
+    let h = try JSONSerialization.data(withJSONObject: header)
+    var out = Data()
+    var len = UInt64(h.count).littleEndian
+    withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
+    out.append(h)
+    out.append(data)
+    try writeAtomically(out, to: path)
+}
+
+/// torchvision resnet50 keys and shapes, zero weights, minus `dropping`.
+func writeSyntheticResNet50(to path: String, dropping: String) throws {
+    var entries: [(String, Tensor)] = []
+    func conv(_ k: String, _ o: Int, _ i: Int, _ s: Int) { entries.append((k + ".weight", Tensor(zeros: [o, i, s, s]))) }
+    func bn(_ k: String, _ c: Int) {
+        for p in ["weight", "bias", "running_mean"] { entries.append((k + "." + p, Tensor(zeros: [c]))) }
+        entries.append((k + ".running_var", Tensor(shape: [c], data: [Float](repeating: 1, count: c))))
+    }
+    conv("conv1", 64, 3, 7); bn("bn1", 64)
+    var inplanes = 64
+    for (s, n) in [3, 4, 6, 3].enumerated() {
+        let planes = 64 << s
+        for j in 0..<n {
+            let p = "layer\(s + 1).\(j)"
+            conv(p + ".conv1", planes, inplanes, 1); bn(p + ".bn1", planes)
+            conv(p + ".conv2", planes, planes, 3); bn(p + ".bn2", planes)
+            conv(p + ".conv3", planes * 4, planes, 1); bn(p + ".bn3", planes * 4)
+            if j == 0 { conv(p + ".downsample.0", planes * 4, inplanes, 1); bn(p + ".downsample.1", planes * 4) }
+            inplanes = planes * 4
+        }
+    }
+    entries.append(("fc.weight", Tensor(zeros: [1000, 2048])))
+    entries.append(("fc.bias", Tensor(zeros: [1000])))
+    try writeSafetensors(entries.filter { $0.0 != dropping }, to: path)
+}

@@ -1,0 +1,267 @@
+// Each kernel of both backends against a direct computation written here, in Double, from
+// torch's layouts (NCHW activations, OIHW weights) — independent of the engine's NHWC code.
+
+import XCTest
+import VLMCore
+
+final class KernelTests: XCTestCase {
+    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700)]
+
+    // MARK: - GEMM
+
+    func testGEMMAllTransposesAndLeadingDimensions() {
+        var rng = SeededRandom(seed: 1)
+        for (m, n, k) in [(1, 1, 1), (7, 5, 3), (33, 17, 65), (64, 130, 9)] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let lda = (transA ? m : k) + 2, ldb = (transB ? k : n) + 1, ldc = n + 3
+                    let a = rng.normals((transA ? k : m) * lda, std: 1)
+                    let b = rng.normals((transB ? n : k) * ldb, std: 1)
+                    let c0 = rng.normals(m * ldc, std: 1)
+                    let bias = rng.normals(n, std: 1)
+                    let res = rng.normals(m * ldc, std: 1)
+                    for beta: Float in [0, 0.5] {
+                        // Expected, in Double.
+                        var expected = [Double](repeating: 0, count: m * ldc)
+                        for i in 0..<m {
+                            for j in 0..<n {
+                                var s = 0.0
+                                for p in 0..<k {
+                                    let av = transA ? a[p * lda + i] : a[i * lda + p]
+                                    let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+                                    s += Double(av) * Double(bv)
+                                }
+                                s += Double(beta) * Double(c0[i * ldc + j]) + Double(bias[j]) + Double(res[i * ldc + j])
+                                expected[i * ldc + j] = max(s, 0)
+                            }
+                        }
+                        for be in backends {
+                            var c = c0
+                            bias.withUnsafeBufferPointer { bp in
+                                res.withUnsafeBufferPointer { rp in
+                                    be.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                                            beta: beta, c: &c, ldc: ldc,
+                                            epilogue: Epilogue(bias: bp.baseAddress, residual: rp.baseAddress, relu: true))
+                                }
+                            }
+                            var got: [Float] = [], want: [Float] = []
+                            for i in 0..<m { for j in 0..<n { got.append(c[i * ldc + j]); want.append(Float(expected[i * ldc + j])) } }
+                            XCTAssertLessThan(relativeError(got, want), 1e-5, "\(be.kind) m\(m) n\(n) k\(k) tA\(transA) tB\(transB) beta\(beta)")
+                            // Padding columns past n are untouched.
+                            for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Convolution
+
+    /// Direct NCHW convolution with OIHW weights, in Double.
+    func directConv(_ x: [Float], n: Int, c: Int, h: Int, w: Int, weight: [Float], cout: Int, kh: Int, kw: Int,
+                    stride: Int, pad: Int) -> (out: [Double], oh: Int, ow: Int) {
+        let oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1
+        var out = [Double](repeating: 0, count: n * cout * oh * ow)
+        for b in 0..<n { for co in 0..<cout { for y in 0..<oh { for xx in 0..<ow {
+            var s = 0.0
+            for ci in 0..<c { for ky in 0..<kh { for kx in 0..<kw {
+                let iy = y * stride - pad + ky, ix = xx * stride - pad + kx
+                if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                    s += Double(x[((b * c + ci) * h + iy) * w + ix]) * Double(weight[((co * c + ci) * kh + ky) * kw + kx])
+                }
+            } } }
+            out[((b * cout + co) * oh + y) * ow + xx] = s
+        } } } }
+        return (out, oh, ow)
+    }
+
+    func testConvolutionStridePaddingAndPointwise() {
+        var rng = SeededRandom(seed: 2)
+        // (n, cin, h, w, cout, kh, kw, stride, pad)
+        let cases = [(2, 3, 9, 11, 4, 3, 3, 1, 1), (2, 5, 10, 7, 6, 3, 3, 2, 1), (1, 3, 17, 15, 8, 7, 7, 2, 3),
+                     (3, 8, 5, 6, 16, 1, 1, 1, 0), (2, 8, 9, 9, 5, 1, 1, 2, 0), (1, 4, 8, 6, 3, 5, 3, 3, 2),
+                     (1, 2, 2, 3, 4, 3, 3, 1, 2), (1, 6, 1, 1, 7, 1, 1, 1, 0)]
+        for (n, cin, h, w, cout, kh, kw, stride, pad) in cases {
+            let x = rng.normals(n * cin * h * w, std: 1)
+            let wt = rng.normals(cout * cin * kh * kw, std: 1)
+            let bias = rng.normals(cout, std: 1)
+            let (ref, oh, ow) = directConv(x, n: n, c: cin, h: h, w: w, weight: wt, cout: cout, kh: kh, kw: kw, stride: stride, pad: pad)
+            let g = ConvGeometry(batch: n, height: h, width: w, inChannels: cin, outChannels: cout,
+                                 kernelH: kh, kernelW: kw, stride: stride, padding: pad)
+            XCTAssertEqual(g.outHeight, oh); XCTAssertEqual(g.outWidth, ow)
+            XCTAssertEqual(g.isPointwise, kh == 1 && kw == 1 && stride == 1 && pad == 0)
+            let nhwc = nchwToNHWC(Tensor(shape: [n, cin, h, w], data: x)).data
+            let hwio = convWeightOIHWToHWIO(wt, cout: cout, cin: cin, kh: kh, kw: kw)
+            // Expected NHWC with bias and ReLU.
+            var want = [Float](repeating: 0, count: n * oh * ow * cout)
+            for b in 0..<n { for co in 0..<cout { for p in 0..<(oh * ow) {
+                want[(b * oh * ow + p) * cout + co] = Float(max(ref[(b * cout + co) * oh * ow + p] + Double(bias[co]), 0))
+            } } }
+            for be in backends {
+                var out = [Float](repeating: .nan, count: g.outputCount)
+                bias.withUnsafeBufferPointer { bp in
+                    be.conv2d(out: &out, inp: nhwc, weight: hwio, geometry: g, epilogue: Epilogue(bias: bp.baseAddress, relu: true))
+                }
+                XCTAssertLessThan(relativeError(out, want), 1e-5, "\(be.kind) \(g)")
+            }
+        }
+    }
+
+    func testResidualEpilogueInTiledConvolution() {
+        var rng = SeededRandom(seed: 3)
+        let g = ConvGeometry(batch: 2, height: 12, width: 10, inChannels: 6, outChannels: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 1)
+        let x = rng.normals(g.inputCount, std: 1), w = rng.normals(g.k * g.outChannels, std: 1)
+        let res = rng.normals(g.outputCount, std: 1)
+        var outs: [[Float]] = []
+        for be in backends {
+            var out = [Float](repeating: 0, count: g.outputCount)
+            res.withUnsafeBufferPointer { rp in
+                be.conv2d(out: &out, inp: x, weight: w, geometry: g, epilogue: Epilogue(residual: rp.baseAddress, relu: false))
+            }
+            outs.append(out)
+        }
+        // Without the residual, then added by hand.
+        var plain = [Float](repeating: 0, count: g.outputCount)
+        NaiveBackend().conv2d(out: &plain, inp: x, weight: w, geometry: g, epilogue: .none)
+        let want = zip(plain, res).map { $0 + $1 }
+        for (i, o) in outs.enumerated() { XCTAssertLessThan(relativeError(o, want), 1e-6, "backend \(i)") }
+    }
+
+    // MARK: - Pooling, BatchNorm folding, layout
+
+    func testMaxPoolMatchesDirect() {
+        var rng = SeededRandom(seed: 4)
+        for (n, c, h, w) in [(2, 3, 9, 8), (1, 5, 2, 2), (1, 2, 1, 1), (2, 4, 13, 6)] {
+            let x = rng.normals(n * c * h * w, std: 1)
+            let oh = pooledSize(h, size: 3, stride: 2, padding: 1), ow = pooledSize(w, size: 3, stride: 2, padding: 1)
+            var want = [Float](repeating: 0, count: n * oh * ow * c)
+            for b in 0..<n { for ch in 0..<c { for y in 0..<oh { for xx in 0..<ow {
+                var m = -Float.infinity
+                for ky in 0..<3 { for kx in 0..<3 {
+                    let iy = y * 2 - 1 + ky, ix = xx * 2 - 1 + kx
+                    if iy >= 0 && iy < h && ix >= 0 && ix < w { m = max(m, x[((b * c + ch) * h + iy) * w + ix]) }
+                } }
+                want[((b * oh + y) * ow + xx) * c + ch] = m
+            } } } }
+            let nhwc = nchwToNHWC(Tensor(shape: [n, c, h, w], data: x)).data
+            var out = [Float](repeating: 0, count: want.count)
+            maxPool2dForward(out: &out, inp: nhwc, n: n, h: h, w: w, c: c, size: 3, stride: 2, padding: 1)
+            XCTAssertEqual(out, want)
+        }
+    }
+
+    func testGlobalAveragePool() {
+        var rng = SeededRandom(seed: 5)
+        let (n, h, w, c) = (3, 4, 5, 6)
+        let x = rng.normals(n * h * w * c, std: 1)
+        var out = [Float](repeating: 0, count: n * c)
+        globalAvgPoolForward(out: &out, inp: x, n: n, h: h, w: w, c: c)
+        for b in 0..<n { for ch in 0..<c {
+            var s = 0.0
+            for p in 0..<(h * w) { s += Double(x[(b * h * w + p) * c + ch]) }
+            XCTAssertEqual(Double(out[b * c + ch]), s / Double(h * w), accuracy: 1e-5)
+        } }
+    }
+
+    func testBatchNormFoldingEqualsConvThenBatchNorm() {
+        var rng = SeededRandom(seed: 6)
+        let (cout, cin, k) = (5, 3, 3)
+        let g = ConvGeometry(batch: 2, height: 7, width: 6, inChannels: cin, outChannels: cout, kernelH: k, kernelW: k, stride: 1, padding: 1)
+        let w = rng.normals(cout * cin * k * k, std: 1), x = rng.normals(g.inputCount, std: 1)
+        let gamma = rng.uniforms(cout, low: 0.5, high: 2), beta = rng.normals(cout, std: 1)
+        let mean = rng.normals(cout, std: 1), variance = rng.uniforms(cout, low: 0.1, high: 3)
+        let eps: Float = 1e-5
+        // conv, then BatchNorm applied directly.
+        var raw = [Float](repeating: 0, count: g.outputCount)
+        NaiveBackend().conv2d(out: &raw, inp: x, weight: convWeightOIHWToHWIO(w, cout: cout, cin: cin, kh: k, kw: k), geometry: g, epilogue: .none)
+        var want = raw
+        for i in 0..<want.count {
+            let co = i % cout
+            want[i] = Float((Double(raw[i]) - Double(mean[co])) / (Double(variance[co]) + Double(eps)).squareRoot()
+                            * Double(gamma[co]) + Double(beta[co]))
+        }
+        // Folded.
+        var folded = w
+        let bias = foldBatchNorm(weight: &folded, bias: nil, outChannels: cout, gamma: gamma, beta: beta, mean: mean, variance: variance, eps: eps)
+        for be in backends {
+            var out = [Float](repeating: 0, count: g.outputCount)
+            bias.withUnsafeBufferPointer { bp in
+                be.conv2d(out: &out, inp: x, weight: convWeightOIHWToHWIO(folded, cout: cout, cin: cin, kh: k, kw: k), geometry: g,
+                          epilogue: Epilogue(bias: bp.baseAddress))
+            }
+            XCTAssertLessThan(relativeError(out, want), 1e-5, "\(be.kind)")
+        }
+    }
+
+    func testLinearMatchesTorchLayout() {
+        var rng = SeededRandom(seed: 8)
+        let (m, inF, outF) = (4, 37, 9)
+        let x = rng.normals(m * inF, std: 1), w = rng.normals(outF * inF, std: 1), b = rng.normals(outF, std: 1)
+        var want = [Float](repeating: 0, count: m * outF)
+        for i in 0..<m { for o in 0..<outF {
+            var s = Double(b[o])
+            for p in 0..<inF { s += Double(x[i * inF + p]) * Double(w[o * inF + p]) }
+            want[i * outF + o] = Float(s)
+        } }
+        for be in backends {
+            var out = [Float](repeating: 0, count: m * outF)
+            linearForward(be, out: &out, inp: x, weight: w, bias: b, m: m, inFeatures: inF, outFeatures: outF)
+            XCTAssertLessThan(relativeError(out, want), 1e-6, "\(be.kind)")
+        }
+    }
+
+    func testLayoutConversions() {
+        let t = Tensor(shape: [1, 2, 2, 3], data: (0..<12).map(Float.init))
+        // NCHW (1,2,2,3) → NHWC (1,2,3,2): element (c,h,w) moves to (h,w,c).
+        XCTAssertEqual(nchwToNHWC(t).data, [0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11])
+        let w = (0..<(2 * 3 * 1 * 2)).map(Float.init)  // (O=2, I=3, 1, 2)
+        let hwio = convWeightOIHWToHWIO(w, cout: 2, cin: 3, kh: 1, kw: 2)
+        // (ky=0, kx=1, ci=2, co=1) ← (co=1, ci=2, ky=0, kx=1)
+        let dst: Int = ((0 * 2 + 1) * 3 + 2) * 2 + 1
+        let src: Int = ((1 * 3 + 2) * 1 + 0) * 2 + 1
+        XCTAssertEqual(hwio[dst], w[src])
+    }
+
+    func testParallelForCoversEveryIndexOnce() {
+        for threads in [1, 2, 5] {
+            Threads.set(threads)
+            for total in [0, 1, 7, 1000] {
+                var hits = [Int](repeating: 0, count: total)
+                hits.withUnsafeMutableBufferPointer { h in
+                    let p = h.baseAddress
+                    Threads.parallelFor(total, minChunk: 3) { r in for i in r { p![i] += 1 } }
+                }
+                XCTAssertEqual(hits, [Int](repeating: 1, count: total))
+            }
+        }
+        Threads.set(Threads.defaultCount())
+    }
+
+    func testBackendFromEnvironmentDefaultsToBLAS() {
+        XCTAssertEqual(BackendKind(rawValue: "naive")?.make().kind, .naive)
+        if ProcessInfo.processInfo.environment["VLM_BACKEND"] == nil {
+            XCTAssertEqual(BackendKind.fromEnvironment(), .blas)
+        }
+    }
+}
+
+final class OpenBLASCoreTests: XCTestCase {
+    let avx512: Set<String> = ["fma", "avx2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
+
+    func testRecommendsBetterKernelsOnlyWhenOpenBLASFellBack() {
+        XCTAssertEqual(OpenBLASCore.recommendedCoreType(current: "Prescott", cpuFlags: avx512), "SkylakeX")
+        XCTAssertEqual(OpenBLASCore.recommendedCoreType(current: "Haswell", cpuFlags: avx512), "SkylakeX")
+        XCTAssertNil(OpenBLASCore.recommendedCoreType(current: "SkylakeX", cpuFlags: avx512))
+        XCTAssertNil(OpenBLASCore.recommendedCoreType(current: "Cooperlake", cpuFlags: avx512))
+        XCTAssertEqual(OpenBLASCore.recommendedCoreType(current: "Prescott", cpuFlags: ["fma", "avx2"]), "Haswell")
+        XCTAssertNil(OpenBLASCore.recommendedCoreType(current: "Zen", cpuFlags: ["fma", "avx2"]))
+        XCTAssertNil(OpenBLASCore.recommendedCoreType(current: "Prescott", cpuFlags: ["sse3"]))
+    }
+
+    func testNeverOverridesAChoiceAlreadyMade() {
+        XCTAssertNil(OpenBLASCore.recommendedCoreType(environment: ["OPENBLAS_CORETYPE": "Haswell"]))
+        XCTAssertNil(OpenBLASCore.recommendedCoreType(environment: ["VLM_OPENBLAS_CORETYPE": "keep"]))
+        XCTAssertFalse(OpenBLASCore.coreName.isEmpty)
+    }
+}

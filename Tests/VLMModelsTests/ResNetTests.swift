@@ -1,0 +1,169 @@
+// ResNet against torchvision. Fixtures come from scripts/export_fixtures.py: `small` (committed:
+// narrow torchvision ResNets, F32/F16/BF16 weights, randomised BatchNorm) and `full` (resnet50
+// with seeded random weights, generated into Tests/Fixtures/generated/ by `make fixtures`).
+
+import Foundation
+import XCTest
+import VLMCore
+import VLMIO
+import VLMModels
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("Fixtures")
+
+struct FixtureMissing: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "fixture missing: \(path) — run `make fixtures` (scripts/export_fixtures.py)" }
+}
+
+struct ResNetFixture {
+    let net: ResNet
+    let input: Tensor, pooled: Tensor, logits: Tensor
+
+    init(_ folder: URL) throws {
+        let weights = folder.appendingPathComponent("model.safetensors").path
+        guard FileManager.default.fileExists(atPath: weights) else {
+            // A missing fixture fails the test: CI must never pass by not running it.
+            throw FixtureMissing(path: weights)
+        }
+        net = try ResNet(source: try SafetensorsFile(path: weights))
+        input = try NPY.read(path: folder.appendingPathComponent("input.npy").path)
+        pooled = try NPY.read(path: folder.appendingPathComponent("pooled.npy").path)
+        logits = try NPY.read(path: folder.appendingPathComponent("logits.npy").path)
+    }
+}
+
+final class ResNetParityTests: XCTestCase {
+    let backends: [any Backend] = [BLASBackend(), NaiveBackend()]
+
+    func checkParity(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let f = try ResNetFixture(fixtures.appendingPathComponent(name))
+        var outs: [BackendKind: ResNetOutput] = [:]
+        for be in backends {
+            let out = f.net.forward(f.input, backend: be)
+            XCTAssertEqual(out.pooled.shape, f.pooled.shape, file: file, line: line)
+            XCTAssertEqual(out.logits?.shape, f.logits.shape, file: file, line: line)
+            let ep = relativeError(out.pooled.data, f.pooled.data), el = relativeError(out.logits!.data, f.logits.data)
+            print("\(name) \(be.kind): pooled rel err \(ep), logits rel err \(el)")
+            XCTAssertLessThanOrEqual(ep, 1e-4, "\(name) \(be.kind) pooled", file: file, line: line)
+            XCTAssertLessThanOrEqual(el, 1e-4, "\(name) \(be.kind) logits", file: file, line: line)
+            outs[be.kind] = out
+        }
+        let pb = relativeError(outs[.naive]!.pooled.data, outs[.blas]!.pooled.data)
+        let lb = relativeError(outs[.naive]!.logits!.data, outs[.blas]!.logits!.data)
+        XCTAssertLessThanOrEqual(pb, 1e-5, "\(name) naive vs blas pooled", file: file, line: line)
+        XCTAssertLessThanOrEqual(lb, 1e-5, "\(name) naive vs blas logits", file: file, line: line)
+    }
+
+    func testNarrowBottleneckF32() throws { try checkParity("resnet/bottleneck_f32") }
+    func testNarrowBasicF16() throws { try checkParity("resnet/basic_f16") }
+    func testNarrowBasicBF16() throws { try checkParity("resnet/basic_bf16") }
+
+    /// Full-size torchvision resnet50, both backends, in CI (`make test` generates the fixture).
+    func testFullSizeResNet50() throws {
+        try checkParity("generated/resnet50")
+        let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
+        XCTAssertEqual(f.net.config.name, "resnet50")
+        XCTAssertEqual(f.net.flops(height: 224, width: 224) / 1e9, 8.18, accuracy: 0.01)
+    }
+
+    /// An image alone and inside a batch of 8 give the same vector.
+    func testBatchInvariance() throws {
+        for name in ["resnet/bottleneck_f32", "generated/resnet50"] {
+            let f = try ResNetFixture(fixtures.appendingPathComponent(name))
+            let one = f.input.rows(0..<1)
+            let inner = f.input.shape.dropFirst().reduce(1, *)
+            var rng = SeededRandom(seed: 9)
+            var batch = rng.normals(8 * inner, std: 1)
+            batch.replaceSubrange((5 * inner)..<(6 * inner), with: one.data)
+            let batched = Tensor(shape: [8] + f.input.shape.dropFirst(), data: batch)
+            for be in (name.hasPrefix("generated") ? [BLASBackend()] : backends) {
+                let alone = f.net.forward(one, backend: be)
+                let within = f.net.forward(batched, backend: be)
+                XCTAssertLessThanOrEqual(relativeError(within.pooled.rows(5..<6).data, alone.pooled.data), 1e-6, "\(name) \(be.kind)")
+                XCTAssertLessThanOrEqual(relativeError(within.logits!.rows(5..<6).data, alone.logits!.data), 1e-6, "\(name) \(be.kind)")
+            }
+        }
+    }
+}
+
+final class ResNetLoadingTests: XCTestCase {
+    func state(_ name: String) throws -> (SafetensorsFile, [String: Tensor]) {
+        let f = try SafetensorsFile(path: fixtures.appendingPathComponent("resnet/\(name)/model.safetensors").path)
+        var s: [String: Tensor] = [:]
+        for k in f.names where f.tensors[k]!.dtype.isFloat { s[k] = try f.floatTensor(k) }
+        return (f, s)
+    }
+
+    func testRecognisesStandardDepths() throws {
+        for d in resnetDepths {
+            let net = try ResNet(source: Synthetic.resnet(depth: d.depth, numClasses: 3, seed: 1)!)
+            XCTAssertEqual(net.config.name, "resnet\(d.depth)")
+            XCTAssertEqual(net.config.layers, d.layers)
+            XCTAssertEqual(net.config.featureSize, 512 * d.block.expansion)
+            XCTAssertEqual(net.config.numClasses, 3)
+        }
+    }
+
+    func testMissingTensorNamesTheKey() throws {
+        var (_, s) = try state("bottleneck_f32")
+        s["layer4.0.conv3.weight"] = nil
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m.safetensors", state: s))) {
+            XCTAssertEqual($0 as? WeightError, .missingTensor(source: "m.safetensors", key: "layer4.0.conv3.weight"))
+        }
+        var (_, s2) = try state("bottleneck_f32")
+        s2["layer2.1.bn2.running_var"] = nil
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s2))) {
+            XCTAssertEqual($0 as? WeightError, .missingTensor(source: "m", key: "layer2.1.bn2.running_var"))
+        }
+    }
+
+    func testMissingLayer4Conv3OfResNet50() throws {
+        var s = Synthetic.resnet(depth: 50, numClasses: 4, seed: 2)!.state
+        s["layer4.2.conv3.weight"] = nil
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "r50", state: s))) {
+            XCTAssertEqual($0 as? WeightError, .missingTensor(source: "r50", key: "layer4.2.conv3.weight"))
+            XCTAssertEqual("\($0)", "r50: missing tensor 'layer4.2.conv3.weight'")
+        }
+    }
+
+    func testWrongShapeNamesKeyAndBothShapes() throws {
+        var (_, s) = try state("bottleneck_f32")
+        s["layer3.0.conv2.weight"] = Tensor(zeros: [32, 32, 5, 5])
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s))) {
+            XCTAssertEqual($0 as? WeightError, .shapeMismatch(source: "m", key: "layer3.0.conv2.weight", expected: [32, 32, 3, 3], got: [32, 32, 5, 5]))
+            XCTAssertEqual("\($0)", "m: tensor 'layer3.0.conv2.weight' has shape [32, 32, 5, 5], expected [32, 32, 3, 3]")
+        }
+        var (_, s2) = try state("bottleneck_f32")
+        s2["fc.bias"] = Tensor(zeros: [11])
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s2))) {
+            XCTAssertEqual($0 as? WeightError, .shapeMismatch(source: "m", key: "fc.bias", expected: [10], got: [11]))
+        }
+    }
+
+    func testUnusedTensorIsAnError() throws {
+        var (_, s) = try state("bottleneck_f32")
+        s["head.extra.weight"] = Tensor(zeros: [3])
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s))) {
+            XCTAssertEqual($0 as? WeightError, .unusedTensors(source: "m", keys: ["head.extra.weight"]))
+        }
+    }
+
+    func testWithoutFCGivesPooledOnly() throws {
+        var (_, s) = try state("bottleneck_f32")
+        s["fc.weight"] = nil
+        s["fc.bias"] = nil
+        let net = try ResNet(source: MemoryTensorSource(name: "m", state: s))
+        XCTAssertNil(net.config.numClasses)
+        let f = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
+        let out = net.forward(f.input, backend: BLASBackend())
+        XCTAssertNil(out.logits)
+        XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4)
+    }
+
+    func testSafetensorsNumBatchesTrackedIsIgnored() throws {
+        let (f, _) = try state("bottleneck_f32")
+        XCTAssertTrue(f.names.contains("bn1.num_batches_tracked"))
+        XCTAssertNoThrow(try ResNet(source: f))
+    }
+}
