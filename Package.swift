@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "vlm", targets: ["vlm"]),
         .library(name: "VLMModels", targets: ["VLMModels"]),
+        .library(name: "VLMTokenizer", targets: ["VLMTokenizer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,15 +24,17 @@ let package = Package(
         // MARK: - Library targets: shims → core → io → models → CLI
         .target(name: "VLMCore", dependencies: ["COpenBLAS"]),
         .target(name: "VLMIO", dependencies: ["VLMCore"]),
-        .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO"]),
+        .target(name: "VLMTokenizer"),
+        .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMModels", "VLMIO", "VLMCore",
+            dependencies: ["VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMIO"]),
+        .testTarget(name: "VLMTokenizerTests", dependencies: ["VLMTokenizer"]),
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "vlm"]),
     ]
