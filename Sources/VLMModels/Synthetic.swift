@@ -1,6 +1,7 @@
 // Seeded synthetic checkpoints in the exact layout of the real ones, for benchmarks and demos
 // when no weights are on disk. They go through the same loader as a real checkpoint.
 
+import Foundation
 import VLMCore
 
 public enum Synthetic {
@@ -50,5 +51,50 @@ public enum Synthetic {
         add("fc.weight", Tensor(shape: [numClasses, inplanes], data: rng.uniforms(numClasses * inplanes, low: -bound, high: bound)))
         add("fc.bias", Tensor(shape: [numClasses], data: rng.uniforms(numClasses, low: -bound, high: bound)))
         return MemoryTensorSource(name: "synthetic-resnet\(depth)(seed \(seed))", state: state, order: order)
+    }
+}
+
+extension Synthetic {
+    /// BERT configurations the benchmarks know by name.
+    public static func bertConfig(_ name: String) -> BertConfig? {
+        let json: String
+        switch name {
+        case "bert-base":
+            json = #"{"hidden_size":768,"num_hidden_layers":12,"num_attention_heads":12,"intermediate_size":3072,"hidden_act":"gelu","layer_norm_eps":1e-12,"max_position_embeddings":512,"type_vocab_size":2,"vocab_size":30522}"#
+        case "minilm":
+            json = #"{"hidden_size":384,"num_hidden_layers":6,"num_attention_heads":12,"intermediate_size":1536,"hidden_act":"gelu","layer_norm_eps":1e-12,"max_position_embeddings":512,"type_vocab_size":2,"vocab_size":30522}"#
+        default:
+            return nil
+        }
+        return try? JSONDecoder().decode(BertConfig.self, from: Data(json.utf8))
+    }
+
+    /// A BertModel-layout state dict with N(0, 0.02) weights (transformers' initialisation),
+    /// LayerNorm near identity and small biases.
+    public static func bert(_ c: BertConfig, seed: UInt64 = 0) -> MemoryTensorSource {
+        var rng = SeededRandom(seed: seed)
+        var state: [String: Tensor] = [:]
+        let h = c.hiddenSize, i = c.intermediateSize
+        func w(_ key: String, _ shape: [Int]) { state[key] = Tensor(shape: shape, data: rng.normals(shape.reduce(1, *), std: 0.02)) }
+        func b(_ key: String, _ n: Int) { state[key] = Tensor(shape: [n], data: rng.normals(n, std: 0.02)) }
+        func ln(_ key: String) {
+            state[key + ".weight"] = Tensor(shape: [h], data: rng.normals(h, std: 0.05, mean: 1))
+            b(key + ".bias", h)
+        }
+        w("embeddings.word_embeddings.weight", [c.vocabSize, h])
+        w("embeddings.position_embeddings.weight", [c.maxPositionEmbeddings, h])
+        w("embeddings.token_type_embeddings.weight", [c.typeVocabSize, h])
+        ln("embeddings.LayerNorm")
+        for l in 0..<c.numHiddenLayers {
+            let p = "encoder.layer.\(l)."
+            for n in ["query", "key", "value"] { w(p + "attention.self.\(n).weight", [h, h]); b(p + "attention.self.\(n).bias", h) }
+            w(p + "attention.output.dense.weight", [h, h]); b(p + "attention.output.dense.bias", h)
+            ln(p + "attention.output.LayerNorm")
+            w(p + "intermediate.dense.weight", [i, h]); b(p + "intermediate.dense.bias", i)
+            w(p + "output.dense.weight", [h, i]); b(p + "output.dense.bias", h)
+            ln(p + "output.LayerNorm")
+        }
+        w("pooler.dense.weight", [h, h]); b("pooler.dense.bias", h)
+        return MemoryTensorSource(name: "synthetic BERT (seed \(seed))", state: state)
     }
 }

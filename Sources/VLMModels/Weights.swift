@@ -40,6 +40,11 @@ public final class MemoryTensorSource: TensorSource {
 }
 
 public enum WeightError: Error, CustomStringConvertible, Equatable {
+    /// "[768, ?]" for an expected shape with free dimensions.
+    public static func shapeText(_ e: [Int?]) -> String {
+        "[" + e.map { $0.map(String.init) ?? "?" }.joined(separator: ", ") + "]"
+    }
+
     case missingTensor(source: String, key: String)
     case shapeMismatch(source: String, key: String, expected: [Int?], got: [Int])
     case unusedTensors(source: String, keys: [String])
@@ -50,8 +55,7 @@ public enum WeightError: Error, CustomStringConvertible, Equatable {
         case let .missingTensor(s, k):
             return "\(s): missing tensor '\(k)'"
         case let .shapeMismatch(s, k, e, g):
-            let exp = "[" + e.map { $0.map(String.init) ?? "?" }.joined(separator: ", ") + "]"
-            return "\(s): tensor '\(k)' has shape \(g), expected \(exp)"
+            return "\(s): tensor '\(k)' has shape \(g), expected \(WeightError.shapeText(e))"
         case let .unusedTensors(s, ks):
             let shown = ks.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
             return "\(s): \(ks.count) tensor\(ks.count == 1 ? "" : "s") not used by the model: \(shown)\(ks.count > 5 ? ", …" : "")"

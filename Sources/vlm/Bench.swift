@@ -1,5 +1,6 @@
 // `vlm bench`: throughput of a model on each backend, side by side in one run, with GFLOP/s and
-// the BLAS-over-naive speedup. Synthetic seeded weights unless --model gives a checkpoint.
+// the BLAS-over-naive speedup. Synthetic seeded weights unless --model gives a checkpoint
+// (minilm uses models/all-MiniLM-L6-v2 when it is there).
 
 import ArgumentParser
 import Foundation
@@ -24,22 +25,44 @@ struct BenchResult: Codable {
     var batch: Int
     var threads: Int
     var iterations: Int
-    var secondsPerBatch: Double
+    var secondsPerRun: Double
     var itemsPerSecond: Double
     var gflops: Double
     var openblasCore: String
 }
 
+/// One benchmark: a run function returning an output to compare across backends.
+struct Workload {
+    var title: String
+    var unit: String            // "images", "sequences", "sentences"
+    var itemsPerRun: Int
+    var flopsPerRun: Double
+    var weights: String
+    var run: (any Backend) throws -> [Float]
+}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput on the blas and naive backends (release builds only mean anything).",
-        discussion: "Workloads: resnet18, resnet34, resnet50, resnet101, resnet152 (224×224 images).")
+        discussion: """
+        Workloads:
+          resnet18|34|50|101|152   images of --size × --size, --batch per forward pass
+          bert-base, minilm        --batch sequences of --seq tokens (random ids), or with
+                                   --sentences N: N generated captions through the whole text path
+                                   (tokenize, sort by length, packed batches of --batch, pool)
+        """)
 
-    @Argument(help: "The workload: resnet50 (or resnet18/34/101/152).")
+    @Argument(help: "The workload: resnet50, bert-base, minilm (or resnet18/34/101/152).")
     var workload: String
 
-    @Option(help: "Images per forward pass.")
+    @Option(help: "Items per forward pass.")
     var batch: Int = 1
+
+    @Option(help: "bert-base/minilm: tokens per sequence, [CLS] and [SEP] included.")
+    var seq: Int = 128
+
+    @Option(help: "bert-base/minilm: embed this many generated captions end to end instead.")
+    var sentences: Int?
 
     @Option(help: "blas, naive or both (side by side, with the speedup).")
     var backend: BenchBackends = .both
@@ -47,10 +70,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for OpenBLAS and the engine's loops. Default: all cores.")
     var threads: Int?
 
-    @Option(help: "A checkpoint to benchmark instead of seeded synthetic weights.")
+    @Option(help: "A checkpoint (ResNet file/folder, or BERT model folder) instead of synthetic weights.")
     var model: String?
 
-    @Option(help: "Input height and width.")
+    @Option(help: "ResNet input height and width.")
     var size: Int = 224
 
     @Option(help: "Minimum timed seconds per backend (after one warm-up pass).")
@@ -65,79 +88,148 @@ struct Bench: ParsableCommand {
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if size < 32 { throw ValidationError("--size must be at least 32") }
+        if seq < 2 { throw ValidationError("--seq must be at least 2") }
+        if let sentences, sentences < 1 { throw ValidationError("--sentences must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() throws {
         Threads.set(threads ?? Threads.defaultCount())
-        guard workload.hasPrefix("resnet"), let depth = Int(workload.dropFirst(6)),
-              resnetDepths.contains(where: { $0.depth == depth }) else {
-            throw ValidationError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", "))")
-        }
-        let net: ResNet
-        let weights: String
-        if let model {
-            net = try loadResNet(model)
-            weights = model
-        } else {
-            net = try ResNet(source: Synthetic.resnet(depth: depth, seed: 0)!)
-            weights = "synthetic (seed 0)"
-        }
-        var rng = SeededRandom(seed: 7)
-        let input = Tensor(shape: [batch, 3, size, size], data: rng.normals(batch * 3 * size * size, std: 1))
-        let flopsPerImage = net.flops(height: size, width: size)
-
+        let w = try makeWorkload()
         var results: [BenchResult] = []
         var outputs: [BackendKind: [Float]] = [:]
         for kind in backend.kinds {
             let be = kind.make()
-            outputs[kind] = net.forward(input, backend: be).pooled.data   // warm-up, and the parity check
+            outputs[kind] = try w.run(be)   // warm-up, and the parity check
             var times: [Double] = []
             let start = Date()
             while times.count < minIterations || Date().timeIntervalSince(start) < minTime {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                _ = net.forward(input, backend: be)
+                _ = try w.run(be)
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             }
             let median = times.sorted()[times.count / 2]
             results.append(BenchResult(workload: workload, backend: kind.rawValue, batch: batch, threads: Threads.count,
-                                       iterations: times.count, secondsPerBatch: median,
-                                       itemsPerSecond: Double(batch) / median,
-                                       gflops: flopsPerImage * Double(batch) / median / 1e9,
-                                       openblasCore: OpenBLASCore.coreName))
+                                       iterations: times.count, secondsPerRun: median,
+                                       itemsPerSecond: Double(w.itemsPerRun) / median,
+                                       gflops: w.flopsPerRun / median / 1e9, openblasCore: OpenBLASCore.coreName))
         }
-        var speedup: Double?
-        var parity: Double?
+        var speedup: Double?, parity: Double?
         if results.count == 2 {
             speedup = results[0].itemsPerSecond / results[1].itemsPerSecond
-            parity = relativeError(outputs[.blas]!, outputs[.naive]!)
+            parity = relativeError(outputs[.naive]!, outputs[.blas]!)
         }
         if json {
             struct Report: Codable {
+                var title: String
+                var unit: String
                 var weights: String
-                var gflopPerImage: Double
+                var gflopPerRun: Double
                 var results: [BenchResult]
                 var blasOverNaive: Double?
                 var naiveVsBlasRelativeError: Double?
             }
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
-            let data = try enc.encode(Report(weights: weights, gflopPerImage: flopsPerImage / 1e9, results: results,
-                                             blasOverNaive: speedup, naiveVsBlasRelativeError: parity))
+            let data = try enc.encode(Report(title: w.title, unit: w.unit, weights: w.weights, gflopPerRun: w.flopsPerRun / 1e9,
+                                             results: results, blasOverNaive: speedup, naiveVsBlasRelativeError: parity))
             FileHandle.standardOutput.write(data + Data("\n".utf8))
             return
         }
-        var s = "\(workload) (\(net.config.name)), \(size)×\(size), batch \(batch), \(Threads.count) threads, weights: \(weights)\n"
+        var s = "\(w.title), \(Threads.count) threads, weights: \(w.weights)\n"
         s += "OpenBLAS kernels: \(OpenBLASCore.coreName)\n"
-        s += String(format: "%.2f GFLOP per image\n", flopsPerImage / 1e9)
-        s += "backend  images/s   ms/batch  GFLOP/s  iterations\n"
+        s += String(format: "%.2f GFLOP per run of %d %@\n", w.flopsPerRun / 1e9, w.itemsPerRun, w.unit)
+        s += "backend " + "\(w.unit)/s".leftPadded(12) + "  ms/run".leftPadded(10) + "  GFLOP/s  iterations\n"
         for r in results {
             s += r.backend.padding(toLength: 7, withPad: " ", startingAt: 0)
-            s += String(format: " %9.2f %10.1f %8.1f  %d\n", r.itemsPerSecond, r.secondsPerBatch * 1000, r.gflops, r.iterations)
+            s += String(format: " %12.2f %10.1f %8.1f  %d\n", r.itemsPerSecond, r.secondsPerRun * 1000, r.gflops, r.iterations)
         }
         if let speedup, let parity {
             s += String(format: "blas over naive: %.1f×   naive vs blas relative error: %.2e\n", speedup, parity)
         }
         FileHandle.standardOutput.write(Data(s.utf8))
     }
+
+    // MARK: - Workloads
+
+    func makeWorkload() throws -> Workload {
+        if workload.hasPrefix("resnet") { return try resnetWorkload() }
+        if workload == "bert-base" || workload == "minilm" { return try bertWorkload() }
+        throw ValidationError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm")
+    }
+
+    func resnetWorkload() throws -> Workload {
+        guard let depth = Int(workload.dropFirst(6)), resnetDepths.contains(where: { $0.depth == depth }) else {
+            throw ValidationError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm")
+        }
+        let net = try model.map(loadResNet) ?? ResNet(source: Synthetic.resnet(depth: depth, seed: 0)!)
+        var rng = SeededRandom(seed: 7)
+        let input = Tensor(shape: [batch, 3, size, size], data: rng.normals(batch * 3 * size * size, std: 1))
+        return Workload(title: "\(workload) (\(net.config.name)), \(size)×\(size), batch \(batch)", unit: "images",
+                        itemsPerRun: batch, flopsPerRun: net.flops(height: size, width: size) * Double(batch),
+                        weights: model ?? "synthetic (seed 0)") { be in net.forward(input, backend: be).pooled.data }
+    }
+
+    func bertWorkload() throws -> Workload {
+        var folder = model
+        if folder == nil && workload == "minilm" {
+            let real = defaultTextModel()
+            if FileManager.default.fileExists(atPath: (real as NSString).appendingPathComponent("model.safetensors")) { folder = real }
+        }
+        if let sentences {
+            guard let folder else {
+                throw CLIError("--sentences needs a model folder with a tokenizer: run `make models` or pass --model DIR")
+            }
+            let enc = try loadTextEncoder(folder)
+            let texts = syntheticCaptions(sentences, seed: 3)
+            let lengths = texts.map { enc.encode($0).count }
+            let tokens = lengths.reduce(0, +)
+            return Workload(title: "\(workload) on \(sentences) generated captions (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), batch \(batch), pooling \(enc.defaultPooling.rawValue)",
+                            unit: "sentences", itemsPerRun: sentences, flopsPerRun: enc.model.flops(lengths: lengths), weights: folder) { be in
+                try enc.embed(texts, batchSize: batch, backend: be).vectors.data
+            }
+        }
+        let bert: BertModel
+        let weights: String
+        if let folder {
+            bert = try loadTextEncoder(folder).model
+            weights = folder
+        } else {
+            let cfg = Synthetic.bertConfig(workload)!
+            bert = try BertModel(config: cfg, source: Synthetic.bert(cfg, seed: 0))
+            weights = "synthetic (seed 0)"
+        }
+        guard seq <= bert.config.maxPositionEmbeddings else {
+            throw ValidationError("--seq \(seq) exceeds max_position_embeddings \(bert.config.maxPositionEmbeddings)")
+        }
+        var rng = SeededRandom(seed: 5)
+        let sequences: [(ids: [Int32], typeIds: [Int32])] = (0..<batch).map { _ in
+            let body = (0..<(seq - 2)).map { _ in Int32(1000 + Int(rng.next() % UInt64(bert.config.vocabSize - 1000))) }
+            return ([101] + body + [102], [Int32](repeating: 0, count: seq))
+        }
+        let packed = PackedBatch(sequences: sequences)
+        return Workload(title: "\(workload), \(batch) × \(seq) tokens", unit: "sequences", itemsPerRun: batch,
+                        flopsPerRun: bert.flops(lengths: [Int](repeating: seq, count: batch)), weights: weights) { be in
+            bert.forward(packed, backend: be).hidden.data
+        }
+    }
+}
+
+/// Seeded caption-like sentences of 6–20 words.
+func syntheticCaptions(_ n: Int, seed: UInt64) -> [String] {
+    let subjects = ["A dog", "Two cats", "A man", "A woman", "Children", "A red car", "An old bicycle", "A small bird",
+                    "A group of people", "A chef", "The train", "A surfer", "A little girl", "An elephant", "Three horses"]
+    let verbs = ["is sitting on", "runs across", "is standing next to", "jumps over", "is looking at", "rides along",
+                 "is waiting near", "walks through", "is playing with", "is parked beside"]
+    let objects = ["a wooden bench", "the busy street", "a snowy mountain", "a green field", "the kitchen table",
+                   "a crowded beach", "an empty parking lot", "the river bank", "a colourful market", "a tall building"]
+    let tails = ["", " at sunset", " in the rain", " on a sunny day", " while people watch", " near the old bridge",
+                 " with a frisbee", " in front of a blue door", " during the winter festival"]
+    var rng = SeededRandom(seed: seed)
+    func pick(_ a: [String]) -> String { a[Int(rng.next() % UInt64(a.count))] }
+    return (0..<n).map { _ in "\(pick(subjects)) \(pick(verbs)) \(pick(objects))\(pick(tails))." }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
 }

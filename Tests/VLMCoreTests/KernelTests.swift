@@ -265,3 +265,39 @@ final class OpenBLASCoreTests: XCTestCase {
         XCTAssertFalse(OpenBLASCore.coreName.isEmpty)
     }
 }
+
+final class TransformerKernelTests: XCTestCase {
+    func testLayerNormSoftmaxAndActivationsMatchDirectFormulas() {
+        var rng = SeededRandom(seed: 10)
+        let (rows, cols) = (5, 37)
+        let x = rng.normals(rows * cols, std: 3, mean: 1)
+        let g = rng.normals(cols, std: 1), b = rng.normals(cols, std: 1)
+        var ln = x
+        layerNormForward(&ln, gamma: g, beta: b, rows: rows, cols: cols, eps: 1e-12)
+        var sm = x
+        softmaxRowsForward(&sm, rows: rows, cols: cols, scale: 0.125)
+        for r in 0..<rows {
+            let row = x[(r * cols)..<((r + 1) * cols)].map(Double.init)
+            let mean = row.reduce(0, +) / Double(cols)
+            let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(cols)
+            let mx = row.max()!
+            let exps = row.map { exp(($0 - mx) * 0.125) }
+            let total = exps.reduce(0, +)
+            for j in 0..<cols {
+                XCTAssertEqual(Double(ln[r * cols + j]), (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(g[j]) + Double(b[j]), accuracy: 1e-5)
+                XCTAssertEqual(Double(sm[r * cols + j]), exps[j] / total, accuracy: 1e-6)
+            }
+        }
+        let v: [Float] = [-5, -1.5, -0.3, 0, 0.2, 1, 2.5, 8]
+        for (act, f) in [(ActivationFunction.gelu, { (x: Double) in 0.5 * x * (1 + erf(x / 2.0.squareRoot())) }),
+                         (.geluTanh, { (x: Double) in 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) }),
+                         (.relu, { (x: Double) in max(x, 0) }), (.tanh, { (x: Double) in tanh(x) })] {
+            var y = v
+            activationForward(&y, count: y.count, act)
+            for i in 0..<v.count { XCTAssertEqual(Double(y[i]), f(Double(v[i])), accuracy: 1e-6, "\(act) at \(v[i])") }
+        }
+        XCTAssertEqual(ActivationFunction(huggingFace: "gelu_new"), .geluTanh)
+        XCTAssertEqual(ActivationFunction(huggingFace: "gelu_pytorch_tanh"), .geluTanh)
+        XCTAssertNil(ActivationFunction(huggingFace: "swish"))
+    }
+}

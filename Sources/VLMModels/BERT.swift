@@ -1,0 +1,377 @@
+// BERT in Hugging Face's layout (transformers' BertModel): embeddings (word + position + token
+// type, LayerNorm) → L encoder layers (fused QKV GEMM, scaled dot-product attention per
+// sequence and head, output projection + residual + LayerNorm, intermediate + activation,
+// output + residual + LayerNorm) → optional pooler (dense + tanh on [CLS]).
+// Upstream: transformers/models/bert/modeling_bert.py. A batch is packed: its sequences'
+// tokens are concatenated, so every dense layer runs over real tokens only.
+
+import Foundation
+import VLMCore
+
+// MARK: - Configuration
+
+/// config.json, with Hugging Face's key names.
+public struct BertConfig: Decodable, Equatable, Sendable {
+    public var hiddenSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var intermediateSize: Int
+    public var hiddenAct: String
+    public var layerNormEps: Float
+    public var maxPositionEmbeddings: Int
+    public var typeVocabSize: Int
+    public var vocabSize: Int
+    public var positionEmbeddingType: String?
+    public var modelType: String?
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case intermediateSize = "intermediate_size", hiddenAct = "hidden_act", layerNormEps = "layer_norm_eps"
+        case maxPositionEmbeddings = "max_position_embeddings", typeVocabSize = "type_vocab_size", vocabSize = "vocab_size"
+        case positionEmbeddingType = "position_embedding_type", modelType = "model_type"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu"
+        layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-12
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 512
+        typeVocabSize = try c.decodeIfPresent(Int.self, forKey: .typeVocabSize) ?? 2
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        positionEmbeddingType = try c.decodeIfPresent(String.self, forKey: .positionEmbeddingType)
+        modelType = try c.decodeIfPresent(String.self, forKey: .modelType)
+    }
+
+    public var headDim: Int { hiddenSize / numAttentionHeads }
+
+    /// Reads and checks config.json; errors name the file.
+    public static func load(path: String) throws -> BertConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw WeightError.unrecognized(source: path, reason: "cannot read config.json (missing or unreadable)")
+        }
+        let cfg: BertConfig
+        do {
+            cfg = try JSONDecoder().decode(BertConfig.self, from: data)
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw WeightError.unrecognized(source: path, reason: "missing key '\(key.stringValue)'")
+        } catch DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx) {
+            throw WeightError.unrecognized(source: path, reason: "key '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type")
+        } catch {
+            throw WeightError.unrecognized(source: path, reason: "not a JSON object of BERT settings")
+        }
+        for (name, v) in [("hidden_size", cfg.hiddenSize), ("num_hidden_layers", cfg.numHiddenLayers),
+                          ("num_attention_heads", cfg.numAttentionHeads), ("intermediate_size", cfg.intermediateSize),
+                          ("max_position_embeddings", cfg.maxPositionEmbeddings), ("vocab_size", cfg.vocabSize),
+                          ("type_vocab_size", cfg.typeVocabSize)] where v <= 0 {
+            throw WeightError.unrecognized(source: path, reason: "\(name) must be positive, got \(v)")
+        }
+        if cfg.hiddenSize % cfg.numAttentionHeads != 0 {
+            throw WeightError.unrecognized(source: path, reason: "hidden_size \(cfg.hiddenSize) is not a multiple of num_attention_heads \(cfg.numAttentionHeads)")
+        }
+        if ActivationFunction(huggingFace: cfg.hiddenAct) == nil {
+            throw WeightError.unrecognized(source: path, reason: "hidden_act '\(cfg.hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
+        }
+        if let p = cfg.positionEmbeddingType, p != "absolute" {
+            throw WeightError.unrecognized(source: path, reason: "position_embedding_type '\(p)' is not supported (absolute only)")
+        }
+        return cfg
+    }
+}
+
+// MARK: - Checkpoint key mapping (the one place the BERT family's names are reconciled)
+
+/// Maps a checkpoint's keys to BertModel's: drops a `bert.` prefix (BertForMaskedLM,
+/// BertForSequenceClassification, …), renames old-style LayerNorm `gamma`/`beta` to
+/// `weight`/`bias`, and sets aside task heads (`cls.*`, `classifier.*`, …) and buffers
+/// (`embeddings.position_ids`) which the encoder does not use.
+public struct BertKeyMap {
+    public let canonical: [String: String]   // canonical key → checkpoint key
+    public let ignoredHeads: [String]
+    public let ignoredBuffers: [String]
+
+    public init(keys: [String]) {
+        let prefixed = keys.contains { $0.hasPrefix("bert.embeddings.") }
+        var map: [String: String] = [:], heads: [String] = [], buffers: [String] = []
+        for key in keys {
+            var k = key
+            if prefixed {
+                guard k.hasPrefix("bert.") else { heads.append(key); continue }
+                k.removeFirst(5)
+            }
+            if k.hasSuffix("LayerNorm.gamma") { k = String(k.dropLast(5)) + "weight" }
+            if k.hasSuffix("LayerNorm.beta") { k = String(k.dropLast(4)) + "bias" }
+            if k == "embeddings.position_ids" || k.hasSuffix(".num_batches_tracked") { buffers.append(key); continue }
+            if !(k.hasPrefix("embeddings.") || k.hasPrefix("encoder.") || k.hasPrefix("pooler.")) { heads.append(key); continue }
+            map[k] = key
+        }
+        canonical = map
+        ignoredHeads = heads.sorted()
+        ignoredBuffers = buffers
+    }
+}
+
+/// A source seen through a key map: canonical names in, checkpoint tensors out.
+final class MappedTensorSource: TensorSource {
+    let base: TensorSource
+    let map: [String: String]
+    init(base: TensorSource, map: [String: String]) { self.base = base; self.map = map }
+    var sourceName: String { base.sourceName }
+    var keys: [String] { map.keys.sorted() }
+    func shape(of key: String) -> [Int]? { map[key].flatMap { base.shape(of: $0) } }
+    func floatTensor(_ key: String) throws -> Tensor {
+        guard let k = map[key] else { throw WeightError.missingTensor(source: base.sourceName, key: key) }
+        return try base.floatTensor(k)
+    }
+}
+
+// MARK: - Layers
+
+/// out is (cols, rows), w is (rows, cols).
+func transposed(_ w: [Float], rows: Int, cols: Int) -> [Float] {
+    precondition(w.count == rows * cols)
+    var out = [Float](repeating: 0, count: w.count)
+    for r in 0..<rows { for c in 0..<cols { out[c * rows + r] = w[r * cols + c] } }
+    return out
+}
+
+/// Linear weights are stored transposed, (in, out), so every dense product is a plain
+/// row-major GEMM x (t, in) · W (in, out) — the layout the naive backend's loops vectorise.
+struct BertLayerWeights {
+    var qkvWeight: [Float]          // (H, 3H): query, key, value side by side
+    var qkvBias: [Float]            // (3H)
+    var attnOutWeight: [Float], attnOutBias: [Float]        // (H, H), (H)
+    var attnNormWeight: [Float], attnNormBias: [Float]      // (H)
+    var interWeight: [Float], interBias: [Float]            // (H, I), (I)
+    var outWeight: [Float], outBias: [Float]                // (I, H), (H)
+    var outNormWeight: [Float], outNormBias: [Float]        // (H)
+
+    static func load(_ r: WeightReader, _ c: BertConfig) throws -> BertLayerWeights {
+        let h = c.hiddenSize, i = c.intermediateSize
+        let a = r.pp("attention"), s = a.pp("self")
+        var qkvW: [Float] = [], qkvB: [Float] = []
+        for name in ["query", "key", "value"] {
+            qkvW += try s.tensor("\(name).weight", exact: [h, h]).data
+            qkvB += try s.tensor("\(name).bias", exact: [h]).data
+        }
+        return BertLayerWeights(
+            qkvWeight: transposed(qkvW, rows: 3 * h, cols: h), qkvBias: qkvB,
+            attnOutWeight: transposed(try a.tensor("output.dense.weight", exact: [h, h]).data, rows: h, cols: h),
+            attnOutBias: try a.tensor("output.dense.bias", exact: [h]).data,
+            attnNormWeight: try a.tensor("output.LayerNorm.weight", exact: [h]).data,
+            attnNormBias: try a.tensor("output.LayerNorm.bias", exact: [h]).data,
+            interWeight: transposed(try r.tensor("intermediate.dense.weight", exact: [i, h]).data, rows: i, cols: h),
+            interBias: try r.tensor("intermediate.dense.bias", exact: [i]).data,
+            outWeight: transposed(try r.tensor("output.dense.weight", exact: [h, i]).data, rows: h, cols: i),
+            outBias: try r.tensor("output.dense.bias", exact: [h]).data,
+            outNormWeight: try r.tensor("output.LayerNorm.weight", exact: [h]).data,
+            outNormBias: try r.tensor("output.LayerNorm.bias", exact: [h]).data)
+    }
+}
+
+/// A packed batch: sequences' tokens concatenated. offsets[s]..<offsets[s+1] are sequence s's rows.
+public struct PackedBatch: Sendable {
+    public var ids: [Int32]
+    public var typeIds: [Int32]
+    public var offsets: [Int]
+
+    public init(sequences: [(ids: [Int32], typeIds: [Int32])]) {
+        ids = []; typeIds = []; offsets = [0]
+        for s in sequences {
+            precondition(s.ids.count == s.typeIds.count && !s.ids.isEmpty)
+            ids += s.ids
+            typeIds += s.typeIds
+            offsets.append(ids.count)
+        }
+    }
+
+    public var count: Int { offsets.count - 1 }
+    public var tokenCount: Int { ids.count }
+    public func range(_ s: Int) -> Range<Int> { offsets[s]..<offsets[s + 1] }
+}
+
+public struct BertOutput {
+    /// (tokens, H): the last hidden state of every real token, sequences concatenated.
+    public var hidden: Tensor
+    /// (N, H): dense + tanh on each [CLS], when the checkpoint has a pooler.
+    public var pooled: Tensor?
+    public var offsets: [Int]
+}
+
+// MARK: - Model
+
+public final class BertModel {
+    public let config: BertConfig
+    public let activation: ActivationFunction
+    let wordEmbeddings: [Float], positionEmbeddings: [Float], typeEmbeddings: [Float]
+    let embNormWeight: [Float], embNormBias: [Float]
+    let layers: [BertLayerWeights]
+    let poolerWeight: [Float]?, poolerBias: [Float]?
+    /// Checkpoint keys that belong to task heads (ignored), for the caller to report.
+    public let ignoredHeads: [String]
+
+    public var hasPooler: Bool { poolerWeight != nil }
+
+    /// Loads every encoder tensor (with the same missing / shape / unused errors as ResNet);
+    /// task heads are set aside and listed in `ignoredHeads`.
+    public init(config c: BertConfig, source: TensorSource) throws {
+        config = c
+        activation = ActivationFunction(huggingFace: c.hiddenAct)!
+        let keyMap = BertKeyMap(keys: source.keys)
+        ignoredHeads = keyMap.ignoredHeads
+        let store = WeightStore(MappedTensorSource(base: source, map: keyMap.canonical))
+        let r = store.root, e = r.pp("embeddings"), h = c.hiddenSize
+        wordEmbeddings = try e.tensor("word_embeddings.weight", exact: [c.vocabSize, h]).data
+        positionEmbeddings = try e.tensor("position_embeddings.weight", exact: [c.maxPositionEmbeddings, h]).data
+        typeEmbeddings = try e.tensor("token_type_embeddings.weight", exact: [c.typeVocabSize, h]).data
+        embNormWeight = try e.tensor("LayerNorm.weight", exact: [h]).data
+        embNormBias = try e.tensor("LayerNorm.bias", exact: [h]).data
+        layers = try (0..<c.numHiddenLayers).map { try BertLayerWeights.load(r.pp("encoder.layer.\($0)"), c) }
+        if r.contains("pooler.dense.weight") {
+            poolerWeight = transposed(try r.tensor("pooler.dense.weight", exact: [h, h]).data, rows: h, cols: h)
+            poolerBias = try r.tensor("pooler.dense.bias", exact: [h]).data
+        } else {
+            poolerWeight = nil
+            poolerBias = nil
+        }
+        try store.checkAllUsed()
+    }
+
+    /// Multiply-adds ×2 for a batch of sequences with these lengths.
+    public func flops(lengths: [Int]) -> Double {
+        let h = Double(config.hiddenSize), i = Double(config.intermediateSize)
+        let t = Double(lengths.reduce(0, +))
+        let dense = 2 * t * (3 * h * h + h * h + 2 * h * i)
+        let attention = lengths.reduce(0.0) { $0 + 2 * 2 * Double($1) * Double($1) * h }
+        return Double(config.numHiddenLayers) * (dense + attention)
+    }
+
+    /// Runs the encoder over a packed batch. Token ids must be < vocab_size, type ids <
+    /// type_vocab_size and each sequence no longer than max_position_embeddings (checked).
+    public func forward(_ batch: PackedBatch, backend: any Backend) -> BertOutput {
+        let c = config, h = c.hiddenSize, t = batch.tokenCount, inter = c.intermediateSize
+        precondition(t > 0, "empty batch")
+        var x = [Float](repeating: 0, count: t * h)
+
+        // Embeddings: word + position + token type, then LayerNorm.
+        x.withUnsafeMutableBufferPointer { xp in
+            let xb = xp.baseAddress!
+            wordEmbeddings.withUnsafeBufferPointer { w in
+                positionEmbeddings.withUnsafeBufferPointer { p in
+                    typeEmbeddings.withUnsafeBufferPointer { ty in
+                        for s in 0..<batch.count {
+                            let r = batch.range(s)
+                            precondition(r.count <= c.maxPositionEmbeddings, "sequence of \(r.count) tokens > max_position_embeddings \(c.maxPositionEmbeddings)")
+                            for (pos, row) in r.enumerated() {
+                                let id = Int(batch.ids[row]), tt = Int(batch.typeIds[row])
+                                precondition(id >= 0 && id < c.vocabSize && tt >= 0 && tt < c.typeVocabSize, "token id \(id) / type \(tt) out of range")
+                                let dst = xb + row * h, we = w.baseAddress! + id * h
+                                let pe = p.baseAddress! + pos * h, te = ty.baseAddress! + tt * h
+                                for j in 0..<h { dst[j] = we[j] + pe[j] + te[j] }
+                            }
+                        }
+                    }
+                }
+            }
+            embNormWeight.withUnsafeBufferPointer { g in
+                embNormBias.withUnsafeBufferPointer { b in
+                    layerNormForward(xb, gamma: g.baseAddress!, beta: b.baseAddress!, rows: t, cols: h, eps: c.layerNormEps)
+                }
+            }
+        }
+
+        // Scratch reused across layers.
+        var qkv = [Float](repeating: 0, count: t * 3 * h)
+        var ctx = [Float](repeating: 0, count: t * h)
+        var attn = [Float](repeating: 0, count: t * h)
+        var mid = [Float](repeating: 0, count: t * inter)
+        let longest = (0..<batch.count).map { batch.range($0).count }.max()!
+        var scores = [Float](repeating: 0, count: longest * longest)
+
+        for layer in layers {
+            // Q, K, V in one GEMM: (t, 3H) = x (t, H) · Wqkvᵀ + b.
+            gemmLinear(backend, out: &qkv, inp: x, weight: layer.qkvWeight, bias: layer.qkvBias, m: t, k: h, n: 3 * h)
+            attention(backend, ctx: &ctx, qkv: qkv, scores: &scores, batch: batch)
+            // Output projection + residual, then LayerNorm.
+            gemmLinear(backend, out: &attn, inp: ctx, weight: layer.attnOutWeight, bias: layer.attnOutBias, m: t, k: h, n: h, residual: x)
+            layerNorm(&attn, layer.attnNormWeight, layer.attnNormBias, rows: t, cols: h)
+            // Feed-forward.
+            gemmLinear(backend, out: &mid, inp: attn, weight: layer.interWeight, bias: layer.interBias, m: t, k: h, n: inter)
+            mid.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, count: t * inter, activation) }
+            gemmLinear(backend, out: &x, inp: mid, weight: layer.outWeight, bias: layer.outBias, m: t, k: inter, n: h, residual: attn)
+            layerNorm(&x, layer.outNormWeight, layer.outNormBias, rows: t, cols: h)
+        }
+
+        var pooled: Tensor?
+        if let poolerWeight, let poolerBias {
+            var cls = [Float](repeating: 0, count: batch.count * h)
+            for s in 0..<batch.count {
+                let src = batch.offsets[s] * h
+                for j in 0..<h { cls[s * h + j] = x[src + j] }
+            }
+            var out = [Float](repeating: 0, count: batch.count * h)
+            gemmLinear(backend, out: &out, inp: cls, weight: poolerWeight, bias: poolerBias, m: batch.count, k: h, n: h)
+            out.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, count: batch.count * h, .tanh) }
+            pooled = Tensor(shape: [batch.count, h], data: out)
+        }
+        return BertOutput(hidden: Tensor(shape: [t, h], data: x), pooled: pooled, offsets: batch.offsets)
+    }
+
+    /// out (m, n) = inp (m, k) · weight (k, n) + bias (+ residual).
+    private func gemmLinear(_ backend: any Backend, out: inout [Float], inp: [Float], weight: [Float], bias: [Float],
+                            m: Int, k: Int, n: Int, residual: [Float]? = nil) {
+        precondition(inp.count >= m * k && weight.count == n * k && bias.count == n && out.count >= m * n)
+        out.withUnsafeMutableBufferPointer { o in
+            inp.withUnsafeBufferPointer { i in
+                weight.withUnsafeBufferPointer { w in
+                    bias.withUnsafeBufferPointer { b in
+                        withOptionalPointer(residual) { res in
+                            backend.gemm(transA: false, transB: false, m: m, n: n, k: k, a: i.baseAddress!, lda: k,
+                                         b: w.baseAddress!, ldb: n, beta: 0, c: o.baseAddress!, ldc: n,
+                                         epilogue: Epilogue(bias: b.baseAddress!, residual: res))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private func layerNorm(_ x: inout [Float], _ g: [Float], _ b: [Float], rows: Int, cols: Int) {
+        x.withUnsafeMutableBufferPointer { xp in
+            g.withUnsafeBufferPointer { gp in
+                b.withUnsafeBufferPointer { bp in
+                    layerNormForward(xp.baseAddress!, gamma: gp.baseAddress!, beta: bp.baseAddress!, rows: rows, cols: cols, eps: config.layerNormEps)
+                }
+            }
+        }
+    }
+
+    /// ctx (t, H) = softmax(Q Kᵀ / √d) V for every sequence and head; Q, K, V are column
+    /// blocks of qkv (t, 3H). No padding, so no mask: every key is a real token.
+    private func attention(_ backend: any Backend, ctx: inout [Float], qkv: [Float], scores: inout [Float], batch: PackedBatch) {
+        let h = config.hiddenSize, d = config.headDim, ld = 3 * h
+        let scale = 1 / Float(d).squareRoot()
+        ctx.withUnsafeMutableBufferPointer { cp in
+            qkv.withUnsafeBufferPointer { qp in
+                scores.withUnsafeMutableBufferPointer { sp in
+                    let s0 = sp.baseAddress!
+                    for s in 0..<batch.count {
+                        let r = batch.range(s), l = r.count
+                        let base = qp.baseAddress! + r.lowerBound * ld
+                        for head in 0..<config.numAttentionHeads {
+                            let q = base + head * d, k = base + h + head * d, v = base + 2 * h + head * d
+                            backend.gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld,
+                                         beta: 0, c: s0, ldc: l, epilogue: .none)
+                            softmaxRowsForward(s0, rows: l, cols: l, scale: scale)
+                            backend.gemm(transA: false, transB: false, m: l, n: d, k: l, a: s0, lda: l, b: v, ldb: ld,
+                                         beta: 0, c: cp.baseAddress! + r.lowerBound * h + head * d, ldc: h, epilogue: .none)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

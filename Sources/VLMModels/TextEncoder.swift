@@ -1,0 +1,205 @@
+// Texts to vectors: a model folder (config.json, model.safetensors, vocab.txt or tokenizer.json,
+// and sentence-transformers' modules.json / 1_Pooling / sentence_bert_config.json when present)
+// → tokenize → sort by length into packed batches → BERT → pool → optional L2 normalisation →
+// rows back in input order. Defaults follow sentence-transformers' config, so an unflagged run
+// gives what SentenceTransformer.encode gives.
+
+import Foundation
+import VLMCore
+import VLMIO
+import VLMTokenizer
+
+public enum Pooling: String, CaseIterable, Sendable {
+    /// The raw [CLS] hidden state.
+    case cls
+    /// The mean over real tokens (special tokens included, as sentence-transformers does).
+    case mean
+    /// The element-wise max over real tokens.
+    case max
+    /// BERT's pooler: dense + tanh on [CLS].
+    case pooler
+}
+
+/// What sentence-transformers' files say, when the folder has them.
+public struct SentenceTransformerConfig: Equatable, Sendable {
+    public var pooling: Pooling
+    public var normalize: Bool
+    public var maxSeqLength: Int?
+    public var doLowerCase: Bool
+
+    /// nil when the folder has no modules.json.
+    public static func load(folder: String) throws -> SentenceTransformerConfig? {
+        let modulesPath = (folder as NSString).appendingPathComponent("modules.json")
+        guard let data = FileManager.default.contents(atPath: modulesPath) else { return nil }
+        guard let modules = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] else {
+            throw WeightError.unrecognized(source: modulesPath, reason: "not a JSON list of modules")
+        }
+        var pooling = Pooling.cls
+        var normalize = false
+        for m in modules {
+            let type = m["type"] as? String ?? ""
+            if type.hasSuffix(".Pooling") {
+                let path = ((folder as NSString).appendingPathComponent(m["path"] as? String ?? "1_Pooling") as NSString)
+                    .appendingPathComponent("config.json")
+                guard let pdata = FileManager.default.contents(atPath: path),
+                      let p = (try? JSONSerialization.jsonObject(with: pdata)) as? [String: Any] else {
+                    throw WeightError.unrecognized(source: path, reason: "missing or not a JSON object (sentence-transformers pooling config)")
+                }
+                if let mode = p["pooling_mode"] as? String {
+                    guard let pm = Pooling(rawValue: mode == "mean_tokens" ? "mean" : mode) else {
+                        throw WeightError.unrecognized(source: path, reason: "pooling mode '\(mode)' is not supported (cls, mean, max)")
+                    }
+                    pooling = pm
+                } else {
+                    let on = ["pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+                              "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]
+                        .filter { (p[$0] as? Bool) == true }
+                    switch on {
+                    case ["pooling_mode_cls_token"]: pooling = .cls
+                    case ["pooling_mode_mean_tokens"]: pooling = .mean
+                    case ["pooling_mode_max_tokens"]: pooling = .max
+                    default:
+                        throw WeightError.unrecognized(source: path, reason: "pooling modes \(on) are not supported (exactly one of cls, mean, max)")
+                    }
+                }
+            } else if type.hasSuffix(".Normalize") {
+                normalize = true
+            } else if !type.hasSuffix(".Transformer") {
+                throw WeightError.unrecognized(source: modulesPath, reason: "module type '\(type)' is not supported (Transformer, Pooling, Normalize)")
+            }
+        }
+        var maxSeq: Int?, lower = false
+        let sbPath = (folder as NSString).appendingPathComponent("sentence_bert_config.json")
+        if let sb = FileManager.default.contents(atPath: sbPath) {
+            guard let obj = (try? JSONSerialization.jsonObject(with: sb)) as? [String: Any] else {
+                throw WeightError.unrecognized(source: sbPath, reason: "not a JSON object")
+            }
+            maxSeq = (obj["max_seq_length"] as? NSNumber)?.intValue
+            lower = obj["do_lower_case"] as? Bool ?? false
+        }
+        return SentenceTransformerConfig(pooling: pooling, normalize: normalize, maxSeqLength: maxSeq, doLowerCase: lower)
+    }
+}
+
+public struct TextEmbedding {
+    /// (N, H), rows in input order.
+    public var vectors: Tensor
+    /// How many inputs were cut to the maximum length.
+    public var truncatedCount: Int
+    public var tokenCount: Int
+}
+
+public final class TextEncoder {
+    public let folder: String
+    public let model: BertModel
+    public let tokenizer: WordPieceTokenizer
+    public let sentenceTransformer: SentenceTransformerConfig?
+
+    public var defaultPooling: Pooling { sentenceTransformer?.pooling ?? .mean }
+    public var defaultNormalize: Bool { sentenceTransformer?.normalize ?? false }
+    /// sentence-transformers' max_seq_length when set, else max_position_embeddings.
+    public var defaultMaxLength: Int {
+        min(sentenceTransformer?.maxSeqLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings)
+    }
+
+    public init(folder: String) throws {
+        self.folder = folder
+        func path(_ n: String) -> String { (folder as NSString).appendingPathComponent(n) }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
+            throw IOError.cannotOpen(path: folder, reason: "no such model folder")
+        }
+        guard FileManager.default.fileExists(atPath: path("config.json")) else {
+            throw WeightError.unrecognized(source: folder, reason: "no config.json in this model folder")
+        }
+        let config = try BertConfig.load(path: path("config.json"))
+        tokenizer = try WordPieceTokenizer.load(folder: folder)
+        guard FileManager.default.fileExists(atPath: path("model.safetensors")) else {
+            throw WeightError.unrecognized(source: folder, reason: "no model.safetensors in this model folder")
+        }
+        let weights = try SafetensorsFile(path: path("model.safetensors"))
+        do {
+            model = try BertModel(config: config, source: weights)
+        } catch let WeightError.shapeMismatch(source, key, expected, got) {
+            throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(path("config.json")) implies \(WeightError.shapeText(expected))")
+        } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") {
+            throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(path("config.json")) says num_hidden_layers \(config.numHiddenLayers))")
+        }
+        if tokenizer.vocabularySize > config.vocabSize {
+            throw WeightError.unrecognized(source: path("config.json"), reason: "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
+        }
+        sentenceTransformer = try SentenceTransformerConfig.load(folder: folder)
+    }
+
+    /// Tokenizes, truncating to maxLength (default `defaultMaxLength`).
+    public func encode(_ text: String, pair: String? = nil, maxLength: Int? = nil) -> VLMTokenizer.Encoding {
+        let t = (sentenceTransformer?.doLowerCase ?? false) ? text.lowercased() : text
+        let p = (sentenceTransformer?.doLowerCase ?? false) ? pair?.lowercased() : pair
+        return tokenizer.encode(t, pair: p, maxLength: min(maxLength ?? defaultMaxLength, model.config.maxPositionEmbeddings))
+    }
+
+    /// Vectors for `texts` (with optional second segments), batched by length; rows in input order.
+    /// `progress`, when given, is called with the number of texts done after each batch.
+    public func embed(_ texts: [String], pairs: [String?]? = nil, pooling: Pooling? = nil, normalize: Bool? = nil,
+                      maxLength: Int? = nil, batchSize: Int = 32, backend: any Backend,
+                      progress: ((Int) -> Void)? = nil) throws -> TextEmbedding {
+        let pooling = pooling ?? defaultPooling
+        let normalize = normalize ?? defaultNormalize
+        if pooling == .pooler && !model.hasPooler {
+            throw WeightError.unrecognized(source: folder, reason: "the checkpoint has no pooler (pooler.dense.*); use --pooling cls|mean|max")
+        }
+        if let pairs, pairs.contains(where: { $0 != nil }) && model.config.typeVocabSize < 2 {
+            throw WeightError.unrecognized(source: folder, reason: "type_vocab_size \(model.config.typeVocabSize) cannot encode sentence pairs")
+        }
+        let encodings = texts.indices.map { encode(texts[$0], pair: pairs?[$0] ?? nil, maxLength: maxLength) }
+        let h = model.config.hiddenSize
+        var out = [Float](repeating: 0, count: texts.count * h)
+        // Longest first, so each batch holds texts of similar length; ties keep input order.
+        let order = encodings.indices.sorted { (encodings[$0].count, $1) > (encodings[$1].count, $0) }
+        var done = 0
+        for start in stride(from: 0, to: order.count, by: max(1, batchSize)) {
+            let idx = Array(order[start..<min(order.count, start + batchSize)])
+            let batch = PackedBatch(sequences: idx.map { (encodings[$0].ids, encodings[$0].typeIds) })
+            let result = model.forward(batch, backend: backend)
+            for (s, row) in idx.enumerated() {
+                poolSequence(out: &out, row: row, result: result, s: s, pooling: pooling, normalize: normalize)
+            }
+            done += idx.count
+            progress?(done)
+        }
+        return TextEmbedding(vectors: Tensor(shape: [texts.count, h], data: out),
+                             truncatedCount: encodings.filter(\.truncated).count,
+                             tokenCount: encodings.reduce(0) { $0 + $1.count })
+    }
+
+    private func poolSequence(out: inout [Float], row: Int, result: BertOutput, s: Int, pooling: Pooling, normalize: Bool) {
+        let h = model.config.hiddenSize
+        let r = result.offsets[s]..<result.offsets[s + 1]
+        var v = [Float](repeating: 0, count: h)
+        result.hidden.data.withUnsafeBufferPointer { x in
+            switch pooling {
+            case .cls:
+                for j in 0..<h { v[j] = x[r.lowerBound * h + j] }
+            case .pooler:
+                for j in 0..<h { v[j] = result.pooled!.data[s * h + j] }
+            case .mean:
+                var acc = [Double](repeating: 0, count: h)
+                for t in r { for j in 0..<h { acc[j] += Double(x[t * h + j]) } }
+                for j in 0..<h { v[j] = Float(acc[j] / Double(r.count)) }
+            case .max:
+                for j in 0..<h { v[j] = -.infinity }
+                for t in r { for j in 0..<h { v[j] = Swift.max(v[j], x[t * h + j]) } }
+            }
+        }
+        if normalize { l2Normalize(&v) }
+        for j in 0..<h { out[row * h + j] = v[j] }
+    }
+}
+
+/// x / max(‖x‖, 1e-12), as torch.nn.functional.normalize.
+public func l2Normalize(_ v: inout [Float]) {
+    var s = 0.0
+    for x in v { s += Double(x) * Double(x) }
+    let n = Float(Swift.max(s.squareRoot(), 1e-12))
+    for i in v.indices { v[i] /= n }
+}

@@ -1,0 +1,144 @@
+// `vlm embed-text` and `vlm tokenize` as a user runs them: inputs from arguments, files, stdin
+// and JSON lines; outputs equal to the library's; bad input as one line on stderr.
+
+import Foundation
+import XCTest
+import VLMCore
+import VLMIO
+
+final class TextCLITests: XCTestCase {
+    let tiny = fixtures.appendingPathComponent("bert/tiny").path
+    let minilm = fixtures.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("models/all-MiniLM-L6-v2").path
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-text-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+
+    func vectors(_ r: RunResult) throws -> [[Float]] {
+        try r.out.split(separator: "\n").map { line in
+            let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return (obj["vector"] as! [NSNumber]).map { $0.floatValue }
+        }
+    }
+
+    func testMiniLMDefaultsMatchSentenceTransformers() throws {
+        guard FileManager.default.fileExists(atPath: minilm) else { throw FixtureMissing(path: minilm + " (run `make models`)") }
+        let sentences = try JSONDecoder().decode([String].self, from: Data(contentsOf: fixtures.appendingPathComponent("bert/minilm_sentences.json")))
+        let ref = try NPY.read(path: fixtures.appendingPathComponent("bert/minilm_embeddings.npy").path)
+        // JSON lines input (some sentences hold newlines), npy output; no --model: the default folder.
+        let jl = sentences.map { "{\"text\":\(jsonString($0))}" }.joined(separator: "\n") + "\n"
+        let inputFile = path("in.jsonl")
+        try Data(jl.utf8).write(to: URL(fileURLWithPath: inputFile))
+        let out = path("out.npy")
+        let r = try runVLM(["embed-text", "--file", inputFile, "--jsonl-field", "text", "-o", out, "--batch-size", "4"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("1 of 25 texts were truncated to 256 tokens"), r.stderr)
+        let got = try NPY.read(path: out)
+        XCTAssertEqual(got.shape, ref.shape)
+        let d = ref.shape[1]
+        for i in 0..<sentences.count {
+            let a = Array(got.data[(i * d)..<((i + 1) * d)]), b = Array(ref.data[(i * d)..<((i + 1) * d)])
+            let cos = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            XCTAssertGreaterThanOrEqual(cos, 0.9999, "sentence \(i)")   // both are unit vectors
+        }
+    }
+
+    func testArgumentsFileAndStdinAgree() throws {
+        let texts = ["A cat sitting on a couch.", "", "naïve café 東京 😀"]
+        let args = try runVLM(["embed-text", "--model", tiny] + texts)
+        XCTAssertEqual(args.status, 0, args.stderr)
+        let file = path("lines.txt")
+        try Data((texts.joined(separator: "\r\n") + "\r\n").utf8).write(to: URL(fileURLWithPath: file))
+        let fromFile = try runVLM(["embed-text", "--model", tiny, "--file", file, "--backend", "naive"])
+        XCTAssertEqual(fromFile.status, 0, fromFile.stderr)
+        let fromStdin = try runVLM(["embed-text", "--model", tiny, "--file", "-"], stdin: Data(texts.joined(separator: "\n").utf8))
+        XCTAssertEqual(fromStdin.status, 0, fromStdin.stderr)
+        let a = try vectors(args), b = try vectors(fromFile), c = try vectors(fromStdin)
+        XCTAssertEqual(a.count, 3)
+        XCTAssertEqual(b.count, 3)
+        for i in 0..<3 {
+            XCTAssertLessThanOrEqual(relativeError(b[i], a[i]), 1e-5)
+            XCTAssertEqual(c[i], a[i])
+        }
+        // The empty text embeds as "[CLS] [SEP]" does: the same as the tokenizer's empty encoding.
+        let tok = try runVLM(["tokenize", "--model", tiny, ""])
+        XCTAssertEqual(tok.out, "{\"ids\":[101,102],\"tokens\":[\"[CLS]\",\"[SEP]\"]}\n")
+        XCTAssertTrue(args.stderr.contains("ignoring 2 task-head tensors"), args.stderr)
+    }
+
+    func testPoolingNormalizeAndFormats() throws {
+        let r = try runVLM(["embed-text", "--model", tiny, "--pooling", "cls", "--normalize", "--format", "tsv", "hello", "world"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = r.out.split(separator: "\n").map { $0.split(separator: "\t").map { Float($0)! } }
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertEqual(rows[0].count, 32)
+        for row in rows { XCTAssertEqual(row.reduce(0) { $0 + $1 * $1 }, 1, accuracy: 1e-4) }
+        let pooler = try runVLM(["embed-text", "--model", tiny, "--pooling", "pooler", "hello"])
+        XCTAssertEqual(pooler.status, 0, pooler.stderr)
+        XCTAssertTrue(try vectors(pooler)[0].allSatisfy { abs($0) <= 1 }, "tanh output")
+    }
+
+    func testTokenizePairsAndTruncation() throws {
+        let jl = #"{"q": "What is shown?", "a": "A dog\non a bench."}"# + "\n"
+        let r = try runVLM(["tokenize", "--model", tiny, "--file", "-", "--jsonl-field", "q", "--jsonl-pair-field", "a"], stdin: Data(jl.utf8))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.out, #"{"ids":[101,2054,2003,3491,1029,102,1037,3899,2006,1037,6847,1012,102],"tokens":["[CLS]","what","is","shown","?","[SEP]","a","dog","on","a","bench",".","[SEP]"],"type_ids":[0,0,0,0,0,0,1,1,1,1,1,1,1]}"# + "\n")
+        let t = try runVLM(["tokenize", "--model", tiny, "--max-length", "4", "one two three four five"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertTrue(t.out.hasPrefix(#"{"ids":[101,2028,2048,102]"#), t.out)
+        XCTAssertTrue(t.stderr.contains("1 of 1 texts were truncated to 4 tokens"), t.stderr)
+    }
+
+    func testBadTextInput() throws {
+        // Invalid UTF-8 names the line; --lossy decodes it.
+        let bad = path("bad.txt")
+        try Data([0x6F, 0x6B, 0x0A, 0x62, 0xFF, 0x64, 0x0A]).write(to: URL(fileURLWithPath: bad))
+        let r = try runVLM(["embed-text", "--model", tiny, "--file", bad])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, "vlm: error: \(bad):2: not valid UTF-8 (use --lossy to replace bad bytes)\n")
+        let lossy = try runVLM(["embed-text", "--model", tiny, "--file", bad, "--lossy"])
+        XCTAssertEqual(lossy.status, 0, lossy.stderr)
+        XCTAssertEqual(try vectors(lossy).count, 2)
+        // Model folder problems.
+        let noConfig = path("m1")
+        try FileManager.default.createDirectory(atPath: noConfig, withIntermediateDirectories: true)
+        let e1 = try runVLM(["embed-text", "--model", noConfig, "x"])
+        XCTAssertEqual(e1.status, 1)
+        XCTAssertEqual(e1.stderr, "vlm: error: \(noConfig): no config.json in this model folder\n")
+        try FileManager.default.copyItem(atPath: tiny + "/config.json", toPath: noConfig + "/config.json")
+        let e2 = try runVLM(["embed-text", "--model", noConfig, "x"])
+        XCTAssertEqual(e2.stderr, "vlm: error: \(noConfig): no vocab.txt or tokenizer.json in this folder\n")
+        // Bad JSON lines.
+        let e3 = try runVLM(["embed-text", "--model", tiny, "--file", "-", "--jsonl-field", "t"], stdin: Data("{\"t\": 1}\n".utf8))
+        XCTAssertEqual(e3.stderr, "vlm: error: <stdin>:1: no string field 't'\n")
+        // Nothing to embed.
+        let e4 = try runVLM(["embed-text", "--model", tiny, "--file", "-"], stdin: Data())
+        XCTAssertEqual(e4.status, 1)
+        XCTAssertTrue(e4.stderr.contains("no texts"), e4.stderr)
+        let e5 = try runVLM(["embed-text", "--model", tiny, "--max-length", "1000", "x"])
+        XCTAssertEqual(e5.status, 1)
+        XCTAssertTrue(e5.stderr.contains("max_position_embeddings 128"), e5.stderr)
+    }
+
+    func testBenchBERTJSON() throws {
+        let r = try runVLM(["bench", "minilm", "--model", tiny, "--batch", "2", "--seq", "16", "--min-time", "0", "--min-iterations", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: r.stdout) as! [String: Any]
+        XCTAssertEqual(obj["unit"] as? String, "sequences")
+        XCTAssertLessThanOrEqual(obj["naiveVsBlasRelativeError"] as! Double, 1e-5)
+        let s = try runVLM(["bench", "minilm", "--model", tiny, "--sentences", "20", "--batch", "8", "--backend", "blas", "--min-time", "0", "--min-iterations", "1", "--json"])
+        XCTAssertEqual(s.status, 0, s.stderr)
+        XCTAssertTrue(s.out.contains("\"unit\":\"sentences\""), s.out)
+    }
+}
+
+struct FixtureMissing: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "fixture missing: \(path)" }
+}
