@@ -10,7 +10,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libopenblas-dev liblapacke-dev pkg-config
+APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev pkg-config
 GENERATED := Tests/Fixtures/generated
 VLM := .build/release/vlm
 
@@ -48,7 +48,11 @@ $(GENERATED)/resnet50/model.safetensors: scripts/export_fixtures.py $(VENV)/.sta
 $(GENERATED)/bert-base/model.safetensors: scripts/export_text_fixtures.py $(VENV)/.stamp
 	$(PY) scripts/export_text_fixtures.py full
 
-fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/bert-base/model.safetensors
+$(GENERATED)/images/cases.json: scripts/export_image_fixtures.py $(VENV)/.stamp
+	rm -rf $(GENERATED)/images
+	$(PY) scripts/export_image_fixtures.py
+
+fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json
 
 # The committed small fixtures; rerun after changing the export scripts.
 fixtures-small: $(VENV)/.stamp models

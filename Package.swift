@@ -21,20 +21,31 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
         ),
+        .systemLibrary(
+            name: "CImageCodecs",
+            path: "CShims/CImageCodecs",
+            pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev", "libpng-dev"])]
+        ),
+        // Pillow-exact decoding in C: libpng reports errors by longjmp, which must not cross Swift.
+        .target(name: "CImageDecode", dependencies: ["CImageCodecs"], path: "CShims/CImageDecode",
+                linkerSettings: [.linkedLibrary("turbojpeg"), .linkedLibrary("png16")]),
         // MARK: - Library targets: shims → core → io → models → CLI
         .target(name: "VLMCore", dependencies: ["COpenBLAS"]),
         .target(name: "VLMIO", dependencies: ["VLMCore"]),
         .target(name: "VLMTokenizer"),
+        .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
+            dependencies: ["VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMIO"]),
         .testTarget(name: "VLMTokenizerTests", dependencies: ["VLMTokenizer"]),
+        .testTarget(name: "VLMImageTests", dependencies: ["VLMImage"]),
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "vlm"]),
     ]

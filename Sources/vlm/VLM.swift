@@ -7,6 +7,7 @@ import VLMCore
 import VLMIO
 import VLMModels
 import VLMTokenizer
+import VLMImage
 
 /// Exit codes, listed in `vlm --help` and the README.
 enum ExitCode32: Int32 {
@@ -29,7 +30,7 @@ struct VLM: ParsableCommand {
         abstract: "Images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).",
         discussion: exitCodesHelp,
         version: "0.1.0",
-        subcommands: [EmbedImage.self, EmbedText.self, Tokenize.self, Inspect.self, Bench.self]
+        subcommands: [EmbedImage.self, EmbedText.self, Tokenize.self, PreprocessCommand.self, Inspect.self, Bench.self]
     )
 
     static func main() {
@@ -48,6 +49,8 @@ struct VLM: ParsableCommand {
         } catch let error as WeightError {
             fail(error.description)
         } catch let error as TokenizerError {
+            fail(error.description)
+        } catch let error as ImageError {
             fail(error.description)
         } catch {
             exit(withError: error)

@@ -1,0 +1,88 @@
+// Image files to 8-bit RGB, as Pillow's Image.open(path).convert("RGB") gives them: JPEG
+// through TurboJPEG, PNG through libpng (the C side is CShims/CImageDecode). A pixel limit
+// turns decompression bombs into an error before any pixel is decoded.
+
+import CImageDecode
+import Foundation
+import VLMIO
+
+/// Interleaved 8-bit RGB, row-major: pixels[(y·width + x)·3 + c].
+public struct RGBImage: Equatable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(width > 0 && height > 0 && pixels.count == width * height * 3)
+        (self.width, self.height, self.pixels) = (width, height, pixels)
+    }
+}
+
+public enum ImageError: Error, CustomStringConvertible, Equatable {
+    case unreadable(path: String, reason: String)
+    case empty(path: String)
+    case notAnImage(path: String)
+    case corrupt(path: String, format: String, reason: String)
+    case tooLarge(path: String, width: Int, height: Int, limit: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .unreadable(p, r): return "\(p): cannot read: \(r)"
+        case let .empty(p): return "\(p): empty file (0 bytes)"
+        case let .notAnImage(p): return "\(p): not a JPEG or PNG image"
+        case let .corrupt(p, f, r): return "\(p): corrupt or truncated \(f.uppercased()): \(r)"
+        case let .tooLarge(p, w, h, l):
+            return "\(p): \(w)×\(h) = \(w * h) pixels is over the limit of \(l) (--max-pixels)"
+        }
+    }
+
+    /// A short machine-readable kind for error logs.
+    public var kind: String {
+        switch self {
+        case .unreadable: return "unreadable"
+        case .empty: return "empty"
+        case .notAnImage: return "not_an_image"
+        case .corrupt: return "corrupt"
+        case .tooLarge: return "too_large"
+        }
+    }
+}
+
+public enum ImageDecoder {
+    /// Default pixel limit: 100 megapixels.
+    public static let defaultMaxPixels: UInt64 = 100_000_000
+
+    public static func decode(path: String, maxPixels: UInt64 = defaultMaxPixels) throws -> RGBImage {
+        let file: MappedFile
+        do {
+            file = try MappedFile(path: path)
+        } catch let IOError.cannotOpen(_, reason) {
+            throw ImageError.unreadable(path: path, reason: reason)
+        }
+        if file.size == 0 { throw ImageError.empty(path: path) }
+        return try file.withBytes { try decode($0, name: path, maxPixels: maxPixels) }
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer, name: String, maxPixels: UInt64 = defaultMaxPixels) throws -> RGBImage {
+        if bytes.isEmpty { throw ImageError.empty(path: name) }
+        var img = vlm_image()
+        let status = vlm_decode_image(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, maxPixels, &img)
+        defer { vlm_image_free(&img) }
+        let format = withUnsafeBytes(of: img.format) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let message = withUnsafeBytes(of: img.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        switch status {
+        case VLM_DECODE_OK:
+            let n = Int(img.width) * Int(img.height) * 3
+            let pixels = [UInt8](UnsafeBufferPointer(start: img.pixels, count: n))
+            return RGBImage(width: Int(img.width), height: Int(img.height), pixels: pixels)
+        case VLM_DECODE_UNKNOWN_FORMAT:
+            throw ImageError.notAnImage(path: name)
+        case VLM_DECODE_TOO_LARGE:
+            throw ImageError.tooLarge(path: name, width: Int(img.width), height: Int(img.height), limit: maxPixels)
+        case VLM_DECODE_NO_MEMORY:
+            throw ImageError.unreadable(path: name, reason: "out of memory decoding \(format)")
+        default:
+            throw ImageError.corrupt(path: name, format: format, reason: message.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+}

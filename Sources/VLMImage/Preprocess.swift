@@ -1,0 +1,200 @@
+// torchvision's ImageNet preprocessing on PIL images, reproduced exactly:
+//   Resize(256)      shorter side to 256, longer int(256·long/short); PIL's bilinear resample
+//                    with antialiasing (the filter widens by the scale factor when shrinking),
+//                    8-bit fixed-point coefficients, horizontal pass then vertical, each rounded
+//                    to uint8 (Pillow's libImaging/Resample.c)
+//   CenterCrop(224)  top = int(round((h − 224)/2)) with Python's round-half-even; zero padding
+//                    when the image is smaller than the crop
+//   ToTensor         /255 in float32
+//   Normalize        (x − mean)/std, ImageNet mean and std
+// Upstream: torchvision/transforms/functional.py and _functional_pil.py.
+
+import Foundation
+import VLMCore
+
+public struct Preprocessing: Equatable, Sendable {
+    /// Shorter side after resizing (torchvision's V1 weights use 256, V2 232).
+    public var resize: Int
+    public var crop: Int
+    public var mean: [Float]
+    public var std: [Float]
+
+    public static let imagenetMean: [Float] = [0.485, 0.456, 0.406]
+    public static let imagenetStd: [Float] = [0.229, 0.224, 0.225]
+
+    public init(resize: Int = 256, crop: Int = 224, mean: [Float] = imagenetMean, std: [Float] = imagenetStd) {
+        precondition(resize > 0 && crop > 0 && mean.count == 3 && std.count == 3)
+        (self.resize, self.crop, self.mean, self.std) = (resize, crop, mean, std)
+    }
+
+    /// The (3, crop, crop) float32 tensor the model sees, in CHW order.
+    public func tensor(_ image: RGBImage) -> [Float] {
+        let resized = resizeShorterSide(image, to: resize)
+        let cropped = centerCrop(resized, width: crop, height: crop)
+        var out = [Float](repeating: 0, count: 3 * crop * crop)
+        let plane = crop * crop
+        for c in 0..<3 {
+            let m = mean[c], s = std[c]
+            for i in 0..<plane {
+                out[c * plane + i] = (Float(cropped.pixels[i * 3 + c]) / 255 - m) / s
+            }
+        }
+        return out
+    }
+}
+
+/// torchvision's size rule for Resize(int): the shorter side becomes `size`.
+public func resizedSize(width: Int, height: Int, shorter size: Int) -> (width: Int, height: Int) {
+    if width <= height {
+        return (size, Int(Double(size) * Double(height) / Double(width)))
+    }
+    return (Int(Double(size) * Double(width) / Double(height)), size)
+}
+
+public func resizeShorterSide(_ image: RGBImage, to size: Int) -> RGBImage {
+    let (w, h) = resizedSize(width: image.width, height: image.height, shorter: size)
+    return resizeBilinear(image, width: w, height: h)
+}
+
+// MARK: - Pillow's resample (bilinear, antialiased)
+
+/// One output position's taps: the first input index and fixed-point weights.
+struct ResampleTaps {
+    var start: [Int]
+    var count: [Int]
+    var weights: [Int32]      // count.max() per output position
+    var stride: Int
+}
+
+let precisionBits = 32 - 8 - 2
+
+/// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the bilinear (triangle) filter.
+func resampleTaps(inSize: Int, outSize: Int) -> ResampleTaps {
+    let scale = Double(inSize) / Double(outSize)
+    let filterScale = max(scale, 1.0)
+    let support = 1.0 * filterScale
+    let kmax = Int(support.rounded(.up)) * 2 + 1
+    var start = [Int](repeating: 0, count: outSize), count = [Int](repeating: 0, count: outSize)
+    var weights = [Int32](repeating: 0, count: outSize * kmax)
+    let ss = 1.0 / filterScale
+    var k = [Double](repeating: 0, count: kmax)
+    for xx in 0..<outSize {
+        let center = (Double(xx) + 0.5) * scale
+        // Pillow: xmin = (int)(center - support + 0.5), truncation toward zero, then clamped.
+        var xmin = Int(center - support + 0.5)
+        if xmin < 0 { xmin = 0 }
+        var xmax = Int(center + support + 0.5)
+        if xmax > inSize { xmax = inSize }
+        xmax -= xmin
+        var ww = 0.0
+        for x in 0..<xmax {
+            let t = abs((Double(x + xmin) - center + 0.5) * ss)
+            let w = t < 1 ? 1 - t : 0
+            k[x] = w
+            ww += w
+        }
+        for x in 0..<xmax {
+            let v = ww != 0 ? k[x] / ww : k[x]
+            // Pillow rounds half away from zero when converting to fixed point.
+            let f = v * Double(1 << precisionBits)
+            weights[xx * kmax + x] = Int32(f < 0 ? Int(f - 0.5) : Int(f + 0.5))
+        }
+        start[xx] = xmin
+        count[xx] = xmax
+    }
+    return ResampleTaps(start: start, count: count, weights: weights, stride: kmax)
+}
+
+@inline(__always)
+func clip8(_ v: Int) -> UInt8 {
+    let s = v >> precisionBits
+    return s < 0 ? 0 : (s > 255 ? 255 : UInt8(s))
+}
+
+/// Pillow's Image.resize((width, height), BILINEAR) on an RGB image.
+public func resizeBilinear(_ image: RGBImage, width outW: Int, height outH: Int) -> RGBImage {
+    precondition(outW > 0 && outH > 0)
+    var current = image
+    // Horizontal pass first, then vertical, each skipped when that size does not change.
+    if outW != current.width {
+        let taps = resampleTaps(inSize: current.width, outSize: outW)
+        let h = current.height, inW = current.width
+        var out = [UInt8](repeating: 0, count: outW * h * 3)
+        current.pixels.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                Threads.parallelFor(h, minChunk: 8) { rows in
+                    for y in rows {
+                        let row = src.baseAddress! + y * inW * 3
+                        for x in 0..<outW {
+                            var r = 1 << (precisionBits - 1), g = r, b = r
+                            let s = taps.start[x], wbase = x * taps.stride
+                            for i in 0..<taps.count[x] {
+                                let w = Int(taps.weights[wbase + i]), p = row + (s + i) * 3
+                                r += Int(p[0]) * w; g += Int(p[1]) * w; b += Int(p[2]) * w
+                            }
+                            let o = (y * outW + x) * 3
+                            dst[o] = clip8(r); dst[o + 1] = clip8(g); dst[o + 2] = clip8(b)
+                        }
+                    }
+                }
+            }
+        }
+        current = RGBImage(width: outW, height: h, pixels: out)
+    }
+    if outH != current.height {
+        let taps = resampleTaps(inSize: current.height, outSize: outH)
+        let w = current.width
+        var out = [UInt8](repeating: 0, count: w * outH * 3)
+        current.pixels.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                Threads.parallelFor(outH, minChunk: 8) { rows in
+                    for y in rows {
+                        let s = taps.start[y], wbase = y * taps.stride
+                        for x in 0..<(w * 3) {
+                            var acc = 1 << (precisionBits - 1)
+                            for i in 0..<taps.count[y] {
+                                acc += Int(src[(s + i) * w * 3 + x]) * Int(taps.weights[wbase + i])
+                            }
+                            dst[y * w * 3 + x] = clip8(acc)
+                        }
+                    }
+                }
+            }
+        }
+        current = RGBImage(width: w, height: outH, pixels: out)
+    }
+    return current
+}
+
+// MARK: - Center crop
+
+/// Python's round(): half to even.
+func pythonRound(_ x: Double) -> Int { Int(x.rounded(.toNearestOrEven)) }
+
+/// torchvision's CenterCrop on a PIL image: zero-pads (centred, extra on the right/bottom)
+/// when the image is smaller, then crops at int(round((size − crop)/2)).
+public func centerCrop(_ image: RGBImage, width cw: Int, height ch: Int) -> RGBImage {
+    var img = image
+    if cw > img.width || ch > img.height {
+        let padL = cw > img.width ? (cw - img.width) / 2 : 0
+        let padT = ch > img.height ? (ch - img.height) / 2 : 0
+        let padR = cw > img.width ? (cw - img.width + 1) / 2 : 0
+        let padB = ch > img.height ? (ch - img.height + 1) / 2 : 0
+        let nw = img.width + padL + padR, nh = img.height + padT + padB
+        var p = [UInt8](repeating: 0, count: nw * nh * 3)
+        for y in 0..<img.height {
+            for x in 0..<img.width {
+                for c in 0..<3 { p[((y + padT) * nw + x + padL) * 3 + c] = img.pixels[(y * img.width + x) * 3 + c] }
+            }
+        }
+        img = RGBImage(width: nw, height: nh, pixels: p)
+        if nw == cw && nh == ch { return img }
+    }
+    let top = pythonRound(Double(img.height - ch) / 2), left = pythonRound(Double(img.width - cw) / 2)
+    var out = [UInt8](repeating: 0, count: cw * ch * 3)
+    for y in 0..<ch {
+        let src = ((top + y) * img.width + left) * 3
+        for i in 0..<(cw * 3) { out[y * cw * 3 + i] = img.pixels[src + i] }
+    }
+    return RGBImage(width: cw, height: ch, pixels: out)
+}
