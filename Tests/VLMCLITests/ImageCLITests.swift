@@ -26,3 +26,158 @@ final class PreprocessCLITests: XCTestCase {
         XCTAssertEqual(bad.stderr, "vlm: error: /nonexistent.jpg: cannot read: No such file or directory\n")
     }
 }
+
+final class EmbedImageFilesTests: XCTestCase {
+    var dir: URL!
+    let tiny = fixtures.appendingPathComponent("resnet/bottleneck_f32").path
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-files-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("imgs/sub"), withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+
+    /// Good images and one of each kind of bad file, in a folder tree.
+    func makeFolder() throws -> (good: [String], bad: [String: String]) {
+        let fm = FileManager.default
+        var good: [String] = []
+        for (src, dst) in [("astronaut.jpg", "imgs/a.jpg"), ("cmyk.jpg", "imgs/b.JPG"), ("palette.png", "imgs/c.png"),
+                           ("chelsea.png", "imgs/sub/d.png"), ("gray16.png", "imgs/sub/e.png")] {
+            try fm.copyItem(atPath: imageFixtures.appendingPathComponent(src).path, toPath: path(dst))
+            good.append(path(dst))
+        }
+        let jpeg = try Data(contentsOf: imageFixtures.appendingPathComponent("rocket.jpg"))
+        var bad: [String: String] = [:]
+        fm.createFile(atPath: path("imgs/empty.jpg"), contents: Data()); bad[path("imgs/empty.jpg")] = "empty"
+        fm.createFile(atPath: path("imgs/notes.png"), contents: Data("not a picture".utf8)); bad[path("imgs/notes.png")] = "not_an_image"
+        fm.createFile(atPath: path("imgs/sub/cut.jpg"), contents: jpeg.prefix(jpeg.count / 3)); bad[path("imgs/sub/cut.jpg")] = "corrupt"
+        try fm.copyItem(atPath: imageFixtures.appendingPathComponent("hubble.jpg").path, toPath: path("imgs/huge.jpg"))
+        bad[path("imgs/huge.jpg")] = "too_large"
+        fm.createFile(atPath: path("imgs/readme.txt"), contents: Data("ignored: not an image extension".utf8))
+        return (good, bad)
+    }
+
+    func testFolderWithBadFilesKeepsEveryGoodRow() throws {
+        let (good, bad) = try makeFolder()
+        let out = path("feat.npy")
+        let r = try runVLM(["embed-image", path("imgs"), "--model", tiny, "-o", out, "--batch-size", "3", "--max-pixels", "500000"])
+        XCTAssertEqual(r.status, 2, "exit 2 when items were skipped: \(r.stderr)")
+        let ids = try String(contentsOfFile: out + ".ids.txt", encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(Set(ids), Set(good))
+        XCTAssertEqual(ids, ids.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }, "sorted order")
+        let feats = try NPY.read(path: out)
+        XCTAssertEqual(feats.shape, [good.count, 256])
+        // Each row equals that image embedded alone.
+        for (i, id) in ids.enumerated() {
+            let one = try runVLM(["embed-image", id, "--model", tiny, "--format", "tsv", "--quiet"])
+            let v = one.out.split(separator: "\n")[0].split(separator: "\t").dropFirst().map { Float($0)! }
+            XCTAssertLessThanOrEqual(relativeError(feats.rows(i..<(i + 1)).data, v), 1e-6, id)
+        }
+        let errors = try String(contentsOfFile: out + ".errors.jsonl", encoding: .utf8).split(separator: "\n")
+        var kinds: [String: String] = [:]
+        for line in errors {
+            let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: String]
+            kinds[obj["id"]!] = obj["kind"]!
+        }
+        XCTAssertEqual(kinds, bad)
+        for b in bad.keys { XCTAssertTrue(r.stderr.contains("vlm: warning: \(b)"), r.stderr) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".partial"))
+        // --errors fail stops at the first bad file.
+        let f = try runVLM(["embed-image", path("imgs"), "--model", tiny, "-o", path("f.npy"), "--errors", "fail", "--quiet"])
+        XCTAssertEqual(f.status, 1)
+        XCTAssertTrue(f.stderr.hasPrefix("vlm: error: "), f.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("f.npy")))
+    }
+
+    func testAllGoodExitsZeroAndFormatsAgree() throws {
+        let (good, _) = try makeFolder()
+        let listFile = path("list.txt")
+        try Data((good.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: listFile))
+        let npy = try runVLM(["embed-image", "--list", listFile, "--model", tiny, "-o", path("x.npy"), "--layer", "logits"])
+        XCTAssertEqual(npy.status, 0, npy.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("x.npy.errors.jsonl")))
+        let f32 = try runVLM(["embed-image", "--list", "-", "--model", tiny, "-o", path("x.f32"), "--layer", "logits"], stdin: Data(good.joined(separator: "\n").utf8))
+        XCTAssertEqual(f32.status, 0, f32.stderr)
+        let a = try NPY.read(path: path("x.npy"))
+        let raw = try Data(contentsOf: URL(fileURLWithPath: path("x.f32")))
+        XCTAssertEqual(raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }, a.data)
+        XCTAssertEqual(try String(contentsOfFile: path("x.f32.ids.txt"), encoding: .utf8), good.joined(separator: "\n") + "\n")
+        let jl = try runVLM(["embed-image"] + good + ["--model", tiny, "--layer", "logits", "--quiet"])
+        XCTAssertEqual(jl.status, 0)
+        let rows = jl.out.split(separator: "\n")
+        XCTAssertEqual(rows.count, good.count)
+        let first = try JSONSerialization.jsonObject(with: Data(rows[0].utf8)) as! [String: Any]
+        XCTAssertEqual(first["id"] as? String, good[0])
+        XCTAssertTrue(jl.stderr.isEmpty, "--quiet: \(jl.stderr)")
+    }
+
+    func testShardsPartitionTheSortedInput() throws {
+        let (good, _) = try makeFolder()
+        var union: [String] = []
+        for i in 1...3 {
+            let out = path("s\(i).tsv")
+            let r = try runVLM(["embed-image", path("imgs"), "--model", tiny, "--shard", "\(i)/3", "-o", out, "--quiet"])
+            XCTAssertTrue(r.status == 0 || r.status == 2, r.stderr)
+            if FileManager.default.fileExists(atPath: out) {
+                union += try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { String($0.split(separator: "\t")[0]) }
+            }
+        }
+        // Without --max-pixels the 1000×872 photo is a good image too.
+        XCTAssertEqual(union, (good + [path("imgs/huge.jpg")]).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
+        XCTAssertEqual(try runVLM(["embed-image", path("imgs"), "--shard", "4/3"]).status, 64)
+    }
+
+    /// A job killed with SIGKILL (twice) and resumed ends byte-identical to an uninterrupted run.
+    func testResumeAfterSIGKILLIsByteIdentical() throws {
+        let fm = FileManager.default
+        let names = ["astronaut.jpg", "coffee.jpg", "chelsea.png", "rocket.jpg", "palette.png", "cmyk.jpg"]
+        var paths: [String] = []
+        for k in 0..<24 {
+            let p = path("imgs/\(String(format: "%03d", k))_\(names[k % names.count])")
+            try fm.copyItem(atPath: imageFixtures.appendingPathComponent(names[k % names.count]).path, toPath: p)
+            paths.append(p)
+        }
+        fm.createFile(atPath: path("imgs/010_broken.jpg"), contents: Data("broken".utf8))
+        let args = ["embed-image", path("imgs"), "--model", "synthetic:resnet50", "--batch-size", "2", "--quiet", "--threads", "2"]
+        let reference = try runVLM(args + ["-o", path("ref.npy")])
+        XCTAssertEqual(reference.status, 2, reference.stderr)
+
+        let out = path("job.npy")
+        for killAt in [3, 8] {
+            let p = Process()
+            p.executableURL = vlmBinary()
+            p.arguments = args + ["-o", out] + (killAt == 3 ? [] : ["--resume"])
+            p.standardError = FileHandle.nullDevice
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let deadline = Date().addingTimeInterval(120)
+            while Date() < deadline {
+                if let d = fm.contents(atPath: out + ".partial/state.json"),
+                   let s = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (s["done"] as? Int ?? 0) >= killAt * 2 { break }
+                usleep(2000)
+            }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationReason, .uncaughtSignal, "killed mid-job")
+            XCTAssertFalse(fm.fileExists(atPath: out), "no output before the job ends")
+        }
+        let resumed = try runVLM(args + ["-o", out, "--resume"])
+        XCTAssertEqual(resumed.status, 2, resumed.stderr)
+        for suffix in ["", ".ids.txt", ".errors.jsonl"] {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + suffix)),
+                           try Data(contentsOf: URL(fileURLWithPath: path("ref.npy") + suffix)), "file \(suffix)")
+        }
+        // A different job cannot resume from that state.
+        let r = try runVLM(args + ["-o", out, "--resume"])
+        XCTAssertEqual(r.status, 2)
+        try fm.createDirectory(atPath: out + ".partial", withIntermediateDirectories: true)
+        try Data(#"{"fingerprint":"other","done":0,"rows":0,"rowsBytes":0,"idsBytes":0,"errorsBytes":0,"failures":0}"#.utf8)
+            .write(to: URL(fileURLWithPath: out + ".partial/state.json"))
+        let other = try runVLM(args + ["-o", out, "--resume"])
+        XCTAssertEqual(other.status, 1)
+        XCTAssertTrue(other.stderr.contains("holds a different job"), other.stderr)
+    }
+}
