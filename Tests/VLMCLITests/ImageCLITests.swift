@@ -181,3 +181,85 @@ final class EmbedImageFilesTests: XCTestCase {
         XCTAssertTrue(other.stderr.contains("holds a different job"), other.stderr)
     }
 }
+
+final class FuseAndClassifyTests: XCTestCase {
+    let tinyResNet = fixtures.appendingPathComponent("resnet/bottleneck_f32").path
+    let tinyBert = fixtures.appendingPathComponent("bert/tiny").path
+
+    func rows(_ r: RunResult) -> [[Float]] {
+        r.out.split(separator: "\n").map { $0.split(separator: "\t").dropFirst().map { Float($0)! } }
+    }
+
+    /// fuse = embed-image ⧺ embed-text, with and without per-part normalisation.
+    func testFusedEqualsConcatenatedOutputs() throws {
+        let imgs = ["astronaut.jpg", "coffee.jpg", "palette.png"].map { imageFixtures.appendingPathComponent($0).path }
+        let texts = ["An astronaut in a white suit.", "A cup of coffee on a saucer.", "naïve café 東京"]
+        let pairs = zip(imgs, texts).map { "\($0)\t\($1)" }.joined(separator: "\n")
+        for normalize in [false, true] {
+            let fused = try runVLM(["fuse", "--pairs", "-", "--image-model", tinyResNet, "--text-model", tinyBert, "--format", "tsv", "--quiet"]
+                                   + (normalize ? ["--normalize-parts"] : []), stdin: Data(pairs.utf8))
+            XCTAssertEqual(fused.status, 0, fused.stderr)
+            let image = try runVLM(["embed-image"] + imgs + ["--model", tinyResNet, "--format", "tsv", "--quiet"])
+            let text = try runVLM(["embed-text", "--model", tinyBert, "--format", "tsv"] + texts)
+            let textRows = text.out.split(separator: "\n").map { $0.split(separator: "\t").map { Float($0)! } }
+            let f = rows(fused), im = rows(image)
+            XCTAssertEqual(f.count, 3)
+            for i in 0..<3 {
+                var a = im[i], b = textRows[i]
+                if normalize {
+                    let na = a.reduce(0) { $0 + $1 * $1 }.squareRoot(), nb = b.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                    a = a.map { $0 / na }; b = b.map { $0 / nb }
+                }
+                XCTAssertEqual(f[i].count, 256 + 32)
+                XCTAssertLessThanOrEqual(relativeError(f[i], a + b), 1e-6, "pair \(i), normalize \(normalize)")
+            }
+        }
+        // One pair from flags, JSON lines, and logits as the image part (the seed snippet's choice).
+        let one = try runVLM(["fuse", "--image", imgs[0], "--text", texts[0], "--image-model", tinyResNet, "--text-model", tinyBert,
+                              "--image-layer", "logits", "--format", "tsv", "--quiet"])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertEqual(rows(one)[0].count, 10 + 32)
+        let jl = try runVLM(["fuse", "--pairs", "-", "--image-model", tinyResNet, "--text-model", tinyBert, "--quiet"],
+                            stdin: Data("{\"image\": \(jsonString(imgs[1])), \"text\": \"a\\nb\"}\n".utf8))
+        XCTAssertEqual(jl.status, 0, jl.stderr)
+        let bad = try runVLM(["fuse", "--pairs", "-", "--image-model", tinyResNet, "--text-model", tinyBert], stdin: Data("no tab here\n".utf8))
+        XCTAssertEqual(bad.stderr, "vlm: error: <stdin>:1: expected an image path, a tab, then the text\n")
+    }
+
+    func testClassifyTopKFromLogits() throws {
+        // A checkpoint with a 1000-class fc: the tiny model's weights with a random 1000-way head.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-cls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let src = try SafetensorsFile(path: tinyResNet + "/model.safetensors")
+        var entries: [(String, Tensor)] = []
+        for k in src.names where src.tensors[k]!.dtype.isFloat && !k.hasPrefix("fc.") { entries.append((k, try src.floatTensor(k))) }
+        var rng = SeededRandom(seed: 3)
+        entries.append(("fc.weight", Tensor(shape: [1000, 256], data: rng.normals(256_000, std: 0.5))))
+        entries.append(("fc.bias", Tensor(shape: [1000], data: rng.normals(1000, std: 0.1))))
+        let model = dir.appendingPathComponent("model.safetensors").path
+        try writeSafetensors(entries, to: model)
+        let img = imageFixtures.appendingPathComponent("chelsea.jpg").path
+        let r = try runVLM(["classify", img, "--model", model, "--top", "3", "--format", "jsonl"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        let top = obj["top"] as! [[String: Any]]
+        XCTAssertEqual(top.count, 3)
+        let logits = try runVLM(["embed-image", img, "--model", model, "--layer", "logits", "--format", "tsv", "--quiet"])
+        let l = rows(logits)[0]
+        let m = l.max()!
+        let e = l.map { exp(Double($0 - m)) }, s = e.reduce(0, +)
+        let order = l.indices.sorted { l[$0] > l[$1] }
+        let labels = try String(contentsOfFile: fixtures.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("models/imagenet_classes.txt").path, encoding: .utf8).split(separator: "\n")
+        for k in 0..<3 {
+            XCTAssertEqual(top[k]["index"] as? Int, order[k])
+            XCTAssertEqual(top[k]["label"] as? String, String(labels[order[k]]))
+            XCTAssertEqual((top[k]["probability"] as! NSNumber).doubleValue, e[order[k]] / s, accuracy: 1e-5)
+        }
+        let tsv = try runVLM(["classify", img, "--model", model, "--top", "2"])
+        XCTAssertTrue(tsv.out.hasPrefix(img + "\t" + labels[order[0]] + ":"), tsv.out)
+        let noFC = try runVLM(["classify", img, "--model", fixtures.appendingPathComponent("resnet/basic_f16").path])
+        XCTAssertEqual(noFC.status, 1)
+        XCTAssertTrue(noFC.stderr.contains("7 classes"), noFC.stderr)
+    }
+}
