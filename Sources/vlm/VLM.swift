@@ -30,7 +30,7 @@ struct VLM: ParsableCommand {
         abstract: "Images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).",
         discussion: exitCodesHelp,
         version: "0.1.0",
-        subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self, Inspect.self, Bench.self]
+        subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self, Inspect.self, Bench.self, ModelsCommand.self]
     )
 
     static func main() {

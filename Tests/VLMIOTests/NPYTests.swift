@@ -93,3 +93,22 @@ final class OutputTests: XCTestCase {
         XCTAssertThrowsError(try writeAtomically(Data(), to: dir.appendingPathComponent("no/such/dir.tsv").path))
     }
 }
+
+final class SHA256Tests: XCTestCase {
+    func testKnownVectors() throws {
+        func hex(_ s: String) -> String { var h = SHA256(); h.update(Array(s.utf8)); return h.finalizeHex() }
+        XCTAssertEqual(hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // Fed in uneven pieces: a million 'a'.
+        var h = SHA256()
+        var left = 1_000_000
+        var step = 1
+        while left > 0 { let n = min(step, left); h.update([UInt8](repeating: 0x61, count: n)); left -= n; step = step * 3 % 9973 + 1 }
+        XCTAssertEqual(h.finalizeHex(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        let file = fixtures.appendingPathComponent("tokenizer/vocab.txt").path
+        // As `sha256sum` reports it.
+        XCTAssertEqual(try SHA256.hexDigest(ofFile: file), "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3")
+    }
+}
