@@ -75,13 +75,9 @@ test: setup models fixtures
 
 # MARK: - Demo and benchmarks
 demo: build models
-	@echo "== ResNet-50, blas vs naive (seeded synthetic weights; no real weights are needed)"
-	$(VLM) bench resnet50 --batch 1 --backend both --min-time 2
-	@echo "== all-MiniLM-L6-v2 (real weights): sentence vectors, first values of each row"
-	$(VLM) embed-text --format tsv "A cat sitting on a couch." "A dog sleeping on a sofa." "The stock market fell." | cut -c1-100
-	@echo "== embed-image on a small preprocessed batch, synthetic ResNet-50 (first values of each row)"
-	$(VLM) embed-image --model synthetic:resnet50 --input-npy Tests/Fixtures/resnet/bottleneck_f32/input.npy --format tsv \
-	  | cut -c1-110
+	@python3 -m pip --version >/dev/null 2>&1 || [ -x $(VENV)/bin/python ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; fi; }
+	bash scripts/demo.sh
 
 bench: build models
 	$(VLM) bench resnet50 --batch 1 --backend both

@@ -20,7 +20,11 @@ let exitCodesHelp = """
 EXIT CODES:
   0   success
   1   error: bad input, model or output (one line on stderr names the file and the problem)
+  2   finished, but some items were skipped (listed on stderr and in <output>.errors.jsonl)
   64  usage error: unknown option, missing or invalid argument
+
+Data goes to stdout only; errors, warnings and progress to stderr only. "-" means stdin or
+stdout wherever a file is expected. Shell completions: vlm --generate-completion-script bash|zsh|fish
 """
 
 @main
@@ -30,7 +34,7 @@ struct VLM: ParsableCommand {
         abstract: "Images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).",
         discussion: exitCodesHelp,
         version: "0.1.0",
-        subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self, Inspect.self, Bench.self, ModelsCommand.self]
+        subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self, Similarity.self, Inspect.self, Bench.self, ModelsCommand.self]
     )
 
     static func main() {

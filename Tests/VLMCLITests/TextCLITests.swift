@@ -142,3 +142,34 @@ struct FixtureMissing: Error, CustomStringConvertible {
     let path: String
     var description: String { "fixture missing: \(path)" }
 }
+
+final class ShellErgonomicsTests: XCTestCase {
+    func testSimilarityTable() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-sim-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let f = dir.appendingPathComponent("x.npy").path
+        try writeAtomically(NPY.encode(Tensor(shape: [3, 2], data: [1, 0, 0, 2, 3, 3])), to: f)
+        let labels = dir.appendingPathComponent("l.txt").path
+        try Data("east\nnorth\nnorth-east\n".utf8).write(to: URL(fileURLWithPath: labels))
+        let r = try runVLM(["similarity", f, "--labels", labels, "--width", "12"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines[1], "east          1.000  0.000  0.707")
+        XCTAssertEqual(lines[2], "north         0.000  1.000  0.707")
+        XCTAssertEqual(lines[5], "[1] north")
+    }
+
+    func testCompletionScriptsAndHelp() throws {
+        for shell in ["bash", "zsh", "fish"] {
+            let r = try runVLM(["--generate-completion-script", shell])
+            XCTAssertEqual(r.status, 0)
+            XCTAssertTrue(r.out.contains("embed-image") && r.out.contains("embed-text"), shell)
+        }
+        let help = try runVLM(["--help"])
+        for code in ["  0 ", "  1 ", "  2 ", "  64 "] { XCTAssertTrue(help.out.contains(code), help.out) }
+        for sub in ["embed-image", "embed-text", "fuse", "classify", "preprocess", "tokenize", "similarity", "inspect", "bench", "models"] {
+            XCTAssertTrue(help.out.contains(sub), sub)
+        }
+    }
+}

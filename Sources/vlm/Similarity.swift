@@ -1,0 +1,62 @@
+// `vlm similarity`: cosine similarities between the rows of feature files, as a table.
+
+import ArgumentParser
+import Foundation
+import VLMCore
+import VLMIO
+import VLMModels
+
+struct Similarity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cosine similarity between the rows of a .npy feature file (or between two files), as a table.")
+
+    @Argument(help: "A (N, D) float32 .npy; a second (M, D) one compares across the two.")
+    var files: [String]
+
+    @Option(help: "Row labels, one per line (for the first file's rows).")
+    var labels: String?
+
+    @Option(help: "Column labels, one per line (for the second file's rows). Default: the row labels.")
+    var columnLabels: String?
+
+    @Option(help: "Cut labels to this many characters.")
+    var width: Int = 24
+
+    func validate() throws {
+        if files.isEmpty || files.count > 2 { throw ValidationError("give one or two .npy files") }
+    }
+
+    func run() throws {
+        let a = try NPY.read(path: files[0])
+        let b = files.count == 2 ? try NPY.read(path: files[1]) : a
+        guard a.rank == 2, b.rank == 2, a.shape[1] == b.shape[1] else {
+            throw CLIError("\(files.joined(separator: ", ")): need (N, D) arrays with the same D, got \(a.shape) and \(b.shape)")
+        }
+        func readLabels(_ p: String?, _ n: Int) throws -> [String] {
+            guard let p else { return (0..<n).map { "#\($0)" } }
+            guard let t = try? String(contentsOfFile: p, encoding: .utf8) else { throw CLIError("\(p): cannot read labels") }
+            let l = t.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).prefix(n)
+            return Array(l) + (l.count..<n).map { "#\($0)" }
+        }
+        let rows = try readLabels(labels, a.shape[0])
+        let cols = try readLabels(columnLabels ?? (files.count == 1 ? labels : nil), b.shape[0])
+        let d = a.shape[1]
+        func unit(_ t: Tensor, _ i: Int) -> [Float] {
+            var v = Array(t.data[(i * d)..<((i + 1) * d)])
+            l2Normalize(&v)
+            return v
+        }
+        let ua = (0..<a.shape[0]).map { unit(a, $0) }, ub = (0..<b.shape[0]).map { unit(b, $0) }
+        func cut(_ s: String) -> String {
+            let c = s.count > width ? String(s.prefix(width - 1)) + "…" : s
+            return c.padding(toLength: width, withPad: " ", startingAt: 0)
+        }
+        var out = cut("") + " " + (0..<ub.count).map { "[\($0)]".leftPadded(6) }.joined(separator: " ") + "\n"
+        for (i, v) in ua.enumerated() {
+            out += cut(rows[i]) + " "
+            out += ub.map { u in String(format: "%6.3f", zip(v, u).reduce(Float(0)) { $0 + $1.0 * $1.1 }) }.joined(separator: " ") + "\n"
+        }
+        out += (0..<ub.count).map { "[\($0)] \(cols[$0])" }.joined(separator: "\n") + "\n"
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+}
