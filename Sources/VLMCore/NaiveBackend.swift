@@ -10,6 +10,19 @@ public struct NaiveBackend: Backend {
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, epilogue: Epilogue) {
         checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
+        if transB && m > 4 {
+            // Bᵀ laid out as (K, N) once, so the inner loop runs along contiguous rows of B
+            // (a dot product along K would not vectorise without reassociating the sum).
+            var bt = [Float](repeating: 0, count: k * n)
+            bt.withUnsafeMutableBufferPointer { t in
+                for j in 0..<n { for p in 0..<k { t[p * n + j] = b[j * ldb + p] } }
+            }
+            bt.withUnsafeBufferPointer { t in
+                gemm(transA: transA, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: t.baseAddress!, ldb: n,
+                     beta: beta, c: c, ldc: ldc, epilogue: epilogue)
+            }
+            return
+        }
         Threads.parallelFor(m, minChunk: max(1, 65536 / max(1, n * k))) { rows in
             naiveGEMMRows(rows, transA: transA, transB: transB, n: n, k: k,
                           a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)

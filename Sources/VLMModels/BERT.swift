@@ -130,23 +130,16 @@ final class MappedTensorSource: TensorSource {
 
 // MARK: - Layers
 
-/// out is (cols, rows), w is (rows, cols).
-func transposed(_ w: [Float], rows: Int, cols: Int) -> [Float] {
-    precondition(w.count == rows * cols)
-    var out = [Float](repeating: 0, count: w.count)
-    for r in 0..<rows { for c in 0..<cols { out[c * rows + r] = w[r * cols + c] } }
-    return out
-}
 
-/// Linear weights are stored transposed, (in, out), so every dense product is a plain
-/// row-major GEMM x (t, in) · W (in, out) — the layout the naive backend's loops vectorise.
+/// Linear weights keep torch's (out, in) layout: every dense product is x (t, in) · Wᵀ, which
+/// sgemm takes as is (no copy at load, so start-up stays short).
 struct BertLayerWeights {
-    var qkvWeight: [Float]          // (H, 3H): query, key, value side by side
+    var qkvWeight: [Float]          // (3H, H): query, key, value stacked
     var qkvBias: [Float]            // (3H)
     var attnOutWeight: [Float], attnOutBias: [Float]        // (H, H), (H)
     var attnNormWeight: [Float], attnNormBias: [Float]      // (H)
-    var interWeight: [Float], interBias: [Float]            // (H, I), (I)
-    var outWeight: [Float], outBias: [Float]                // (I, H), (H)
+    var interWeight: [Float], interBias: [Float]            // (I, H), (I)
+    var outWeight: [Float], outBias: [Float]                // (H, I), (H)
     var outNormWeight: [Float], outNormBias: [Float]        // (H)
 
     static func load(_ r: WeightReader, _ c: BertConfig) throws -> BertLayerWeights {
@@ -158,14 +151,14 @@ struct BertLayerWeights {
             qkvB += try s.tensor("\(name).bias", exact: [h]).data
         }
         return BertLayerWeights(
-            qkvWeight: transposed(qkvW, rows: 3 * h, cols: h), qkvBias: qkvB,
-            attnOutWeight: transposed(try a.tensor("output.dense.weight", exact: [h, h]).data, rows: h, cols: h),
+            qkvWeight: qkvW, qkvBias: qkvB,
+            attnOutWeight: try a.tensor("output.dense.weight", exact: [h, h]).data,
             attnOutBias: try a.tensor("output.dense.bias", exact: [h]).data,
             attnNormWeight: try a.tensor("output.LayerNorm.weight", exact: [h]).data,
             attnNormBias: try a.tensor("output.LayerNorm.bias", exact: [h]).data,
-            interWeight: transposed(try r.tensor("intermediate.dense.weight", exact: [i, h]).data, rows: i, cols: h),
+            interWeight: try r.tensor("intermediate.dense.weight", exact: [i, h]).data,
             interBias: try r.tensor("intermediate.dense.bias", exact: [i]).data,
-            outWeight: transposed(try r.tensor("output.dense.weight", exact: [h, i]).data, rows: h, cols: i),
+            outWeight: try r.tensor("output.dense.weight", exact: [h, i]).data,
             outBias: try r.tensor("output.dense.bias", exact: [h]).data,
             outNormWeight: try r.tensor("output.LayerNorm.weight", exact: [h]).data,
             outNormBias: try r.tensor("output.LayerNorm.bias", exact: [h]).data)
@@ -231,7 +224,7 @@ public final class BertModel {
         embNormBias = try e.tensor("LayerNorm.bias", exact: [h]).data
         layers = try (0..<c.numHiddenLayers).map { try BertLayerWeights.load(r.pp("encoder.layer.\($0)"), c) }
         if r.contains("pooler.dense.weight") {
-            poolerWeight = transposed(try r.tensor("pooler.dense.weight", exact: [h, h]).data, rows: h, cols: h)
+            poolerWeight = try r.tensor("pooler.dense.weight", exact: [h, h]).data
             poolerBias = try r.tensor("pooler.dense.bias", exact: [h]).data
         } else {
             poolerWeight = nil
@@ -320,7 +313,7 @@ public final class BertModel {
         return BertOutput(hidden: Tensor(shape: [t, h], data: x), pooled: pooled, offsets: batch.offsets)
     }
 
-    /// out (m, n) = inp (m, k) · weight (k, n) + bias (+ residual).
+    /// out (m, n) = inp (m, k) · weightᵀ (weight is (n, k), torch's layout) + bias (+ residual).
     private func gemmLinear(_ backend: any Backend, out: inout [Float], inp: [Float], weight: [Float], bias: [Float],
                             m: Int, k: Int, n: Int, residual: [Float]? = nil) {
         precondition(inp.count >= m * k && weight.count == n * k && bias.count == n && out.count >= m * n)
@@ -329,8 +322,8 @@ public final class BertModel {
                 weight.withUnsafeBufferPointer { w in
                     bias.withUnsafeBufferPointer { b in
                         withOptionalPointer(residual) { res in
-                            backend.gemm(transA: false, transB: false, m: m, n: n, k: k, a: i.baseAddress!, lda: k,
-                                         b: w.baseAddress!, ldb: n, beta: 0, c: o.baseAddress!, ldc: n,
+                            backend.gemm(transA: false, transB: true, m: m, n: n, k: k, a: i.baseAddress!, lda: k,
+                                         b: w.baseAddress!, ldb: k, beta: 0, c: o.baseAddress!, ldc: n,
                                          epilogue: Epilogue(bias: b.baseAddress!, residual: res))
                         }
                     }

@@ -89,53 +89,77 @@ public struct TextEmbedding {
     public var tokenCount: Int
 }
 
-public final class TextEncoder {
+/// A text model folder's tokenizer side: config.json, the tokenizer and sentence-transformers'
+/// settings, without loading weights (what `vlm tokenize` needs).
+public struct TextModelFolder {
     public let folder: String
-    public let model: BertModel
+    public let config: BertConfig
     public let tokenizer: WordPieceTokenizer
     public let sentenceTransformer: SentenceTransformerConfig?
 
-    public var defaultPooling: Pooling { sentenceTransformer?.pooling ?? .mean }
-    public var defaultNormalize: Bool { sentenceTransformer?.normalize ?? false }
-    /// sentence-transformers' max_seq_length when set, else max_position_embeddings.
-    public var defaultMaxLength: Int {
-        min(sentenceTransformer?.maxSeqLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings)
-    }
-
     public init(folder: String) throws {
         self.folder = folder
-        func path(_ n: String) -> String { (folder as NSString).appendingPathComponent(n) }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
             throw IOError.cannotOpen(path: folder, reason: "no such model folder")
         }
-        guard FileManager.default.fileExists(atPath: path("config.json")) else {
+        let configPath = (folder as NSString).appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: configPath) else {
             throw WeightError.unrecognized(source: folder, reason: "no config.json in this model folder")
         }
-        let config = try BertConfig.load(path: path("config.json"))
+        config = try BertConfig.load(path: configPath)
         tokenizer = try WordPieceTokenizer.load(folder: folder)
-        guard FileManager.default.fileExists(atPath: path("model.safetensors")) else {
-            throw WeightError.unrecognized(source: folder, reason: "no model.safetensors in this model folder")
-        }
-        let weights = try SafetensorsFile(path: path("model.safetensors"))
-        do {
-            model = try BertModel(config: config, source: weights)
-        } catch let WeightError.shapeMismatch(source, key, expected, got) {
-            throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(path("config.json")) implies \(WeightError.shapeText(expected))")
-        } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") {
-            throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(path("config.json")) says num_hidden_layers \(config.numHiddenLayers))")
-        }
         if tokenizer.vocabularySize > config.vocabSize {
-            throw WeightError.unrecognized(source: path("config.json"), reason: "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
+            throw WeightError.unrecognized(source: configPath, reason: "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
         }
         sentenceTransformer = try SentenceTransformerConfig.load(folder: folder)
     }
 
+    public func path(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
+
+    /// sentence-transformers' max_seq_length when set, else max_position_embeddings.
+    public var defaultMaxLength: Int {
+        min(sentenceTransformer?.maxSeqLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
+    }
+
     /// Tokenizes, truncating to maxLength (default `defaultMaxLength`).
     public func encode(_ text: String, pair: String? = nil, maxLength: Int? = nil) -> VLMTokenizer.Encoding {
-        let t = (sentenceTransformer?.doLowerCase ?? false) ? text.lowercased() : text
-        let p = (sentenceTransformer?.doLowerCase ?? false) ? pair?.lowercased() : pair
-        return tokenizer.encode(t, pair: p, maxLength: min(maxLength ?? defaultMaxLength, model.config.maxPositionEmbeddings))
+        let lower = sentenceTransformer?.doLowerCase ?? false
+        return tokenizer.encode(lower ? text.lowercased() : text, pair: lower ? pair?.lowercased() : pair,
+                                maxLength: min(maxLength ?? defaultMaxLength, config.maxPositionEmbeddings))
+    }
+}
+
+public final class TextEncoder {
+    public let files: TextModelFolder
+    public let model: BertModel
+
+    public var folder: String { files.folder }
+    public var tokenizer: WordPieceTokenizer { files.tokenizer }
+    public var sentenceTransformer: SentenceTransformerConfig? { files.sentenceTransformer }
+    public var defaultPooling: Pooling { sentenceTransformer?.pooling ?? .mean }
+    public var defaultNormalize: Bool { sentenceTransformer?.normalize ?? false }
+    public var defaultMaxLength: Int { files.defaultMaxLength }
+
+    public init(folder: String) throws {
+        let files = try TextModelFolder(folder: folder)
+        self.files = files
+        let config = files.config
+        guard FileManager.default.fileExists(atPath: files.path("model.safetensors")) else {
+            throw WeightError.unrecognized(source: folder, reason: "no model.safetensors in this model folder")
+        }
+        let weights = try SafetensorsFile(path: files.path("model.safetensors"))
+        do {
+            model = try BertModel(config: config, source: weights)
+        } catch let WeightError.shapeMismatch(source, key, expected, got) {
+            throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(files.path("config.json")) implies \(WeightError.shapeText(expected))")
+        } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") {
+            throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(files.path("config.json")) says num_hidden_layers \(config.numHiddenLayers))")
+        }
+    }
+
+    public func encode(_ text: String, pair: String? = nil, maxLength: Int? = nil) -> VLMTokenizer.Encoding {
+        files.encode(text, pair: pair, maxLength: maxLength)
     }
 
     /// Vectors for `texts` (with optional second segments), batched by length; rows in input order.

@@ -25,32 +25,37 @@ extension WordPieceTokenizer {
         }
         if fm.fileExists(atPath: path("tokenizer.json")) {
             let tj = path("tokenizer.json")
-            let obj = try readJSONObject(tj)
-            if let norm = obj["normalizer"] as? [String: Any], (norm["type"] as? String) == "BertNormalizer" {
-                options.cleanText = norm["clean_text"] as? Bool ?? true
-                options.handleChineseChars = norm["handle_chinese_chars"] as? Bool ?? true
-                options.stripAccents = norm["strip_accents"] as? Bool
-                options.lowercase = norm["lowercase"] as? Bool ?? true
+            guard let data = fm.contents(atPath: tj) else { throw TokenizerError.badFile(path: tj, reason: "cannot read") }
+            // Codable decoding skips what it does not model (the vocabulary, unless needed),
+            // which keeps start-up short for scripts that embed one line at a time.
+            let head: TokenizerJSON
+            do {
+                head = try JSONDecoder().decode(TokenizerJSON.self, from: data)
+            } catch {
+                throw TokenizerError.badFile(path: tj, reason: "not a tokenizer.json this reader understands")
             }
-            if let added = obj["added_tokens"] as? [[String: Any]] {
-                let s = added.filter { ($0["special"] as? Bool) == true }.compactMap { $0["content"] as? String }
-                if !s.isEmpty { specials = s }
+            if let norm = head.normalizer, norm.type == "BertNormalizer" {
+                options.cleanText = norm.clean_text ?? true
+                options.handleChineseChars = norm.handle_chinese_chars ?? true
+                options.stripAccents = norm.strip_accents
+                options.lowercase = norm.lowercase ?? true
             }
+            let s = (head.added_tokens ?? []).filter { $0.special == true }.map(\.content)
+            if !s.isEmpty { specials = s }
             if tokens.isEmpty {
-                guard let model = obj["model"] as? [String: Any], (model["type"] as? String) == "WordPiece",
-                      let vocab = model["vocab"] as? [String: Any] else {
+                guard let model = obj(forVocabIn: data, path: tj) else {
                     throw TokenizerError.badFile(path: tj, reason: "not a WordPiece tokenizer (model.type must be WordPiece with a vocab)")
                 }
-                var byId = [String?](repeating: nil, count: vocab.count)
-                for (token, idAny) in vocab {
-                    guard let id = (idAny as? NSNumber)?.intValue, id >= 0, id < vocab.count else {
-                        throw TokenizerError.badFile(path: tj, reason: "vocab id of '\(token)' is not in 0..<\(vocab.count)")
+                var byId = [String?](repeating: nil, count: model.count)
+                for (token, id) in model {
+                    guard id >= 0, id < model.count else {
+                        throw TokenizerError.badFile(path: tj, reason: "vocab id of '\(token)' is not in 0..<\(model.count)")
                     }
                     byId[id] = token
                 }
                 let complete = byId.compactMap { $0 }
-                guard complete.count == vocab.count else {
-                    throw TokenizerError.badFile(path: tj, reason: "vocab ids are not 0..<\(vocab.count) without gaps")
+                guard complete.count == model.count else {
+                    throw TokenizerError.badFile(path: tj, reason: "vocab ids are not 0..<\(model.count) without gaps")
                 }
                 tokens = complete
             }
@@ -63,6 +68,33 @@ extension WordPieceTokenizer {
         }
         return try WordPieceTokenizer(tokens: tokens, options: options, specialTokens: specials, source: source)
     }
+}
+
+/// The parts of tokenizer.json the BERT tokenizer reads.
+struct TokenizerJSON: Decodable {
+    struct Normalizer: Decodable {
+        var type: String?
+        var clean_text: Bool?
+        var handle_chinese_chars: Bool?
+        var strip_accents: Bool?
+        var lowercase: Bool?
+    }
+    struct AddedToken: Decodable {
+        var content: String
+        var special: Bool?
+    }
+    var normalizer: Normalizer?
+    var added_tokens: [AddedToken]?
+}
+
+/// model.vocab of a WordPiece tokenizer.json, when that is the only vocabulary.
+func obj(forVocabIn data: Data, path: String) -> [String: Int]? {
+    struct Full: Decodable {
+        struct Model: Decodable { var type: String?; var vocab: [String: Int]? }
+        var model: Model?
+    }
+    guard let f = try? JSONDecoder().decode(Full.self, from: data), f.model?.type == "WordPiece" else { return nil }
+    return f.model?.vocab
 }
 
 /// One token per line, "\n" or "\r\n" line ends.

@@ -84,7 +84,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         let (texts, pairs) = try input.read()
-        let enc = try loadTextEncoder(model)
+        let enc = try TextModelFolder(folder: model ?? defaultTextModel())
         var out = ""
         var truncated = 0
         for (i, t) in texts.enumerated() {
