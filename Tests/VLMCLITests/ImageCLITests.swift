@@ -57,6 +57,9 @@ final class EmbedImageFilesTests: XCTestCase {
         try fm.copyItem(atPath: imageFixtures.appendingPathComponent("hubble.jpg").path, toPath: path("imgs/huge.jpg"))
         bad[path("imgs/huge.jpg")] = "too_large"
         fm.createFile(atPath: path("imgs/readme.txt"), contents: Data("ignored: not an image extension".utf8))
+        // A folder whose name looks like an image: unreadable as a file.
+        try fm.createDirectory(atPath: path("imgs/folder.jpg"), withIntermediateDirectories: true)
+        bad[path("imgs/folder.jpg")] = "unreadable"
         return (good, bad)
     }
 
@@ -100,6 +103,12 @@ final class EmbedImageFilesTests: XCTestCase {
         XCTAssertEqual(npy.status, 0, npy.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("x.npy.errors.jsonl")))
         let f32 = try runVLM(["embed-image", "--list", "-", "--model", tiny, "-o", path("x.f32"), "--layer", "logits"], stdin: Data(good.joined(separator: "\n").utf8))
+        // A listed path that does not exist is skipped as unreadable; the others keep their rows.
+        let missing = try runVLM(["embed-image", "--list", "-", "--model", tiny, "-o", path("m.npy")],
+                                 stdin: Data((good + [path("imgs/nope.jpg")]).joined(separator: "\n").utf8))
+        XCTAssertEqual(missing.status, 2, missing.stderr)
+        XCTAssertEqual(try NPY.read(path: path("m.npy")).shape, [good.count, 256])
+        XCTAssertTrue(try String(contentsOfFile: path("m.npy.errors.jsonl"), encoding: .utf8).contains("\"kind\":\"unreadable\""))
         XCTAssertEqual(f32.status, 0, f32.stderr)
         let a = try NPY.read(path: path("x.npy"))
         let raw = try Data(contentsOf: URL(fileURLWithPath: path("x.f32")))
