@@ -108,3 +108,28 @@ public func convWeightOIHWToHWIO(_ w: [Float], cout: Int, cin: Int, kh: Int, kw:
     }
     return out
 }
+
+/// out is (cols, rows), inp is (rows, cols): a blocked transpose.
+public func transposeForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, rows: Int, cols: Int) {
+    let block = 32
+    Threads.parallelFor((rows + block - 1) / block, minChunk: 4) { rb in
+        for r0 in stride(from: rb.lowerBound * block, to: min(rows, rb.upperBound * block), by: block) {
+            for c0 in stride(from: 0, to: cols, by: block) {
+                for r in r0..<min(rows, r0 + block) {
+                    let src = inp + r * cols
+                    for c in c0..<min(cols, c0 + block) { out[c * rows + r] = src[c] }
+                }
+            }
+        }
+    }
+}
+
+/// w (rows, cols) → (cols, rows).
+public func transposed(_ w: [Float], rows: Int, cols: Int) -> [Float] {
+    precondition(w.count == rows * cols)
+    var out = [Float](repeating: 0, count: w.count)
+    out.withUnsafeMutableBufferPointer { o in
+        w.withUnsafeBufferPointer { i in transposeForward(out: o.baseAddress!, inp: i.baseAddress!, rows: rows, cols: cols) }
+    }
+    return out
+}

@@ -8,9 +8,8 @@ import Foundation
 public enum Threads {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var _count: Int = {
-        let n = defaultCount()
-        openblas_set_num_threads(Int32(n))
-        return n
+        openblas_set_num_threads(1)
+        return defaultCount()
     }()
 
     /// All cores, unless `VLM_THREADS` says otherwise.
@@ -25,12 +24,41 @@ public enum Threads {
         return _count
     }
 
-    /// Sets OpenBLAS's thread count and the engine's own to `n` (at least 1).
+    /// Sets the engine's thread count to `n` (at least 1). OpenBLAS itself always runs
+    /// single-threaded: the engine splits each large GEMM into per-thread blocks (BLASBackend).
     public static func set(_ n: Int) {
         let n = max(1, n)
         lock.lock(); defer { lock.unlock() }
         _count = n
-        openblas_set_num_threads(Int32(n))
+        openblas_set_num_threads(1)
+    }
+
+    /// True on a thread running inside `parallelBlocks`/`parallelInterleaved`: nested work runs
+    /// serially there instead of splitting again.
+    public static var inParallelRegion: Bool { Thread.current.threadDictionary["vlm.parallel"] != nil }
+
+    /// Runs body(0..<blocks) on up to `count` threads, one block at a time, marking the threads
+    /// as inside a parallel region.
+    public static func parallelBlocks(_ blocks: Int, _ body: (Int) -> Void) {
+        if blocks <= 1 { if blocks == 1 { body(0) }; return }
+        DispatchQueue.concurrentPerform(iterations: blocks) { i in
+            let d = Thread.current.threadDictionary
+            let was = d["vlm.parallel"]
+            d["vlm.parallel"] = true
+            body(i)
+            d["vlm.parallel"] = was
+        }
+    }
+
+    /// Runs `body(worker, index)` for every index in `0..<total`, dealt round-robin to at most
+    /// `count` workers (balanced when costs fall with the index, as in length-sorted batches).
+    public static func parallelInterleaved(_ total: Int, _ body: (_ worker: Int, _ index: Int) -> Void) {
+        if total <= 0 { return }
+        let workers = min(count, total)
+        if workers == 1 { for i in 0..<total { body(0, i) }; return }
+        parallelBlocks(workers) { w in
+            for i in stride(from: w, to: total, by: workers) { body(w, i) }
+        }
     }
 
     /// Runs `body` over `0..<total` split into at most `count` contiguous chunks of at least

@@ -33,6 +33,8 @@ struct BenchResult: Codable {
 
 /// One benchmark: a run function returning an output to compare across backends.
 struct Workload {
+    var input: Tensor? = nil
+    var outputShape: (Int) -> [Int] = { [$0] }
     var title: String
     var unit: String            // "images", "sequences", "sentences"
     var itemsPerRun: Int
@@ -64,6 +66,15 @@ struct Bench: ParsableCommand {
     @Option(help: "bert-base/minilm: embed this many generated captions end to end instead.")
     var sentences: Int?
 
+    @Option(help: "bert-base/minilm: embed the texts of this file (one per line) end to end instead.")
+    var texts: String?
+
+    @Option(help: "Write the benchmark's input to this .npy (images, or token ids as float32) for peers to reuse.")
+    var saveInput: String?
+
+    @Option(help: "Write the first backend's output to this .npy, for parity checks.")
+    var saveOutput: String?
+
     @Option(help: "blas, naive or both (side by side, with the speedup).")
     var backend: BenchBackends = .both
 
@@ -85,9 +96,13 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
+    @Flag(help: "No warm-up pass: the first timed run also gives the output (for runs too long to repeat).")
+    var noWarmup = false
+
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if size < 32 { throw ValidationError("--size must be at least 32") }
+        if sentences != nil && texts != nil { throw ValidationError("--sentences and --texts exclude each other") }
         if seq < 2 { throw ValidationError("--seq must be at least 2") }
         if let sentences, sentences < 1 { throw ValidationError("--sentences must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -96,12 +111,23 @@ struct Bench: ParsableCommand {
     func run() throws {
         Threads.set(threads ?? Threads.defaultCount())
         let w = try makeWorkload()
+        if let saveInput, let input = w.input { try writeAtomically(NPY.encode(input), to: saveInput) }
         var results: [BenchResult] = []
         var outputs: [BackendKind: [Float]] = [:]
         for kind in backend.kinds {
             let be = kind.make()
-            outputs[kind] = try w.run(be)   // warm-up, and the parity check
             var times: [Double] = []
+            if noWarmup {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                outputs[kind] = try w.run(be)
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            } else {
+                outputs[kind] = try w.run(be)   // warm-up, and the parity check
+            }
+            if let saveOutput, results.isEmpty {
+                let out = outputs[kind]!
+                try writeAtomically(NPY.encode(Tensor(shape: w.outputShape(out.count), data: out)), to: saveOutput)
+            }
             let start = Date()
             while times.count < minIterations || Date().timeIntervalSince(start) < minTime {
                 let t0 = DispatchTime.now().uptimeNanoseconds
@@ -165,7 +191,8 @@ struct Bench: ParsableCommand {
         let net = try model.map(loadResNet) ?? ResNet(source: Synthetic.resnet(depth: depth, seed: 0)!)
         var rng = SeededRandom(seed: 7)
         let input = Tensor(shape: [batch, 3, size, size], data: rng.normals(batch * 3 * size * size, std: 1))
-        return Workload(title: "\(workload) (\(net.config.name)), \(size)×\(size), batch \(batch)", unit: "images",
+        return Workload(input: input, outputShape: { [batch, $0 / batch] },
+                        title: "\(workload) (\(net.config.name)), \(size)×\(size), batch \(batch)", unit: "images",
                         itemsPerRun: batch, flopsPerRun: net.flops(height: size, width: size) * Double(batch),
                         weights: model ?? "synthetic (seed 0)") { be in net.forward(input, backend: be).pooled.data }
     }
@@ -176,15 +203,24 @@ struct Bench: ParsableCommand {
             let real = defaultTextModel()
             if FileManager.default.fileExists(atPath: (real as NSString).appendingPathComponent("model.safetensors")) { folder = real }
         }
-        if let sentences {
+        if sentences != nil || self.texts != nil {
             guard let folder else {
-                throw CLIError("--sentences needs a model folder with a tokenizer: run `make models` or pass --model DIR")
+                throw CLIError("--sentences and --texts need a model folder with a tokenizer: run `make models` or pass --model DIR")
             }
             let enc = try loadTextEncoder(folder)
-            let texts = syntheticCaptions(sentences, seed: 3)
+            let texts: [String]
+            if let file = self.texts {
+                guard let d = FileManager.default.contents(atPath: file) else { throw CLIError("\(file): cannot read") }
+                texts = try splitLines(d, name: file, lossy: false)
+            } else {
+                texts = syntheticCaptions(sentences!, seed: 3)
+            }
+            let sentences = texts.count
+            let h = enc.model.config.hiddenSize
             let lengths = texts.map { enc.encode($0).count }
             let tokens = lengths.reduce(0, +)
-            return Workload(title: "\(workload) on \(sentences) generated captions (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), batch \(batch), pooling \(enc.defaultPooling.rawValue)",
+            return Workload(outputShape: { [$0 / h, h] },
+                            title: "\(workload) on \(sentences) \(self.texts == nil ? "generated captions" : "texts") (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), batch \(batch), pooling \(enc.defaultPooling.rawValue)",
                             unit: "sentences", itemsPerRun: sentences, flopsPerRun: enc.model.flops(lengths: lengths), weights: folder) { be in
                 try enc.embed(texts, batchSize: batch, backend: be).vectors.data
             }
@@ -208,7 +244,10 @@ struct Bench: ParsableCommand {
             return ([101] + body + [102], [Int32](repeating: 0, count: seq))
         }
         let packed = PackedBatch(sequences: sequences)
-        return Workload(title: "\(workload), \(batch) × \(seq) tokens", unit: "sequences", itemsPerRun: batch,
+        let ids = Tensor(shape: [batch, seq], data: sequences.flatMap { $0.ids.map(Float.init) })
+        let h = bert.config.hiddenSize
+        return Workload(input: ids, outputShape: { [$0 / h, h] },
+                        title: "\(workload), \(batch) × \(seq) tokens", unit: "sequences", itemsPerRun: batch,
                         flopsPerRun: bert.flops(lengths: [Int](repeating: seq, count: batch)), weights: weights) { be in
             bert.forward(packed, backend: be).hidden.data
         }

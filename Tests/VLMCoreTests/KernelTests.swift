@@ -301,3 +301,35 @@ final class TransformerKernelTests: XCTestCase {
         XCTAssertNil(ActivationFunction(huggingFace: "swish"))
     }
 }
+
+final class SplitGEMMTests: XCTestCase {
+    /// Products large enough that the BLAS backend splits them over threads, along M and
+    /// along N, with every transpose, padded leading dimensions and a full epilogue.
+    func testSplitProductsEqualTheNaiveOnes() {
+        var rng = SeededRandom(seed: 21)
+        Threads.set(2)
+        for (m, n, k) in [(300, 200, 100), (50, 500, 200), (257, 263, 61)] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let lda = (transA ? m : k) + 3, ldb = (transB ? k : n) + 5, ldc = n + 7
+                    let a = rng.normals((transA ? k : m) * lda, std: 1), b = rng.normals((transB ? n : k) * ldb, std: 1)
+                    let bias = rng.normals(n, std: 1), res = rng.normals(m * ldc, std: 1)
+                    var outs: [[Float]] = []
+                    for be in [BLASBackend(), NaiveBackend()] as [any Backend] {
+                        var c = [Float](repeating: 9, count: m * ldc)
+                        bias.withUnsafeBufferPointer { bp in
+                            res.withUnsafeBufferPointer { rp in
+                                be.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                                        beta: 0, c: &c, ldc: ldc, epilogue: Epilogue(bias: bp.baseAddress, residual: rp.baseAddress, relu: true))
+                            }
+                        }
+                        for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], 9, "padding untouched") } }
+                        outs.append(c)
+                    }
+                    XCTAssertLessThanOrEqual(relativeError(outs[0], outs[1]), 1e-5, "m\(m) n\(n) k\(k) tA\(transA) tB\(transB)")
+                }
+            }
+        }
+        Threads.set(Threads.defaultCount())
+    }
+}
