@@ -333,3 +333,30 @@ final class SplitGEMMTests: XCTestCase {
         Threads.set(Threads.defaultCount())
     }
 }
+
+final class FastMathTests: XCTestCase {
+    /// The vectorisable exp and erf against Foundation's, on dense grids, with the bounds their
+    /// documentation states (exp: 2 ulp relative; erf: 2.4e-7 absolute, plus float rounding).
+    func testExpAndErfApproximationsStayWithinTheirBounds() {
+        var worstExp = 0.0, worstErf = 0.0, worstGelu = 0.0
+        for i in 0...200_000 {
+            let x = Float(-87.0 + Double(i) * (175.0 / 200_000))
+            let e = Double(expApprox(x)), ref = exp(Double(x))
+            worstExp = max(worstExp, abs(e - ref) / ref)
+        }
+        for i in 0...200_000 {
+            let x = Float(-12.0 + Double(i) * (24.0 / 200_000))
+            worstErf = max(worstErf, abs(Double(erfApprox(x)) - erf(Double(x))))
+            var g = x
+            activationForward(&g, count: 1, .gelu)
+            let gref = 0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot()))
+            worstGelu = max(worstGelu, abs(Double(g) - gref) / max(1, abs(Double(x))))
+        }
+        XCTAssertLessThanOrEqual(worstExp, 2.5e-7, "2 ulp")
+        XCTAssertLessThanOrEqual(worstErf, 2.4e-7 + 1.2e-7)
+        XCTAssertLessThanOrEqual(worstGelu, 0.5 * 3.6e-7 + 1.2e-7)
+        print("exp rel \(worstExp), erf abs \(worstErf), gelu \(worstGelu)")
+        XCTAssertEqual(expApprox(0), 1)
+        XCTAssertEqual(erfApprox(0), 0, accuracy: 1e-7)
+    }
+}
