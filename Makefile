@@ -79,12 +79,19 @@ demo: build models
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; fi; }
 	bash scripts/demo.sh
 
-bench: build models
+$(VENV)/.stamp-bench: Benchmarks/requirements.txt $(VENV)/.stamp
+	$(PY) -m pip install -q -r Benchmarks/requirements.txt
+	touch $@
+
+# blas vs naive (vlm alone), then vlm vs PyTorch / sentence-transformers / ONNX Runtime side by
+# side (Benchmarks/peers.py; about half an hour, most of it the 2,000-text mixed-length job).
+bench: build models fixtures $(VENV)/.stamp-bench
 	$(VLM) bench resnet50 --batch 1 --backend both
 	$(VLM) bench resnet50 --batch 8 --backend both
 	$(VLM) bench bert-base --batch 1 --seq 128 --backend both
 	$(VLM) bench bert-base --batch 8 --seq 128 --backend both
 	$(VLM) bench minilm --sentences 1000 --batch 32 --backend both
+	$(PY) Benchmarks/peers.py run
 
 clean:
 	rm -rf .build $(GENERATED)

@@ -30,8 +30,10 @@ let package = Package(
         // Pillow-exact decoding in C: libpng reports errors by longjmp, which must not cross Swift.
         .target(name: "CImageDecode", dependencies: ["CImageCodecs"], path: "CShims/CImageDecode",
                 linkerSettings: [.linkedLibrary("turbojpeg"), .linkedLibrary("png16")]),
+        // Element-wise transformer kernels built per instruction set, chosen at run time.
+        .target(name: "CKernels", path: "CShims/CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
         // MARK: - Library targets: shims → core → io → models → CLI
-        .target(name: "VLMCore", dependencies: ["COpenBLAS"]),
+        .target(name: "VLMCore", dependencies: ["COpenBLAS", "CKernels"]),
         .target(name: "VLMIO", dependencies: ["VLMCore"]),
         .target(name: "VLMTokenizer"),
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode"]),

@@ -206,7 +206,6 @@ def worker(a):
                     rows.append((h * m).sum(1) / m.sum(1))
                 return np.concatenate(rows)
 
-            run_small = texts[:64]
             sec, it, out = timed(run, a.min_time, 1, warmup=False)
     np.save(a.output, np.asarray(out, dtype=np.float32))
     res.update(seconds=sec, iterations=it, items_per_s=items / sec)
@@ -259,7 +258,7 @@ def run(a):
         per = {"vlm": [], **{p: [] for p in peers}}
         rss = {}
         parity = {}
-        for r in range(rounds):
+        for r in range(1 if kind == "mixed" else rounds):
             cmd = [VLM] + vlm_args + ["--backend", "blas", "--threads", str(THREADS), "--json", "--min-time", str(min_time),
                                       "--save-output", vout] + (["--save-input", vin] if kind in ("resnet50", "bert") else [])
             if "--min-time" in vlm_args:

@@ -1,6 +1,7 @@
 // Element-wise and row kernels of the transformer encoder, shared by both backends (the
 // backends differ only in their GEMMs). Free functions, output first, rows split over threads.
 
+import CKernels
 import Foundation
 
 /// x is (rows, cols), in place: LayerNorm over each row, then · gamma + beta. Mean and variance
@@ -68,19 +69,7 @@ public func erfApprox(_ x: Float) -> Float {
 
 /// x is (rows, cols), in place: softmax(scale · x) over each row, max-subtracted.
 public func softmaxRowsForward(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float) {
-    for r in 0..<rows {
-        let row = x + r * cols
-        var mx = -Float.infinity
-        for j in 0..<cols { mx = max(mx, row[j]) }
-        var sum: Float = 0
-        for j in 0..<cols {
-            let e = expApprox((row[j] - mx) * scale)
-            row[j] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for j in 0..<cols { row[j] *= inv }
-    }
+    for r in 0..<rows { vlm_softmax_row(x + r * cols, cols, scale) }
 }
 
 public enum ActivationFunction: String, Sendable, CaseIterable {
@@ -109,7 +98,8 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
     Threads.parallelFor(count, minChunk: 1 << 14) { r in
         switch act {
         case .gelu:
-            for i in r { let v = x[i]; x[i] = 0.5 * v * (1 + erfApprox(v * 0.70710678118654752)) }
+            // The C twin of `erfApprox`, compiled for AVX-512 / AVX2 / baseline and picked at run time.
+            vlm_gelu_erf(x + r.lowerBound, r.count)
         case .geluTanh:
             for i in r {
                 let v = x[i]
@@ -119,6 +109,40 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
             for i in r { x[i] = max(x[i], 0) }
         case .tanh:
             for i in r { x[i] = tanhf(x[i]) }
+        }
+    }
+}
+
+// MARK: - Attention for short sequences
+
+/// ctx (l, d) with row stride ldc = softmax(scale · Q Kᵀ) V for one sequence and head; q, k, v
+/// are (l, d) with row stride ld. scratch holds at least l·l + l·d floats. Plain loops ordered
+/// so the innermost one runs over contiguous memory and vectorises: for short sequences this
+/// beats two sgemm calls, whose fixed cost dominates products of, say, 15×15×32.
+public func attentionHeadForward(ctx: UnsafeMutablePointer<Float>, ldc: Int,
+                                 q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, ld: Int,
+                                 l: Int, d: Int, scale: Float, scratch: UnsafeMutablePointer<Float>) {
+    let scores = scratch, kt = scratch + l * l
+    // Kᵀ as (d, l).
+    for j in 0..<l {
+        let kr = k + j * ld
+        for p in 0..<d { kt[p * l + j] = kr[p] }
+    }
+    for i in 0..<l {
+        let s = scores + i * l, qi = q + i * ld
+        for j in 0..<l { s[j] = 0 }
+        for p in 0..<d {
+            let a = qi[p], kp = kt + p * l
+            for j in 0..<l { s[j] += a * kp[j] }
+        }
+    }
+    softmaxRowsForward(scores, rows: l, cols: l, scale: scale)
+    for i in 0..<l {
+        let c = ctx + i * ldc, s = scores + i * l
+        for p in 0..<d { c[p] = 0 }
+        for j in 0..<l {
+            let w = s[j], vj = v + j * ld
+            for p in 0..<d { c[p] += w * vj[p] }
         }
     }
 }

@@ -210,6 +210,10 @@ public final class BertModel {
 
     public var hasPooler: Bool { poolerWeight != nil }
 
+    /// Sequences up to this length use the direct attention kernel on the BLAS backend: below
+    /// it two sgemm calls per head cost more in fixed overhead than they save.
+    public static let directAttentionMaxLength = 64
+
     /// Loads every encoder tensor (with the same missing / shape / unused errors as ResNet);
     /// task heads are set aside and listed in `ignoredHeads`.
     public init(config c: BertConfig, source: TensorSource) throws {
@@ -351,7 +355,8 @@ public final class BertModel {
         let h = config.hiddenSize, d = config.headDim, ld = 3 * h, heads = config.numAttentionHeads
         let scale = 1 / Float(d).squareRoot()
         let longest = (0..<batch.count).map { batch.range($0).count }.max()!
-        var perWorker = [Float](repeating: 0, count: Threads.count * longest * longest)
+        let scratchPerWorker = longest * longest + longest * d
+        var perWorker = [Float](repeating: 0, count: Threads.count * scratchPerWorker)
         ctx.withUnsafeMutableBufferPointer { cp in
             qkv.withUnsafeBufferPointer { qp in
                 perWorker.withUnsafeMutableBufferPointer { sp in
@@ -362,12 +367,17 @@ public final class BertModel {
                             let r = batch.range(s), l = r.count
                             let base = q0 + r.lowerBound * ld
                             let q = base + head * d, k = base + h + head * d, v = base + 2 * h + head * d
-                            let sc = s0 + worker * longest * longest
-                            backend.gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld,
-                                         beta: 0, c: sc, ldc: l, epilogue: .none)
-                            softmaxRowsForward(sc, rows: l, cols: l, scale: scale)
-                            backend.gemm(transA: false, transB: false, m: l, n: d, k: l, a: sc, lda: l, b: v, ldb: ld,
-                                         beta: 0, c: c0 + r.lowerBound * h + head * d, ldc: h, epilogue: .none)
+                            let sc = s0 + worker * scratchPerWorker
+                            let out = c0 + r.lowerBound * h + head * d
+                            if backend.kind == .blas && l <= BertModel.directAttentionMaxLength {
+                                attentionHeadForward(ctx: out, ldc: h, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: scale, scratch: sc)
+                            } else {
+                                backend.gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld,
+                                             beta: 0, c: sc, ldc: l, epilogue: .none)
+                                softmaxRowsForward(sc, rows: l, cols: l, scale: scale)
+                                backend.gemm(transA: false, transB: false, m: l, n: d, k: l, a: sc, lda: l, b: v, ldb: ld,
+                                             beta: 0, c: out, ldc: h, epilogue: .none)
+                            }
                         }
                     }
                 }

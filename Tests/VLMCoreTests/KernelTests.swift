@@ -360,3 +360,30 @@ final class FastMathTests: XCTestCase {
         XCTAssertEqual(erfApprox(0), 0, accuracy: 1e-7)
     }
 }
+
+final class AttentionKernelTests: XCTestCase {
+    func testDirectAttentionEqualsTheTwoProducts() {
+        var rng = SeededRandom(seed: 33)
+        for (l, d) in [(1, 8), (7, 16), (33, 64), (64, 32)] {
+            let ld = 3 * d + 5, ldc = d + 3
+            let qkv = rng.normals(l * ld, std: 1)
+            var direct = [Float](repeating: 0, count: l * ldc), ref = direct
+            var scratch = [Float](repeating: 0, count: l * l + l * d)
+            qkv.withUnsafeBufferPointer { p in
+                let q = p.baseAddress!, k = q + d, v = q + 2 * d
+                attentionHeadForward(ctx: &direct, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: 0.125, scratch: &scratch)
+                // Reference: Q Kᵀ, softmax, · V, in Double.
+                for i in 0..<l {
+                    var s = (0..<l).map { j in (0..<d).reduce(0.0) { $0 + Double(q[i * ld + $1]) * Double(k[j * ld + $1]) } * 0.125 }
+                    let m = s.max()!
+                    s = s.map { exp($0 - m) }
+                    let total = s.reduce(0, +)
+                    for p2 in 0..<d {
+                        ref[i * ldc + p2] = Float((0..<l).reduce(0.0) { $0 + s[$1] / total * Double(v[$1 * ld + p2]) })
+                    }
+                }
+            }
+            XCTAssertLessThanOrEqual(relativeError(direct, ref), 1e-6, "l\(l) d\(d)")
+        }
+    }
+}
