@@ -55,7 +55,7 @@ struct Classify: ParsableCommand {
         let paths = try expandImagePaths(images)
         let pre = imageOptions.preprocessing
         var failures = 0
-        try forEachImageBatch(paths, from: 0, batchSize: batchSize, pre, maxPixels: imageOptions.maxPixels) { batch in
+        forEachImageBatch(paths, from: 0, batchSize: batchSize, pre, maxPixels: imageOptions.maxPixels) { batch in
             for e in batch.errors { note("vlm: warning: \(e.message) (skipped)") }
             failures += batch.errors.count
             let rows = runResNet(net, batch, crop: pre.crop, logits: true, backend: backend)

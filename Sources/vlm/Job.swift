@@ -145,7 +145,7 @@ final class FeatureJob {
     }
 
     private func openTruncated(_ path: String, to length: UInt64) throws -> FileHandle {
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let h = FileHandle(forUpdatingAtPath: path) else { throw IOError.cannotWrite(path: path, reason: "cannot open") }
         try h.truncate(atOffset: length)
         try h.seek(toOffset: length)

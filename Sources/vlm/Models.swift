@@ -122,7 +122,7 @@ func modelsRoot() -> String {
 /// Streams `url` into `path`, hashing as it goes; returns the sha256.
 func download(_ url: String, to path: String, expectedSize: Int?, label: String, quiet: Bool) throws -> String {
     guard let u = URL(string: url) else { throw CLIError("\(url): not a URL") }
-    FileManager.default.createFile(atPath: path, contents: nil)
+    _ = FileManager.default.createFile(atPath: path, contents: nil)
     guard let handle = FileHandle(forWritingAtPath: path) else { throw IOError.cannotWrite(path: path, reason: "cannot create") }
     let delegate = DownloadDelegate(handle: handle, label: label, expected: expectedSize, quiet: quiet)
     let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
