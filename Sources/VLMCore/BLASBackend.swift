@@ -3,15 +3,26 @@
 // convolution (1×1, stride 1, no padding) is a GEMM on the activations themselves.
 
 import COpenBLAS
+import Foundation
 
 public struct BLASBackend: Backend {
     /// Upper bound on one im2col tile, in floats (default 16 MiB); the tile always holds at
     /// least one row.
     public let im2colTileFloats: Int
 
-    public init(im2colTileFloats: Int = 4 << 20) {
+    /// Stride-1 3×3 convolutions through Winograd F(2×2, 3×3). Off by default: as it stands
+    /// (weights transformed per call, transforms as separate passes) it measured 5–10% slower
+    /// than im2col on ResNet-50 here (BENCHMARKS.md §4); `VLM_WINOGRAD=1` turns it on.
+    public let winograd: Bool
+    /// Convolutions with fewer input channels stay on im2col: the 16 transform-domain products
+    /// have K = Cin and run far below sgemm's peak when it is small.
+    public let winogradMinChannels: Int
+
+    public init(im2colTileFloats: Int = 4 << 20, winograd: Bool? = nil, winogradMinChannels: Int = 128) {
         precondition(im2colTileFloats > 0)
         self.im2colTileFloats = im2colTileFloats
+        self.winograd = winograd ?? (ProcessInfo.processInfo.environment["VLM_WINOGRAD"] == "1")
+        self.winogradMinChannels = winogradMinChannels
     }
     public var kind: BackendKind { .blas }
 
@@ -85,6 +96,15 @@ public struct BLASBackend: Backend {
         defer { if workers > 1 { openblas_set_num_threads(1) } }
         if g.isPointwise {
             convGEMM(m: m, n: n, k: k, a: inp, b: weight, c: out, epilogue: epilogue)
+            return
+        }
+        if winograd && g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.inChannels >= winogradMinChannels {
+            var u = [Float](repeating: 0, count: 16 * g.inChannels * n)
+            u.withUnsafeMutableBufferPointer { ub in
+                winogradWeightTransform(u: ub.baseAddress!, weight: weight, cin: g.inChannels, cout: n)
+                winogradConv3x3(out: out, inp: inp, u: ub.baseAddress!, g: g)
+            }
+            applyEpilogueParallel(epilogue, c: out, m: m, n: n, ldc: n)
             return
         }
         let tileRows = max(1, min(m, im2colTileFloats / k))

@@ -5,7 +5,8 @@ import XCTest
 import VLMCore
 
 final class KernelTests: XCTestCase {
-    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700)]
+    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700),
+                                   BLASBackend(winograd: true, winogradMinChannels: 1)]
 
     // MARK: - GEMM
 
@@ -80,6 +81,7 @@ final class KernelTests: XCTestCase {
         var rng = SeededRandom(seed: 2)
         // (n, cin, h, w, cout, kh, kw, stride, pad)
         let cases = [(2, 3, 9, 11, 4, 3, 3, 1, 1), (2, 5, 10, 7, 6, 3, 3, 2, 1), (1, 3, 17, 15, 8, 7, 7, 2, 3),
+                     (1, 7, 8, 8, 5, 3, 3, 1, 0), (3, 9, 5, 4, 6, 3, 3, 1, 2), (1, 4, 1, 1, 3, 3, 3, 1, 1),
                      (3, 8, 5, 6, 16, 1, 1, 1, 0), (2, 8, 9, 9, 5, 1, 1, 2, 0), (1, 4, 8, 6, 3, 5, 3, 3, 2),
                      (1, 2, 2, 3, 4, 3, 3, 1, 2), (1, 6, 1, 1, 7, 1, 1, 1, 0)]
         for (n, cin, h, w, cout, kh, kw, stride, pad) in cases {

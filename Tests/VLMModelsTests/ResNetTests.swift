@@ -36,6 +36,17 @@ struct ResNetFixture {
 final class ResNetParityTests: XCTestCase {
     let backends: [any Backend] = [BLASBackend(), NaiveBackend()]
 
+    /// The Winograd path (opt-in) on every stride-1 3×3 convolution of ResNet-50, against torchvision.
+    func testWinogradPathMatchesTorchvision() throws {
+        let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
+        let out = f.net.forward(f.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
+        XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4)
+        XCTAssertLessThanOrEqual(relativeError(out.logits!.data, f.logits.data), 1e-4)
+        let tiny = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
+        let t = tiny.net.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
+        XCTAssertLessThanOrEqual(relativeError(t.pooled.data, tiny.pooled.data), 1e-4)
+    }
+
     func checkParity(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let f = try ResNetFixture(fixtures.appendingPathComponent(name))
         var outs: [BackendKind: ResNetOutput] = [:]
