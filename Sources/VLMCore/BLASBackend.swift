@@ -90,6 +90,11 @@ public struct BLASBackend: Backend {
 
     public func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
                        weight: UnsafePointer<Float>, geometry g: ConvGeometry, epilogue: Epilogue) {
+        conv2d(out: out, inp: inp, weight: weight, winogradWeights: nil, geometry: g, epilogue: epilogue)
+    }
+
+    public func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                       winogradWeights: UnsafePointer<Float>?, geometry g: ConvGeometry, epilogue: Epilogue) {
         let m = g.m, n = g.outChannels, k = g.k
         let workers = Threads.inParallelRegion ? 1 : Threads.count
         if workers > 1 { openblas_set_num_threads(Int32(workers)) }
@@ -99,10 +104,14 @@ public struct BLASBackend: Backend {
             return
         }
         if winograd && g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.inChannels >= winogradMinChannels {
-            var u = [Float](repeating: 0, count: 16 * g.inChannels * n)
-            u.withUnsafeMutableBufferPointer { ub in
-                winogradWeightTransform(u: ub.baseAddress!, weight: weight, cin: g.inChannels, cout: n)
-                winogradConv3x3(out: out, inp: inp, u: ub.baseAddress!, g: g)
+            if let winogradWeights {
+                winogradConv3x3(out: out, inp: inp, u: winogradWeights, g: g)
+            } else {
+                var u = [Float](repeating: 0, count: 16 * g.inChannels * n)
+                u.withUnsafeMutableBufferPointer { ub in
+                    winogradWeightTransform(u: ub.baseAddress!, weight: weight, cin: g.inChannels, cout: n)
+                    winogradConv3x3(out: out, inp: inp, u: ub.baseAddress!, g: g)
+                }
             }
             applyEpilogueParallel(epilogue, c: out, m: m, n: n, ldc: n)
             return

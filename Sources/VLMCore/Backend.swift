@@ -83,6 +83,18 @@ public protocol Backend: Sendable {
     /// out is (N,OH,OW,Cout), inp is (N,H,W,Cin), weight is (KH,KW,Cin,Cout).
     func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
                 weight: UnsafePointer<Float>, geometry g: ConvGeometry, epilogue: Epilogue)
+
+    /// The same, with the weights also given in Winograd F(2×2,3×3) form, (16, Cin, Cout), for a
+    /// backend that can use them (transformed once at load instead of on every call).
+    func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                winogradWeights: UnsafePointer<Float>?, geometry g: ConvGeometry, epilogue: Epilogue)
+}
+
+extension Backend {
+    public func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                       winogradWeights: UnsafePointer<Float>?, geometry g: ConvGeometry, epilogue: Epilogue) {
+        conv2d(out: out, inp: inp, weight: weight, geometry: g, epilogue: epilogue)
+    }
 }
 
 // MARK: - Shared checks and epilogue

@@ -51,6 +51,9 @@ public struct FoldedConv {
     public let inChannels, outChannels, kernel, stride, padding: Int
     public let weight: [Float]
     public let bias: [Float]
+    /// (16, Cin, Cout) Winograd F(2×2,3×3) weights for stride-1 3×3 convolutions, when the
+    /// Winograd path is on (`VLM_WINOGRAD=1`); computed once at load.
+    public var winogradWeights: [Float]? = nil
 
     /// Loads "<conv>.weight" (Cout,Cin,K,K) and "<bn>.{weight,bias,running_mean,running_var}".
     static func load(_ r: WeightReader, conv: String, bn: String, inChannels: Int, outChannels: Int?,
@@ -63,10 +66,18 @@ public struct FoldedConv {
         var oihw = w.data
         let bias = foldBatchNorm(weight: &oihw, bias: nil, outChannels: cout, gamma: gamma.data, beta: beta.data,
                                  mean: mean.data, variance: variance.data, eps: eps)
-        return FoldedConv(inChannels: inChannels, outChannels: cout, kernel: kernel, stride: stride,
-                          padding: kernel / 2,
-                          weight: convWeightOIHWToHWIO(oihw, cout: cout, cin: inChannels, kh: kernel, kw: kernel),
-                          bias: bias)
+        var conv = FoldedConv(inChannels: inChannels, outChannels: cout, kernel: kernel, stride: stride,
+                              padding: kernel / 2,
+                              weight: convWeightOIHWToHWIO(oihw, cout: cout, cin: inChannels, kh: kernel, kw: kernel),
+                              bias: bias)
+        if kernel == 3 && stride == 1 && BLASBackend().winograd {
+            var u = [Float](repeating: 0, count: 16 * inChannels * cout)
+            u.withUnsafeMutableBufferPointer { ub in
+                conv.weight.withUnsafeBufferPointer { winogradWeightTransform(u: ub.baseAddress!, weight: $0.baseAddress!, cin: inChannels, cout: cout) }
+            }
+            conv.winogradWeights = u
+        }
+        return conv
     }
 
     public func geometry(batch: Int, height: Int, width: Int) -> ConvGeometry {
@@ -85,8 +96,11 @@ public struct FoldedConv {
                 weight.withUnsafeBufferPointer { w in
                     bias.withUnsafeBufferPointer { b in
                         withOptionalPointer(residual?.data) { res in
-                            backend.conv2d(out: o.baseAddress!, inp: i.baseAddress!, weight: w.baseAddress!, geometry: g,
-                                           epilogue: Epilogue(bias: b.baseAddress!, residual: res, relu: relu))
+                            withOptionalPointer(winogradWeights) { wu in
+                                backend.conv2d(out: o.baseAddress!, inp: i.baseAddress!, weight: w.baseAddress!,
+                                               winogradWeights: wu, geometry: g,
+                                               epilogue: Epilogue(bias: b.baseAddress!, residual: res, relu: relu))
+                            }
                         }
                     }
                 }
