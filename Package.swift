@@ -49,6 +49,6 @@ let package = Package(
         .testTarget(name: "VLMTokenizerTests", dependencies: ["VLMTokenizer"]),
         .testTarget(name: "VLMImageTests", dependencies: ["VLMImage"]),
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
-        .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "vlm"]),
+        .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm"]),
     ]
 )

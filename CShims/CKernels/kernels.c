@@ -42,6 +42,10 @@ static inline float erf_approx(float x) {
     return x < 0 ? -r : r;
 }
 
+float vlm_exp_approx(float x) { return exp_approx(x); }
+
+float vlm_erf_approx(float x) { return erf_approx(x); }
+
 CLONES void vlm_gelu_erf(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];

@@ -18,10 +18,13 @@ public struct BLASBackend: Backend {
     /// have K = Cin and run far below sgemm's peak when it is small.
     public let winogradMinChannels: Int
 
+    /// `VLM_WINOGRAD=1`, read once.
+    public static let winogradFromEnvironment = ProcessInfo.processInfo.environment["VLM_WINOGRAD"] == "1"
+
     public init(im2colTileFloats: Int = 4 << 20, winograd: Bool? = nil, winogradMinChannels: Int = 128) {
         precondition(im2colTileFloats > 0)
         self.im2colTileFloats = im2colTileFloats
-        self.winograd = winograd ?? (ProcessInfo.processInfo.environment["VLM_WINOGRAD"] == "1")
+        self.winograd = winograd ?? BLASBackend.winogradFromEnvironment
         self.winogradMinChannels = winogradMinChannels
     }
     public var kind: BackendKind { .blas }

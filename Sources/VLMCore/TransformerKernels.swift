@@ -23,49 +23,15 @@ public func layerNormForward(_ x: UnsafeMutablePointer<Float>, gamma: UnsafePoin
     }
 }
 
-// MARK: - Vectorisable exp and erf (no calls in the loop body, so the compiler vectorises)
+// MARK: - exp and erf without libm (the formulas live once, in CShims/CKernels)
 
-/// e^x for x in about [-87, 88] (clamped): Cody–Waite reduction, Cephes' degree-6 polynomial,
-/// 2^n from the exponent bits. Relative error ≤ 2 ulp (tested against Foundation's exp).
+/// e^x, ≤ 2 ulp: the exp that softmax uses (tested against Foundation's exp).
 @inline(__always)
-public func expApprox(_ x: Float) -> Float {
-    let xc = min(max(x, -87.0), 88.0)
-    // Round x·log2(e) to the nearest integer with the 1.5·2²³ trick; its low bits are n.
-    let t = xc * 1.44269504088896341 + 12582912.0
-    let n = t - 12582912.0
-    let r = xc - n * 0.693359375 - n * -2.12194440e-4
-    var p: Float = 1.9875691500e-4
-    p = p * r + 1.3981999507e-3
-    p = p * r + 8.3334519073e-3
-    p = p * r + 4.1665795894e-2
-    p = p * r + 1.6666665459e-1
-    p = p * r + 5.0000001201e-1
-    let e = p * r * r + r + 1
-    let scaleBits = (t.bitPattern &- 0x4B40_0000 &+ 127) << 23
-    return e * Float(bitPattern: scaleBits)
-}
+public func expApprox(_ x: Float) -> Float { vlm_exp_approx(x) }
 
-/// erf(x) from Numerical Recipes' erfc Chebyshev fit (fractional error of erfc < 1.2e-7):
-/// |erf error| ≤ 2.4e-7 from the fit plus float rounding, ≤ 3.6e-7 in all (measured 3.1e-7;
-/// tested against Foundation's erf).
+/// erf(x), |error| ≤ 3.6e-7: the erf that GELU uses (tested against Foundation's erf).
 @inline(__always)
-public func erfApprox(_ x: Float) -> Float {
-    let z = abs(x)
-    let t = 1 / (1 + 0.5 * z)
-    var p: Float = 0.17087277
-    p = p * t - 0.82215223
-    p = p * t + 1.48851587
-    p = p * t - 1.13520398
-    p = p * t + 0.27886807
-    p = p * t - 0.18628806
-    p = p * t + 0.09678418
-    p = p * t + 0.37409196
-    p = p * t + 1.00002368
-    p = p * t - 1.26551223
-    let erfc = t * expApprox(-z * z + p)
-    let r = 1 - erfc
-    return x < 0 ? -r : r
-}
+public func erfApprox(_ x: Float) -> Float { vlm_erf_approx(x) }
 
 /// x is (rows, cols), in place: softmax(scale · x) over each row, max-subtracted.
 public func softmaxRowsForward(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float) {
@@ -73,8 +39,8 @@ public func softmaxRowsForward(_ x: UnsafeMutablePointer<Float>, rows: Int, cols
 }
 
 public enum ActivationFunction: String, Sendable, CaseIterable {
-    /// 0.5·x·(1 + erf(x/√2)) — Hugging Face's "gelu" — with erf from `erfApprox`
-    /// (|error| ≤ 3.6e-7), which vectorises where libm's erff does not.
+    /// 0.5·x·(1 + erf(x/√2)) — Hugging Face's "gelu" — with `erfApprox` (|error| ≤ 3.6e-7),
+    /// built per instruction set in C, which vectorises where libm's erff does not.
     case gelu
     /// Tanh approximation — "gelu_new", "gelu_pytorch_tanh", "gelu_fast" (same formula).
     case geluTanh
@@ -98,7 +64,7 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
     Threads.parallelFor(count, minChunk: 1 << 14) { r in
         switch act {
         case .gelu:
-            // The C twin of `erfApprox`, compiled for AVX-512 / AVX2 / baseline and picked at run time.
+            // Compiled for AVX-512 / AVX2 / baseline and picked at run time.
             vlm_gelu_erf(x + r.lowerBound, r.count)
         case .geluTanh:
             for i in r {

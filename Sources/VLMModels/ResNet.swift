@@ -66,17 +66,22 @@ public struct FoldedConv {
         var oihw = w.data
         let bias = foldBatchNorm(weight: &oihw, bias: nil, outChannels: cout, gamma: gamma.data, beta: beta.data,
                                  mean: mean.data, variance: variance.data, eps: eps)
-        var conv = FoldedConv(inChannels: inChannels, outChannels: cout, kernel: kernel, stride: stride,
+        let conv = FoldedConv(inChannels: inChannels, outChannels: cout, kernel: kernel, stride: stride,
                               padding: kernel / 2,
                               weight: convWeightOIHWToHWIO(oihw, cout: cout, cin: inChannels, kh: kernel, kw: kernel),
                               bias: bias)
-        if kernel == 3 && stride == 1 && BLASBackend().winograd {
-            var u = [Float](repeating: 0, count: 16 * inChannels * cout)
-            u.withUnsafeMutableBufferPointer { ub in
-                conv.weight.withUnsafeBufferPointer { winogradWeightTransform(u: ub.baseAddress!, weight: $0.baseAddress!, cin: inChannels, cout: cout) }
-            }
-            conv.winogradWeights = u
+        return conv
+    }
+
+    /// This convolution with its Winograd F(2×2,3×3) weights computed, when it is a stride-1 3×3.
+    func withWinogradWeights() -> FoldedConv {
+        guard kernel == 3 && stride == 1 else { return self }
+        var conv = self
+        var u = [Float](repeating: 0, count: 16 * inChannels * outChannels)
+        u.withUnsafeMutableBufferPointer { ub in
+            weight.withUnsafeBufferPointer { winogradWeightTransform(u: ub.baseAddress!, weight: $0.baseAddress!, cin: inChannels, cout: outChannels) }
         }
+        conv.winogradWeights = u
         return conv
     }
 
@@ -191,7 +196,9 @@ public final class ResNet {
     public let fcBias: [Float]?
 
     /// Recognises the architecture from the keys and loads it; every tensor must be used.
-    public init(source: TensorSource) throws {
+    /// `winogradWeights` also keeps the stride-1 3×3 weights in Winograd form, for a
+    /// BLASBackend with Winograd on (default: `VLM_WINOGRAD=1`).
+    public init(source: TensorSource, winogradWeights: Bool = BLASBackend.winogradFromEnvironment) throws {
         let store = WeightStore(source)
         store.ignore { $0.hasSuffix(".num_batches_tracked") }
         let r = store.root
@@ -234,7 +241,9 @@ public final class ResNet {
             stageChannels.append(channels)
             stageWidths.append(width!)
         }
-        self.stages = stages
+        self.stages = winogradWeights
+            ? stages.map { $0.map { ResNetBlockLayer(convs: $0.convs.map { $0.withWinogradWeights() }, downsample: $0.downsample) } }
+            : stages
 
         var numClasses: Int?
         if r.contains("fc.weight") {

@@ -5,6 +5,7 @@ import Foundation
 import XCTest
 import VLMCore
 import VLMIO
+import VLMModels
 
 let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("Fixtures")
@@ -261,28 +262,8 @@ func writeSafetensors(_ entries: [(String, Tensor)], to path: String) throws {
     try writeAtomically(out, to: path)
 }
 
-/// torchvision resnet50 keys and shapes, zero weights, minus `dropping`.
+/// A torchvision-layout resnet50 (the project's seeded synthetic one), minus `dropping`.
 func writeSyntheticResNet50(to path: String, dropping: String) throws {
-    var entries: [(String, Tensor)] = []
-    func conv(_ k: String, _ o: Int, _ i: Int, _ s: Int) { entries.append((k + ".weight", Tensor(zeros: [o, i, s, s]))) }
-    func bn(_ k: String, _ c: Int) {
-        for p in ["weight", "bias", "running_mean"] { entries.append((k + "." + p, Tensor(zeros: [c]))) }
-        entries.append((k + ".running_var", Tensor(shape: [c], data: [Float](repeating: 1, count: c))))
-    }
-    conv("conv1", 64, 3, 7); bn("bn1", 64)
-    var inplanes = 64
-    for (s, n) in [3, 4, 6, 3].enumerated() {
-        let planes = 64 << s
-        for j in 0..<n {
-            let p = "layer\(s + 1).\(j)"
-            conv(p + ".conv1", planes, inplanes, 1); bn(p + ".bn1", planes)
-            conv(p + ".conv2", planes, planes, 3); bn(p + ".bn2", planes)
-            conv(p + ".conv3", planes * 4, planes, 1); bn(p + ".bn3", planes * 4)
-            if j == 0 { conv(p + ".downsample.0", planes * 4, inplanes, 1); bn(p + ".downsample.1", planes * 4) }
-            inplanes = planes * 4
-        }
-    }
-    entries.append(("fc.weight", Tensor(zeros: [1000, 2048])))
-    entries.append(("fc.bias", Tensor(zeros: [1000])))
-    try writeSafetensors(entries.filter { $0.0 != dropping }, to: path)
+    let source = Synthetic.resnet(depth: 50, seed: 1)!
+    try writeSafetensors(source.keys.filter { $0 != dropping }.map { ($0, source.state[$0]!) }, to: path)
 }

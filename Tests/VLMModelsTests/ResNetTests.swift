@@ -45,13 +45,12 @@ final class ResNetParityTests: XCTestCase {
         let tiny = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
         let t = tiny.net.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
         XCTAssertLessThanOrEqual(relativeError(t.pooled.data, tiny.pooled.data), 1e-4)
-        // With VLM_WINOGRAD=1 at load, the transformed weights are computed once and used.
-        setenv("VLM_WINOGRAD", "1", 1)
-        defer { unsetenv("VLM_WINOGRAD") }
-        let cached = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
-        XCTAssertNotNil(cached.net.stages[1][1].convs[1].winogradWeights, "stride-1 3×3 weights transformed at load")
-        XCTAssertNil(cached.net.stages[1][0].convs[1].winogradWeights, "not for the stride-2 3×3")
-        let c = cached.net.forward(cached.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
+        // With the transformed weights computed once at load.
+        let cached = try ResNet(source: try SafetensorsFile(path: fixtures.appendingPathComponent("resnet/bottleneck_f32/model.safetensors").path),
+                                winogradWeights: true)
+        XCTAssertNotNil(cached.stages[1][1].convs[1].winogradWeights, "stride-1 3×3 weights transformed at load")
+        XCTAssertNil(cached.stages[1][0].convs[1].winogradWeights, "not for the stride-2 3×3")
+        let c = cached.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
         XCTAssertLessThanOrEqual(relativeError(c.pooled.data, tiny.pooled.data), 1e-4)
         XCTAssertLessThanOrEqual(relativeError(c.pooled.data, t.pooled.data), 1e-6)
     }
