@@ -65,3 +65,70 @@ CLONES void vlm_softmax_row(float *row, size_t n, float scale) {
     float inv = 1.0f / sum;
     for (size_t j = 0; j < n; j++) row[j] *= inv;
 }
+
+// Rows of `cols` floats, in place: (x − mean)/√(var + eps)·gamma + beta, mean and biased
+// variance accumulated in double over eight independent lanes (so it vectorises without
+// reassociating a single sum), then combined.
+CLONES void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta,
+                                size_t rows, size_t cols, float eps) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t j = 0;
+        for (; j + 8 <= cols; j += 8)
+            for (int t = 0; t < 8; t++) lane[t] += (double)row[j + t];
+        double sum = 0;
+        for (; j < cols; j++) sum += (double)row[j];
+        for (int t = 0; t < 8; t++) sum += lane[t];
+        double mean = sum / (double)cols;
+        double sq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        j = 0;
+        for (; j + 8 <= cols; j += 8)
+            for (int t = 0; t < 8; t++) { double d = (double)row[j + t] - mean; sq[t] += d * d; }
+        double var = 0;
+        for (; j < cols; j++) { double d = (double)row[j] - mean; var += d * d; }
+        for (int t = 0; t < 8; t++) var += sq[t];
+        float m = (float)mean;
+        float s = (float)(1.0 / __builtin_sqrt(var / (double)cols + (double)eps));
+        for (j = 0; j < cols; j++) row[j] = (row[j] - m) * s * gamma[j] + beta[j];
+    }
+}
+
+// One (sequence, head) of attention, sized by the caller's constants so the compiler can keep
+// the head's context row in registers: scores = Q·Kᵀ through Kᵀ (d, l) so the inner loop runs
+// over contiguous keys, softmax(scale·scores), ctx = scores·V with the inner loop over d.
+static inline void attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
+                                  size_t ld, size_t l, size_t d, float scale, float *scratch) {
+    float *scores = scratch, *kt = scratch + l * l;
+    for (size_t j = 0; j < l; j++)
+        for (size_t p = 0; p < d; p++) kt[p * l + j] = k[j * ld + p];
+    for (size_t i = 0; i < l; i++) {
+        float *s = scores + i * l;
+        const float *qi = q + i * ld;
+        for (size_t j = 0; j < l; j++) s[j] = 0;
+        for (size_t p = 0; p < d; p++) {
+            float a = qi[p];
+            const float *kp = kt + p * l;
+            for (size_t j = 0; j < l; j++) s[j] += a * kp[j];
+        }
+        float mx = -__builtin_inff();
+        for (size_t j = 0; j < l; j++) mx = s[j] > mx ? s[j] : mx;
+        float sum = 0;
+        for (size_t j = 0; j < l; j++) { float e = exp_approx((s[j] - mx) * scale); s[j] = e; sum += e; }
+        float inv = 1.0f / sum;
+        float *c = ctx + i * ldc;
+        for (size_t p = 0; p < d; p++) c[p] = 0;
+        for (size_t j = 0; j < l; j++) {
+            float w = s[j] * inv;
+            const float *vj = v + j * ld;
+            for (size_t p = 0; p < d; p++) c[p] += w * vj[p];
+        }
+    }
+}
+
+CLONES void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
+                               size_t ld, size_t l, size_t d, float scale, float *scratch) {
+    if (d == 32) attention_head(ctx, ldc, q, k, v, ld, l, 32, scale, scratch);
+    else if (d == 64) attention_head(ctx, ldc, q, k, v, ld, l, 64, scale, scratch);
+    else attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch);
+}

@@ -5,21 +5,11 @@ import CKernels
 import Foundation
 
 /// x is (rows, cols), in place: LayerNorm over each row, then · gamma + beta. Mean and variance
-/// (biased, as torch) are accumulated in Double.
+/// (biased, as torch) are accumulated in Double; the loops are C built per instruction set.
 public func layerNormForward(_ x: UnsafeMutablePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                              rows: Int, cols: Int, eps: Float) {
     Threads.parallelFor(rows, minChunk: max(1, 4096 / max(1, cols))) { range in
-        for r in range {
-            let row = x + r * cols
-            var sum = 0.0
-            for j in 0..<cols { sum += Double(row[j]) }
-            let mean = sum / Double(cols)
-            var sq = 0.0
-            for j in 0..<cols { let d = Double(row[j]) - mean; sq += d * d }
-            let inv = 1 / (sq / Double(cols) + Double(eps)).squareRoot()
-            let m = Float(mean), s = Float(inv)
-            for j in 0..<cols { row[j] = (row[j] - m) * s * gamma[j] + beta[j] }
-        }
+        vlm_layer_norm_rows(x + range.lowerBound * cols, gamma, beta, range.count, cols, eps)
     }
 }
 
@@ -82,33 +72,12 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
 // MARK: - Attention for short sequences
 
 /// ctx (l, d) with row stride ldc = softmax(scale · Q Kᵀ) V for one sequence and head; q, k, v
-/// are (l, d) with row stride ld. scratch holds at least l·l + l·d floats. Plain loops ordered
-/// so the innermost one runs over contiguous memory and vectorises: for short sequences this
-/// beats two sgemm calls, whose fixed cost dominates products of, say, 15×15×32.
+/// are (l, d) with row stride ld. scratch holds at least l·l + l·d floats. Plain loops (in C,
+/// built per instruction set, specialised for d = 32 and 64) ordered so the innermost one runs
+/// over contiguous memory: for short sequences this beats two sgemm calls, whose fixed cost
+/// dominates products of, say, 15×15×32.
 public func attentionHeadForward(ctx: UnsafeMutablePointer<Float>, ldc: Int,
                                  q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, ld: Int,
                                  l: Int, d: Int, scale: Float, scratch: UnsafeMutablePointer<Float>) {
-    let scores = scratch, kt = scratch + l * l
-    // Kᵀ as (d, l).
-    for j in 0..<l {
-        let kr = k + j * ld
-        for p in 0..<d { kt[p * l + j] = kr[p] }
-    }
-    for i in 0..<l {
-        let s = scores + i * l, qi = q + i * ld
-        for j in 0..<l { s[j] = 0 }
-        for p in 0..<d {
-            let a = qi[p], kp = kt + p * l
-            for j in 0..<l { s[j] += a * kp[j] }
-        }
-    }
-    softmaxRowsForward(scores, rows: l, cols: l, scale: scale)
-    for i in 0..<l {
-        let c = ctx + i * ldc, s = scores + i * l
-        for p in 0..<d { c[p] = 0 }
-        for j in 0..<l {
-            let w = s[j], vj = v + j * ld
-            for p in 0..<d { c[p] += w * vj[p] }
-        }
-    }
+    vlm_attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch)
 }

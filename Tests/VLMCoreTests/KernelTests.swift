@@ -271,7 +271,7 @@ final class OpenBLASCoreTests: XCTestCase {
 final class TransformerKernelTests: XCTestCase {
     func testLayerNormSoftmaxAndActivationsMatchDirectFormulas() {
         var rng = SeededRandom(seed: 10)
-        let (rows, cols) = (5, 37)
+        for (rows, cols) in [(5, 37), (3, 384), (2, 8)] {
         let x = rng.normals(rows * cols, std: 3, mean: 1)
         let g = rng.normals(cols, std: 1), b = rng.normals(cols, std: 1)
         var ln = x
@@ -289,6 +289,7 @@ final class TransformerKernelTests: XCTestCase {
                 XCTAssertEqual(Double(ln[r * cols + j]), (row[j] - mean) / (variance + 1e-12).squareRoot() * Double(g[j]) + Double(b[j]), accuracy: 1e-5)
                 XCTAssertEqual(Double(sm[r * cols + j]), exps[j] / total, accuracy: 1e-6)
             }
+        }
         }
         let v: [Float] = [-5, -1.5, -0.3, 0, 0.2, 1, 2.5, 8]
         for (act, f) in [(ActivationFunction.gelu, { (x: Double) in 0.5 * x * (1 + erf(x / 2.0.squareRoot())) }),

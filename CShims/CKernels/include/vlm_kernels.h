@@ -18,4 +18,13 @@ void vlm_gelu_erf(float *x, size_t n);
 /// row[j] = exp(scale·(row[j] − max)) / Σ, Cody–Waite/Cephes exp (≤ 2 ulp).
 void vlm_softmax_row(float *row, size_t n, float scale);
 
+/// LayerNorm over each of `rows` rows of `cols` floats, in place, then ·gamma + beta; mean and
+/// biased variance (as torch) accumulated in double.
+void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta, size_t rows, size_t cols, float eps);
+
+/// ctx (l, d), row stride ldc = softmax(scale·Q·Kᵀ)·V for one sequence and head; q, k, v are
+/// (l, d) with row stride ld; scratch holds at least l·l + l·d floats.
+void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
+                        size_t ld, size_t l, size_t d, float scale, float *scratch);
+
 #endif
