@@ -317,19 +317,27 @@ final class SplitGEMMTests: XCTestCase {
                     let lda = (transA ? m : k) + 3, ldb = (transB ? k : n) + 5, ldc = n + 7
                     let a = rng.normals((transA ? k : m) * lda, std: 1), b = rng.normals((transB ? n : k) * ldb, std: 1)
                     let bias = rng.normals(n, std: 1), res = rng.normals(m * ldc, std: 1)
-                    var outs: [[Float]] = []
-                    for be in [BLASBackend(), NaiveBackend()] as [any Backend] {
-                        var c = [Float](repeating: 9, count: m * ldc)
-                        bias.withUnsafeBufferPointer { bp in
-                            res.withUnsafeBufferPointer { rp in
-                                be.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                                        beta: 0, c: &c, ldc: ldc, epilogue: Epilogue(bias: bp.baseAddress, residual: rp.baseAddress, relu: true))
+                    // Every epilogue shape: the BLAS backend writes bias / residual into C before
+                    // the product (beta 1) and leaves only ReLU for after.
+                    for (useBias, useResidual, relu) in [(true, true, true), (true, false, false), (false, true, false),
+                                                         (false, false, true), (true, false, true)] {
+                        var outs: [[Float]] = []
+                        for be in [BLASBackend(), NaiveBackend()] as [any Backend] {
+                            var c = [Float](repeating: 9, count: m * ldc)
+                            bias.withUnsafeBufferPointer { bp in
+                                res.withUnsafeBufferPointer { rp in
+                                    be.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                                            beta: 0, c: &c, ldc: ldc,
+                                            epilogue: Epilogue(bias: useBias ? bp.baseAddress : nil,
+                                                               residual: useResidual ? rp.baseAddress : nil, relu: relu))
+                                }
                             }
+                            for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], 9, "padding untouched") } }
+                            outs.append(c)
                         }
-                        for i in 0..<m { for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], 9, "padding untouched") } }
-                        outs.append(c)
+                        XCTAssertLessThanOrEqual(relativeError(outs[0], outs[1]), 1e-5,
+                                                 "m\(m) n\(n) k\(k) tA\(transA) tB\(transB) bias \(useBias) residual \(useResidual) relu \(relu)")
                     }
-                    XCTAssertLessThanOrEqual(relativeError(outs[0], outs[1]), 1e-5, "m\(m) n\(n) k\(k) tA\(transA) tB\(transB)")
                 }
             }
         }
