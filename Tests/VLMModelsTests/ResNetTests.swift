@@ -84,6 +84,9 @@ final class ResNetParityTests: XCTestCase {
         let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
         XCTAssertEqual(f.net.config.name, "resnet50")
         XCTAssertEqual(f.net.flops(height: 224, width: 224) / 1e9, 8.18, accuracy: 0.01)
+        XCTAssertEqual(ResNet.imagesPerPass(height: 224, width: 224), 8)
+        XCTAssertEqual(ResNet.imagesPerPass(height: 448, width: 448), 2)
+        XCTAssertEqual(ResNet.imagesPerPass(height: 1024, width: 1024), 1)
     }
 
     /// An image alone and inside a batch of 8 give the same vector.
@@ -101,6 +104,12 @@ final class ResNetParityTests: XCTestCase {
                 let within = f.net.forward(batched, backend: be)
                 XCTAssertLessThanOrEqual(relativeError(within.pooled.rows(5..<6).data, alone.pooled.data), 1e-6, "\(name) \(be.kind)")
                 XCTAssertLessThanOrEqual(relativeError(within.logits!.rows(5..<6).data, alone.logits!.data), 1e-6, "\(name) \(be.kind)")
+                // The same batch in passes of 3 images (3 + 3 + 2) gives the same result.
+                let passes = f.net.forward(batched, backend: be, imagesPerPass: 3)
+                XCTAssertEqual(passes.pooled.shape, within.pooled.shape)
+                XCTAssertEqual(passes.logits!.shape, within.logits!.shape)
+                XCTAssertLessThanOrEqual(relativeError(passes.pooled.data, within.pooled.data), 1e-6, "\(name) \(be.kind)")
+                XCTAssertLessThanOrEqual(relativeError(passes.logits!.data, within.logits!.data), 1e-6, "\(name) \(be.kind)")
             }
         }
     }
