@@ -6,8 +6,8 @@ import COpenBLAS
 import Foundation
 
 public struct BLASBackend: Backend {
-    /// Upper bound on one im2col tile, in floats (default 16 MiB); the tile always holds at
-    /// least one row.
+    /// Upper bound on one im2col tile of the shared-weights path, in floats (default 16 MiB);
+    /// the tile always holds at least one row.
     public let im2colTileFloats: Int
 
     /// Stride-1 3×3 convolutions through Winograd F(2×2, 3×3). Off by default: as it stands
@@ -21,9 +21,22 @@ public struct BLASBackend: Backend {
     /// `VLM_WINOGRAD=1`, read once.
     public static let winogradFromEnvironment = ProcessInfo.processInfo.environment["VLM_WINOGRAD"] == "1"
 
-    public init(im2colTileFloats: Int = 4 << 20, winograd: Bool? = nil, winogradMinChannels: Int = 128) {
-        precondition(im2colTileFloats > 0)
+    /// Convolutions whose weights hold at most `cacheTileMaxWeights` floats run in row tiles of
+    /// about `cacheTileBytes` (im2col rows + output rows), each tile on one of the engine's
+    /// threads from im2col through sgemm to the epilogue while it is in cache (0: never).
+    /// Larger weights (ResNet-50's last stages, where M is small) keep the shared-weights path:
+    /// one sgemm over a large im2col tile on OpenBLAS's threads, so the weights are packed once.
+    public let cacheTileBytes: Int
+    public let cacheTileMaxWeights: Int
+    public let cacheTileMinRows: Int
+
+    public init(im2colTileFloats: Int = 4 << 20, cacheTileBytes: Int = 1 << 20, cacheTileMaxWeights: Int = 1 << 18,
+                cacheTileMinRows: Int = 64, winograd: Bool? = nil, winogradMinChannels: Int = 128) {
+        precondition(im2colTileFloats > 0 && cacheTileBytes >= 0 && cacheTileMaxWeights >= 0 && cacheTileMinRows >= 1)
         self.im2colTileFloats = im2colTileFloats
+        self.cacheTileBytes = cacheTileBytes
+        self.cacheTileMaxWeights = cacheTileMaxWeights
+        self.cacheTileMinRows = cacheTileMinRows
         self.winograd = winograd ?? BLASBackend.winogradFromEnvironment
         self.winogradMinChannels = winogradMinChannels
     }
@@ -74,6 +87,41 @@ public struct BLASBackend: Backend {
         }
     }
 
+    /// Rows of a cache tile (nil: the convolution takes the shared-weights path). A tile of
+    /// im2col rows plus its output rows fills about `cacheTileBytes`, at least
+    /// `cacheTileMinRows` rows, and no more than an equal share of M per thread.
+    func cacheTileRows(_ g: ConvGeometry, workers: Int) -> Int? {
+        let k = g.k, n = g.outChannels, m = g.m
+        if cacheTileBytes == 0 || k * n > cacheTileMaxWeights { return nil }
+        let rows = max(cacheTileMinRows, cacheTileBytes / (4 * (k + n)))
+        return max(1, min(rows, (m + workers - 1) / workers))
+    }
+
+    /// The convolution in row tiles that stay in cache, each on one of the engine's threads:
+    /// im2col of the tile (none for a pointwise convolution), single-threaded sgemm, epilogue,
+    /// before the next tile.
+    private func cacheTiledConv(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                g: ConvGeometry, tileRows: Int, epilogue: Epilogue) {
+        let m = g.m, n = g.outChannels, k = g.k
+        let tiles = (m + tileRows - 1) / tileRows
+        Threads.parallelBlocks(tiles) { t in
+            let r0 = t * tileRows, rows = min(tileRows, m - r0)
+            var e = epilogue
+            if let res = epilogue.residual { e.residual = res + r0 * n }
+            if g.isPointwise {
+                sgemmBlock(transA: false, transB: false, m: rows, n: n, k: k, a: inp + r0 * k, lda: k, b: weight, ldb: n,
+                           beta: 0, c: out + r0 * n, ldc: n)
+            } else {
+                Scratch.withFloats(rows * k) { col in
+                    im2colNHWC(col: col, inp: inp, g: g, rows: r0..<(r0 + rows))
+                    sgemmBlock(transA: false, transB: false, m: rows, n: n, k: k, a: col, lda: k, b: weight, ldb: n,
+                               beta: 0, c: out + r0 * n, ldc: n)
+                }
+            }
+            applyEpilogue(e, c: out + r0 * n, rows: 0..<rows, n: n, ldc: n)
+        }
+    }
+
     /// A convolution's product: M output pixels (tall), where OpenBLAS's own partitioning
     /// measured faster than the engine's split (ResNet-50 batch 8: 17.5 vs 15.2 images/s), so
     /// its pool runs for the duration of the convolution.
@@ -100,6 +148,11 @@ public struct BLASBackend: Backend {
                        winogradWeights: UnsafePointer<Float>?, geometry g: ConvGeometry, epilogue: Epilogue) {
         let m = g.m, n = g.outChannels, k = g.k
         let workers = Threads.inParallelRegion ? 1 : Threads.count
+        let useWinograd = winograd && g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.inChannels >= winogradMinChannels
+        if !useWinograd, let tile = cacheTileRows(g, workers: workers) {
+            cacheTiledConv(out: out, inp: inp, weight: weight, g: g, tileRows: tile, epilogue: epilogue)
+            return
+        }
         if workers > 1 { openblas_set_num_threads(Int32(workers)) }
         defer { if workers > 1 { openblas_set_num_threads(1) } }
         if g.isPointwise {
@@ -120,9 +173,7 @@ public struct BLASBackend: Backend {
             return
         }
         let tileRows = max(1, min(m, im2colTileFloats / k))
-        var columns = [Float](repeating: 0, count: tileRows * k)
-        columns.withUnsafeMutableBufferPointer { colBuf in
-            let col = colBuf.baseAddress!
+        Scratch.withFloats(tileRows * k) { col in
             var r0 = 0
             while r0 < m {
                 let rows = min(tileRows, m - r0)
@@ -148,8 +199,21 @@ public func im2colNHWC(col: UnsafeMutablePointer<Float>, inp: UnsafePointer<Floa
     for r in rows {
         let b = r / (oh * ow), y = (r / ow) % oh, x = r % ow
         var dst = col + (r - rows.lowerBound) * k
+        let x0 = x * g.stride - g.padding
+        // The window's columns all inside the image: each of its rows is one contiguous span
+        // of kernelW·Cin floats in NHWC.
+        let rowInside = x0 >= 0 && x0 + g.kernelW <= g.width
         for ky in 0..<g.kernelH {
             let iy = y * g.stride - g.padding + ky
+            if rowInside {
+                if iy < 0 || iy >= g.height {
+                    dst.update(repeating: 0, count: g.kernelW * cin)
+                } else {
+                    dst.update(from: inp + ((b * g.height + iy) * g.width + x0) * cin, count: g.kernelW * cin)
+                }
+                dst += g.kernelW * cin
+                continue
+            }
             for kx in 0..<g.kernelW {
                 let ix = x * g.stride - g.padding + kx
                 if iy < 0 || iy >= g.height || ix < 0 || ix >= g.width {

@@ -125,9 +125,11 @@ func withOptionalPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R)
 struct Activation {
     var n, h, w, c: Int
     var data: [Float]
+    /// Uninitialised storage: every layer writes all of its output.
     init(n: Int, h: Int, w: Int, c: Int) {
         (self.n, self.h, self.w, self.c) = (n, h, w, c)
-        data = [Float](repeating: 0, count: n * h * w * c)
+        let count = n * h * w * c
+        data = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
     }
     init(n: Int, h: Int, w: Int, c: Int, data: [Float]) {
         precondition(data.count == n * h * w * c)

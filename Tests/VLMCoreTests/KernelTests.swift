@@ -5,7 +5,10 @@ import XCTest
 import VLMCore
 
 final class KernelTests: XCTestCase {
-    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700),
+    /// BLAS: default; the shared-weights path with tiny im2col tiles; cache tiles of 3 rows;
+    /// Winograd on every stride-1 3×3.
+    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700, cacheTileBytes: 0),
+                                   BLASBackend(cacheTileBytes: 64, cacheTileMinRows: 3),
                                    BLASBackend(winograd: true, winogradMinChannels: 1)]
 
     // MARK: - GEMM

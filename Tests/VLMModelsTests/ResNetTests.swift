@@ -36,6 +36,17 @@ struct ResNetFixture {
 final class ResNetParityTests: XCTestCase {
     let backends: [any Backend] = [BLASBackend(), NaiveBackend()]
 
+    /// ResNet-50 against torchvision with every convolution on the shared-weights path, and with
+    /// every one in cache tiles (the default splits them by weight size).
+    func testBothConvolutionPathsMatchTorchvision() throws {
+        let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
+        for be in [BLASBackend(cacheTileBytes: 0), BLASBackend(cacheTileMaxWeights: .max)] {
+            let out = f.net.forward(f.input, backend: be)
+            XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4, "\(be.cacheTileBytes)")
+            XCTAssertLessThanOrEqual(relativeError(out.logits!.data, f.logits.data), 1e-4, "\(be.cacheTileBytes)")
+        }
+    }
+
     /// The Winograd path (opt-in) on every stride-1 3×3 convolution of ResNet-50, against torchvision.
     func testWinogradPathMatchesTorchvision() throws {
         let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
