@@ -10,16 +10,19 @@ public struct BLASBackend: Backend {
     /// the tile always holds at least one row.
     public let im2colTileFloats: Int
 
-    /// Stride-1 3×3 convolutions through Winograd F(2×2, 3×3). Off by default: as it stands
-    /// (weights transformed per call, transforms as separate passes) it measured 5–10% slower
-    /// than im2col on ResNet-50 here (BENCHMARKS.md §4); `VLM_WINOGRAD=1` turns it on.
+    /// Stride-1 3×3 convolutions with at least `winogradMinChannels` input channels and
+    /// `winogradMinTiles` 2×2 output tiles go through Winograd F(2×2, 3×3), its 16 products
+    /// dealt to the engine's threads. On by default (`VLM_WINOGRAD=0` turns it off): measured on
+    /// ResNet-50, it takes ~30% off the 256-channel 3×3 convolutions at batch 8; with 128
+    /// channels it only ties im2col, and with few tiles (batch 1, 7×7) it loses
+    /// (BENCHMARKS.md §4).
     public let winograd: Bool
-    /// Convolutions with fewer input channels stay on im2col: the 16 transform-domain products
-    /// have K = Cin and run far below sgemm's peak when it is small.
     public let winogradMinChannels: Int
+    public let winogradMinTiles: Int
 
-    /// `VLM_WINOGRAD=1`, read once.
-    public static let winogradFromEnvironment = ProcessInfo.processInfo.environment["VLM_WINOGRAD"] == "1"
+    /// False when `VLM_WINOGRAD=0`, read once.
+    public static let winogradFromEnvironment = ProcessInfo.processInfo.environment["VLM_WINOGRAD"] != "0"
+    public static let defaultWinogradMinChannels = 256
 
     /// Convolutions whose weights hold at most `cacheTileMaxWeights` floats run in row tiles of
     /// about `cacheTileBytes` (im2col rows + output rows), each tile on one of the engine's
@@ -31,7 +34,8 @@ public struct BLASBackend: Backend {
     public let cacheTileMinRows: Int
 
     public init(im2colTileFloats: Int = 4 << 20, cacheTileBytes: Int = 1 << 20, cacheTileMaxWeights: Int = 1 << 18,
-                cacheTileMinRows: Int = 64, winograd: Bool? = nil, winogradMinChannels: Int = 128) {
+                cacheTileMinRows: Int = 64, winograd: Bool? = nil,
+                winogradMinChannels: Int = BLASBackend.defaultWinogradMinChannels, winogradMinTiles: Int = 64) {
         precondition(im2colTileFloats > 0 && cacheTileBytes >= 0 && cacheTileMaxWeights >= 0 && cacheTileMinRows >= 1)
         self.im2colTileFloats = im2colTileFloats
         self.cacheTileBytes = cacheTileBytes
@@ -39,6 +43,7 @@ public struct BLASBackend: Backend {
         self.cacheTileMinRows = cacheTileMinRows
         self.winograd = winograd ?? BLASBackend.winogradFromEnvironment
         self.winogradMinChannels = winogradMinChannels
+        self.winogradMinTiles = winogradMinTiles
     }
     public var kind: BackendKind { .blas }
 
@@ -149,6 +154,7 @@ public struct BLASBackend: Backend {
         let m = g.m, n = g.outChannels, k = g.k
         let workers = Threads.inParallelRegion ? 1 : Threads.count
         let useWinograd = winograd && g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.inChannels >= winogradMinChannels
+            && g.batch * ((g.outHeight + 1) / 2) * ((g.outWidth + 1) / 2) >= winogradMinTiles
         if !useWinograd, let tile = cacheTileRows(g, workers: workers) {
             cacheTiledConv(out: out, inp: inp, weight: weight, g: g, tileRows: tile, epilogue: epilogue)
             return
@@ -159,7 +165,7 @@ public struct BLASBackend: Backend {
             convGEMM(m: m, n: n, k: k, a: inp, b: weight, c: out, epilogue: epilogue)
             return
         }
-        if winograd && g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.inChannels >= winogradMinChannels {
+        if useWinograd {
             if let winogradWeights {
                 winogradConv3x3(out: out, inp: inp, u: winogradWeights, g: g)
             } else {

@@ -51,8 +51,8 @@ public struct FoldedConv {
     public let inChannels, outChannels, kernel, stride, padding: Int
     public let weight: [Float]
     public let bias: [Float]
-    /// (16, Cin, Cout) Winograd F(2×2,3×3) weights for stride-1 3×3 convolutions, when the
-    /// Winograd path is on (`VLM_WINOGRAD=1`); computed once at load.
+    /// (16, Cin, Cout) Winograd F(2×2,3×3) weights for the stride-1 3×3 convolutions the BLAS
+    /// backend runs that way (see `BLASBackend.winograd`); computed once at load.
     public var winogradWeights: [Float]? = nil
 
     /// Loads "<conv>.weight" (Cout,Cin,K,K) and "<bn>.{weight,bias,running_mean,running_var}".
@@ -73,9 +73,10 @@ public struct FoldedConv {
         return conv
     }
 
-    /// This convolution with its Winograd F(2×2,3×3) weights computed, when it is a stride-1 3×3.
-    func withWinogradWeights() -> FoldedConv {
-        guard kernel == 3 && stride == 1 else { return self }
+    /// This convolution with its Winograd F(2×2,3×3) weights computed, when it is a stride-1 3×3
+    /// with at least `minChannels` input channels.
+    func withWinogradWeights(minChannels: Int) -> FoldedConv {
+        guard kernel == 3 && stride == 1 && inChannels >= minChannels else { return self }
         var conv = self
         var u = [Float](repeating: 0, count: 16 * inChannels * outChannels)
         u.withUnsafeMutableBufferPointer { ub in
@@ -198,9 +199,11 @@ public final class ResNet {
     public let fcBias: [Float]?
 
     /// Recognises the architecture from the keys and loads it; every tensor must be used.
-    /// `winogradWeights` also keeps the stride-1 3×3 weights in Winograd form, for a
-    /// BLASBackend with Winograd on (default: `VLM_WINOGRAD=1`).
-    public init(source: TensorSource, winogradWeights: Bool = BLASBackend.winogradFromEnvironment) throws {
+    /// `winogradWeights` also keeps the weights of stride-1 3×3 convolutions with at least
+    /// `winogradMinChannels` inputs in Winograd form, for the BLAS backend (default: on unless
+    /// `VLM_WINOGRAD=0`; ~16/9 of those weights' memory again, 75 MB for ResNet-50).
+    public init(source: TensorSource, winogradWeights: Bool = BLASBackend.winogradFromEnvironment,
+                winogradMinChannels: Int = BLASBackend.defaultWinogradMinChannels) throws {
         let store = WeightStore(source)
         store.ignore { $0.hasSuffix(".num_batches_tracked") }
         let r = store.root
@@ -244,7 +247,7 @@ public final class ResNet {
             stageWidths.append(width!)
         }
         self.stages = winogradWeights
-            ? stages.map { $0.map { ResNetBlockLayer(convs: $0.convs.map { $0.withWinogradWeights() }, downsample: $0.downsample) } }
+            ? stages.map { $0.map { ResNetBlockLayer(convs: $0.convs.map { $0.withWinogradWeights(minChannels: winogradMinChannels) }, downsample: $0.downsample) } }
             : stages
 
         var numClasses: Int?

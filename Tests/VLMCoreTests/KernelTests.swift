@@ -7,9 +7,9 @@ import VLMCore
 final class KernelTests: XCTestCase {
     /// BLAS: default; the shared-weights path with tiny im2col tiles; cache tiles of 3 rows;
     /// Winograd on every stride-1 3×3.
-    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700, cacheTileBytes: 0),
+    let backends: [any Backend] = [BLASBackend(), NaiveBackend(), BLASBackend(im2colTileFloats: 700, cacheTileBytes: 0, winograd: false),
                                    BLASBackend(cacheTileBytes: 64, cacheTileMinRows: 3),
-                                   BLASBackend(winograd: true, winogradMinChannels: 1)]
+                                   BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1)]
 
     // MARK: - GEMM
 

@@ -37,10 +37,13 @@ final class ResNetParityTests: XCTestCase {
     let backends: [any Backend] = [BLASBackend(), NaiveBackend()]
 
     /// ResNet-50 against torchvision with every convolution on the shared-weights path, and with
-    /// every one in cache tiles (the default splits them by weight size).
-    func testBothConvolutionPathsMatchTorchvision() throws {
+    /// every one in cache tiles (the default splits them by weight size and sends the
+    /// 256- and 512-channel 3×3 ones through Winograd).
+    func testEveryConvolutionPathMatchesTorchvision() throws {
         let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
-        for be in [BLASBackend(cacheTileBytes: 0), BLASBackend(cacheTileMaxWeights: .max)] {
+        XCTAssertNotNil(f.net.stages[2][1].convs[1].winogradWeights, "256-channel stride-1 3×3 weights transformed at load")
+        XCTAssertNil(f.net.stages[1][1].convs[1].winogradWeights, "not the 128-channel ones")
+        for be in [BLASBackend(cacheTileBytes: 0, winograd: false), BLASBackend(cacheTileMaxWeights: .max, winograd: false)] {
             let out = f.net.forward(f.input, backend: be)
             XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4, "\(be.cacheTileBytes)")
             XCTAssertLessThanOrEqual(relativeError(out.logits!.data, f.logits.data), 1e-4, "\(be.cacheTileBytes)")
@@ -50,18 +53,18 @@ final class ResNetParityTests: XCTestCase {
     /// The Winograd path (opt-in) on every stride-1 3×3 convolution of ResNet-50, against torchvision.
     func testWinogradPathMatchesTorchvision() throws {
         let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
-        let out = f.net.forward(f.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
+        let out = f.net.forward(f.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1))
         XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4)
         XCTAssertLessThanOrEqual(relativeError(out.logits!.data, f.logits.data), 1e-4)
         let tiny = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
-        let t = tiny.net.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
+        let t = tiny.net.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1))
         XCTAssertLessThanOrEqual(relativeError(t.pooled.data, tiny.pooled.data), 1e-4)
         // With the transformed weights computed once at load.
         let cached = try ResNet(source: try SafetensorsFile(path: fixtures.appendingPathComponent("resnet/bottleneck_f32/model.safetensors").path),
-                                winogradWeights: true)
+                                winogradWeights: true, winogradMinChannels: 1)
         XCTAssertNotNil(cached.stages[1][1].convs[1].winogradWeights, "stride-1 3×3 weights transformed at load")
         XCTAssertNil(cached.stages[1][0].convs[1].winogradWeights, "not for the stride-2 3×3")
-        let c = cached.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1))
+        let c = cached.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1))
         XCTAssertLessThanOrEqual(relativeError(c.pooled.data, tiny.pooled.data), 1e-4)
         XCTAssertLessThanOrEqual(relativeError(c.pooled.data, t.pooled.data), 1e-6)
     }
