@@ -5,7 +5,7 @@
 
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-static inline float exp_approx(float x) {
+static inline __attribute__((always_inline)) float exp_approx(float x) {
     float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float t = xc * 1.44269504088896341f + 12582912.0f;
     float n = t - 12582912.0f;
@@ -25,7 +25,7 @@ static inline float exp_approx(float x) {
     return e * s;
 }
 
-static inline float erf_approx(float x) {
+static inline __attribute__((always_inline)) float erf_approx(float x) {
     float z = x < 0 ? -x : x;
     float t = 1.0f / (1.0f + 0.5f * z);
     float p = 0.17087277f;
@@ -53,16 +53,31 @@ CLONES void vlm_gelu_erf(float *x, size_t n) {
     }
 }
 
-CLONES void vlm_softmax_row(float *row, size_t n, float scale) {
+// row[j] = exp(scale·(row[j] − max)), returning 1/Σ. The max and the sum run over 16
+// independent lanes and the exponentials in a loop of their own, so all three vectorise
+// (a single running sum or max would not, without reassociating floating point).
+static inline __attribute__((always_inline)) float exp_shifted_row(float *row, size_t n, float scale) {
+    float lm[16];
+    for (int t = 0; t < 16; t++) lm[t] = -__builtin_inff();
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int t = 0; t < 16; t++) lm[t] = row[j + t] > lm[t] ? row[j + t] : lm[t];
     float mx = -__builtin_inff();
-    for (size_t j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    for (; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    for (int t = 0; t < 16; t++) mx = lm[t] > mx ? lm[t] : mx;
+    for (j = 0; j < n; j++) row[j] = exp_approx((row[j] - mx) * scale);
+    float ls[16] = {0};
+    j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int t = 0; t < 16; t++) ls[t] += row[j + t];
     float sum = 0;
-    for (size_t j = 0; j < n; j++) {
-        float e = exp_approx((row[j] - mx) * scale);
-        row[j] = e;
-        sum += e;
-    }
-    float inv = 1.0f / sum;
+    for (; j < n; j++) sum += row[j];
+    for (int t = 0; t < 16; t++) sum += ls[t];
+    return 1.0f / sum;
+}
+
+CLONES void vlm_softmax_row(float *row, size_t n, float scale) {
+    float inv = exp_shifted_row(row, n, scale);
     for (size_t j = 0; j < n; j++) row[j] *= inv;
 }
 
@@ -94,37 +109,58 @@ CLONES void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta,
     }
 }
 
-// One (sequence, head) of attention, sized by the caller's constants so the compiler can keep
-// the head's context row in registers: scores = Q·Kᵀ through Kᵀ (d, l) so the inner loop runs
-// over contiguous keys, softmax(scale·scores), ctx = scores·V with the inner loop over d.
-static inline void attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
-                                  size_t ld, size_t l, size_t d, float scale, float *scratch) {
-    float *scores = scratch, *kt = scratch + l * l;
-    for (size_t j = 0; j < l; j++)
-        for (size_t p = 0; p < d; p++) kt[p * l + j] = k[j * ld + p];
+// One (sequence, head) of attention for short sequences. Keys are padded to lp, a multiple of
+// 16, and every loop over them runs in blocks of exactly 16, which the compiler turns into
+// one vector each (a loop over, say, 17 keys would otherwise run scalar); loops over the head
+// dimension get the caller's constant d. Per query row i: scores = q_i·Kᵀ through Kᵀ (d, lp),
+// softmax(scale·scores), ctx_i = scores·V.
+static inline __attribute__((always_inline)) void attention_head(
+        float *restrict ctx, size_t ldc, const float *restrict q, const float *restrict k, const float *restrict v,
+        size_t ld, size_t l, size_t d, float scale, float *restrict scratch) {
+    size_t lp = (l + 15) & ~(size_t)15;
+    float *s = scratch, *kt = scratch + lp;
+    for (size_t p = 0; p < d; p++) {
+        for (size_t j = 0; j < l; j++) kt[p * lp + j] = k[j * ld + p];
+        for (size_t j = l; j < lp; j++) kt[p * lp + j] = 0;
+    }
     for (size_t i = 0; i < l; i++) {
-        float *s = scores + i * l;
         const float *qi = q + i * ld;
-        for (size_t j = 0; j < l; j++) s[j] = 0;
-        for (size_t p = 0; p < d; p++) {
-            float a = qi[p];
-            const float *kp = kt + p * l;
-            for (size_t j = 0; j < l; j++) s[j] += a * kp[j];
+        for (size_t jb = 0; jb < lp; jb += 16) {
+            float acc[16] = {0};
+            for (size_t p = 0; p < d; p++) {
+                float a = qi[p];
+                const float *kp = kt + p * lp + jb;
+                for (int t = 0; t < 16; t++) acc[t] += a * kp[t];
+            }
+            for (int t = 0; t < 16; t++) s[jb + t] = acc[t];
         }
-        float mx = -__builtin_inff();
-        for (size_t j = 0; j < l; j++) mx = s[j] > mx ? s[j] : mx;
+        for (size_t j = l; j < lp; j++) s[j] = -__builtin_inff();
+        float lm[16];
+        for (int t = 0; t < 16; t++) lm[t] = -__builtin_inff();
+        for (size_t jb = 0; jb < lp; jb += 16)
+            for (int t = 0; t < 16; t++) lm[t] = s[jb + t] > lm[t] ? s[jb + t] : lm[t];
+        float mx = lm[0];
+        for (int t = 1; t < 16; t++) mx = lm[t] > mx ? lm[t] : mx;
+        for (size_t jb = 0; jb < lp; jb += 16)
+            for (int t = 0; t < 16; t++) s[jb + t] = exp_approx((s[jb + t] - mx) * scale);
+        for (size_t j = l; j < lp; j++) s[j] = 0;  // the padded keys' e^(−87), from exp's clamp
+        float ls[16] = {0};
+        for (size_t jb = 0; jb < lp; jb += 16)
+            for (int t = 0; t < 16; t++) ls[t] += s[jb + t];
         float sum = 0;
-        for (size_t j = 0; j < l; j++) { float e = exp_approx((s[j] - mx) * scale); s[j] = e; sum += e; }
+        for (int t = 0; t < 16; t++) sum += ls[t];
         float inv = 1.0f / sum;
-        float *c = ctx + i * ldc;
+        float *restrict c = ctx + i * ldc;
         for (size_t p = 0; p < d; p++) c[p] = 0;
         for (size_t j = 0; j < l; j++) {
             float w = s[j] * inv;
-            const float *vj = v + j * ld;
+            const float *restrict vj = v + j * ld;
             for (size_t p = 0; p < d; p++) c[p] += w * vj[p];
         }
     }
 }
+
+size_t vlm_attention_head_scratch(size_t l, size_t d) { return (d + 1) * ((l + 15) & ~(size_t)15); }
 
 CLONES void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
                                size_t ld, size_t l, size_t d, float scale, float *scratch) {

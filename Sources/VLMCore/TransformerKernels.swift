@@ -72,12 +72,15 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
 // MARK: - Attention for short sequences
 
 /// ctx (l, d) with row stride ldc = softmax(scale · Q Kᵀ) V for one sequence and head; q, k, v
-/// are (l, d) with row stride ld. scratch holds at least l·l + l·d floats. Plain loops (in C,
-/// built per instruction set, specialised for d = 32 and 64) ordered so the innermost one runs
-/// over contiguous memory: for short sequences this beats two sgemm calls, whose fixed cost
-/// dominates products of, say, 15×15×32.
+/// are (l, d) with row stride ld. scratch holds at least `attentionHeadScratch(l:d:)` floats.
+/// Plain loops (in C, built per instruction set, specialised for d = 32 and 64, keys padded to
+/// blocks of 16 so every loop over them is whole vectors): for short sequences this beats two
+/// sgemm calls, whose fixed cost dominates products of, say, 15×15×32.
 public func attentionHeadForward(ctx: UnsafeMutablePointer<Float>, ldc: Int,
                                  q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, ld: Int,
                                  l: Int, d: Int, scale: Float, scratch: UnsafeMutablePointer<Float>) {
     vlm_attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch)
 }
+
+/// Floats of scratch `attentionHeadForward` needs for l keys of head size d.
+public func attentionHeadScratch(l: Int, d: Int) -> Int { vlm_attention_head_scratch(l, d) }

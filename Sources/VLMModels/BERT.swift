@@ -355,7 +355,8 @@ public final class BertModel {
         let h = config.hiddenSize, d = config.headDim, ld = 3 * h, heads = config.numAttentionHeads
         let scale = 1 / Float(d).squareRoot()
         let longest = (0..<batch.count).map { batch.range($0).count }.max()!
-        let scratchPerWorker = longest * longest + longest * d
+        // Scores (l, l) for the two-product path, or the direct kernel's scratch.
+        let scratchPerWorker = max(longest * longest, attentionHeadScratch(l: longest, d: d))
         var perWorker = [Float](repeating: 0, count: Threads.count * scratchPerWorker)
         ctx.withUnsafeMutableBufferPointer { cp in
             qkv.withUnsafeBufferPointer { qp in

@@ -378,11 +378,11 @@ final class FastMathTests: XCTestCase {
 final class AttentionKernelTests: XCTestCase {
     func testDirectAttentionEqualsTheTwoProducts() {
         var rng = SeededRandom(seed: 33)
-        for (l, d) in [(1, 8), (7, 16), (33, 64), (64, 32)] {
+        for (l, d) in [(1, 8), (7, 16), (16, 32), (17, 32), (33, 64), (64, 32), (5, 24)] {
             let ld = 3 * d + 5, ldc = d + 3
             let qkv = rng.normals(l * ld, std: 1)
             var direct = [Float](repeating: 0, count: l * ldc), ref = direct
-            var scratch = [Float](repeating: 0, count: l * l + l * d)
+            var scratch = [Float](repeating: .nan, count: attentionHeadScratch(l: l, d: d))
             qkv.withUnsafeBufferPointer { p in
                 let q = p.baseAddress!, k = q + d, v = q + 2 * d
                 attentionHeadForward(ctx: &direct, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: 0.125, scratch: &scratch)

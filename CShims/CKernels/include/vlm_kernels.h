@@ -23,7 +23,8 @@ void vlm_softmax_row(float *row, size_t n, float scale);
 void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta, size_t rows, size_t cols, float eps);
 
 /// ctx (l, d), row stride ldc = softmax(scale·Q·Kᵀ)·V for one sequence and head; q, k, v are
-/// (l, d) with row stride ld; scratch holds at least l·l + l·d floats.
+/// (l, d) with row stride ld; scratch holds at least vlm_attention_head_scratch(l, d) floats.
+size_t vlm_attention_head_scratch(size_t l, size_t d);
 void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
                         size_t ld, size_t l, size_t d, float scale, float *scratch);
 
