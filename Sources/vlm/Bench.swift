@@ -51,14 +51,23 @@ struct Bench: ParsableCommand {
           resnet18|34|50|101|152   images of --size × --size, --batch per forward pass
           bert-base, minilm        --batch sequences of --seq tokens (random ids), or with
                                    --sentences N: N generated captions through the whole text path
-                                   (tokenize, sort by length, packed batches of --batch, pool)
+                                   (tokenize, sort by length, packed batches of at most
+                                   --batch texts and --batch-tokens tokens, pool)
         """)
 
     @Argument(help: "The workload: resnet50, bert-base, minilm (or resnet18/34/101/152).")
     var workload: String
 
-    @Option(help: "Items per forward pass.")
-    var batch: Int = 1
+    @Option(name: .customLong("batch"),
+            help: "Items per forward pass (default 1; with --sentences/--texts, at most this many texts, default \(TextEncoder.defaultBatchSize)).")
+    var batchOption: Int?
+
+    var isTextJob: Bool { sentences != nil || texts != nil }
+    /// Items per forward pass: --batch, else 1 (or the text default for --sentences/--texts).
+    var batch: Int { batchOption ?? (isTextJob ? TextEncoder.defaultBatchSize : 1) }
+
+    @Option(help: "With --sentences/--texts: at most this many tokens per forward pass.")
+    var batchTokens: Int = TextEncoder.defaultBatchTokens
 
     @Option(help: "bert-base/minilm: tokens per sequence, [CLS] and [SEP] included.")
     var seq: Int = 128
@@ -101,6 +110,7 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if batchTokens < 1 { throw ValidationError("--batch-tokens must be at least 1") }
         if size < 32 { throw ValidationError("--size must be at least 32") }
         if sentences != nil && texts != nil { throw ValidationError("--sentences and --texts exclude each other") }
         if seq < 2 { throw ValidationError("--seq must be at least 2") }
@@ -203,7 +213,7 @@ struct Bench: ParsableCommand {
             let real = defaultTextModel()
             if FileManager.default.fileExists(atPath: (real as NSString).appendingPathComponent("model.safetensors")) { folder = real }
         }
-        if sentences != nil || self.texts != nil {
+        if isTextJob {
             guard let folder else {
                 throw CLIError("--sentences and --texts need a model folder with a tokenizer: run `make models` or pass --model DIR")
             }
@@ -220,9 +230,9 @@ struct Bench: ParsableCommand {
             let lengths = texts.map { enc.encode($0).count }
             let tokens = lengths.reduce(0, +)
             return Workload(outputShape: { [$0 / h, h] },
-                            title: "\(workload) on \(sentences) \(self.texts == nil ? "generated captions" : "texts") (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), batch \(batch), pooling \(enc.defaultPooling.rawValue)",
+                            title: "\(workload) on \(sentences) \(self.texts == nil ? "generated captions" : "texts") (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), batches of ≤ \(batch) texts and ≤ \(batchTokens) tokens, pooling \(enc.defaultPooling.rawValue)",
                             unit: "sentences", itemsPerRun: sentences, flopsPerRun: enc.model.flops(lengths: lengths), weights: folder) { be in
-                try enc.embed(texts, batchSize: batch, backend: be).vectors.data
+                try enc.embed(texts, batchSize: batch, batchTokens: batchTokens, backend: be).vectors.data
             }
         }
         let bert: BertModel

@@ -33,8 +33,11 @@ struct EmbedText: ParsableCommand {
     @Option(help: "Truncate to this many tokens, [CLS] and [SEP] included. Default: max_seq_length, else max_position_embeddings.")
     var maxLength: Int?
 
-    @Option(help: "Texts per forward pass.")
-    var batchSize: Int = 32
+    @Option(help: "At most this many texts per forward pass.")
+    var batchSize: Int = TextEncoder.defaultBatchSize
+
+    @Option(help: "At most this many tokens per forward pass (a longer text goes alone).")
+    var batchTokens: Int = TextEncoder.defaultBatchTokens
 
     @Option(help: "Output format: npy, jsonl or tsv. Default: from the output's extension, else jsonl.")
     var format: OutputFormat?
@@ -46,6 +49,7 @@ struct EmbedText: ParsableCommand {
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if batchTokens < 1 { throw ValidationError("--batch-tokens must be at least 1") }
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP])") }
     }
 
@@ -62,7 +66,7 @@ struct EmbedText: ParsableCommand {
             throw CLIError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(enc.model.config.maxPositionEmbeddings)")
         }
         let result = try enc.embed(texts, pairs: pairs, pooling: pooling, normalize: normalize, maxLength: maxLength,
-                                   batchSize: batchSize, backend: backend)
+                                   batchSize: batchSize, batchTokens: batchTokens, backend: backend)
         if result.truncatedCount > 0 {
             note("vlm: note: \(result.truncatedCount) of \(texts.count) texts were truncated to \(maxLength ?? enc.defaultMaxLength) tokens")
         }

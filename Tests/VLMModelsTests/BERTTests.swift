@@ -93,9 +93,26 @@ final class BERTParityTests: XCTestCase {
                     // Input order is kept although the batch ran longest first.
                     let single = try f.encoder.embed([texts[3]], pooling: pooling, normalize: false, backend: be).vectors
                     XCTAssertLessThanOrEqual(relativeError(mixed.rows(3..<4).data, single.data), 1e-6, "\(name) \(be.kind) \(pooling)")
+                    // Batches cut by a token budget (every text alone, or two short ones
+                    // together) give the same rows.
+                    for budget in [1, 40] {
+                        let cut = try f.encoder.embed(texts, pooling: pooling, normalize: false, batchTokens: budget, backend: be).vectors
+                        XCTAssertLessThanOrEqual(relativeError(cut.data, mixed.data), 1e-6, "\(name) \(be.kind) \(pooling) budget \(budget)")
+                    }
                 }
             }
         }
+    }
+
+    func testBatchesRespectBothLimits() {
+        XCTAssertEqual(TextEncoder.batches(lengths: [], batchSize: 4, batchTokens: 100), [])
+        XCTAssertEqual(TextEncoder.batches(lengths: [300, 120, 50, 50, 10, 10, 10, 10, 10, 3], batchSize: 4, batchTokens: 200),
+                       [0..<1, 1..<3, 3..<7, 7..<10])
+        // A text longer than the budget goes alone; a budget of 1 puts every text alone.
+        XCTAssertEqual(TextEncoder.batches(lengths: [500, 20, 20], batchSize: 8, batchTokens: 100), [0..<1, 1..<3])
+        XCTAssertEqual(TextEncoder.batches(lengths: [5, 5, 5], batchSize: 8, batchTokens: 1), [0..<1, 1..<2, 2..<3])
+        XCTAssertEqual(TextEncoder.batches(lengths: [Int](repeating: 17, count: 1000), batchSize: 256, batchTokens: 8192).map(\.count),
+                       [256, 256, 256, 232])
     }
 
     func testPoolingDefinitions() throws {
