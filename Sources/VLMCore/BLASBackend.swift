@@ -27,8 +27,8 @@ public struct BLASBackend: Backend {
     /// Convolutions whose weights hold at most `cacheTileMaxWeights` floats run in row tiles of
     /// about `cacheTileBytes` (im2col rows + output rows), each tile on one of the engine's
     /// threads from im2col through sgemm to the epilogue while it is in cache (0: never).
-    /// Larger weights (ResNet-50's last stages, where M is small) keep the shared-weights path:
-    /// one sgemm over a large im2col tile on OpenBLAS's threads, so the weights are packed once.
+    /// Larger weights (ResNet-50's last stages, where M is small) take the shared-weights path:
+    /// a large im2col tile, then one product split by `gemm`, so the weights are packed once.
     public let cacheTileBytes: Int
     public let cacheTileMaxWeights: Int
     public let cacheTileMinRows: Int
@@ -127,14 +127,13 @@ public struct BLASBackend: Backend {
         }
     }
 
-    /// A convolution's product: M output pixels (tall), where OpenBLAS's own partitioning
-    /// measured faster than the engine's split (ResNet-50 batch 8: 17.5 vs 15.2 images/s), so
-    /// its pool runs for the duration of the convolution.
+    /// A convolution's product on the shared-weights path: the engine's split (`gemm`), so each
+    /// thread packs only its share of the weights when N ≥ M. OpenBLAS's own pool, used here
+    /// until measured otherwise, was ~7% slower on ResNet-50 at batch 1 and 8, its idle threads
+    /// spinning while the engine's ran im2col and the cache-tiled convolutions.
     private func convGEMM(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
                           c: UnsafeMutablePointer<Float>, epilogue: Epilogue) {
-        checkGEMM(transA: false, transB: false, m: m, n: n, k: k, lda: k, ldb: n, ldc: n)
-        sgemmBlock(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c, ldc: n)
-        applyEpilogueParallel(epilogue, c: c, m: m, n: n, ldc: n)
+        gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c, ldc: n, epilogue: epilogue)
     }
 
     @inline(__always)
@@ -159,8 +158,6 @@ public struct BLASBackend: Backend {
             cacheTiledConv(out: out, inp: inp, weight: weight, g: g, tileRows: tile, epilogue: epilogue)
             return
         }
-        if workers > 1 { openblas_set_num_threads(Int32(workers)) }
-        defer { if workers > 1 { openblas_set_num_threads(1) } }
         if g.isPointwise {
             convGEMM(m: m, n: n, k: k, a: inp, b: weight, c: out, epilogue: epilogue)
             return

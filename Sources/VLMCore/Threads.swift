@@ -1,5 +1,5 @@
-// One thread-count knob for the whole engine: it sets OpenBLAS's pool and bounds the engine's
-// own parallel loops (im2col, epilogues, pooling, the naive backend).
+// One thread-count knob for the whole engine: it bounds the engine's own parallel loops, which
+// also split every large product into single-threaded sgemm calls (OpenBLAS's pool stays idle).
 
 import COpenBLAS
 import Dispatch

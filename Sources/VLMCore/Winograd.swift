@@ -97,14 +97,12 @@ public func winogradConv3x3(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
                     }
                 }
                 // 16 products M_ξ (pc, k) = V_ξ (pc, c) · U_ξ (c, k).
-                // They are independent: dealt to the engine's threads, each sgemm single-threaded.
-                let saved = openblas_get_num_threads()
-                openblas_set_num_threads(1)
+                // They are independent: dealt to the engine's threads, each sgemm single-threaded
+                // (OpenBLAS always is, see `Threads`).
                 Threads.parallelBlocks(16) { xi in
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(pc), Int32(k), Int32(c), 1,
                                 v + xi * pc * c, Int32(c), u + xi * c * k, Int32(k), 0, m + xi * pc * k, Int32(k))
                 }
-                openblas_set_num_threads(saved)
                 // Output transform: Aᵀ M A with Aᵀ = [[1,1,1,0],[0,1,-1,-1]], along the channels.
                 Threads.parallelFor(pc, minChunk: 4) { range in
                     var scratch = [Float](repeating: 0, count: 12 * k)
