@@ -13,9 +13,9 @@ public struct BLASBackend: Backend {
     /// Stride-1 3×3 convolutions with at least `winogradMinChannels` input channels and
     /// `winogradMinTiles` 2×2 output tiles go through Winograd F(2×2, 3×3), its 16 products
     /// dealt to the engine's threads. On by default (`VLM_WINOGRAD=0` turns it off): measured on
-    /// ResNet-50, it takes ~30% off the 256-channel 3×3 convolutions at batch 8; with 128
-    /// channels it only ties im2col, and with few tiles (batch 1, 7×7) it loses
-    /// (BENCHMARKS.md §4).
+    /// ResNet-50, it takes ~30% off the 256-channel 3×3 convolutions at batch 8 and ~15% at
+    /// batch 1 (49 tiles); with 128 channels it only ties im2col, and with 16 tiles (batch 1,
+    /// 7×7) it loses (BENCHMARKS.md §4).
     public let winograd: Bool
     public let winogradMinChannels: Int
     public let winogradMinTiles: Int
@@ -35,7 +35,7 @@ public struct BLASBackend: Backend {
 
     public init(im2colTileFloats: Int = 4 << 20, cacheTileBytes: Int = 1 << 20, cacheTileMaxWeights: Int = 1 << 18,
                 cacheTileMinRows: Int = 64, winograd: Bool? = nil,
-                winogradMinChannels: Int = BLASBackend.defaultWinogradMinChannels, winogradMinTiles: Int = 64) {
+                winogradMinChannels: Int = BLASBackend.defaultWinogradMinChannels, winogradMinTiles: Int = 32) {
         precondition(im2colTileFloats > 0 && cacheTileBytes >= 0 && cacheTileMaxWeights >= 0 && cacheTileMinRows >= 1)
         self.im2colTileFloats = im2colTileFloats
         self.cacheTileBytes = cacheTileBytes

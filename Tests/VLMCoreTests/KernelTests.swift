@@ -308,6 +308,45 @@ final class TransformerKernelTests: XCTestCase {
     }
 }
 
+final class EpilogueTests: XCTestCase {
+    /// Every combination of bias, residual and ReLU against the formula, on both backends, with a
+    /// padded ldc and a NaN that ReLU must keep (as torch's relu).
+    func testEveryEpilogueCombinationMatchesTheFormula() {
+        var rng = SeededRandom(seed: 41)
+        let (m, n, k, ldc) = (3, 37, 2, 40)
+        var a = rng.normals(m * k, std: 1)
+        a[k] = .nan  // row 1 of the product is NaN
+        let b = rng.normals(k * n, std: 1), bias = rng.normals(n, std: 1), res = rng.normals(m * ldc, std: 1)
+        for useBias in [false, true] {
+            for useResidual in [false, true] {
+                for relu in [false, true] {
+                    for be in [BLASBackend(), NaiveBackend()] as [any Backend] {
+                        var c = [Float](repeating: 7, count: m * ldc)
+                        bias.withUnsafeBufferPointer { bp in
+                            res.withUnsafeBufferPointer { rp in
+                                be.gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0,
+                                        c: &c, ldc: ldc, epilogue: Epilogue(bias: useBias ? bp.baseAddress : nil,
+                                                                            residual: useResidual ? rp.baseAddress : nil, relu: relu))
+                            }
+                        }
+                        for i in 0..<m {
+                            for j in 0..<n {
+                                var v = (0..<k).reduce(0.0) { $0 + Double(a[i * k + $1]) * Double(b[$1 * n + j]) }
+                                if useBias { v += Double(bias[j]) }
+                                if useResidual { v += Double(res[i * ldc + j]) }
+                                if relu && v < 0 { v = 0 }
+                                let got = c[i * ldc + j], tag = "\(be.kind) bias \(useBias) residual \(useResidual) relu \(relu) (\(i), \(j))"
+                                if i == 1 { XCTAssertTrue(got.isNaN, tag) } else { XCTAssertEqual(Double(got), v, accuracy: 1e-5, tag) }
+                            }
+                            for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], 7, "padding untouched") }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 final class SplitGEMMTests: XCTestCase {
     /// Products large enough that the BLAS backend splits them over threads, along M and
     /// along N, with every transpose, padded leading dimensions and a full epilogue.
