@@ -90,7 +90,7 @@ bench: build models fixtures $(VENV)/.stamp-bench
 	$(VLM) bench resnet50 --batch 8 --backend both
 	$(VLM) bench bert-base --batch 1 --seq 128 --backend both
 	$(VLM) bench bert-base --batch 8 --seq 128 --backend both
-	$(VLM) bench minilm --sentences 1000 --batch 32 --backend both
+	$(VLM) bench minilm --sentences 1000 --backend both
 	$(PY) Benchmarks/peers.py run
 
 clean:

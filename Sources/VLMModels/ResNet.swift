@@ -4,6 +4,7 @@
 // Upstream: torchvision/models/resnet.py. Activations are NHWC with the batch folded into GEMM's
 // M; every BatchNorm is folded into the convolution before it at load.
 
+import Dispatch
 import VLMCore
 
 // MARK: - Configuration
@@ -174,11 +175,48 @@ public struct ResNetBlockLayer {
         return ResNetBlockLayer(convs: convs, downsample: downsample)
     }
 
-    func forward(_ backend: any Backend, _ x: Activation) -> Activation {
-        let identity = downsample.map { $0.forward(backend, x, relu: false) } ?? x
+    func forward(_ backend: any Backend, _ x: Activation, times: LayerTimes? = nil, name: String = "") -> Activation {
+        func run(_ conv: FoldedConv, _ label: String, _ input: Activation, relu: Bool, residual: Activation? = nil) -> Activation {
+            guard let times else { return conv.forward(backend, input, relu: relu, residual: residual) }
+            return times.measure("\(name).\(label)", conv.geometry(batch: input.n, height: input.h, width: input.w)) {
+                conv.forward(backend, input, relu: relu, residual: residual)
+            }
+        }
+        let identity = downsample.map { run($0, "downsample", x, relu: false) } ?? x
         var h = x
-        for conv in convs.dropLast() { h = conv.forward(backend, h, relu: true) }
-        return convs.last!.forward(backend, h, relu: true, residual: identity)
+        for (i, conv) in convs.dropLast().enumerated() { h = run(conv, "conv\(i + 1)", h, relu: true) }
+        return run(convs.last!, "conv\(convs.count)", h, relu: true, residual: identity)
+    }
+}
+
+// MARK: - Per-layer timing
+
+/// Wall time of every convolution of a ResNet forward pass, kept as the minimum over passes
+/// (this machine's timings drift too much for one pass to mean anything): `vlm bench --layers`.
+public final class LayerTimes {
+    public struct Layer {
+        public var name: String
+        public var geometry: ConvGeometry
+        public var bestSeconds: Double
+    }
+    public private(set) var layers: [Layer] = []
+    private var next = 0
+
+    public init() {}
+
+    func startPass() { next = 0 }
+
+    func measure<R>(_ name: String, _ g: ConvGeometry, _ body: () -> R) -> R {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let r = body()
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        if next < layers.count && layers[next].name == name && layers[next].geometry == g {
+            layers[next].bestSeconds = min(layers[next].bestSeconds, dt)
+        } else {
+            layers.insert(Layer(name: name, geometry: g, bestSeconds: dt), at: next)
+        }
+        next += 1
+        return r
     }
 }
 
@@ -197,6 +235,8 @@ public final class ResNet {
     public let stages: [[ResNetBlockLayer]]
     public let fcWeight: [Float]?
     public let fcBias: [Float]?
+    /// When set, every convolution of every forward pass is timed into it.
+    public var layerTimes: LayerTimes?
 
     /// Recognises the architecture from the keys and loads it; every tensor must be used.
     /// `winogradWeights` also keeps the weights of stride-1 3×3 convolutions with at least
@@ -325,7 +365,13 @@ public final class ResNet {
         let n = input.shape[0]
         let nhwc = nchwToNHWC(input)
         var x = Activation(n: n, h: nhwc.shape[1], w: nhwc.shape[2], c: nhwc.shape[3], data: nhwc.data)
-        x = stem.forward(backend, x, relu: true)
+        layerTimes?.startPass()
+        if let times = layerTimes {
+            let input = x
+            x = times.measure("conv1", stem.geometry(batch: n, height: input.h, width: input.w)) { stem.forward(backend, input, relu: true) }
+        } else {
+            x = stem.forward(backend, x, relu: true)
+        }
         var pooled = Activation(n: n, h: pooledSize(x.h, size: 3, stride: 2, padding: 1),
                                 w: pooledSize(x.w, size: 3, stride: 2, padding: 1), c: x.c)
         pooled.data.withUnsafeMutableBufferPointer { o in
@@ -335,8 +381,8 @@ public final class ResNet {
             }
         }
         x = pooled
-        for stage in stages {
-            for b in stage { x = b.forward(backend, x) }
+        for (s, stage) in stages.enumerated() {
+            for (j, b) in stage.enumerated() { x = b.forward(backend, x, times: layerTimes, name: "layer\(s + 1).\(j)") }
         }
         var features = [Float](repeating: 0, count: n * x.c)
         features.withUnsafeMutableBufferPointer { o in

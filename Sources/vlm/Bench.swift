@@ -35,6 +35,8 @@ struct BenchResult: Codable {
 struct Workload {
     var input: Tensor? = nil
     var outputShape: (Int) -> [Int] = { [$0] }
+    /// ResNet with --layers: per-convolution times.
+    var layerTimes: LayerTimes? = nil
     var title: String
     var unit: String            // "images", "sequences", "sentences"
     var itemsPerRun: Int
@@ -108,6 +110,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "No warm-up pass: the first timed run also gives the output (for runs too long to repeat).")
     var noWarmup = false
 
+    @Flag(help: "ResNet: also print every convolution's time (its minimum over all passes) and GFLOP/s. Needs --backend blas or naive.")
+    var layers = false
+
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if batchTokens < 1 { throw ValidationError("--batch-tokens must be at least 1") }
@@ -116,6 +121,9 @@ struct Bench: ParsableCommand {
         if seq < 2 { throw ValidationError("--seq must be at least 2") }
         if let sentences, sentences < 1 { throw ValidationError("--sentences must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if layers && !workload.hasPrefix("resnet") { throw ValidationError("--layers times ResNet convolutions only") }
+        if layers && backend.kinds.count != 1 { throw ValidationError("--layers needs one backend: --backend blas or naive") }
+        if layers && json { throw ValidationError("--layers prints a table; it does not combine with --json") }
     }
 
     func run() throws {
@@ -183,6 +191,19 @@ struct Bench: ParsableCommand {
         if let speedup, let parity {
             s += String(format: "blas over naive: %.1f×   naive vs blas relative error: %.2e\n", speedup, parity)
         }
+        if let times = w.layerTimes {
+            s += "\nconvolution            input → output (N,H,W,C)               best ms   GFLOP/s\n"
+            for l in times.layers {
+                let g = l.geometry
+                let shape = "\(g.kernelH)x\(g.kernelW)/\(g.stride) [\(g.batch),\(g.height),\(g.width),\(g.inChannels)] → [\(g.outHeight),\(g.outWidth),\(g.outChannels)]"
+                s += l.name.padding(toLength: 22, withPad: " ", startingAt: 0) + " "
+                s += shape.padding(toLength: 38, withPad: " ", startingAt: 0)
+                s += String(format: " %8.2f %9.1f\n", l.bestSeconds * 1000, g.flops / l.bestSeconds / 1e9)
+            }
+            let total = times.layers.reduce(0) { $0 + $1.bestSeconds }
+            s += String(format: "sum of the convolutions' best times: %.1f ms (%.1f GFLOP/s)\n", total * 1000,
+                        times.layers.reduce(0) { $0 + $1.geometry.flops } / total / 1e9)
+        }
         FileHandle.standardOutput.write(Data(s.utf8))
     }
 
@@ -199,9 +220,10 @@ struct Bench: ParsableCommand {
             throw ValidationError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm")
         }
         let net = try model.map(loadResNet) ?? ResNet(source: Synthetic.resnet(depth: depth, seed: 0)!)
+        if layers { net.layerTimes = LayerTimes() }
         var rng = SeededRandom(seed: 7)
         let input = Tensor(shape: [batch, 3, size, size], data: rng.normals(batch * 3 * size * size, std: 1))
-        return Workload(input: input, outputShape: { [batch, $0 / batch] },
+        return Workload(input: input, outputShape: { [batch, $0 / batch] }, layerTimes: net.layerTimes,
                         title: "\(workload) (\(net.config.name)), \(size)×\(size), batch \(batch)", unit: "images",
                         itemsPerRun: batch, flopsPerRun: net.flops(height: size, width: size) * Double(batch),
                         weights: model ?? "synthetic (seed 0)") { be in net.forward(input, backend: be).pooled.data }

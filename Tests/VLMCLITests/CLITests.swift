@@ -142,6 +142,25 @@ final class CLITests: XCTestCase {
         XCTAssertLessThanOrEqual(obj["naiveVsBlasRelativeError"] as! Double, 1e-5)
     }
 
+    /// `--layers`: one row per convolution of ResNet-18 in execution order (stem, then per
+    /// block downsample/conv1/conv2), each with a positive time, and the sum of them.
+    func testBenchLayers() throws {
+        let r = try runVLM(["bench", "resnet18", "--batch", "2", "--size", "64", "--min-time", "0", "--min-iterations", "2",
+                            "--backend", "blas", "--layers"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = r.out.split(separator: "\n").filter { $0.hasPrefix("conv1 ") || $0.hasPrefix("layer") }
+        XCTAssertEqual(rows.count, 1 + 8 * 2 + 3, r.out)
+        XCTAssertEqual(rows.first.map { String($0.split(separator: " ")[0]) }, "conv1")
+        XCTAssertEqual(rows.map { String($0.split(separator: " ")[0]) }.filter { $0.hasSuffix("downsample") },
+                       ["layer2.0.downsample", "layer3.0.downsample", "layer4.0.downsample"])
+        XCTAssertTrue(rows.allSatisfy { row in Double(row.split(separator: " ").last!).map { $0 > 0 } ?? false }, r.out)
+        XCTAssertTrue(r.out.contains("sum of the convolutions' best times"), r.out)
+        for bad in [["bench", "resnet18", "--layers"], ["bench", "bert-base", "--backend", "blas", "--layers"],
+                    ["bench", "resnet18", "--backend", "blas", "--layers", "--json"]] {
+            XCTAssertEqual(try runVLM(bad).status, 64, bad.joined(separator: " "))
+        }
+    }
+
     func testHelpListsExitCodes() throws {
         let r = try runVLM(["--help"])
         XCTAssertEqual(r.status, 0)
