@@ -4,7 +4,8 @@ inputs and thread count, side by side in one run. Every measurement runs in its 
 (so peak RSS is its own), rounds alternate between vlm and the peers, and every peer's output
 is compared with vlm's on the same inputs (relative error ≤ 1e-4 required).
 
-  python Benchmarks/peers.py run [--quick] [--only NAME...]   measure and write BENCHMARKS-peers section
+  python Benchmarks/peers.py run [--quick] [--only NAME...]   measure; a full run rewrites BENCHMARKS.md's
+                                                               peers.py block, a partial one only prints
   python Benchmarks/peers.py worker PEER WORKLOAD ...          one measurement (used by run)
 
 Weights: Tests/Fixtures/generated/resnet50 (torchvision resnet50, seeded) and
@@ -237,6 +238,8 @@ def run(a):
         make_texts()
     py = sys.executable
     me = os.path.abspath(__file__)
+    peak, _ = measure([VLM, "bench", "peak", "--json", "--threads", str(THREADS)])
+    print(f"== peaks: FMA {peak['fmaGFLOPs']:.0f} GFLOP/s, sgemm 2048³ {peak['sgemmGFLOPs']:.0f} GFLOP/s", flush=True)
     min_time = 1.5 if a.quick else 3
     rounds = 1 if a.quick else 2
     workloads = [
@@ -265,6 +268,7 @@ def run(a):
                 cmd = [VLM] + vlm_args + ["--backend", "blas", "--threads", str(THREADS), "--json", "--save-output", vout]
             rep, mb = measure(cmd)
             per["vlm"].append(rep["results"][0]["itemsPerSecond"])
+            gflop_per_item = rep["results"][0]["gflops"] / rep["results"][0]["itemsPerSecond"]
             rss["vlm"] = max(rss.get("vlm", 0), mb)
             gflops = rep["results"][0]["gflops"]
             ref = np.load(vout)
@@ -277,28 +281,82 @@ def run(a):
                 parity[p] = rel_err(ref, np.load(pout))
                 print(f"   {p}: {res['items_per_s']:.2f} {unit}, parity {parity[p]:.1e}", flush=True)
             print(f"   vlm: {per['vlm'][-1]:.2f} {unit} ({gflops:.0f} GFLOP/s)", flush=True)
+        # GFLOP/s at vlm's median throughput (the work per item is the same in every round).
+        gflops = statistics.median(per["vlm"]) * gflop_per_item
         results.append(dict(title=title, unit=unit, vlm=statistics.median(per["vlm"]), gflops=gflops,
                             peers={p: statistics.median(v) for p, v in per.items() if p != "vlm"}, rss=rss, parity=parity))
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    report = dict(machine=machine(), peak=peak, results=results, commit=commit or "unknown",
+                  command="Benchmarks/peers.py run" + (" --quick" if a.quick else "") + (" --only " + " ".join(a.only) if a.only else ""))
     with open(os.path.join(CACHE, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    print(markdown(results, a))
+        json.dump(report, f, indent=1)
+    text = markdown(report)
+    print(text)
+    if a.quick or a.only:
+        print("(partial run: BENCHMARKS.md left as it is)")
+    else:
+        write_benchmarks(text)
+
+
+def machine():
+    """CPU model, cores and memory, from lscpu and /proc/meminfo."""
+    model, cores = "unknown CPU", os.cpu_count()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{model}, {cores} cores{mem}"
+
+
+BEGIN, END = "<!-- peers.py: begin -->", "<!-- peers.py: end -->"
+
+
+def write_benchmarks(text):
+    """Replaces the block between the markers in BENCHMARKS.md (atomically)."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    doc = open(path, encoding="utf-8").read()
+    if BEGIN not in doc or END not in doc:
+        print(f"BENCHMARKS.md has no {BEGIN} … {END} block; not written", file=sys.stderr)
+        return
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(head + BEGIN + "\n" + text + "\n" + END + tail)
+    os.replace(tmp, path)
+    print("BENCHMARKS.md updated", file=sys.stderr)
 
 
 PEER_NAMES = {"torch": "PyTorch eager", "torch-cl": "PyTorch channels-last", "ort": "ONNX Runtime",
               "st": "sentence-transformers encode", "ort-padded": "ONNX Runtime, padded batches of 32"}
 
 
-def markdown(results, a):
+def markdown(report):
     import onnxruntime
     import torch
 
-    lines = [f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}, {THREADS} threads for everyone.", "",
-             "| workload | vlm | peer | peer's | vlm ÷ peer | vlm GFLOP/s | parity (rel. err.) | peak RSS vlm / peer |",
+    peak = report["peak"]
+    fma, sg = peak["fmaGFLOPs"], peak["sgemmGFLOPs"]
+    lines = [f"Commit {report.get('commit', 'unknown')}. Machine: {report['machine']}; OpenBLAS kernels {peak['openblasCore']}. "
+             f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}, {THREADS} threads for everyone.",
+             f"Peaks measured in the same run (`vlm bench peak`): FMA {fma:.0f} GFLOP/s, sgemm 2048³ {sg:.0f} GFLOP/s. "
+             f"Command: `.venv/bin/python {report['command']}`.", "",
+             "| workload | vlm | peer | peer's | vlm ÷ peer | vlm GFLOP/s (share of sgemm / FMA peak) | parity (rel. err.) | peak RSS vlm / peer |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in results:
+    for r in report["results"]:
         for p, v in r["peers"].items():
             lines.append(f"| {r['title']} | {r['vlm']:.2f} {r['unit']} | {PEER_NAMES[p]} | {v:.2f} | **{r['vlm'] / v:.2f}×** | "
-                         f"{r['gflops']:.0f} | {r['parity'][p]:.1e} | {r['rss']['vlm']:.0f} / {r['rss'][p]:.0f} MB |")
+                         f"{r['gflops']:.0f} ({100 * r['gflops'] / sg:.0f}% / {100 * r['gflops'] / fma:.0f}%) | "
+                         f"{r['parity'][p]:.1e} | {r['rss']['vlm']:.0f} / {r['rss'][p]:.0f} MB |")
     return "\n".join(lines)
 
 

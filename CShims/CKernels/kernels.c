@@ -168,3 +168,22 @@ CLONES void vlm_attention_head(float *ctx, size_t ldc, const float *q, const flo
     else if (d == 64) attention_head(ctx, ldc, q, k, v, ld, l, 64, scale, scratch);
     else attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch);
 }
+
+// FMA throughput: 12 independent chains of vector multiply-adds (enough to cover the FMA
+// latency on two ports), `iterations` rounds; returns a value that depends on every chain so
+// the work is not optimised away. Built per instruction set, so it measures the widest FMA
+// the CPU runs. Floating-point operations: iterations · 12 · lanes · 2.
+typedef float vlm_v16 __attribute__((vector_size(64)));
+
+CLONES float vlm_fma_chains(long iterations, int *lanes) {
+    vlm_v16 acc[12];
+    for (int c = 0; c < 12; c++) for (int t = 0; t < 16; t++) acc[c][t] = (float)(c + t) * 1e-3f;
+    vlm_v16 a, b;
+    for (int t = 0; t < 16; t++) { a[t] = 0.999999f; b[t] = 1e-7f; }
+    for (long i = 0; i < iterations; i++)
+        for (int c = 0; c < 12; c++) acc[c] = acc[c] * a + b;
+    float s = 0;
+    for (int c = 0; c < 12; c++) for (int t = 0; t < 16; t++) s += acc[c][t];
+    *lanes = 16;
+    return s;
+}

@@ -51,13 +51,14 @@ struct Bench: ParsableCommand {
         discussion: """
         Workloads:
           resnet18|34|50|101|152   images of --size × --size, --batch per forward pass
+          peak                     the measured FMA peak and sgemm rate (2048³) on --threads
           bert-base, minilm        --batch sequences of --seq tokens (random ids), or with
                                    --sentences N: N generated captions through the whole text path
                                    (tokenize, sort by length, packed batches of at most
                                    --batch texts and --batch-tokens tokens, pool)
         """)
 
-    @Argument(help: "The workload: resnet50, bert-base, minilm (or resnet18/34/101/152).")
+    @Argument(help: "The workload: resnet50, bert-base, minilm, peak (or resnet18/34/101/152).")
     var workload: String
 
     @Option(name: .customLong("batch"),
@@ -128,6 +129,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         Threads.set(threads ?? Threads.defaultCount())
+        if workload == "peak" { return try runPeak() }
         let w = try makeWorkload()
         if let saveInput, let input = w.input { try writeAtomically(NPY.encode(input), to: saveInput) }
         var results: [BenchResult] = []
@@ -207,12 +209,35 @@ struct Bench: ParsableCommand {
         FileHandle.standardOutput.write(Data(s.utf8))
     }
 
+    /// `vlm bench peak`: the measured FMA peak and sgemm rate that other results are shares of.
+    func runPeak() throws {
+        struct Peak: Codable {
+            var threads: Int
+            var openblasCore: String
+            var fmaGFLOPs: Double
+            var sgemmGFLOPs: Double
+            var sgemmSize: Int
+        }
+        let p = Peak(threads: Threads.count, openblasCore: OpenBLASCore.coreName, fmaGFLOPs: Peaks.fmaGFLOPs(),
+                     sgemmGFLOPs: Peaks.sgemmGFLOPs(), sgemmSize: 2048)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            FileHandle.standardOutput.write(try enc.encode(p) + Data("\n".utf8))
+            return
+        }
+        let s = String(format: "%d threads, OpenBLAS kernels: %@\nFMA peak (measured): %.1f GFLOP/s\nsgemm %d×%d×%d (measured): %.1f GFLOP/s (%.0f%% of the FMA peak)\n",
+                       p.threads, p.openblasCore, p.fmaGFLOPs, p.sgemmSize, p.sgemmSize, p.sgemmSize, p.sgemmGFLOPs,
+                       100 * p.sgemmGFLOPs / p.fmaGFLOPs)
+        FileHandle.standardOutput.write(Data(s.utf8))
+    }
+
     // MARK: - Workloads
 
     func makeWorkload() throws -> Workload {
         if workload.hasPrefix("resnet") { return try resnetWorkload() }
         if workload == "bert-base" || workload == "minilm" { return try bertWorkload() }
-        throw ValidationError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm")
+        throw ValidationError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm, peak")
     }
 
     func resnetWorkload() throws -> Workload {

@@ -161,6 +161,18 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `vlm bench peak` measures what other results are shares of (values not asserted: speed
+    /// is for benchmarks, not tests).
+    func testBenchPeakJSON() throws {
+        let r = try runVLM(["bench", "peak", "--json", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: r.stdout) as! [String: Any]
+        XCTAssertEqual(obj["threads"] as? Int, 1)
+        XCTAssertEqual(obj["sgemmSize"] as? Int, 2048)
+        XCTAssertTrue((obj["fmaGFLOPs"] as? Double).map { $0 > 0 && $0.isFinite } ?? false, r.out)
+        XCTAssertTrue((obj["sgemmGFLOPs"] as? Double).map { $0 > 0 && $0.isFinite } ?? false, r.out)
+    }
+
     func testHelpListsExitCodes() throws {
         let r = try runVLM(["--help"])
         XCTAssertEqual(r.status, 0)

@@ -28,4 +28,8 @@ size_t vlm_attention_head_scratch(size_t l, size_t d);
 void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
                         size_t ld, size_t l, size_t d, float scale, float *scratch);
 
+/// Runs iterations × 12 independent 16-float multiply-add chains (for measuring the FMA peak);
+/// sets *lanes to 16 and returns a value that depends on every chain.
+float vlm_fma_chains(long iterations, int *lanes);
+
 #endif
