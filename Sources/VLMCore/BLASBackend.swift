@@ -108,6 +108,7 @@ public struct BLASBackend: Backend {
     private func cacheTiledConv(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                 g: ConvGeometry, tileRows: Int, epilogue: Epilogue) {
         let m = g.m, n = g.outChannels, k = g.k
+        checkGEMM(transA: false, transB: false, m: tileRows, n: n, k: k, lda: k, ldb: n, ldc: n)
         let tiles = (m + tileRows - 1) / tileRows
         Threads.parallelBlocks(tiles) { t in
             let r0 = t * tileRows, rows = min(tileRows, m - r0)

@@ -25,13 +25,13 @@ public enum Scratch {
             defer { temp.deallocate() }
             return body(temp)
         }
-        if buffer.capacity < count {
+        if buffer.pointer == nil || buffer.capacity < count {
             buffer.pointer?.deallocate()
-            buffer.pointer = UnsafeMutablePointer<Float>.allocate(capacity: count)
-            buffer.capacity = count
+            buffer.capacity = max(1, count)
+            buffer.pointer = UnsafeMutablePointer<Float>.allocate(capacity: buffer.capacity)
         }
         buffer.inUse = true
         defer { buffer.inUse = false }
-        return body(buffer.pointer ?? UnsafeMutablePointer<Float>.allocate(capacity: 1))
+        return body(buffer.pointer!)
     }
 }

@@ -45,102 +45,97 @@ public func winogradConv3x3(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
     let oh = g.outHeight, ow = g.outWidth
     let th = (oh + 1) / 2, tw = (ow + 1) / 2, tiles = g.batch * th * tw
     let chunk = max(1, min(tiles, bufferFloats / (16 * (c + k))))
-    var vbuf = [Float](repeating: 0, count: 16 * chunk * c)
-    var mbuf = [Float](repeating: 0, count: 16 * chunk * k)
-    vbuf.withUnsafeMutableBufferPointer { vb in
-        mbuf.withUnsafeMutableBufferPointer { mb in
-            let v = vb.baseAddress!, m = mb.baseAddress!
-            var t0 = 0
-            while t0 < tiles {
-                let pc = min(chunk, tiles - t0)
-                // Input transform: V[ξ][t][:] for each tile; every step is a loop over the
-                // channels (contiguous in NHWC), which the compiler vectorises.
-                Threads.parallelFor(pc, minChunk: 4) { range in
-                    var scratch = [Float](repeating: 0, count: 32 * c)
-                    scratch.withUnsafeMutableBufferPointer { sbuf in
-                        let dp = sbuf.baseAddress!, tp = dp + 16 * c
-                        for t in range {
-                            let tile = t0 + t
-                            let n = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw
-                            for i in 0..<4 {
-                                let iy = 2 * ty - pad + i
-                                for j in 0..<4 {
-                                    let ix = 2 * tx - pad + j
-                                    let dst = dp + (i * 4 + j) * c
-                                    if iy < 0 || iy >= g.height || ix < 0 || ix >= g.width {
-                                        dst.update(repeating: 0, count: c)
-                                    } else {
-                                        dst.update(from: inp + ((n * g.height + iy) * g.width + ix) * c, count: c)
-                                    }
-                                }
-                            }
-                            // Bᵀ d (rows), with Bᵀ = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
+    // V and M in one per-thread scratch buffer: every element is written before it is read.
+    Scratch.withFloats(16 * chunk * (c + k)) { buffers in
+        let v = buffers, m = buffers + 16 * chunk * c
+        var t0 = 0
+        while t0 < tiles {
+            let pc = min(chunk, tiles - t0)
+            // Input transform: V[ξ][t][:] for each tile; every step is a loop over the
+            // channels (contiguous in NHWC), which the compiler vectorises.
+            Threads.parallelFor(pc, minChunk: 4) { range in
+                Scratch.withFloats(32 * c) { dp in
+                    let tp = dp + 16 * c
+                    for t in range {
+                        let tile = t0 + t
+                        let n = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw
+                        for i in 0..<4 {
+                            let iy = 2 * ty - pad + i
                             for j in 0..<4 {
-                                let d0 = dp + j * c, d1 = dp + (4 + j) * c, d2 = dp + (8 + j) * c, d3 = dp + (12 + j) * c
-                                let r0 = tp + j * c, r1 = tp + (4 + j) * c, r2 = tp + (8 + j) * c, r3 = tp + (12 + j) * c
-                                for ch in 0..<c {
-                                    r0[ch] = d0[ch] - d2[ch]; r1[ch] = d1[ch] + d2[ch]
-                                    r2[ch] = d2[ch] - d1[ch]; r3[ch] = d1[ch] - d3[ch]
+                                let ix = 2 * tx - pad + j
+                                let dst = dp + (i * 4 + j) * c
+                                if iy < 0 || iy >= g.height || ix < 0 || ix >= g.width {
+                                    dst.update(repeating: 0, count: c)
+                                } else {
+                                    dst.update(from: inp + ((n * g.height + iy) * g.width + ix) * c, count: c)
                                 }
                             }
-                            // (Bᵀ d) B (columns), written to V.
-                            for i in 0..<4 {
-                                let a = tp + (i * 4) * c, b = tp + (i * 4 + 1) * c, cc = tp + (i * 4 + 2) * c, e = tp + (i * 4 + 3) * c
-                                let v0 = v + ((i * 4 + 0) * pc + t) * c, v1 = v + ((i * 4 + 1) * pc + t) * c
-                                let v2 = v + ((i * 4 + 2) * pc + t) * c, v3 = v + ((i * 4 + 3) * pc + t) * c
-                                for ch in 0..<c {
-                                    v0[ch] = a[ch] - cc[ch]; v1[ch] = b[ch] + cc[ch]
-                                    v2[ch] = cc[ch] - b[ch]; v3[ch] = b[ch] - e[ch]
-                                }
+                        }
+                        // Bᵀ d (rows), with Bᵀ = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
+                        for j in 0..<4 {
+                            let d0 = dp + j * c, d1 = dp + (4 + j) * c, d2 = dp + (8 + j) * c, d3 = dp + (12 + j) * c
+                            let r0 = tp + j * c, r1 = tp + (4 + j) * c, r2 = tp + (8 + j) * c, r3 = tp + (12 + j) * c
+                            for ch in 0..<c {
+                                r0[ch] = d0[ch] - d2[ch]; r1[ch] = d1[ch] + d2[ch]
+                                r2[ch] = d2[ch] - d1[ch]; r3[ch] = d1[ch] - d3[ch]
+                            }
+                        }
+                        // (Bᵀ d) B (columns), written to V.
+                        for i in 0..<4 {
+                            let a = tp + (i * 4) * c, b = tp + (i * 4 + 1) * c, cc = tp + (i * 4 + 2) * c, e = tp + (i * 4 + 3) * c
+                            let v0 = v + ((i * 4 + 0) * pc + t) * c, v1 = v + ((i * 4 + 1) * pc + t) * c
+                            let v2 = v + ((i * 4 + 2) * pc + t) * c, v3 = v + ((i * 4 + 3) * pc + t) * c
+                            for ch in 0..<c {
+                                v0[ch] = a[ch] - cc[ch]; v1[ch] = b[ch] + cc[ch]
+                                v2[ch] = cc[ch] - b[ch]; v3[ch] = b[ch] - e[ch]
                             }
                         }
                     }
                 }
-                // 16 products M_ξ (pc, k) = V_ξ (pc, c) · U_ξ (c, k).
-                // They are independent: dealt to the engine's threads, each sgemm single-threaded
-                // (OpenBLAS always is, see `Threads`).
-                Threads.parallelBlocks(16) { xi in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(pc), Int32(k), Int32(c), 1,
-                                v + xi * pc * c, Int32(c), u + xi * c * k, Int32(k), 0, m + xi * pc * k, Int32(k))
-                }
-                // Output transform: Aᵀ M A with Aᵀ = [[1,1,1,0],[0,1,-1,-1]], along the channels.
-                Threads.parallelFor(pc, minChunk: 4) { range in
-                    var scratch = [Float](repeating: 0, count: 12 * k)
-                    scratch.withUnsafeMutableBufferPointer { sbuf in
-                        let sp = sbuf.baseAddress!, rp = sp + 4 * k, yp = sp + 8 * k
-                        for t in range {
-                            let tile = t0 + t
-                            let n = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw
-                            for j in 0..<4 {
-                                let m0 = m + ((0 * 4 + j) * pc + t) * k, m1 = m + ((1 * 4 + j) * pc + t) * k
-                                let m2 = m + ((2 * 4 + j) * pc + t) * k, m3 = m + ((3 * 4 + j) * pc + t) * k
-                                let s = sp + j * k, r = rp + j * k
-                                for ch in 0..<k {
-                                    s[ch] = m0[ch] + m1[ch] + m2[ch]
-                                    r[ch] = m1[ch] - m2[ch] - m3[ch]
-                                }
-                            }
-                            let y00 = yp, y01 = yp + k, y10 = yp + 2 * k, y11 = yp + 3 * k
-                            for ch in 0..<k {
-                                y00[ch] = sp[ch] + sp[k + ch] + sp[2 * k + ch]
-                                y01[ch] = sp[k + ch] - sp[2 * k + ch] - sp[3 * k + ch]
-                                y10[ch] = rp[ch] + rp[k + ch] + rp[2 * k + ch]
-                                y11[ch] = rp[k + ch] - rp[2 * k + ch] - rp[3 * k + ch]
-                            }
-                            for a in 0..<2 {
-                                let oy = 2 * ty + a
-                                if oy >= oh { continue }
-                                for b in 0..<2 {
-                                    let ox = 2 * tx + b
-                                    if ox >= ow { continue }
-                                    (out + ((n * oh + oy) * ow + ox) * k).update(from: yp + (a * 2 + b) * k, count: k)
-                                }
-                            }
-                        }
-                    }
-                }
-                t0 += pc
             }
+            // 16 products M_ξ (pc, k) = V_ξ (pc, c) · U_ξ (c, k).
+            // They are independent: dealt to the engine's threads, each sgemm single-threaded
+            // (OpenBLAS always is, see `Threads`).
+            Threads.parallelBlocks(16) { xi in
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(pc), Int32(k), Int32(c), 1,
+                            v + xi * pc * c, Int32(c), u + xi * c * k, Int32(k), 0, m + xi * pc * k, Int32(k))
+            }
+            // Output transform: Aᵀ M A with Aᵀ = [[1,1,1,0],[0,1,-1,-1]], along the channels.
+            Threads.parallelFor(pc, minChunk: 4) { range in
+                Scratch.withFloats(12 * k) { sp in
+                    let rp = sp + 4 * k, yp = sp + 8 * k
+                    for t in range {
+                        let tile = t0 + t
+                        let n = tile / (th * tw), ty = (tile / tw) % th, tx = tile % tw
+                        for j in 0..<4 {
+                            let m0 = m + ((0 * 4 + j) * pc + t) * k, m1 = m + ((1 * 4 + j) * pc + t) * k
+                            let m2 = m + ((2 * 4 + j) * pc + t) * k, m3 = m + ((3 * 4 + j) * pc + t) * k
+                            let s = sp + j * k, r = rp + j * k
+                            for ch in 0..<k {
+                                s[ch] = m0[ch] + m1[ch] + m2[ch]
+                                r[ch] = m1[ch] - m2[ch] - m3[ch]
+                            }
+                        }
+                        let y00 = yp, y01 = yp + k, y10 = yp + 2 * k, y11 = yp + 3 * k
+                        for ch in 0..<k {
+                            y00[ch] = sp[ch] + sp[k + ch] + sp[2 * k + ch]
+                            y01[ch] = sp[k + ch] - sp[2 * k + ch] - sp[3 * k + ch]
+                            y10[ch] = rp[ch] + rp[k + ch] + rp[2 * k + ch]
+                            y11[ch] = rp[k + ch] - rp[2 * k + ch] - rp[3 * k + ch]
+                        }
+                        for a in 0..<2 {
+                            let oy = 2 * ty + a
+                            if oy >= oh { continue }
+                            for b in 0..<2 {
+                                let ox = 2 * tx + b
+                                if ox >= ow { continue }
+                                (out + ((n * oh + oy) * ow + ox) * k).update(from: yp + (a * 2 + b) * k, count: k)
+                            }
+                        }
+                    }
+                }
+            }
+            t0 += pc
         }
     }
 }

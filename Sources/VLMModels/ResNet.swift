@@ -117,6 +117,17 @@ public struct FoldedConv {
     }
 }
 
+extension FoldedConv {
+    /// `forward`, timed into `times` under `name` when it is given.
+    func forward(_ backend: any Backend, _ x: Activation, relu: Bool, residual: Activation? = nil,
+                 times: LayerTimes?, name: String) -> Activation {
+        guard let times else { return forward(backend, x, relu: relu, residual: residual) }
+        return times.measure(name, geometry(batch: x.n, height: x.h, width: x.w)) {
+            forward(backend, x, relu: relu, residual: residual)
+        }
+    }
+}
+
 @inline(__always)
 func withOptionalPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
     guard let a else { return body(nil) }
@@ -176,16 +187,12 @@ public struct ResNetBlockLayer {
     }
 
     func forward(_ backend: any Backend, _ x: Activation, times: LayerTimes? = nil, name: String = "") -> Activation {
-        func run(_ conv: FoldedConv, _ label: String, _ input: Activation, relu: Bool, residual: Activation? = nil) -> Activation {
-            guard let times else { return conv.forward(backend, input, relu: relu, residual: residual) }
-            return times.measure("\(name).\(label)", conv.geometry(batch: input.n, height: input.h, width: input.w)) {
-                conv.forward(backend, input, relu: relu, residual: residual)
-            }
-        }
-        let identity = downsample.map { run($0, "downsample", x, relu: false) } ?? x
+        let identity = downsample.map { $0.forward(backend, x, relu: false, times: times, name: "\(name).downsample") } ?? x
         var h = x
-        for (i, conv) in convs.dropLast().enumerated() { h = run(conv, "conv\(i + 1)", h, relu: true) }
-        return run(convs.last!, "conv\(convs.count)", h, relu: true, residual: identity)
+        for (i, conv) in convs.dropLast().enumerated() {
+            h = conv.forward(backend, h, relu: true, times: times, name: "\(name).conv\(i + 1)")
+        }
+        return convs.last!.forward(backend, h, relu: true, residual: identity, times: times, name: "\(name).conv\(convs.count)")
     }
 }
 
@@ -366,12 +373,7 @@ public final class ResNet {
         let nhwc = nchwToNHWC(input)
         var x = Activation(n: n, h: nhwc.shape[1], w: nhwc.shape[2], c: nhwc.shape[3], data: nhwc.data)
         layerTimes?.startPass()
-        if let times = layerTimes {
-            let input = x
-            x = times.measure("conv1", stem.geometry(batch: n, height: input.h, width: input.w)) { stem.forward(backend, input, relu: true) }
-        } else {
-            x = stem.forward(backend, x, relu: true)
-        }
+        x = stem.forward(backend, x, relu: true, times: layerTimes, name: "conv1")
         var pooled = Activation(n: n, h: pooledSize(x.h, size: 3, stride: 2, padding: 1),
                                 w: pooledSize(x.w, size: 3, stride: 2, padding: 1), c: x.c)
         pooled.data.withUnsafeMutableBufferPointer { o in
