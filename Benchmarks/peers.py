@@ -345,7 +345,7 @@ def markdown(report):
     import torch
 
     peak = report["peak"]
-    fma, sg = peak["fmaGFLOPs"], peak["sgemmGFLOPs"]
+    fma, sg = peak.get("peakGFLOPs", peak["fmaGFLOPs"]), peak["sgemmGFLOPs"]
     lines = [f"Commit {report.get('commit', 'unknown')}. Machine: {report['machine']}; OpenBLAS kernels {peak['openblasCore']}. "
              f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}, {THREADS} threads for everyone.",
              f"Peaks measured in the same run (`vlm bench peak`): FMA {fma:.0f} GFLOP/s, sgemm 2048³ {sg:.0f} GFLOP/s. "

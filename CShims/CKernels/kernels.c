@@ -3,7 +3,48 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// Each exported kernel is built three times — AVX-512 (with FMA), AVX2 with FMA, and the
+// baseline x86-64 (SSE2) — from one always-inlined body, and `vlm_isa()` picks the build once,
+// from the CPU's features. (GCC/clang `target_clones("avx2")` would build AVX2 *without* FMA,
+// since FMA is a separate feature, and `arch=haswell` clones are chosen by CPU model, so an
+// AMD Zen CPU never got them: explicit builds and a feature test avoid both.)
+#define ISA_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi2")))
+#define ISA_AVX2 __attribute__((target("avx2,fma,bmi2")))
+
+int vlm_isa(void) {
+    static int isa = -1;
+    if (isa < 0) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) isa = 2;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
+        else isa = 0;
+    }
+    return isa;
+}
+
+const char *vlm_isa_name(void) {
+    switch (vlm_isa()) {
+    case 2: return "avx512";
+    case 1: return "avx2+fma";
+    default: return "baseline";
+    }
+}
+
+// DISPATCH(name, params, args): name_avx512, name_avx2 and name_base around body_<name>, and
+// the exported name calling the one for this CPU.
+#define DISPATCH(ret, name, params, args) \
+    static ISA_AVX512 ret name##_avx512 params { return body_##name args; } \
+    static ISA_AVX2 ret name##_avx2 params { return body_##name args; } \
+    static ret name##_base params { return body_##name args; } \
+    ret name params { \
+        switch (vlm_isa()) { \
+        case 2: return name##_avx512 args; \
+        case 1: return name##_avx2 args; \
+        default: return name##_base args; \
+        } \
+    }
+#define INLINE static inline __attribute__((always_inline))
 
 static inline __attribute__((always_inline)) float exp_approx(float x) {
     float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
@@ -46,12 +87,13 @@ float vlm_exp_approx(float x) { return exp_approx(x); }
 
 float vlm_erf_approx(float x) { return erf_approx(x); }
 
-CLONES void vlm_gelu_erf(float *x, size_t n) {
+INLINE void body_vlm_gelu_erf(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         x[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
     }
 }
+DISPATCH(void, vlm_gelu_erf, (float *x, size_t n), (x, n))
 
 // row[j] = exp(scale·(row[j] − max)), returning 1/Σ. The max and the sum run over 16
 // independent lanes and the exponentials in a loop of their own, so all three vectorise
@@ -76,16 +118,17 @@ static inline __attribute__((always_inline)) float exp_shifted_row(float *row, s
     return 1.0f / sum;
 }
 
-CLONES void vlm_softmax_row(float *row, size_t n, float scale) {
+INLINE void body_vlm_softmax_row(float *row, size_t n, float scale) {
     float inv = exp_shifted_row(row, n, scale);
     for (size_t j = 0; j < n; j++) row[j] *= inv;
 }
+DISPATCH(void, vlm_softmax_row, (float *row, size_t n, float scale), (row, n, scale))
 
 // Rows of `cols` floats, in place: (x − mean)/√(var + eps)·gamma + beta, mean and biased
 // variance accumulated in double over eight independent lanes (so it vectorises without
 // reassociating a single sum), then combined.
-CLONES void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta,
-                                size_t rows, size_t cols, float eps) {
+INLINE void body_vlm_layer_norm_rows(float *x, const float *gamma, const float *beta,
+                                     size_t rows, size_t cols, float eps) {
     for (size_t r = 0; r < rows; r++) {
         float *row = x + r * cols;
         double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -108,6 +151,8 @@ CLONES void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta,
         for (j = 0; j < cols; j++) row[j] = (row[j] - m) * s * gamma[j] + beta[j];
     }
 }
+DISPATCH(void, vlm_layer_norm_rows, (float *x, const float *gamma, const float *beta, size_t rows, size_t cols, float eps),
+         (x, gamma, beta, rows, cols, eps))
 
 // One (sequence, head) of attention for short sequences. Keys are padded to lp, a multiple of
 // 16, and every loop over them runs in blocks of exactly 16, which the compiler turns into
@@ -162,28 +207,43 @@ static inline __attribute__((always_inline)) void attention_head(
 
 size_t vlm_attention_head_scratch(size_t l, size_t d) { return (d + 1) * ((l + 15) & ~(size_t)15); }
 
-CLONES void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
-                               size_t ld, size_t l, size_t d, float scale, float *scratch) {
+INLINE void body_vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
+                                    size_t ld, size_t l, size_t d, float scale, float *scratch) {
     if (d == 32) attention_head(ctx, ldc, q, k, v, ld, l, 32, scale, scratch);
     else if (d == 64) attention_head(ctx, ldc, q, k, v, ld, l, 64, scale, scratch);
     else attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch);
 }
+DISPATCH(void, vlm_attention_head, (float *ctx, size_t ldc, const float *q, const float *k, const float *v,
+                                    size_t ld, size_t l, size_t d, float scale, float *scratch),
+         (ctx, ldc, q, k, v, ld, l, d, scale, scratch))
 
-// FMA throughput: 12 independent chains of vector multiply-adds (enough to cover the FMA
-// latency on two ports), `iterations` rounds; returns a value that depends on every chain so
-// the work is not optimised away. Built per instruction set, so it measures the widest FMA
-// the CPU runs. Floating-point operations: iterations · 12 · lanes · 2.
-typedef float vlm_v16 __attribute__((vector_size(64)));
+// FMA throughput: 12 independent chains of native-width vector multiply-adds per build (enough
+// to cover the FMA latency on two ports, and few enough to stay in registers: 12 of the 16
+// ymm registers on AVX2, where 16-float vectors would take 24 and spill), `iterations` rounds;
+// returns a value that depends on every chain so the work is not optimised away. The baseline
+// build has no FMA: a multiply and an add, counted as the same two operations.
+// Floating-point operations: iterations · 12 · lanes · 2.
+#define FMA_CHAINS(lanes_n) { \
+    typedef float vec __attribute__((vector_size(4 * lanes_n))); \
+    vec acc[12]; \
+    for (int c = 0; c < 12; c++) for (int t = 0; t < lanes_n; t++) acc[c][t] = (float)(c + t) * 1e-3f; \
+    vec a, b; \
+    for (int t = 0; t < lanes_n; t++) { a[t] = 0.999999f; b[t] = 1e-7f; } \
+    for (long i = 0; i < iterations; i++) \
+        for (int c = 0; c < 12; c++) acc[c] = acc[c] * a + b; \
+    float s = 0; \
+    for (int c = 0; c < 12; c++) for (int t = 0; t < lanes_n; t++) s += acc[c][t]; \
+    *lanes = lanes_n; \
+    return s; }
 
-CLONES float vlm_fma_chains(long iterations, int *lanes) {
-    vlm_v16 acc[12];
-    for (int c = 0; c < 12; c++) for (int t = 0; t < 16; t++) acc[c][t] = (float)(c + t) * 1e-3f;
-    vlm_v16 a, b;
-    for (int t = 0; t < 16; t++) { a[t] = 0.999999f; b[t] = 1e-7f; }
-    for (long i = 0; i < iterations; i++)
-        for (int c = 0; c < 12; c++) acc[c] = acc[c] * a + b;
-    float s = 0;
-    for (int c = 0; c < 12; c++) for (int t = 0; t < 16; t++) s += acc[c][t];
-    *lanes = 16;
-    return s;
+static ISA_AVX512 float fma_chains_avx512(long iterations, int *lanes) FMA_CHAINS(16)
+static ISA_AVX2 float fma_chains_avx2(long iterations, int *lanes) FMA_CHAINS(8)
+static float fma_chains_base(long iterations, int *lanes) FMA_CHAINS(4)
+
+float vlm_fma_chains(long iterations, int *lanes) {
+    switch (vlm_isa()) {
+    case 2: return fma_chains_avx512(iterations, lanes);
+    case 1: return fma_chains_avx2(iterations, lanes);
+    default: return fma_chains_base(iterations, lanes);
+    }
 }

@@ -12,17 +12,17 @@ public struct BLASBackend: Backend {
 
     /// Stride-1 3×3 convolutions with at least `winogradMinChannels` input channels and
     /// `winogradMinTiles` 2×2 output tiles go through Winograd F(2×2, 3×3), its 16 products
-    /// dealt to the engine's threads. On by default (`VLM_WINOGRAD=0` turns it off): measured on
-    /// ResNet-50, it takes ~30% off the 256-channel 3×3 convolutions at batch 8 and ~15% at
-    /// batch 1 (49 tiles); with 128 channels it only ties im2col, and with 16 tiles (batch 1,
-    /// 7×7) it loses (BENCHMARKS.md §4).
+    /// dealt to the engine's threads; their weights are transformed once, at load
+    /// (`prepareConvolution`). Measured on ResNet-50, it takes ~30% off the 256-channel 3×3
+    /// convolutions at batch 8 and ~15% at batch 1 (49 tiles); with 128 channels it only ties
+    /// im2col, and with 16 tiles (batch 1, 7×7) it loses (BENCHMARKS.md §4).
     public let winograd: Bool
     public let winogradMinChannels: Int
     public let winogradMinTiles: Int
 
-    /// False when `VLM_WINOGRAD=0`, read once.
-    public static let winogradFromEnvironment = ProcessInfo.processInfo.environment["VLM_WINOGRAD"] != "0"
-    public static let defaultWinogradMinChannels = 256
+    /// Sequences up to this length use the direct attention kernel (plain loops in C): below it
+    /// two sgemm calls per head cost more in fixed overhead than they save.
+    public let directAttentionMaxLength: Int
 
     /// Convolutions whose weights hold at most `cacheTileMaxWeights` floats run in row tiles of
     /// about `cacheTileBytes` (im2col rows + output rows), each tile on one of the engine's
@@ -34,18 +34,69 @@ public struct BLASBackend: Backend {
     public let cacheTileMinRows: Int
 
     public init(im2colTileFloats: Int = 4 << 20, cacheTileBytes: Int = 1 << 20, cacheTileMaxWeights: Int = 1 << 18,
-                cacheTileMinRows: Int = 64, winograd: Bool? = nil,
-                winogradMinChannels: Int = BLASBackend.defaultWinogradMinChannels, winogradMinTiles: Int = 32) {
+                cacheTileMinRows: Int = 64, winograd: Bool = true, winogradMinChannels: Int = 256, winogradMinTiles: Int = 32,
+                directAttentionMaxLength: Int = 64) {
         precondition(im2colTileFloats > 0 && cacheTileBytes >= 0 && cacheTileMaxWeights >= 0 && cacheTileMinRows >= 1)
         self.im2colTileFloats = im2colTileFloats
         self.cacheTileBytes = cacheTileBytes
         self.cacheTileMaxWeights = cacheTileMaxWeights
         self.cacheTileMinRows = cacheTileMinRows
-        self.winograd = winograd ?? BLASBackend.winogradFromEnvironment
+        self.winograd = winograd
         self.winogradMinChannels = winogradMinChannels
         self.winogradMinTiles = winogradMinTiles
+        self.directAttentionMaxLength = directAttentionMaxLength
     }
     public var kind: BackendKind { .blas }
+
+    /// Whether a convolution of this shape has a Winograd form at all (the tile count, which
+    /// depends on the input, is checked when it runs).
+    func winogradApplies(_ spec: ConvolutionSpec) -> Bool {
+        winograd && spec.kernelH == 3 && spec.kernelW == 3 && spec.stride == 1 && spec.inChannels >= winogradMinChannels
+    }
+
+    func winogradRuns(_ g: ConvGeometry) -> Bool {
+        g.batch * ((g.outHeight + 1) / 2) * ((g.outWidth + 1) / 2) >= winogradMinTiles
+    }
+
+    public func prepareConvolution(_ spec: ConvolutionSpec, weight: [Float], bias: [Float]) -> ConvolutionWeights {
+        guard winogradApplies(spec) else { return ConvolutionWeights(spec: spec, weight: weight, bias: bias) }
+        var u = [Float](repeating: 0, count: 16 * spec.inChannels * spec.outChannels)
+        u.withUnsafeMutableBufferPointer { ub in
+            weight.withUnsafeBufferPointer {
+                winogradWeightTransform(u: ub.baseAddress!, weight: $0.baseAddress!, cin: spec.inChannels, cout: spec.outChannels)
+            }
+        }
+        return ConvolutionWeights(spec: spec, weight: weight, bias: bias, winograd: u)
+    }
+
+    public func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weights: ConvolutionWeights,
+                       batch: Int, height: Int, width: Int, residual: UnsafePointer<Float>?, relu: Bool) {
+        let g = weights.spec.geometry(batch: batch, height: height, width: width)
+        weights.weight.withUnsafeBufferPointer { w in
+            weights.bias.withUnsafeBufferPointer { b in
+                withOptionalPointer(weights.winograd) { u in
+                    convolve(out: out, inp: inp, weight: w.baseAddress!, winogradWeights: u, geometry: g,
+                             epilogue: Epilogue(bias: b.baseAddress!, residual: residual, relu: relu))
+                }
+            }
+        }
+    }
+
+    public func attentionScratch(length l: Int, headSize d: Int) -> Int {
+        l <= directAttentionMaxLength ? attentionHeadScratch(l: l, d: d) : l * l
+    }
+
+    public func attentionHead(ctx: UnsafeMutablePointer<Float>, ldc: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                              v: UnsafePointer<Float>, ld: Int, length l: Int, headSize d: Int, scale: Float,
+                              scratch: UnsafeMutablePointer<Float>) {
+        if l <= directAttentionMaxLength {
+            attentionHeadForward(ctx: ctx, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: scale, scratch: scratch)
+            return
+        }
+        gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld, beta: 0, c: scratch, ldc: l, epilogue: .none)
+        softmaxRowsForward(scratch, rows: l, cols: l, scale: scale)
+        gemm(transA: false, transB: false, m: l, n: d, k: l, a: scratch, lda: l, b: v, ldb: ld, beta: 0, c: ctx, ldc: ldc, epilogue: .none)
+    }
 
     /// The engine splits a large product into one block per thread itself — along N when
     /// N ≥ M (each thread packs only its part of B), else along M — and runs single-threaded
@@ -140,21 +191,22 @@ public struct BLASBackend: Backend {
     @inline(__always)
     private func sgemmBlock(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
+    /// Weights given per call: a Winograd-sized convolution transforms them on the fly.
     public func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
                        weight: UnsafePointer<Float>, geometry g: ConvGeometry, epilogue: Epilogue) {
-        conv2d(out: out, inp: inp, weight: weight, winogradWeights: nil, geometry: g, epilogue: epilogue)
+        convolve(out: out, inp: inp, weight: weight, winogradWeights: nil, geometry: g, epilogue: epilogue)
     }
 
-    public func conv2d(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                       winogradWeights: UnsafePointer<Float>?, geometry g: ConvGeometry, epilogue: Epilogue) {
+    private func convolve(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                          winogradWeights: UnsafePointer<Float>?, geometry g: ConvGeometry, epilogue: Epilogue) {
         let m = g.m, n = g.outChannels, k = g.k
         let workers = Threads.inParallelRegion ? 1 : Threads.count
-        let useWinograd = winograd && g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.inChannels >= winogradMinChannels
-            && g.batch * ((g.outHeight + 1) / 2) * ((g.outWidth + 1) / 2) >= winogradMinTiles
+        let spec = ConvolutionSpec(inChannels: g.inChannels, outChannels: g.outChannels, kernelH: g.kernelH,
+                                   kernelW: g.kernelW, stride: g.stride, padding: g.padding)
+        let useWinograd = winogradApplies(spec) && winogradRuns(g)
         if !useWinograd, let tile = cacheTileRows(g, workers: workers) {
             cacheTiledConv(out: out, inp: inp, weight: weight, g: g, tileRows: tile, epilogue: epilogue)
             return

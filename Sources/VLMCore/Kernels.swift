@@ -62,15 +62,6 @@ public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
     }
 }
 
-/// out is (M,OUT), inp is (M,IN), weight is (OUT,IN) as torch stores it, bias is (OUT).
-public func linearForward(_ backend: any Backend, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                          m: Int, inFeatures: Int, outFeatures: Int) {
-    backend.gemm(transA: false, transB: true, m: m, n: outFeatures, k: inFeatures,
-                 a: inp, lda: inFeatures, b: weight, ldb: inFeatures, beta: 0,
-                 c: out, ldc: outFeatures, epilogue: Epilogue(bias: bias))
-}
-
 // MARK: - Weight preparation at load
 
 /// BatchNorm folded into the convolution before it: w'[co,…] = w[co,…]·γ/√(var+ε) and

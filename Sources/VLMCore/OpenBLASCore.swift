@@ -44,3 +44,17 @@ public enum OpenBLASCore {
         return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
     }
 }
+
+// MARK: - The one place cblas_sgemm is called
+
+/// C (M,N) = op(A) · op(B) + beta·C, row-major, through OpenBLAS; the layout is checked first
+/// (`checkGEMM`), so no call reaches OpenBLAS with sizes it would misread. Every product of the
+/// engine — the BLAS backend, Winograd's transform-domain products, the peak measurement —
+/// goes through here.
+@inline(__always)
+func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}

@@ -12,10 +12,9 @@ public enum Threads {
         return defaultCount()
     }()
 
-    /// All cores, unless `VLM_THREADS` says otherwise.
+    /// All cores (the command line's `--threads`, `VLM_THREADS` and `OMP_NUM_THREADS` override it).
     public static func defaultCount() -> Int {
-        if let s = ProcessInfo.processInfo.environment["VLM_THREADS"], let n = Int(s), n > 0 { return n }
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+        max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
     /// The number of threads the engine uses.

@@ -84,3 +84,6 @@ public func attentionHeadForward(ctx: UnsafeMutablePointer<Float>, ldc: Int,
 
 /// Floats of scratch `attentionHeadForward` needs for l keys of head size d.
 public func attentionHeadScratch(l: Int, d: Int) -> Int { vlm_attention_head_scratch(l, d) }
+
+/// The instruction set the C kernels run on this CPU: "avx512", "avx2+fma" or "baseline".
+public var kernelInstructionSet: String { String(cString: vlm_isa_name()) }

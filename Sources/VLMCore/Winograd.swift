@@ -4,7 +4,6 @@
 // Transforms (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
 //   U = G g Gᵀ (weights), V = Bᵀ d B (4×4 input tiles), Y = Aᵀ (U ⊙ V summed over channels) A.
 
-import COpenBLAS
 
 /// u is (16, Cin, Cout): the transformed weights for each of the 16 tile positions;
 /// weight is (3, 3, Cin, Cout).
@@ -97,8 +96,8 @@ public func winogradConv3x3(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
             // They are independent: dealt to the engine's threads, each sgemm single-threaded
             // (OpenBLAS always is, see `Threads`).
             Threads.parallelBlocks(16) { xi in
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(pc), Int32(k), Int32(c), 1,
-                            v + xi * pc * c, Int32(c), u + xi * c * k, Int32(k), 0, m + xi * pc * k, Int32(k))
+                sgemm(transA: false, transB: false, m: pc, n: k, k: c, a: v + xi * pc * c, lda: c,
+                      b: u + xi * c * k, ldb: k, beta: 0, c: m + xi * pc * k, ldc: k)
             }
             // Output transform: Aᵀ M A with Aᵀ = [[1,1,1,0],[0,1,-1,-1]], along the channels.
             Threads.parallelFor(pc, minChunk: 4) { range in

@@ -48,6 +48,15 @@ public struct BertConfig: Decodable, Equatable, Sendable {
 
     public var headDim: Int { hiddenSize / numAttentionHeads }
 
+    /// Multiply-adds ×2 of the encoder for a batch of sequences with these lengths.
+    public func flops(lengths: [Int]) -> Double {
+        let h = Double(hiddenSize), i = Double(intermediateSize)
+        let t = Double(lengths.reduce(0, +))
+        let dense = 2 * t * (3 * h * h + h * h + 2 * h * i)
+        let attention = lengths.reduce(0.0) { $0 + 2 * 2 * Double($1) * Double($1) * h }
+        return Double(numHiddenLayers) * (dense + attention)
+    }
+
     /// Reads and checks config.json; errors name the file.
     public static func load(path: String) throws -> BertConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -131,20 +140,16 @@ final class MappedTensorSource: TensorSource {
 // MARK: - Layers
 
 
-/// Linear weights are stored transposed, (in, out), by a blocked transpose at load: every dense
-/// product is then a plain row-major GEMM x (t, in) · W (in, out). Measured: OpenBLAS packs B
-/// faster this way than as Wᵀ (bert-base, batch 1: 5.3 → 6.0 seq/s), and the naive backend's
-/// loops vectorise along contiguous rows of W.
+/// One encoder layer's weights, each linear layer prepared by the backend at load.
 struct BertLayerWeights {
-    var qkvWeight: [Float]          // (H, 3H): query, key, value side by side
-    var qkvBias: [Float]            // (3H)
-    var attnOutWeight: [Float], attnOutBias: [Float]        // (H, H), (H)
+    var qkv: LinearWeights                                  // H → 3H: query, key, value side by side
+    var attnOut: LinearWeights                              // H → H
     var attnNormWeight: [Float], attnNormBias: [Float]      // (H)
-    var interWeight: [Float], interBias: [Float]            // (H, I), (I)
-    var outWeight: [Float], outBias: [Float]                // (I, H), (H)
+    var inter: LinearWeights                                // H → I
+    var out: LinearWeights                                  // I → H
     var outNormWeight: [Float], outNormBias: [Float]        // (H)
 
-    static func load(_ r: WeightReader, _ c: BertConfig) throws -> BertLayerWeights {
+    static func load(_ r: WeightReader, _ c: BertConfig, backend: any Backend) throws -> BertLayerWeights {
         let h = c.hiddenSize, i = c.intermediateSize
         let a = r.pp("attention"), s = a.pp("self")
         var qkvW: [Float] = [], qkvB: [Float] = []
@@ -152,16 +157,17 @@ struct BertLayerWeights {
             qkvW += try s.tensor("\(name).weight", exact: [h, h]).data
             qkvB += try s.tensor("\(name).bias", exact: [h]).data
         }
+        func linear(_ r: WeightReader, _ name: String, _ inF: Int, _ outF: Int) throws -> LinearWeights {
+            backend.prepareLinear(weight: try r.tensor("\(name).weight", exact: [outF, inF]).data,
+                                  bias: try r.tensor("\(name).bias", exact: [outF]).data, inFeatures: inF, outFeatures: outF)
+        }
         return BertLayerWeights(
-            qkvWeight: transposed(qkvW, rows: 3 * h, cols: h), qkvBias: qkvB,
-            attnOutWeight: transposed(try a.tensor("output.dense.weight", exact: [h, h]).data, rows: h, cols: h),
-            attnOutBias: try a.tensor("output.dense.bias", exact: [h]).data,
+            qkv: backend.prepareLinear(weight: qkvW, bias: qkvB, inFeatures: h, outFeatures: 3 * h),
+            attnOut: try linear(a, "output.dense", h, h),
             attnNormWeight: try a.tensor("output.LayerNorm.weight", exact: [h]).data,
             attnNormBias: try a.tensor("output.LayerNorm.bias", exact: [h]).data,
-            interWeight: transposed(try r.tensor("intermediate.dense.weight", exact: [i, h]).data, rows: i, cols: h),
-            interBias: try r.tensor("intermediate.dense.bias", exact: [i]).data,
-            outWeight: transposed(try r.tensor("output.dense.weight", exact: [h, i]).data, rows: h, cols: i),
-            outBias: try r.tensor("output.dense.bias", exact: [h]).data,
+            inter: try linear(r, "intermediate.dense", h, i),
+            out: try linear(r, "output.dense", i, h),
             outNormWeight: try r.tensor("output.LayerNorm.weight", exact: [h]).data,
             outNormBias: try r.tensor("output.LayerNorm.bias", exact: [h]).data)
     }
@@ -204,20 +210,19 @@ public final class BertModel {
     let wordEmbeddings: [Float], positionEmbeddings: [Float], typeEmbeddings: [Float]
     let embNormWeight: [Float], embNormBias: [Float]
     let layers: [BertLayerWeights]
-    let poolerWeight: [Float]?, poolerBias: [Float]?
+    let pooler: LinearWeights?
     /// Checkpoint keys that belong to task heads (ignored), for the caller to report.
     public let ignoredHeads: [String]
+    /// The backend that prepared the weights and runs every forward pass.
+    public let backend: any Backend
 
-    public var hasPooler: Bool { poolerWeight != nil }
+    public var hasPooler: Bool { pooler != nil }
 
-    /// Sequences up to this length use the direct attention kernel on the BLAS backend: below
-    /// it two sgemm calls per head cost more in fixed overhead than they save.
-    public static let directAttentionMaxLength = 64
-
-    /// Loads every encoder tensor (with the same missing / shape / unused errors as ResNet);
-    /// task heads are set aside and listed in `ignoredHeads`.
-    public init(config c: BertConfig, source: TensorSource) throws {
+    /// Loads every encoder tensor for `backend` (with the same missing / shape / unused errors
+    /// as ResNet); task heads are set aside and listed in `ignoredHeads`.
+    public init(config c: BertConfig, source: TensorSource, backend: any Backend) throws {
         config = c
+        self.backend = backend
         activation = ActivationFunction(huggingFace: c.hiddenAct)!
         let keyMap = BertKeyMap(keys: source.keys)
         ignoredHeads = keyMap.ignoredHeads
@@ -228,29 +233,22 @@ public final class BertModel {
         typeEmbeddings = try e.tensor("token_type_embeddings.weight", exact: [c.typeVocabSize, h]).data
         embNormWeight = try e.tensor("LayerNorm.weight", exact: [h]).data
         embNormBias = try e.tensor("LayerNorm.bias", exact: [h]).data
-        layers = try (0..<c.numHiddenLayers).map { try BertLayerWeights.load(r.pp("encoder.layer.\($0)"), c) }
+        layers = try (0..<c.numHiddenLayers).map { try BertLayerWeights.load(r.pp("encoder.layer.\($0)"), c, backend: backend) }
         if r.contains("pooler.dense.weight") {
-            poolerWeight = transposed(try r.tensor("pooler.dense.weight", exact: [h, h]).data, rows: h, cols: h)
-            poolerBias = try r.tensor("pooler.dense.bias", exact: [h]).data
+            pooler = backend.prepareLinear(weight: try r.tensor("pooler.dense.weight", exact: [h, h]).data,
+                                           bias: try r.tensor("pooler.dense.bias", exact: [h]).data, inFeatures: h, outFeatures: h)
         } else {
-            poolerWeight = nil
-            poolerBias = nil
+            pooler = nil
         }
         try store.checkAllUsed()
     }
 
     /// Multiply-adds ×2 for a batch of sequences with these lengths.
-    public func flops(lengths: [Int]) -> Double {
-        let h = Double(config.hiddenSize), i = Double(config.intermediateSize)
-        let t = Double(lengths.reduce(0, +))
-        let dense = 2 * t * (3 * h * h + h * h + 2 * h * i)
-        let attention = lengths.reduce(0.0) { $0 + 2 * 2 * Double($1) * Double($1) * h }
-        return Double(config.numHiddenLayers) * (dense + attention)
-    }
+    public func flops(lengths: [Int]) -> Double { config.flops(lengths: lengths) }
 
     /// Runs the encoder over a packed batch. Token ids must be < vocab_size, type ids <
     /// type_vocab_size and each sequence no longer than max_position_embeddings (checked).
-    public func forward(_ batch: PackedBatch, backend: any Backend) -> BertOutput {
+    public func forward(_ batch: PackedBatch) -> BertOutput {
         let c = config, h = c.hiddenSize, t = batch.tokenCount, inter = c.intermediateSize
         precondition(t > 0, "empty batch")
         var x = [Float](repeating: 0, count: t * h)
@@ -287,51 +285,43 @@ public final class BertModel {
         var ctx = [Float](repeating: 0, count: t * h)
         var attn = [Float](repeating: 0, count: t * h)
         var mid = [Float](repeating: 0, count: t * inter)
-        var scores: [Float] = []
 
         for layer in layers {
             // Q, K, V in one GEMM: (t, 3H) = x (t, H) · Wqkvᵀ + b.
-            gemmLinear(backend, out: &qkv, inp: x, weight: layer.qkvWeight, bias: layer.qkvBias, m: t, k: h, n: 3 * h)
-            attention(backend, ctx: &ctx, qkv: qkv, scores: &scores, batch: batch)
+            linear(&qkv, x, layer.qkv, rows: t)
+            attention(ctx: &ctx, qkv: qkv, batch: batch)
             // Output projection + residual, then LayerNorm.
-            gemmLinear(backend, out: &attn, inp: ctx, weight: layer.attnOutWeight, bias: layer.attnOutBias, m: t, k: h, n: h, residual: x)
+            linear(&attn, ctx, layer.attnOut, rows: t, residual: x)
             layerNorm(&attn, layer.attnNormWeight, layer.attnNormBias, rows: t, cols: h)
             // Feed-forward.
-            gemmLinear(backend, out: &mid, inp: attn, weight: layer.interWeight, bias: layer.interBias, m: t, k: h, n: inter)
+            linear(&mid, attn, layer.inter, rows: t)
             mid.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, count: t * inter, activation) }
-            gemmLinear(backend, out: &x, inp: mid, weight: layer.outWeight, bias: layer.outBias, m: t, k: inter, n: h, residual: attn)
+            linear(&x, mid, layer.out, rows: t, residual: attn)
             layerNorm(&x, layer.outNormWeight, layer.outNormBias, rows: t, cols: h)
         }
 
         var pooled: Tensor?
-        if let poolerWeight, let poolerBias {
+        if let pooler {
             var cls = [Float](repeating: 0, count: batch.count * h)
             for s in 0..<batch.count {
                 let src = batch.offsets[s] * h
                 for j in 0..<h { cls[s * h + j] = x[src + j] }
             }
             var out = [Float](repeating: 0, count: batch.count * h)
-            gemmLinear(backend, out: &out, inp: cls, weight: poolerWeight, bias: poolerBias, m: batch.count, k: h, n: h)
+            linear(&out, cls, pooler, rows: batch.count)
             out.withUnsafeMutableBufferPointer { activationForward($0.baseAddress!, count: batch.count * h, .tanh) }
             pooled = Tensor(shape: [batch.count, h], data: out)
         }
         return BertOutput(hidden: Tensor(shape: [t, h], data: x), pooled: pooled, offsets: batch.offsets)
     }
 
-    /// out (m, n) = inp (m, k) · weight (k, n) + bias (+ residual).
-    private func gemmLinear(_ backend: any Backend, out: inout [Float], inp: [Float], weight: [Float], bias: [Float],
-                            m: Int, k: Int, n: Int, residual: [Float]? = nil) {
-        precondition(inp.count >= m * k && weight.count == n * k && bias.count == n && out.count >= m * n)
+    /// out (rows, out) = inp (rows, in) · W + bias (+ residual).
+    private func linear(_ out: inout [Float], _ inp: [Float], _ w: LinearWeights, rows: Int, residual: [Float]? = nil) {
+        precondition(inp.count >= rows * w.inFeatures && out.count >= rows * w.outFeatures)
         out.withUnsafeMutableBufferPointer { o in
             inp.withUnsafeBufferPointer { i in
-                weight.withUnsafeBufferPointer { w in
-                    bias.withUnsafeBufferPointer { b in
-                        withOptionalPointer(residual) { res in
-                            backend.gemm(transA: false, transB: false, m: m, n: n, k: k, a: i.baseAddress!, lda: k,
-                                         b: w.baseAddress!, ldb: n, beta: 0, c: o.baseAddress!, ldc: n,
-                                         epilogue: Epilogue(bias: b.baseAddress!, residual: res))
-                        }
-                    }
+                withOptionalPointer(residual) { res in
+                    backend.linear(out: o.baseAddress!, inp: i.baseAddress!, rows: rows, weights: w, residual: res)
                 }
             }
         }
@@ -350,36 +340,24 @@ public final class BertModel {
     /// ctx (t, H) = softmax(Q Kᵀ / √d) V for every sequence and head; Q, K, V are column
     /// blocks of qkv (t, 3H). No padding, so no mask: every key is a real token. The
     /// (sequence, head) pairs are independent small products: they run on the engine's threads,
-    /// each GEMM single-threaded, rather than one after another, each split over the threads.
-    private func attention(_ backend: any Backend, ctx: inout [Float], qkv: [Float], scores: inout [Float], batch: PackedBatch) {
+    /// each on one thread, and the backend chooses the kernel for each (`attentionHead`).
+    private func attention(ctx: inout [Float], qkv: [Float], batch: PackedBatch) {
         let h = config.hiddenSize, d = config.headDim, ld = 3 * h, heads = config.numAttentionHeads
         let scale = 1 / Float(d).squareRoot()
         let longest = (0..<batch.count).map { batch.range($0).count }.max()!
-        // Scores (l, l) for the two-product path, or the direct kernel's scratch.
-        let scratchPerWorker = max(longest * longest, attentionHeadScratch(l: longest, d: d))
+        let scratchPerWorker = backend.attentionScratch(length: longest, headSize: d)
         var perWorker = [Float](repeating: 0, count: Threads.count * scratchPerWorker)
         ctx.withUnsafeMutableBufferPointer { cp in
             qkv.withUnsafeBufferPointer { qp in
                 perWorker.withUnsafeMutableBufferPointer { sp in
                     let (c0, q0, s0) = (cp.baseAddress!, qp.baseAddress!, sp.baseAddress!)
-                    do {
-                        Threads.parallelInterleaved(batch.count * heads) { worker, pair in
-                            let s = pair / heads, head = pair % heads
-                            let r = batch.range(s), l = r.count
-                            let base = q0 + r.lowerBound * ld
-                            let q = base + head * d, k = base + h + head * d, v = base + 2 * h + head * d
-                            let sc = s0 + worker * scratchPerWorker
-                            let out = c0 + r.lowerBound * h + head * d
-                            if backend.kind == .blas && l <= BertModel.directAttentionMaxLength {
-                                attentionHeadForward(ctx: out, ldc: h, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: scale, scratch: sc)
-                            } else {
-                                backend.gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld,
-                                             beta: 0, c: sc, ldc: l, epilogue: .none)
-                                softmaxRowsForward(sc, rows: l, cols: l, scale: scale)
-                                backend.gemm(transA: false, transB: false, m: l, n: d, k: l, a: sc, lda: l, b: v, ldb: ld,
-                                             beta: 0, c: out, ldc: h, epilogue: .none)
-                            }
-                        }
+                    Threads.parallelInterleaved(batch.count * heads) { worker, pair in
+                        let s = pair / heads, head = pair % heads
+                        let r = batch.range(s)
+                        let base = q0 + r.lowerBound * ld
+                        backend.attentionHead(ctx: c0 + r.lowerBound * h + head * d, ldc: h, q: base + head * d,
+                                              k: base + h + head * d, v: base + 2 * h + head * d, ld: ld, length: r.count,
+                                              headSize: d, scale: scale, scratch: s0 + worker * scratchPerWorker)
                     }
                 }
             }

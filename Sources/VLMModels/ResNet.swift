@@ -47,18 +47,16 @@ public struct ResNetConfig: Equatable, Sendable {
 
 // MARK: - Layers
 
-/// A convolution with its BatchNorm folded in: weight (KH,KW,Cin,Cout), bias (Cout).
+/// A convolution with its BatchNorm folded in, its weights prepared by the backend that runs it.
 public struct FoldedConv {
-    public let inChannels, outChannels, kernel, stride, padding: Int
-    public let weight: [Float]
-    public let bias: [Float]
-    /// (16, Cin, Cout) Winograd F(2×2,3×3) weights for the stride-1 3×3 convolutions the BLAS
-    /// backend runs that way (see `BLASBackend.winograd`); computed once at load.
-    public var winogradWeights: [Float]? = nil
+    public let weights: ConvolutionWeights
+    public var spec: ConvolutionSpec { weights.spec }
+    public var inChannels: Int { spec.inChannels }
+    public var outChannels: Int { spec.outChannels }
 
     /// Loads "<conv>.weight" (Cout,Cin,K,K) and "<bn>.{weight,bias,running_mean,running_var}".
     static func load(_ r: WeightReader, conv: String, bn: String, inChannels: Int, outChannels: Int?,
-                     kernel: Int, stride: Int, eps: Float = 1e-5) throws -> FoldedConv {
+                     kernel: Int, stride: Int, backend: any Backend, eps: Float = 1e-5) throws -> FoldedConv {
         let w = try r.tensor("\(conv).weight", [outChannels, inChannels, kernel, kernel])
         let cout = w.shape[0]
         let b = r.pp(bn)
@@ -67,29 +65,14 @@ public struct FoldedConv {
         var oihw = w.data
         let bias = foldBatchNorm(weight: &oihw, bias: nil, outChannels: cout, gamma: gamma.data, beta: beta.data,
                                  mean: mean.data, variance: variance.data, eps: eps)
-        let conv = FoldedConv(inChannels: inChannels, outChannels: cout, kernel: kernel, stride: stride,
-                              padding: kernel / 2,
-                              weight: convWeightOIHWToHWIO(oihw, cout: cout, cin: inChannels, kh: kernel, kw: kernel),
-                              bias: bias)
-        return conv
-    }
-
-    /// This convolution with its Winograd F(2×2,3×3) weights computed, when it is a stride-1 3×3
-    /// with at least `minChannels` input channels.
-    func withWinogradWeights(minChannels: Int) -> FoldedConv {
-        guard kernel == 3 && stride == 1 && inChannels >= minChannels else { return self }
-        var conv = self
-        var u = [Float](repeating: 0, count: 16 * inChannels * outChannels)
-        u.withUnsafeMutableBufferPointer { ub in
-            weight.withUnsafeBufferPointer { winogradWeightTransform(u: ub.baseAddress!, weight: $0.baseAddress!, cin: inChannels, cout: outChannels) }
-        }
-        conv.winogradWeights = u
-        return conv
+        let spec = ConvolutionSpec(inChannels: inChannels, outChannels: cout, kernelH: kernel, kernelW: kernel,
+                                   stride: stride, padding: kernel / 2)
+        return FoldedConv(weights: backend.prepareConvolution(
+            spec, weight: convWeightOIHWToHWIO(oihw, cout: cout, cin: inChannels, kh: kernel, kw: kernel), bias: bias))
     }
 
     public func geometry(batch: Int, height: Int, width: Int) -> ConvGeometry {
-        ConvGeometry(batch: batch, height: height, width: width, inChannels: inChannels, outChannels: outChannels,
-                     kernelH: kernel, kernelW: kernel, stride: stride, padding: padding)
+        spec.geometry(batch: batch, height: height, width: width)
     }
 
     /// out is (N,OH,OW,Cout), x is (N,H,W,Cin) as `Activation`.
@@ -100,16 +83,9 @@ public struct FoldedConv {
         if let residual { precondition(residual.data.count == out.data.count, "residual shape differs from output") }
         out.data.withUnsafeMutableBufferPointer { o in
             x.data.withUnsafeBufferPointer { i in
-                weight.withUnsafeBufferPointer { w in
-                    bias.withUnsafeBufferPointer { b in
-                        withOptionalPointer(residual?.data) { res in
-                            withOptionalPointer(winogradWeights) { wu in
-                                backend.conv2d(out: o.baseAddress!, inp: i.baseAddress!, weight: w.baseAddress!,
-                                               winogradWeights: wu, geometry: g,
-                                               epilogue: Epilogue(bias: b.baseAddress!, residual: res, relu: relu))
-                            }
-                        }
-                    }
+                withOptionalPointer(residual?.data) { res in
+                    backend.conv2d(out: o.baseAddress!, inp: i.baseAddress!, weights: weights, batch: x.n, height: x.h,
+                                   width: x.w, residual: res, relu: relu)
                 }
             }
         }
@@ -126,12 +102,6 @@ extension FoldedConv {
             forward(backend, x, relu: relu, residual: residual)
         }
     }
-}
-
-@inline(__always)
-func withOptionalPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
-    guard let a else { return body(nil) }
-    return a.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
 
 /// An NHWC activation.
@@ -158,28 +128,29 @@ public struct ResNetBlockLayer {
     public let downsample: FoldedConv?
 
     static func load(_ r: WeightReader, block: ResNetBlock, inChannels: Int, width: Int?, outChannels: Int?,
-                     stride: Int) throws -> ResNetBlockLayer {
+                     stride: Int, backend: any Backend) throws -> ResNetBlockLayer {
         var convs: [FoldedConv] = []
         switch block {
         case .basic:
             let c1 = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: inChannels, outChannels: width ?? outChannels,
-                                         kernel: 3, stride: stride)
+                                         kernel: 3, stride: stride, backend: backend)
             let c2 = try FoldedConv.load(r, conv: "conv2", bn: "bn2", inChannels: c1.outChannels,
-                                         outChannels: outChannels ?? c1.outChannels, kernel: 3, stride: 1)
+                                         outChannels: outChannels ?? c1.outChannels, kernel: 3, stride: 1, backend: backend)
             convs = [c1, c2]
         case .bottleneck:
-            let c1 = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: inChannels, outChannels: width, kernel: 1, stride: 1)
+            let c1 = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: inChannels, outChannels: width, kernel: 1, stride: 1,
+                                         backend: backend)
             let c2 = try FoldedConv.load(r, conv: "conv2", bn: "bn2", inChannels: c1.outChannels, outChannels: c1.outChannels,
-                                         kernel: 3, stride: stride)
+                                         kernel: 3, stride: stride, backend: backend)
             let c3 = try FoldedConv.load(r, conv: "conv3", bn: "bn3", inChannels: c2.outChannels, outChannels: outChannels,
-                                         kernel: 1, stride: 1)
+                                         kernel: 1, stride: 1, backend: backend)
             convs = [c1, c2, c3]
         }
         let out = convs.last!.outChannels
         var downsample: FoldedConv?
         if r.contains("downsample.0.weight") {
             downsample = try FoldedConv.load(r.pp("downsample"), conv: "0", bn: "1", inChannels: inChannels, outChannels: out,
-                                             kernel: 1, stride: stride)
+                                             kernel: 1, stride: stride, backend: backend)
         } else if stride != 1 || inChannels != out {
             throw WeightError.missingTensor(source: r.store.source.sourceName, key: r.key("downsample.0.weight"))
         }
@@ -240,17 +211,17 @@ public final class ResNet {
     public let config: ResNetConfig
     public let stem: FoldedConv
     public let stages: [[ResNetBlockLayer]]
-    public let fcWeight: [Float]?
-    public let fcBias: [Float]?
+    /// The fc layer (numClasses, featureSize), when the checkpoint has one.
+    public let fc: LinearWeights?
+    /// The backend that prepared the weights and runs every forward pass.
+    public let backend: any Backend
     /// When set, every convolution of every forward pass is timed into it.
     public var layerTimes: LayerTimes?
 
-    /// Recognises the architecture from the keys and loads it; every tensor must be used.
-    /// `winogradWeights` also keeps the weights of stride-1 3×3 convolutions with at least
-    /// `winogradMinChannels` inputs in Winograd form, for the BLAS backend (default: on unless
-    /// `VLM_WINOGRAD=0`; ~16/9 of those weights' memory again, 75 MB for ResNet-50).
-    public init(source: TensorSource, winogradWeights: Bool = BLASBackend.winogradFromEnvironment,
-                winogradMinChannels: Int = BLASBackend.defaultWinogradMinChannels) throws {
+    /// Recognises the architecture from the keys and loads it for `backend`, which prepares
+    /// each layer's weights in the forms it runs; every tensor must be used.
+    public init(source: TensorSource, backend: any Backend) throws {
+        self.backend = backend
         let store = WeightStore(source)
         store.ignore { $0.hasSuffix(".num_batches_tracked") }
         let r = store.root
@@ -274,7 +245,8 @@ public final class ResNet {
             layers.append(count)
         }
 
-        stem = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: stemShape[1], outChannels: nil, kernel: 7, stride: 2)
+        stem = try FoldedConv.load(r, conv: "conv1", bn: "bn1", inChannels: stemShape[1], outChannels: nil, kernel: 7, stride: 2,
+                                   backend: backend)
         var channels = stem.outChannels
         var stages: [[ResNetBlockLayer]] = []
         var stageChannels: [Int] = [], stageWidths: [Int] = []
@@ -283,7 +255,8 @@ public final class ResNet {
             var width: Int?, out: Int?
             for j in 0..<count {
                 let b = try ResNetBlockLayer.load(r.pp("layer\(s + 1)").pp("\(j)"), block: block, inChannels: channels,
-                                                  width: width, outChannels: out, stride: (s > 0 && j == 0) ? 2 : 1)
+                                                  width: width, outChannels: out, stride: (s > 0 && j == 0) ? 2 : 1,
+                                                  backend: backend)
                 width = b.convs[0].outChannels
                 out = b.convs.last!.outChannels
                 channels = out!
@@ -293,21 +266,17 @@ public final class ResNet {
             stageChannels.append(channels)
             stageWidths.append(width!)
         }
-        self.stages = winogradWeights
-            ? stages.map { $0.map { ResNetBlockLayer(convs: $0.convs.map { $0.withWinogradWeights(minChannels: winogradMinChannels) }, downsample: $0.downsample) } }
-            : stages
+        self.stages = stages
 
         var numClasses: Int?
         if r.contains("fc.weight") {
             let w = try r.tensor("fc.weight", [nil, channels])
             let b = try r.tensor("fc.bias", exact: [w.shape[0]])
-            fcWeight = w.data
-            fcBias = b.data
+            fc = backend.prepareLinear(weight: w.data, bias: b.data, inFeatures: channels, outFeatures: w.shape[0])
             numClasses = w.shape[0]
         } else {
             if r.contains("fc.bias") { throw WeightError.missingTensor(source: name, key: "fc.weight") }
-            fcWeight = nil
-            fcBias = nil
+            fc = nil
         }
         config = ResNetConfig(block: block, layers: layers, inChannels: stemShape[1], stemChannels: stem.outChannels,
                               stageChannels: stageChannels, stageWidths: stageWidths, numClasses: numClasses)
@@ -349,16 +318,16 @@ public final class ResNet {
     /// input is (N, C, H, W) float32, already normalised. Returns pooled features and logits,
     /// running at most `imagesPerPass` images (default: `imagesPerPass(height:width:)`) at a
     /// time. Each image's result does not depend on the others in its batch.
-    public func forward(_ input: Tensor, backend: any Backend, imagesPerPass: Int? = nil) -> ResNetOutput {
+    public func forward(_ input: Tensor, imagesPerPass: Int? = nil) -> ResNetOutput {
         precondition(input.rank == 4 && input.shape[1] == config.inChannels,
                      "ResNet input must be (N, \(config.inChannels), H, W), got \(input.shape)")
         let n = input.shape[0]
         let per = max(1, imagesPerPass ?? ResNet.imagesPerPass(height: input.shape[2], width: input.shape[3]))
-        if n <= per { return forwardPass(input, backend: backend) }
+        if n <= per { return forwardPass(input) }
         var pooled: [Float] = [], logits: [Float] = []
         var start = 0
         while start < n {
-            let out = forwardPass(input.rows(start..<min(n, start + per)), backend: backend)
+            let out = forwardPass(input.rows(start..<min(n, start + per)))
             pooled += out.pooled.data
             if let l = out.logits { logits += l.data }
             start += per
@@ -368,7 +337,7 @@ public final class ResNet {
                             logits: config.numClasses.map { Tensor(shape: [n, $0], data: logits) })
     }
 
-    private func forwardPass(_ input: Tensor, backend: any Backend) -> ResNetOutput {
+    private func forwardPass(_ input: Tensor) -> ResNetOutput {
         let n = input.shape[0]
         let nhwc = nchwToNHWC(input)
         var x = Activation(n: n, h: nhwc.shape[1], w: nhwc.shape[2], c: nhwc.shape[3], data: nhwc.data)
@@ -393,19 +362,12 @@ public final class ResNet {
             }
         }
         var logits: Tensor?
-        if let fcWeight, let fcBias, let classes = config.numClasses {
-            var out = [Float](repeating: 0, count: n * classes)
+        if let fc {
+            var out = [Float](repeating: 0, count: n * fc.outFeatures)
             out.withUnsafeMutableBufferPointer { o in
-                features.withUnsafeBufferPointer { f in
-                    fcWeight.withUnsafeBufferPointer { w in
-                        fcBias.withUnsafeBufferPointer { b in
-                            linearForward(backend, out: o.baseAddress!, inp: f.baseAddress!, weight: w.baseAddress!,
-                                          bias: b.baseAddress!, m: n, inFeatures: x.c, outFeatures: classes)
-                        }
-                    }
-                }
+                features.withUnsafeBufferPointer { f in backend.linear(out: o.baseAddress!, inp: f.baseAddress!, rows: n, weights: fc) }
             }
-            logits = Tensor(shape: [n, classes], data: out)
+            logits = Tensor(shape: [n, fc.outFeatures], data: out)
         }
         return ResNetOutput(pooled: Tensor(shape: [n, x.c], data: features), logits: logits)
     }

@@ -117,6 +117,11 @@ public struct TextModelFolder {
 
     public func path(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
 
+    /// sentence-transformers' pooling when configured, else mean.
+    public var defaultPooling: Pooling { sentenceTransformer?.pooling ?? .mean }
+    /// sentence-transformers' Normalize module when configured.
+    public var defaultNormalize: Bool { sentenceTransformer?.normalize ?? false }
+
     /// sentence-transformers' max_seq_length when set, else max_position_embeddings.
     public var defaultMaxLength: Int {
         min(sentenceTransformer?.maxSeqLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
@@ -137,11 +142,12 @@ public final class TextEncoder {
     public var folder: String { files.folder }
     public var tokenizer: WordPieceTokenizer { files.tokenizer }
     public var sentenceTransformer: SentenceTransformerConfig? { files.sentenceTransformer }
-    public var defaultPooling: Pooling { sentenceTransformer?.pooling ?? .mean }
-    public var defaultNormalize: Bool { sentenceTransformer?.normalize ?? false }
+    public var defaultPooling: Pooling { files.defaultPooling }
+    public var defaultNormalize: Bool { files.defaultNormalize }
     public var defaultMaxLength: Int { files.defaultMaxLength }
 
-    public init(folder: String) throws {
+    /// Loads the folder's tokenizer, settings and weights, prepared for `backend`.
+    public init(folder: String, backend: any Backend) throws {
         let files = try TextModelFolder(folder: folder)
         self.files = files
         let config = files.config
@@ -150,7 +156,7 @@ public final class TextEncoder {
         }
         let weights = try SafetensorsFile(path: files.path("model.safetensors"))
         do {
-            model = try BertModel(config: config, source: weights)
+            model = try BertModel(config: config, source: weights, backend: backend)
         } catch let WeightError.shapeMismatch(source, key, expected, got) {
             throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(files.path("config.json")) implies \(WeightError.shapeText(expected))")
         } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") {
@@ -191,7 +197,7 @@ public final class TextEncoder {
     /// `progress`, when given, is called with the number of texts done after each batch.
     public func embed(_ texts: [String], pairs: [String?]? = nil, pooling: Pooling? = nil, normalize: Bool? = nil,
                       maxLength: Int? = nil, batchSize: Int = TextEncoder.defaultBatchSize,
-                      batchTokens: Int = TextEncoder.defaultBatchTokens, backend: any Backend,
+                      batchTokens: Int = TextEncoder.defaultBatchTokens,
                       progress: ((Int) -> Void)? = nil) throws -> TextEmbedding {
         let pooling = pooling ?? defaultPooling
         let normalize = normalize ?? defaultNormalize
@@ -211,7 +217,7 @@ public final class TextEncoder {
                                          batchTokens: batchTokens) {
             let idx = Array(order[range])
             let batch = PackedBatch(sequences: idx.map { (encodings[$0].ids, encodings[$0].typeIds) })
-            let result = model.forward(batch, backend: backend)
+            let result = model.forward(batch)
             for (s, row) in idx.enumerated() {
                 poolSequence(out: &out, row: row, result: result, s: s, pooling: pooling, normalize: normalize)
             }

@@ -40,7 +40,7 @@ struct Classify: ParsableCommand {
 
     func run() throws {
         let backend = engine.configure()
-        let net = try loadResNet(model)
+        let net = try loadResNet(model, backend: backend)
         guard let classes = net.config.numClasses else {
             throw CLIError("\(model): the checkpoint has no fc layer; classify needs one")
         }
@@ -58,7 +58,7 @@ struct Classify: ParsableCommand {
         forEachImageBatch(paths, from: 0, batchSize: batchSize, pre, maxPixels: imageOptions.maxPixels) { batch in
             for e in batch.errors { note("vlm: warning: \(e.message) (skipped)") }
             failures += batch.errors.count
-            let rows = runResNet(net, batch, crop: pre.crop, logits: true, backend: backend)
+            let rows = runResNet(net, batch, crop: pre.crop, logits: true)
             var out = ""
             for (k, logits) in rows.enumerated() {
                 let probs = softmax(logits)

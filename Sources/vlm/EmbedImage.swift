@@ -70,12 +70,12 @@ struct EmbedImage: ParsableCommand {
         if (format == .npy || format == .f32) && output == "-" && isTerminal(1) {
             throw CLIError("refusing to write binary \(format.rawValue) to a terminal; use -o FILE or --format jsonl|tsv")
         }
-        let net = try loadResNet(model)
+        let net = try loadResNet(model, backend: backend)
         if layer == .logits && net.config.numClasses == nil {
             throw CLIError("\(model): the checkpoint has no fc layer, so there are no logits; use --layer pooled")
         }
         if let inputNPY {
-            try runNPY(net, inputNPY, format: format, backend: backend)
+            try runNPY(net, inputNPY, format: format)
             return
         }
         var paths = images
@@ -86,14 +86,14 @@ struct EmbedImage: ParsableCommand {
         let fp = fingerprint(paths + [model, layer.rawValue, format.rawValue, "\(batchSize)", "\(pre)", "\(imageOptions.maxPixels)"])
         let j = try FeatureJob(output: output, format: format, ids: paths, dim: dim, fingerprint: fp, options: job, unit: "images")
         try forEachImageBatch(paths, from: j.done, batchSize: batchSize, pre, maxPixels: imageOptions.maxPixels) { batch in
-            let rows = runResNet(net, batch, crop: pre.crop, logits: layer == .logits, backend: backend)
+            let rows = runResNet(net, batch, crop: pre.crop, logits: layer == .logits)
             try j.commit(end: batch.range.upperBound, rows: Array(zip(batch.good, rows)).map { ($0.0, $0.1) }, errors: batch.errors)
         }
         let code = try j.finish()
         if code != 0 { Foundation.exit(code) }
     }
 
-    func runNPY(_ net: ResNet, _ path: String, format: JobFormat, backend: any Backend) throws {
+    func runNPY(_ net: ResNet, _ path: String, format: JobFormat) throws {
         let input = try readInputNPY(path)
         guard input.rank == 4, input.shape[1] == net.config.inChannels else {
             throw CLIError("\(path): expected a float32 array of shape (N, \(net.config.inChannels), H, W), got \(input.shape)")
@@ -101,7 +101,7 @@ struct EmbedImage: ParsableCommand {
         guard input.shape[0] > 0, input.shape[2] > 0, input.shape[3] > 0 else {
             throw CLIError("\(path): the array \(input.shape) holds no images")
         }
-        let features = Self.embed(net, input, layer: layer, batchSize: batchSize, backend: backend)
+        let features = Self.embed(net, input, layer: layer, batchSize: batchSize)
         if format == .f32 {
             try FeatureWriter.write(features.data.withUnsafeBytes { Data($0) }, to: output)
         } else {
@@ -110,14 +110,14 @@ struct EmbedImage: ParsableCommand {
     }
 
     /// rows of `input` in batches; returns (N, D).
-    static func embed(_ net: ResNet, _ input: Tensor, layer: ImageLayer, batchSize: Int, backend: any Backend) -> Tensor {
+    static func embed(_ net: ResNet, _ input: Tensor, layer: ImageLayer, batchSize: Int) -> Tensor {
         let n = input.shape[0]
         var rows: [Float] = []
         var width = 0
         var start = 0
         while start < n {
             let end = min(n, start + batchSize)
-            let out = net.forward(input.rows(start..<end), backend: backend)
+            let out = net.forward(input.rows(start..<end))
             let t = layer == .pooled ? out.pooled : out.logits!
             width = t.shape[1]
             rows.append(contentsOf: t.data)

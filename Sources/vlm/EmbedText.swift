@@ -61,12 +61,12 @@ struct EmbedText: ParsableCommand {
         }
         let (texts, pairs) = try input.read()
         guard !texts.isEmpty else { throw CLIError("\(input.file ?? "<stdin>"): no texts to embed") }
-        let enc = try loadTextEncoder(model)
+        let enc = try loadTextEncoder(model, backend: backend)
         if let maxLength, maxLength > enc.model.config.maxPositionEmbeddings {
             throw CLIError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(enc.model.config.maxPositionEmbeddings)")
         }
         let result = try enc.embed(texts, pairs: pairs, pooling: pooling, normalize: normalize, maxLength: maxLength,
-                                   batchSize: batchSize, batchTokens: batchTokens, backend: backend)
+                                   batchSize: batchSize, batchTokens: batchTokens)
         if result.truncatedCount > 0 {
             note("vlm: note: \(result.truncatedCount) of \(texts.count) texts were truncated to \(maxLength ?? enc.defaultMaxLength) tokens")
         }

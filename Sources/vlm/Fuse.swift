@@ -67,11 +67,11 @@ struct Fuse: ParsableCommand {
         var list: [(image: String, text: String)]
         if let image, let text { list = [(image, text)] } else { list = try readPairs(pairs!) }
         list = try job.apply(list)
-        let net = try loadResNet(imageModel)
+        let net = try loadResNet(imageModel, backend: backend)
         if imageLayer == .logits && net.config.numClasses == nil {
             throw CLIError("\(imageModel): the checkpoint has no fc layer, so there are no logits; use --image-layer pooled")
         }
-        let enc = try loadTextEncoder(textModel)
+        let enc = try loadTextEncoder(textModel, backend: backend)
         let pre = imageOptions.preprocessing
         let di = imageLayer == .pooled ? net.config.featureSize : net.config.numClasses!
         let dt = enc.model.config.hiddenSize
@@ -81,10 +81,10 @@ struct Fuse: ParsableCommand {
         let j = try FeatureJob(output: output, format: format, ids: paths, dim: di + dt, fingerprint: fp, options: job, unit: "pairs")
         var truncated = 0
         try forEachImageBatch(paths, from: j.done, batchSize: batchSize, pre, maxPixels: imageOptions.maxPixels) { batch in
-            let imageRows = runResNet(net, batch, crop: pre.crop, logits: imageLayer == .logits, backend: backend)
+            let imageRows = runResNet(net, batch, crop: pre.crop, logits: imageLayer == .logits)
             var rows: [(index: Int, vector: [Float])] = []
             if !batch.good.isEmpty {
-                let t = try enc.embed(batch.good.map { texts[$0] }, pooling: pooling, batchSize: batchSize, backend: backend)
+                let t = try enc.embed(batch.good.map { texts[$0] }, pooling: pooling, batchSize: batchSize)
                 truncated += t.truncatedCount
                 let fused = Fusion.concat(image: Tensor(shape: [imageRows.count, di], data: imageRows.flatMap { $0 }),
                                           text: t.vectors, normalizeParts: normalizeParts)

@@ -84,10 +84,10 @@ func forEachImageBatch(_ paths: [String], from start: Int, batchSize: Int, _ pre
 }
 
 /// ResNet output rows for a prepared batch, or [] when none of its images worked.
-func runResNet(_ net: ResNet, _ batch: PreparedBatch, crop: Int, logits: Bool, backend: any Backend) -> [[Float]] {
+func runResNet(_ net: ResNet, _ batch: PreparedBatch, crop: Int, logits: Bool) -> [[Float]] {
     guard !batch.good.isEmpty else { return [] }
     let input = Tensor(shape: [batch.good.count, 3, crop, crop], data: batch.tensor)
-    let out = net.forward(input, backend: backend)
+    let out = net.forward(input)
     let t = logits ? out.logits! : out.pooled
     let d = t.shape[1]
     return (0..<batch.good.count).map { Array(t.data[($0 * d)..<(($0 + 1) * d)]) }

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCore
 import VLMIO
 import VLMModels
 
@@ -28,7 +29,7 @@ struct Inspect: ParsableCommand {
         let dtypes = Dictionary(grouping: file.tensors.values, by: \.dtype).map { "\($0.key.rawValue)×\($0.value.count)" }.sorted()
         out += "file: \(file.path)\ntensors: \(file.tensors.count) (\(dtypes.joined(separator: ", "))), float parameters: \(params)\n"
         do {
-            let net = try ResNet(source: file)
+            let net = try ResNet(source: file, backend: NaiveBackend())
             let c = net.config
             out += "architecture: \(c.name) — \(c.block.rawValue) blocks \(c.layers), features \(c.featureSize)"
             out += c.numClasses.map { ", fc to \($0) classes" } ?? ", no fc"

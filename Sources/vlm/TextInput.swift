@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCore
 import VLMModels
 
 struct TextInputOptions: ParsableArguments {
@@ -125,12 +126,12 @@ func resolveModelsFolder(_ name: String) -> String {
     return local
 }
 
-func loadTextEncoder(_ folder: String?) throws -> TextEncoder {
+func loadTextEncoder(_ folder: String?, backend: any Backend) throws -> TextEncoder {
     let path = folder ?? defaultTextModel()
     if folder == nil && !FileManager.default.fileExists(atPath: path) {
         throw CLIError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
     }
-    let enc = try TextEncoder(folder: path)
+    let enc = try TextEncoder(folder: path, backend: backend)
     if !enc.model.ignoredHeads.isEmpty {
         note("vlm: note: \(path): ignoring \(enc.model.ignoredHeads.count) task-head tensors (\(enc.model.ignoredHeads.prefix(3).joined(separator: ", "))\(enc.model.ignoredHeads.count > 3 ? ", …" : "")); using the encoder only")
     }

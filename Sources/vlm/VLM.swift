@@ -108,8 +108,11 @@ struct EngineOptions: ParsableArguments {
 
     /// Applies the thread count and returns the backend.
     func configure() -> any Backend {
-        Threads.set(threads ?? Threads.defaultCount())
-        return (backend ?? BackendKind.fromEnvironment()).make()
+        Threads.set(threads ?? ProcessInfo.processInfo.environment["VLM_THREADS"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? Threads.defaultCount())
+        let env = ProcessInfo.processInfo.environment
+        let kind = backend ?? env["VLM_BACKEND"].flatMap { BackendKind(rawValue: $0.lowercased()) } ?? .blas
+        if kind == .blas && env["VLM_WINOGRAD"] == "0" { return BLASBackend(winograd: false) }
+        return kind.make()
     }
 }
 
@@ -136,7 +139,7 @@ func resolveWeights(_ path: String) throws -> String {
 
 /// Loads a ResNet from a folder or .safetensors file, or builds one from seeded synthetic weights
 /// when `spec` is "synthetic:resnet50" (any depth; ":SEED" optional) — for demos and benchmarks.
-func loadResNet(_ spec: String) throws -> ResNet {
+func loadResNet(_ spec: String, backend: any Backend) throws -> ResNet {
     if spec.hasPrefix("synthetic:") {
         let parts = spec.split(separator: ":").map(String.init)
         guard parts.count >= 2, parts[1].hasPrefix("resnet"), let depth = Int(parts[1].dropFirst(6)),
@@ -145,7 +148,7 @@ func loadResNet(_ spec: String) throws -> ResNet {
             throw CLIError("\(spec): unknown synthetic model; use synthetic:resnet18|34|50|101|152[:SEED]")
         }
         note("vlm: note: \(spec) has seeded random weights (synthetic): its features mean nothing")
-        return try ResNet(source: source)
+        return try ResNet(source: source, backend: backend)
     }
     let file: String
     do {
@@ -153,7 +156,7 @@ func loadResNet(_ spec: String) throws -> ResNet {
     } catch IOError.cannotOpen(let path, _) where path == defaultResNetModel {
         throw CLIError("\(path): no such folder; pass --model DIR|FILE.safetensors (torchvision or timm ResNet weights), or --model synthetic:resnet50")
     }
-    return try ResNet(source: try SafetensorsFile(path: file))
+    return try ResNet(source: try SafetensorsFile(path: file), backend: backend)
 }
 
 let defaultResNetModel = "models/resnet50"

@@ -209,10 +209,14 @@ final class KernelTests: XCTestCase {
             for p in 0..<inF { s += Double(x[i * inF + p]) * Double(w[o * inF + p]) }
             want[i * outF + o] = Float(s)
         } }
+        let res = rng.normals(m * outF, std: 1)
         for be in backends {
+            let prepared = be.prepareLinear(weight: w, bias: b, inFeatures: inF, outFeatures: outF)
             var out = [Float](repeating: 0, count: m * outF)
-            linearForward(be, out: &out, inp: x, weight: w, bias: b, m: m, inFeatures: inF, outFeatures: outF)
+            be.linear(out: &out, inp: x, rows: m, weights: prepared)
             XCTAssertLessThan(relativeError(out, want), 1e-6, "\(be.kind)")
+            be.linear(out: &out, inp: x, rows: m, weights: prepared, residual: res)
+            XCTAssertLessThan(relativeError(out, zip(want, res).map { $0 + $1 }), 1e-6, "\(be.kind) with residual")
         }
     }
 
@@ -243,11 +247,10 @@ final class KernelTests: XCTestCase {
         Threads.set(Threads.defaultCount())
     }
 
-    func testBackendFromEnvironmentDefaultsToBLAS() {
+    func testEachKindMakesItsBackend() {
+        for kind in BackendKind.allCases { XCTAssertEqual(kind.make().kind, kind) }
         XCTAssertEqual(BackendKind(rawValue: "naive")?.make().kind, .naive)
-        if ProcessInfo.processInfo.environment["VLM_BACKEND"] == nil {
-            XCTAssertEqual(BackendKind.fromEnvironment(), .blas)
-        }
+        XCTAssertNil(BackendKind(rawValue: "gpu"))
     }
 }
 
@@ -359,8 +362,8 @@ final class SplitGEMMTests: XCTestCase {
                     let lda = (transA ? m : k) + 3, ldb = (transB ? k : n) + 5, ldc = n + 7
                     let a = rng.normals((transA ? k : m) * lda, std: 1), b = rng.normals((transB ? n : k) * ldb, std: 1)
                     let bias = rng.normals(n, std: 1), res = rng.normals(m * ldc, std: 1)
-                    // Every epilogue shape: the BLAS backend writes bias / residual into C before
-                    // the product (beta 1) and leaves only ReLU for after.
+                    // Every epilogue shape: the BLAS backend applies it to each thread's block of C
+                    // right after that block's product.
                     for (useBias, useResidual, relu) in [(true, true, true), (true, false, false), (false, true, false),
                                                          (false, false, true), (true, false, true)] {
                         var outs: [[Float]] = []
@@ -415,16 +418,27 @@ final class FastMathTests: XCTestCase {
 }
 
 final class AttentionKernelTests: XCTestCase {
-    func testDirectAttentionEqualsTheTwoProducts() {
+    /// The direct kernel, and each backend's choice (BLAS: direct up to 64 keys, two sgemm
+    /// products beyond; naive: two naive products), against softmax(Q Kᵀ) V in Double.
+    func testEveryAttentionPathEqualsTheFormula() {
         var rng = SeededRandom(seed: 33)
-        for (l, d) in [(1, 8), (7, 16), (16, 32), (17, 32), (33, 64), (64, 32), (5, 24)] {
+        for (l, d) in [(1, 8), (7, 16), (16, 32), (17, 32), (33, 64), (64, 32), (5, 24), (65, 32), (90, 64)] {
             let ld = 3 * d + 5, ldc = d + 3
             let qkv = rng.normals(l * ld, std: 1)
-            var direct = [Float](repeating: 0, count: l * ldc), ref = direct
-            var scratch = [Float](repeating: .nan, count: attentionHeadScratch(l: l, d: d))
+            var ref = [Float](repeating: 0, count: l * ldc)
+            var outputs: [(String, [Float])] = []
             qkv.withUnsafeBufferPointer { p in
                 let q = p.baseAddress!, k = q + d, v = q + 2 * d
+                var direct = [Float](repeating: 0, count: l * ldc)
+                var scratch = [Float](repeating: .nan, count: attentionHeadScratch(l: l, d: d))
                 attentionHeadForward(ctx: &direct, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: 0.125, scratch: &scratch)
+                outputs.append(("direct", direct))
+                for be in [BLASBackend(), NaiveBackend()] as [any Backend] {
+                    var out = [Float](repeating: 0, count: l * ldc)
+                    var s = [Float](repeating: .nan, count: be.attentionScratch(length: l, headSize: d))
+                    be.attentionHead(ctx: &out, ldc: ldc, q: q, k: k, v: v, ld: ld, length: l, headSize: d, scale: 0.125, scratch: &s)
+                    outputs.append(("\(be.kind)", out))
+                }
                 // Reference: Q Kᵀ, softmax, · V, in Double.
                 for i in 0..<l {
                     var s = (0..<l).map { j in (0..<d).reduce(0.0) { $0 + Double(q[i * ld + $1]) * Double(k[j * ld + $1]) } * 0.125 }
@@ -436,7 +450,13 @@ final class AttentionKernelTests: XCTestCase {
                     }
                 }
             }
-            XCTAssertLessThanOrEqual(relativeError(direct, ref), 1e-6, "l\(l) d\(d)")
+            for (name, out) in outputs {
+                // Only the d real columns of each row are the result; the padding is untouched.
+                let got = (0..<l).flatMap { i in out[(i * ldc)..<(i * ldc + d)] }
+                let want = (0..<l).flatMap { i in ref[(i * ldc)..<(i * ldc + d)] }
+                XCTAssertLessThanOrEqual(relativeError(got, want), 1e-6, "\(name) l\(l) d\(d)")
+                XCTAssertTrue((0..<l).allSatisfy { i in out[(i * ldc + d)..<((i + 1) * ldc)].allSatisfy { $0 == 0 } }, name)
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ struct FixtureMissing: Error, CustomStringConvertible {
 }
 
 struct ResNetFixture {
+    let source: SafetensorsFile
+    /// The model loaded for the default BLAS backend.
     let net: ResNet
     let input: Tensor, pooled: Tensor, logits: Tensor
 
@@ -26,11 +28,15 @@ struct ResNetFixture {
             // A missing fixture fails the test: CI must never pass by not running it.
             throw FixtureMissing(path: weights)
         }
-        net = try ResNet(source: try SafetensorsFile(path: weights))
+        source = try SafetensorsFile(path: weights)
+        net = try ResNet(source: source, backend: BLASBackend())
         input = try NPY.read(path: folder.appendingPathComponent("input.npy").path)
         pooled = try NPY.read(path: folder.appendingPathComponent("pooled.npy").path)
         logits = try NPY.read(path: folder.appendingPathComponent("logits.npy").path)
     }
+
+    /// The model loaded for `backend`, which prepares the weights its way.
+    func net(_ backend: any Backend) throws -> ResNet { try ResNet(source: source, backend: backend) }
 }
 
 final class ResNetParityTests: XCTestCase {
@@ -41,39 +47,51 @@ final class ResNetParityTests: XCTestCase {
     /// 256- and 512-channel 3×3 ones through Winograd).
     func testEveryConvolutionPathMatchesTorchvision() throws {
         let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
-        XCTAssertNotNil(f.net.stages[2][1].convs[1].winogradWeights, "256-channel stride-1 3×3 weights transformed at load")
-        XCTAssertNil(f.net.stages[1][1].convs[1].winogradWeights, "not the 128-channel ones")
+        XCTAssertTrue(f.net.stages[2][1].convs[1].weights.hasWinogradForm, "256-channel stride-1 3×3 weights transformed at load")
+        XCTAssertFalse(f.net.stages[1][1].convs[1].weights.hasWinogradForm, "not the 128-channel ones")
+        XCTAssertFalse(try f.net(NaiveBackend()).stages[2][1].convs[1].weights.hasWinogradForm, "the naive backend keeps one form")
         for be in [BLASBackend(cacheTileBytes: 0, winograd: false), BLASBackend(cacheTileMaxWeights: .max, winograd: false)] {
-            let out = f.net.forward(f.input, backend: be)
+            let out = try f.net(be).forward(f.input)
             XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4, "\(be.cacheTileBytes)")
             XCTAssertLessThanOrEqual(relativeError(out.logits!.data, f.logits.data), 1e-4, "\(be.cacheTileBytes)")
         }
     }
 
-    /// The Winograd path (opt-in) on every stride-1 3×3 convolution of ResNet-50, against torchvision.
+    /// Winograd (on by default for the wide 3×3 convolutions) on every stride-1 3×3
+    /// convolution of ResNet-50 and of the tiny ResNet, against torchvision; and Winograd off.
     func testWinogradPathMatchesTorchvision() throws {
+        let everywhere = BLASBackend(winogradMinChannels: 1, winogradMinTiles: 1)
         let f = try ResNetFixture(fixtures.appendingPathComponent("generated/resnet50"))
-        let out = f.net.forward(f.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1))
+        let out = try f.net(everywhere).forward(f.input)
         XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4)
         XCTAssertLessThanOrEqual(relativeError(out.logits!.data, f.logits.data), 1e-4)
+        let off = try f.net(BLASBackend(winograd: false))
+        XCTAssertFalse(off.stages[2][1].convs[1].weights.hasWinogradForm)
+        XCTAssertLessThanOrEqual(relativeError(off.forward(f.input).pooled.data, f.pooled.data), 1e-4)
         let tiny = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
-        let t = tiny.net.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1))
+        let net = try tiny.net(everywhere)
+        XCTAssertTrue(net.stages[1][1].convs[1].weights.hasWinogradForm, "stride-1 3×3 weights transformed at load")
+        XCTAssertFalse(net.stages[1][0].convs[1].weights.hasWinogradForm, "not for the stride-2 3×3")
+        let t = net.forward(tiny.input)
         XCTAssertLessThanOrEqual(relativeError(t.pooled.data, tiny.pooled.data), 1e-4)
-        // With the transformed weights computed once at load.
-        let cached = try ResNet(source: try SafetensorsFile(path: fixtures.appendingPathComponent("resnet/bottleneck_f32/model.safetensors").path),
-                                winogradWeights: true, winogradMinChannels: 1)
-        XCTAssertNotNil(cached.stages[1][1].convs[1].winogradWeights, "stride-1 3×3 weights transformed at load")
-        XCTAssertNil(cached.stages[1][0].convs[1].winogradWeights, "not for the stride-2 3×3")
-        let c = cached.forward(tiny.input, backend: BLASBackend(winograd: true, winogradMinChannels: 1, winogradMinTiles: 1))
-        XCTAssertLessThanOrEqual(relativeError(c.pooled.data, tiny.pooled.data), 1e-4)
-        XCTAssertLessThanOrEqual(relativeError(c.pooled.data, t.pooled.data), 1e-6)
+        // Weights given per call (transformed on the fly) give the same as prepared ones.
+        let conv = net.stages[1][1].convs[1].weights
+        var rng = SeededRandom(seed: 4)
+        let x = rng.normals(2 * 5 * 6 * conv.spec.inChannels, std: 1)
+        var prepared = [Float](repeating: 0, count: 2 * 5 * 6 * conv.spec.outChannels), perCall = prepared
+        everywhere.conv2d(out: &prepared, inp: x, weights: conv, batch: 2, height: 5, width: 6, residual: nil, relu: true)
+        conv.bias.withUnsafeBufferPointer { b in
+            everywhere.conv2d(out: &perCall, inp: x, weight: conv.weight, geometry: conv.spec.geometry(batch: 2, height: 5, width: 6),
+                              epilogue: Epilogue(bias: b.baseAddress, relu: true))
+        }
+        XCTAssertLessThanOrEqual(relativeError(prepared, perCall), 1e-6)
     }
 
     func checkParity(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let f = try ResNetFixture(fixtures.appendingPathComponent(name))
         var outs: [BackendKind: ResNetOutput] = [:]
         for be in backends {
-            let out = f.net.forward(f.input, backend: be)
+            let out = try f.net(be).forward(f.input)
             XCTAssertEqual(out.pooled.shape, f.pooled.shape, file: file, line: line)
             XCTAssertEqual(out.logits?.shape, f.logits.shape, file: file, line: line)
             let ep = relativeError(out.pooled.data, f.pooled.data), el = relativeError(out.logits!.data, f.logits.data)
@@ -114,12 +132,13 @@ final class ResNetParityTests: XCTestCase {
             batch.replaceSubrange((5 * inner)..<(6 * inner), with: one.data)
             let batched = Tensor(shape: [8] + f.input.shape.dropFirst(), data: batch)
             for be in (name.hasPrefix("generated") ? [BLASBackend()] : backends) {
-                let alone = f.net.forward(one, backend: be)
-                let within = f.net.forward(batched, backend: be)
+                let net = try f.net(be)
+                let alone = net.forward(one)
+                let within = net.forward(batched)
                 XCTAssertLessThanOrEqual(relativeError(within.pooled.rows(5..<6).data, alone.pooled.data), 1e-6, "\(name) \(be.kind)")
                 XCTAssertLessThanOrEqual(relativeError(within.logits!.rows(5..<6).data, alone.logits!.data), 1e-6, "\(name) \(be.kind)")
                 // The same batch in passes of 3 images (3 + 3 + 2) gives the same result.
-                let passes = f.net.forward(batched, backend: be, imagesPerPass: 3)
+                let passes = net.forward(batched, imagesPerPass: 3)
                 XCTAssertEqual(passes.pooled.shape, within.pooled.shape)
                 XCTAssertEqual(passes.logits!.shape, within.logits!.shape)
                 XCTAssertLessThanOrEqual(relativeError(passes.pooled.data, within.pooled.data), 1e-6, "\(name) \(be.kind)")
@@ -139,7 +158,7 @@ final class ResNetLoadingTests: XCTestCase {
 
     func testRecognisesStandardDepths() throws {
         for d in resnetDepths {
-            let net = try ResNet(source: Synthetic.resnet(depth: d.depth, numClasses: 3, seed: 1)!)
+            let net = try ResNet(source: Synthetic.resnet(depth: d.depth, numClasses: 3, seed: 1)!, backend: BLASBackend())
             XCTAssertEqual(net.config.name, "resnet\(d.depth)")
             XCTAssertEqual(net.config.layers, d.layers)
             XCTAssertEqual(net.config.featureSize, 512 * d.block.expansion)
@@ -150,12 +169,12 @@ final class ResNetLoadingTests: XCTestCase {
     func testMissingTensorNamesTheKey() throws {
         var (_, s) = try state("bottleneck_f32")
         s["layer4.0.conv3.weight"] = nil
-        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m.safetensors", state: s))) {
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m.safetensors", state: s), backend: BLASBackend())) {
             XCTAssertEqual($0 as? WeightError, .missingTensor(source: "m.safetensors", key: "layer4.0.conv3.weight"))
         }
         var (_, s2) = try state("bottleneck_f32")
         s2["layer2.1.bn2.running_var"] = nil
-        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s2))) {
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s2), backend: BLASBackend())) {
             XCTAssertEqual($0 as? WeightError, .missingTensor(source: "m", key: "layer2.1.bn2.running_var"))
         }
     }
@@ -163,7 +182,7 @@ final class ResNetLoadingTests: XCTestCase {
     func testMissingLayer4Conv3OfResNet50() throws {
         var s = Synthetic.resnet(depth: 50, numClasses: 4, seed: 2)!.state
         s["layer4.2.conv3.weight"] = nil
-        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "r50", state: s))) {
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "r50", state: s), backend: BLASBackend())) {
             XCTAssertEqual($0 as? WeightError, .missingTensor(source: "r50", key: "layer4.2.conv3.weight"))
             XCTAssertEqual("\($0)", "r50: missing tensor 'layer4.2.conv3.weight'")
         }
@@ -172,13 +191,13 @@ final class ResNetLoadingTests: XCTestCase {
     func testWrongShapeNamesKeyAndBothShapes() throws {
         var (_, s) = try state("bottleneck_f32")
         s["layer3.0.conv2.weight"] = Tensor(zeros: [32, 32, 5, 5])
-        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s))) {
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s), backend: BLASBackend())) {
             XCTAssertEqual($0 as? WeightError, .shapeMismatch(source: "m", key: "layer3.0.conv2.weight", expected: [32, 32, 3, 3], got: [32, 32, 5, 5]))
             XCTAssertEqual("\($0)", "m: tensor 'layer3.0.conv2.weight' has shape [32, 32, 5, 5], expected [32, 32, 3, 3]")
         }
         var (_, s2) = try state("bottleneck_f32")
         s2["fc.bias"] = Tensor(zeros: [11])
-        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s2))) {
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s2), backend: BLASBackend())) {
             XCTAssertEqual($0 as? WeightError, .shapeMismatch(source: "m", key: "fc.bias", expected: [10], got: [11]))
         }
     }
@@ -186,7 +205,7 @@ final class ResNetLoadingTests: XCTestCase {
     func testUnusedTensorIsAnError() throws {
         var (_, s) = try state("bottleneck_f32")
         s["head.extra.weight"] = Tensor(zeros: [3])
-        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s))) {
+        XCTAssertThrowsError(try ResNet(source: MemoryTensorSource(name: "m", state: s), backend: BLASBackend())) {
             XCTAssertEqual($0 as? WeightError, .unusedTensors(source: "m", keys: ["head.extra.weight"]))
         }
     }
@@ -195,10 +214,10 @@ final class ResNetLoadingTests: XCTestCase {
         var (_, s) = try state("bottleneck_f32")
         s["fc.weight"] = nil
         s["fc.bias"] = nil
-        let net = try ResNet(source: MemoryTensorSource(name: "m", state: s))
+        let net = try ResNet(source: MemoryTensorSource(name: "m", state: s), backend: BLASBackend())
         XCTAssertNil(net.config.numClasses)
         let f = try ResNetFixture(fixtures.appendingPathComponent("resnet/bottleneck_f32"))
-        let out = net.forward(f.input, backend: BLASBackend())
+        let out = net.forward(f.input)
         XCTAssertNil(out.logits)
         XCTAssertLessThanOrEqual(relativeError(out.pooled.data, f.pooled.data), 1e-4)
     }
@@ -206,6 +225,6 @@ final class ResNetLoadingTests: XCTestCase {
     func testSafetensorsNumBatchesTrackedIsIgnored() throws {
         let (f, _) = try state("bottleneck_f32")
         XCTAssertTrue(f.names.contains("bn1.num_batches_tracked"))
-        XCTAssertNoThrow(try ResNet(source: f))
+        XCTAssertNoThrow(try ResNet(source: f, backend: BLASBackend()))
     }
 }

@@ -1,6 +1,6 @@
-// Element-wise kernels of the transformer compiled per instruction set (AVX-512, AVX2+FMA,
-// baseline) with runtime selection (target_clones), so the engine runs wide vectors on CPUs
-// that have them and still runs everywhere. Same formulas as VLMCore's Swift versions.
+// Element-wise kernels of the transformer, built per instruction set (AVX-512, AVX2 with FMA,
+// baseline x86-64) and chosen once at run time from the CPU's features, so the engine runs wide
+// vectors on CPUs that have them and still runs everywhere.
 #ifndef VLM_KERNELS_H
 #define VLM_KERNELS_H
 #include <stddef.h>
@@ -28,8 +28,13 @@ size_t vlm_attention_head_scratch(size_t l, size_t d);
 void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
                         size_t ld, size_t l, size_t d, float scale, float *scratch);
 
-/// Runs iterations × 12 independent 16-float multiply-add chains (for measuring the FMA peak);
-/// sets *lanes to 16 and returns a value that depends on every chain.
+/// The instruction set the kernels run: 2 AVX-512, 1 AVX2 with FMA, 0 baseline; and its name.
+int vlm_isa(void);
+const char *vlm_isa_name(void);
+
+/// Runs iterations × 12 independent multiply-add chains of the widest vectors this CPU runs
+/// (for measuring the FMA peak); sets *lanes to the floats per vector and returns a value that
+/// depends on every chain.
 float vlm_fma_chains(long iterations, int *lanes);
 
 #endif
