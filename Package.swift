@@ -34,13 +34,15 @@ let package = Package(
         .target(name: "CKernels", path: "CShims/CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
         // MARK: - Library targets: shims → core → io → models → CLI
         .target(name: "VLMCore", dependencies: ["COpenBLAS", "CKernels"]),
-        .target(name: "VLMIO", dependencies: ["VLMCore"]),
-        .target(name: "VLMTokenizer"),
+        .target(name: "VLMIO", dependencies: ["VLMCore", "CKernels"]),
+        .target(name: "VLMTokenizer", dependencies: ["VLMCore"]),
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
+        // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.
+        .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
+            dependencies: ["VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)
@@ -49,6 +51,7 @@ let package = Package(
         .testTarget(name: "VLMTokenizerTests", dependencies: ["VLMTokenizer"]),
         .testTarget(name: "VLMImageTests", dependencies: ["VLMImage"]),
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
+        .testTarget(name: "VLMJobsTests", dependencies: ["VLMJobs"]),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm"]),
     ]
 )

@@ -1,6 +1,8 @@
 // A read-only memory mapping of a whole file. Owns the mapping; raw pointers never leave
 // `withBytes`.
 
+import VLMCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -45,7 +47,7 @@ public final class MappedFile {
 func errnoString() -> String { String(cString: strerror(errno)) }
 
 /// File-level failures shared by the readers and writers.
-public enum IOError: Error, CustomStringConvertible, Equatable {
+public enum IOError: VLMError, Equatable {
     case cannotOpen(path: String, reason: String)
     case cannotWrite(path: String, reason: String)
 

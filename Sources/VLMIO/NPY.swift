@@ -5,7 +5,7 @@
 import Foundation
 import VLMCore
 
-public enum NPYError: Error, CustomStringConvertible, Equatable {
+public enum NPYError: VLMError, Equatable {
     case notNPY(path: String, reason: String)
     case unsupportedDType(path: String, descr: String)
     case fortranOrder(path: String)
@@ -56,7 +56,12 @@ public enum NPY {
         let (descr, fortran, shape) = try parseHeader(header, path: path)
         guard descr == "<f4" || descr == "=f4" || descr == "f4" else { throw NPYError.unsupportedDType(path: path, descr: descr) }
         if fortran { throw NPYError.fortranOrder(path: path) }
-        let count = shape.reduce(1, *)
+        var count = 1
+        for d in shape {
+            let (p, o) = count.multipliedReportingOverflow(by: d)
+            guard !o, p <= Int.max / 4 else { throw NPYError.notNPY(path: path, reason: "shape \(shape) holds more values than any file can") }
+            count = p
+        }
         let dataStart = headerStart + headerLen
         let available = raw.count - dataStart
         guard available >= count * 4 else { throw NPYError.truncated(path: path, expected: count * 4, got: available) }
@@ -98,7 +103,16 @@ public enum NPY {
 
     /// The bytes of a version-1.0 .npy holding `t` as little-endian float32.
     public static func encode(_ t: Tensor) -> Data {
-        let dims = t.shape.map(String.init)
+        var out = header(shape: t.shape)
+        t.data.withUnsafeBytes { out.append(contentsOf: $0) }
+        return out
+    }
+
+    /// The header of a version-1.0 .npy of little-endian float32 with this shape, padded to a
+    /// multiple of 64 bytes (128 bytes for any 2-D shape a file can hold), so a job can reserve
+    /// it before it knows its row count.
+    public static func header(shape: [Int]) -> Data {
+        let dims = shape.map(String.init)
         let shapeText = dims.count == 1 ? "(\(dims[0]),)" : "(\(dims.joined(separator: ", ")))"
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shapeText), }"
         let unpadded = 10 + header.utf8.count + 1
@@ -107,7 +121,6 @@ public enum NPY {
         let len = UInt16(header.utf8.count)
         out.append(contentsOf: [UInt8(len & 0xFF), UInt8(len >> 8)])
         out.append(contentsOf: Array(header.utf8))
-        t.data.withUnsafeBytes { out.append(contentsOf: $0) }
         return out
     }
 }

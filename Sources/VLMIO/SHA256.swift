@@ -1,87 +1,56 @@
-// SHA-256 (FIPS 180-4), streaming, for checking downloaded weights against the registry.
+// SHA-256 (FIPS 180-4), streaming: the one hash of vlm — job fingerprints, per-batch checksums
+// of a job's partial state, and downloaded weights against the registry. The rounds are C
+// (CShims/CKernels/sha256.c).
+
+import CKernels
+import Foundation
 
 public struct SHA256 {
-    private var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-    private var buffer: [UInt8] = []
-    private var length: UInt64 = 0
-    private static let k: [UInt32] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]
+    private var state = vlm_sha256()
 
-    public init() {}
+    public init() { vlm_sha256_init(&state) }
 
-    public mutating func update<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        length &+= UInt64(bytes.count)
-        buffer.append(contentsOf: bytes)
-        var offset = 0
-        buffer.withUnsafeBufferPointer { b in
-            while b.count - offset >= 64 {
-                compress(UnsafeBufferPointer(rebasing: b[offset..<(offset + 64)]))
-                offset += 64
-            }
-        }
-        buffer.removeFirst(offset)
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        if let base = bytes.baseAddress, bytes.count > 0 { vlm_sha256_update(&state, base, bytes.count) }
     }
 
-    private mutating func compress(_ block: UnsafeBufferPointer<UInt8>) {
-        var w = [UInt32](repeating: 0, count: 64)
-        for i in 0..<16 {
-            w[i] = UInt32(block[4 * i]) << 24 | UInt32(block[4 * i + 1]) << 16 | UInt32(block[4 * i + 2]) << 8 | UInt32(block[4 * i + 3])
-        }
-        for i in 16..<64 {
-            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
-        var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
-        for i in 0..<64 {
-            let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-            let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ s1 &+ ch &+ SHA256.k[i] &+ w[i]
-            let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-            let maj = (a & b) ^ (a & c) ^ (b & c)
-            let t2 = s0 &+ maj
-            (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-        }
-        h[0] &+= a; h[1] &+= b; h[2] &+= c; h[3] &+= d; h[4] &+= e; h[5] &+= f; h[6] &+= g; h[7] &+= hh
-    }
+    public mutating func update(_ data: Data) { data.withUnsafeBytes { update($0) } }
+    public mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
+    public mutating func update(_ string: String) { update(Array(string.utf8)) }
 
-    @inline(__always) private func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+    /// The 32-byte digest; the hasher is consumed.
+    public mutating func finalize() -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        digest.withUnsafeMutableBufferPointer { vlm_sha256_final(&state, $0.baseAddress!) }
+        return digest
+    }
 
     /// The digest as lowercase hex; the hasher is consumed.
-    public mutating func finalizeHex() -> String {
-        let bits = length &* 8
-        var pad: [UInt8] = [0x80]
-        while (buffer.count + pad.count) % 64 != 56 { pad.append(0) }
-        for i in (0..<8).reversed() { pad.append(UInt8((bits >> (8 * UInt64(i))) & 0xFF)) }
-        let savedLength = length
-        update(pad)
-        length = savedLength
-        return h.map { v in (0..<4).map { String(format2(UInt8((v >> (24 - 8 * UInt32($0))) & 0xFF))) }.joined() }.joined()
+    public mutating func finalizeHex() -> String { SHA256.hex(finalize()) }
+
+    public static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
     }
 
-    private func format2(_ b: UInt8) -> String {
-        let hex = Array("0123456789abcdef")
-        return String([hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+    /// The hex SHA-256 of `bytes`.
+    public static func hexDigest(_ bytes: [UInt8]) -> String {
+        var h = SHA256()
+        h.update(bytes)
+        return h.finalizeHex()
     }
 
     /// The SHA-256 of a whole file, read in 4 MiB pieces.
     public static func hexDigest(ofFile path: String) throws -> String {
-        let file = try MappedFile(path: path)
+        let file = try InputFile(path, what: "the file to checksum")
         var hasher = SHA256()
-        file.withBytes { raw in
-            var o = 0
-            while o < raw.count {
-                let n = min(4 << 20, raw.count - o)
-                hasher.update(UnsafeRawBufferPointer(rebasing: raw[o..<(o + n)]))
-                o += n
-            }
+        while true {
+            let chunk = try file.read(upTo: 4 << 20)
+            if chunk.isEmpty { break }
+            hasher.update(chunk)
         }
         return hasher.finalizeHex()
     }

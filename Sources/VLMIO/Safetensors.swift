@@ -33,7 +33,7 @@ public struct TensorInfo: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
+public enum SafetensorsError: VLMError, Equatable {
     case truncated(path: String, size: Int)
     case headerPastEnd(path: String, headerLength: UInt64, fileSize: Int)
     case headerNotJSON(path: String, reason: String)
@@ -94,23 +94,20 @@ public final class SafetensorsFile {
         dataStart = 8 + Int(headerLength)
         let dataSize = size - dataStart
 
-        let json: Any
-        do {
-            json = try JSONSerialization.jsonObject(with: headerData, options: [])
-        } catch {
+        guard let root = JSONValue.parse(headerData) else {
             throw SafetensorsError.headerNotJSON(path: path, reason: "the \(headerLength)-byte header does not parse as JSON")
         }
-        guard let root = json as? [String: Any] else {
+        guard let entries = root.objectValue else {
             throw SafetensorsError.headerNotJSON(path: path, reason: "the top level is not an object")
         }
         var infos: [String: TensorInfo] = [:]
         var meta: [String: String] = [:]
-        for (name, value) in root {
+        for (name, value) in entries {
             if name == "__metadata__" {
-                guard let m = value as? [String: Any] else {
+                guard let m = value.objectValue else {
                     throw SafetensorsError.headerNotJSON(path: path, reason: "__metadata__ is not an object")
                 }
-                for (k, v) in m { meta[k] = (v as? String) ?? "\(v)" }
+                for (k, v) in m { meta[k] = v.stringValue ?? v.jsonText }
                 continue
             }
             infos[name] = try SafetensorsFile.parseEntry(path: path, name: name, value: value, dataSize: dataSize)
@@ -124,21 +121,20 @@ public final class SafetensorsFile {
         metadata = meta
     }
 
-    private static func parseEntry(path: String, name: String, value: Any, dataSize: Int) throws -> TensorInfo {
-        guard let obj = value as? [String: Any] else {
+    private static func parseEntry(path: String, name: String, value: JSONValue, dataSize: Int) throws -> TensorInfo {
+        guard let obj = value.objectValue else {
             throw SafetensorsError.badEntry(path: path, tensor: name, reason: "entry is not an object")
         }
-        guard let dtypeName = obj["dtype"] as? String else {
+        guard let dtypeName = obj["dtype"]?.stringValue else {
             throw SafetensorsError.badEntry(path: path, tensor: name, reason: "missing or non-string 'dtype'")
         }
         guard let dtype = DType(rawValue: dtypeName) else {
             throw SafetensorsError.unknownDType(path: path, tensor: name, dtype: dtypeName)
         }
-        guard let shapeAny = obj["shape"] as? [Any], let shape = intArray(shapeAny), shape.allSatisfy({ $0 >= 0 }) else {
+        guard let shape = intArray(obj["shape"]), shape.allSatisfy({ $0 >= 0 }) else {
             throw SafetensorsError.badEntry(path: path, tensor: name, reason: "'shape' is not a list of non-negative integers")
         }
-        guard let offAny = obj["data_offsets"] as? [Any], let offs = intArray(offAny), offs.count == 2,
-              offs[0] >= 0, offs[1] >= offs[0] else {
+        guard let offs = intArray(obj["data_offsets"]), offs.count == 2, offs[0] >= 0, offs[1] >= offs[0] else {
             throw SafetensorsError.badEntry(path: path, tensor: name, reason: "'data_offsets' is not [begin, end] with 0 <= begin <= end")
         }
         var count = 1
@@ -158,14 +154,14 @@ public final class SafetensorsFile {
         return TensorInfo(name: name, dtype: dtype, shape: shape, begin: offs[0], end: offs[1])
     }
 
-    private static func intArray(_ a: [Any]) -> [Int]? {
+    /// A JSON array of integers (exactly representable, below 2^53).
+    private static func intArray(_ v: JSONValue?) -> [Int]? {
+        guard case .array(let a)? = v else { return nil }
         var out: [Int] = []
         out.reserveCapacity(a.count)
-        for v in a {
-            guard let n = v as? NSNumber else { return nil }
-            let d = n.doubleValue
-            guard d == d.rounded(), abs(d) < 9.0e15 else { return nil }
-            out.append(n.intValue)
+        for e in a {
+            guard case .number(let d) = e, d == d.rounded(), abs(d) < 9.0e15 else { return nil }
+            out.append(Int(d))
         }
         return out
     }

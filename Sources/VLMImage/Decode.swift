@@ -4,6 +4,7 @@
 
 import CImageDecode
 import Foundation
+import VLMCore
 import VLMIO
 
 /// Interleaved 8-bit RGB, row-major: pixels[(y·width + x)·3 + c].
@@ -18,12 +19,13 @@ public struct RGBImage: Equatable, Sendable {
     }
 }
 
-public enum ImageError: Error, CustomStringConvertible, Equatable {
+public enum ImageError: VLMError, Equatable {
     case unreadable(path: String, reason: String)
     case empty(path: String)
     case notAnImage(path: String)
     case corrupt(path: String, format: String, reason: String)
     case tooLarge(path: String, width: Int, height: Int, limit: UInt64)
+    case notAFile(path: String, kind: String)
 
     public var description: String {
         switch self {
@@ -33,6 +35,7 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
         case let .corrupt(p, f, r): return "\(p): corrupt or truncated \(f.uppercased()): \(r)"
         case let .tooLarge(p, w, h, l):
             return "\(p): \(w)×\(h) = \(w * h) pixels is over the limit of \(l) (--max-pixels)"
+        case let .notAFile(p, k): return "\(p): \(k), not a regular file (skipped without opening it)"
         }
     }
 
@@ -44,6 +47,7 @@ public enum ImageError: Error, CustomStringConvertible, Equatable {
         case .notAnImage: return "not_an_image"
         case .corrupt: return "corrupt"
         case .tooLarge: return "too_large"
+        case .notAFile: return "not_a_file"
         }
     }
 }
@@ -53,14 +57,34 @@ public enum ImageDecoder {
     public static let defaultMaxPixels: UInt64 = 100_000_000
 
     public static func decode(path: String, maxPixels: UInt64 = defaultMaxPixels) throws -> RGBImage {
-        let file: MappedFile
-        do {
-            file = try MappedFile(path: path)
-        } catch let IOError.cannotOpen(_, reason) {
-            throw ImageError.unreadable(path: path, reason: reason)
+        try decode(path: RawPath(path), maxPixels: maxPixels)
+    }
+
+    /// Decodes the file at `path`. A regular file is read whole; anything else (a FIFO,
+    /// /dev/stdin, process substitution's /dev/fd/N) is read as a stream when
+    /// `regularOnly` is false, and refused without being opened when it is true (files met while
+    /// walking a folder: opening a FIFO would block). The bytes land in a buffer kept per
+    /// thread, so a job of large files does not fault in fresh memory for every one.
+    public static func decode(path: RawPath, maxPixels: UInt64 = defaultMaxPixels, regularOnly: Bool = false) throws -> RGBImage {
+        let name = path.description
+        guard let st = FileStatus.of(path) else { throw ImageError.unreadable(path: name, reason: errnoMessage()) }
+        switch st.kind {
+        case .regular: break
+        case .directory: throw ImageError.unreadable(path: name, reason: "is a folder")
+        default:
+            if regularOnly { throw ImageError.notAFile(path: name, kind: st.kind.phrase) }
         }
-        if file.size == 0 { throw ImageError.empty(path: path) }
-        return try file.withBytes { try decode($0, name: path, maxPixels: maxPixels) }
+        // A compressed image larger than this cannot be under the pixel limit (JPEG/PNG never
+        // take more than ~4 bytes a pixel plus metadata).
+        let byteLimit = Int(min(UInt64(1) << 34, maxPixels.multipliedReportingOverflow(by: 8).partialValue &+ (64 << 20)))
+        do {
+            return try FileBytes.read(path, limit: byteLimit, name: name) { bytes in
+                if bytes.isEmpty { throw ImageError.empty(path: name) }
+                return try decode(bytes, name: name, maxPixels: maxPixels)
+            }
+        } catch IOError.cannotOpen(_, let reason) {
+            throw ImageError.unreadable(path: name, reason: reason)
+        }
     }
 
     public static func decode(_ bytes: UnsafeRawBufferPointer, name: String, maxPixels: UInt64 = defaultMaxPixels) throws -> RGBImage {

@@ -215,6 +215,8 @@ public final class ResNet {
     public let fc: LinearWeights?
     /// The backend that prepared the weights and runs every forward pass.
     public let backend: any Backend
+    /// Where the weights came from (a file, or a synthetic model's name), for messages.
+    public let sourceName: String
     /// When set, every convolution of every forward pass is timed into it.
     public var layerTimes: LayerTimes?
 
@@ -222,6 +224,7 @@ public final class ResNet {
     /// each layer's weights in the forms it runs; every tensor must be used.
     public init(source: TensorSource, backend: any Backend) throws {
         self.backend = backend
+        sourceName = source.sourceName
         let store = WeightStore(source)
         store.ignore { $0.hasSuffix(".num_batches_tracked") }
         let r = store.root

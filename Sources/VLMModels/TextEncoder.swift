@@ -27,33 +27,65 @@ public struct SentenceTransformerConfig: Equatable, Sendable {
     public var maxSeqLength: Int?
     public var doLowerCase: Bool
 
+    /// modules.json: the pipeline's modules in order.
+    struct Module: Decodable {
+        var type: String?
+        var path: String?
+    }
+
+    /// 1_Pooling/config.json: either the boolean flags or (newer releases) one `pooling_mode`.
+    struct PoolingFile: Decodable {
+        var pooling_mode: String?
+        var pooling_mode_cls_token: Bool?
+        var pooling_mode_mean_tokens: Bool?
+        var pooling_mode_max_tokens: Bool?
+        var pooling_mode_mean_sqrt_len_tokens: Bool?
+        var pooling_mode_weightedmean_tokens: Bool?
+        var pooling_mode_lasttoken: Bool?
+    }
+
+    /// sentence_bert_config.json.
+    struct SentenceBertFile: Decodable {
+        var max_seq_length: Int?
+        var do_lower_case: Bool?
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, at path: String, what: String) throws -> T? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            throw WeightError.unrecognized(source: path, reason: "not \(what)")
+        }
+    }
+
     /// nil when the folder has no modules.json.
     public static func load(folder: String) throws -> SentenceTransformerConfig? {
         let modulesPath = (folder as NSString).appendingPathComponent("modules.json")
-        guard let data = FileManager.default.contents(atPath: modulesPath) else { return nil }
-        guard let modules = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] else {
-            throw WeightError.unrecognized(source: modulesPath, reason: "not a JSON list of modules")
-        }
+        guard let modules = try decode([Module].self, at: modulesPath, what: "a JSON list of modules") else { return nil }
         var pooling = Pooling.cls
         var normalize = false
         for m in modules {
-            let type = m["type"] as? String ?? ""
+            let type = m.type ?? ""
             if type.hasSuffix(".Pooling") {
-                let path = ((folder as NSString).appendingPathComponent(m["path"] as? String ?? "1_Pooling") as NSString)
+                let path = ((folder as NSString).appendingPathComponent(m.path ?? "1_Pooling") as NSString)
                     .appendingPathComponent("config.json")
-                guard let pdata = FileManager.default.contents(atPath: path),
-                      let p = (try? JSONSerialization.jsonObject(with: pdata)) as? [String: Any] else {
-                    throw WeightError.unrecognized(source: path, reason: "missing or not a JSON object (sentence-transformers pooling config)")
+                guard let p = try decode(PoolingFile.self, at: path, what: "a sentence-transformers pooling config (JSON object)") else {
+                    throw WeightError.unrecognized(source: path, reason: "missing (sentence-transformers pooling config)")
                 }
-                if let mode = p["pooling_mode"] as? String {
+                if let mode = p.pooling_mode {
                     guard let pm = Pooling(rawValue: mode == "mean_tokens" ? "mean" : mode) else {
                         throw WeightError.unrecognized(source: path, reason: "pooling mode '\(mode)' is not supported (cls, mean, max)")
                     }
                     pooling = pm
                 } else {
-                    let on = ["pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
-                              "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"]
-                        .filter { (p[$0] as? Bool) == true }
+                    let flags: [(String, Bool?)] = [("pooling_mode_cls_token", p.pooling_mode_cls_token),
+                                                    ("pooling_mode_mean_tokens", p.pooling_mode_mean_tokens),
+                                                    ("pooling_mode_max_tokens", p.pooling_mode_max_tokens),
+                                                    ("pooling_mode_mean_sqrt_len_tokens", p.pooling_mode_mean_sqrt_len_tokens),
+                                                    ("pooling_mode_weightedmean_tokens", p.pooling_mode_weightedmean_tokens),
+                                                    ("pooling_mode_lasttoken", p.pooling_mode_lasttoken)]
+                    let on = flags.filter { $0.1 == true }.map(\.0)
                     switch on {
                     case ["pooling_mode_cls_token"]: pooling = .cls
                     case ["pooling_mode_mean_tokens"]: pooling = .mean
@@ -68,16 +100,10 @@ public struct SentenceTransformerConfig: Equatable, Sendable {
                 throw WeightError.unrecognized(source: modulesPath, reason: "module type '\(type)' is not supported (Transformer, Pooling, Normalize)")
             }
         }
-        var maxSeq: Int?, lower = false
         let sbPath = (folder as NSString).appendingPathComponent("sentence_bert_config.json")
-        if let sb = FileManager.default.contents(atPath: sbPath) {
-            guard let obj = (try? JSONSerialization.jsonObject(with: sb)) as? [String: Any] else {
-                throw WeightError.unrecognized(source: sbPath, reason: "not a JSON object")
-            }
-            maxSeq = (obj["max_seq_length"] as? NSNumber)?.intValue
-            lower = obj["do_lower_case"] as? Bool ?? false
-        }
-        return SentenceTransformerConfig(pooling: pooling, normalize: normalize, maxSeqLength: maxSeq, doLowerCase: lower)
+        let sb = try decode(SentenceBertFile.self, at: sbPath, what: "a JSON object")
+        return SentenceTransformerConfig(pooling: pooling, normalize: normalize, maxSeqLength: sb?.max_seq_length,
+                                         doLowerCase: sb?.do_lower_case ?? false)
     }
 }
 
@@ -194,25 +220,37 @@ public final class TextEncoder {
     }
 
     /// Vectors for `texts` (with optional second segments), batched by length; rows in input order.
-    /// `progress`, when given, is called with the number of texts done after each batch.
     public func embed(_ texts: [String], pairs: [String?]? = nil, pooling: Pooling? = nil, normalize: Bool? = nil,
                       maxLength: Int? = nil, batchSize: Int = TextEncoder.defaultBatchSize,
-                      batchTokens: Int = TextEncoder.defaultBatchTokens,
-                      progress: ((Int) -> Void)? = nil) throws -> TextEmbedding {
+                      batchTokens: Int = TextEncoder.defaultBatchTokens) throws -> TextEmbedding {
         let pooling = pooling ?? defaultPooling
-        let normalize = normalize ?? defaultNormalize
+        try check(pooling: pooling, pairs: pairs?.contains { $0 != nil } ?? false)
+        let encodings = texts.indices.map { encode(texts[$0], pair: pairs?[$0] ?? nil, maxLength: maxLength) }
+        let out = embed(encodings: encodings, pooling: pooling, normalize: normalize ?? defaultNormalize,
+                        batchSize: batchSize, batchTokens: batchTokens)
+        return TextEmbedding(vectors: Tensor(shape: [texts.count, model.config.hiddenSize], data: out),
+                             truncatedCount: encodings.filter(\.truncated).count,
+                             tokenCount: encodings.reduce(0) { $0 + $1.count })
+    }
+
+    /// Throws when the checkpoint cannot give `pooling`, or cannot encode sentence pairs.
+    public func check(pooling: Pooling, pairs: Bool) throws {
         if pooling == .pooler && !model.hasPooler {
             throw WeightError.unrecognized(source: folder, reason: "the checkpoint has no pooler (pooler.dense.*); use --pooling cls|mean|max")
         }
-        if let pairs, pairs.contains(where: { $0 != nil }) && model.config.typeVocabSize < 2 {
+        if pairs && model.config.typeVocabSize < 2 {
             throw WeightError.unrecognized(source: folder, reason: "type_vocab_size \(model.config.typeVocabSize) cannot encode sentence pairs")
         }
-        let encodings = texts.indices.map { encode(texts[$0], pair: pairs?[$0] ?? nil, maxLength: maxLength) }
+    }
+
+    /// (count, H) vectors for tokenized texts, rows in input order: sorted longest first (ties
+    /// in input order) into packed batches of at most `batchSize` texts and `batchTokens`
+    /// tokens, so each batch holds texts of similar length.
+    public func embed(encodings: [VLMTokenizer.Encoding], pooling: Pooling, normalize: Bool,
+                      batchSize: Int = TextEncoder.defaultBatchSize, batchTokens: Int = TextEncoder.defaultBatchTokens) -> [Float] {
         let h = model.config.hiddenSize
-        var out = [Float](repeating: 0, count: texts.count * h)
-        // Longest first, so each batch holds texts of similar length; ties keep input order.
+        var out = [Float](repeating: 0, count: encodings.count * h)
         let order = encodings.indices.sorted { (encodings[$0].count, $1) > (encodings[$1].count, $0) }
-        var done = 0
         for range in TextEncoder.batches(lengths: order.map { encodings[$0].count }, batchSize: max(1, batchSize),
                                          batchTokens: batchTokens) {
             let idx = Array(order[range])
@@ -221,12 +259,8 @@ public final class TextEncoder {
             for (s, row) in idx.enumerated() {
                 poolSequence(out: &out, row: row, result: result, s: s, pooling: pooling, normalize: normalize)
             }
-            done += idx.count
-            progress?(done)
         }
-        return TextEmbedding(vectors: Tensor(shape: [texts.count, h], data: out),
-                             truncatedCount: encodings.filter(\.truncated).count,
-                             tokenCount: encodings.reduce(0) { $0 + $1.count })
+        return out
     }
 
     private func poolSequence(out: inout [Float], row: Int, result: BertOutput, s: Int, pooling: Pooling, normalize: Bool) {

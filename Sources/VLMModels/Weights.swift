@@ -39,7 +39,7 @@ public final class MemoryTensorSource: TensorSource {
     }
 }
 
-public enum WeightError: Error, CustomStringConvertible, Equatable {
+public enum WeightError: VLMError, Equatable {
     /// "[768, ?]" for an expected shape with free dimensions.
     public static func shapeText(_ e: [Int?]) -> String {
         "[" + e.map { $0.map(String.init) ?? "?" }.joined(separator: ", ") + "]"

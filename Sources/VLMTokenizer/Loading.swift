@@ -61,10 +61,15 @@ extension WordPieceTokenizer {
             }
         }
         if fm.fileExists(atPath: path("tokenizer_config.json")) {
-            let cfg = try readJSONObject(path("tokenizer_config.json"))
-            if let v = cfg["do_lower_case"] as? Bool { options.lowercase = v }
-            if cfg.keys.contains("strip_accents") { options.stripAccents = cfg["strip_accents"] as? Bool }
-            if let v = cfg["tokenize_chinese_chars"] as? Bool { options.handleChineseChars = v }
+            let tc = path("tokenizer_config.json")
+            guard let data = fm.contents(atPath: tc) else { throw TokenizerError.badFile(path: tc, reason: "cannot read") }
+            let cfg: TokenizerConfigJSON
+            do { cfg = try JSONDecoder().decode(TokenizerConfigJSON.self, from: data) } catch {
+                throw TokenizerError.badFile(path: tc, reason: "not a JSON object of tokenizer settings")
+            }
+            if let v = cfg.doLowerCase { options.lowercase = v }
+            if let v = cfg.stripAccents { options.stripAccents = v }
+            if let v = cfg.tokenizeChineseChars { options.handleChineseChars = v }
         }
         return try WordPieceTokenizer(tokens: tokens, options: options, specialTokens: specials, source: source)
     }
@@ -113,12 +118,24 @@ func readVocabTxt(_ path: String) throws -> [String] {
     return lines
 }
 
-func readJSONObject(_ path: String) throws -> [String: Any] {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw TokenizerError.badFile(path: path, reason: "cannot read")
+/// tokenizer_config.json's settings that override the normalizer. `strip_accents` is
+/// three-valued: absent (keep), null (follow lower-casing), true or false.
+struct TokenizerConfigJSON: Decodable {
+    var doLowerCase: Bool?
+    var tokenizeChineseChars: Bool?
+    /// nil: absent; .some(nil): null.
+    var stripAccents: Bool??
+
+    enum CodingKeys: String, CodingKey {
+        case doLowerCase = "do_lower_case", tokenizeChineseChars = "tokenize_chinese_chars", stripAccents = "strip_accents"
     }
-    guard let obj = try? JSONSerialization.jsonObject(with: data), let dict = obj as? [String: Any] else {
-        throw TokenizerError.badFile(path: path, reason: "not a JSON object")
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        doLowerCase = try? c.decodeIfPresent(Bool.self, forKey: .doLowerCase)
+        tokenizeChineseChars = try? c.decodeIfPresent(Bool.self, forKey: .tokenizeChineseChars)
+        if c.contains(.stripAccents) {
+            stripAccents = .some(try c.decodeNil(forKey: .stripAccents) ? nil : (try? c.decode(Bool.self, forKey: .stripAccents)))
+        }
     }
-    return dict
 }

@@ -6,6 +6,7 @@
 // Upstream: tokenizers/src/normalizers/bert.rs, pre_tokenizers/bert.rs, models/wordpiece/mod.rs.
 
 import Foundation
+import VLMCore
 
 public struct NormalizerOptions: Equatable, Sendable {
     public var cleanText = true
@@ -31,7 +32,7 @@ public struct Encoding: Equatable, Sendable {
     public var count: Int { ids.count }
 }
 
-public enum TokenizerError: Error, CustomStringConvertible, Equatable {
+public enum TokenizerError: VLMError, Equatable {
     case missingVocabulary(folder: String)
     case badFile(path: String, reason: String)
     case missingSpecialToken(path: String, token: String)

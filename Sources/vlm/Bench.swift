@@ -129,19 +129,52 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        Threads.set(threads ?? Threads.defaultCount())
+        Threads.set(try threads ?? EngineOptions.threadsFromEnvironment(ProcessInfo.processInfo.environment) ?? Threads.defaultCount())
         if workload == "peak" { return try runPeak() }
         let w = try makeWorkload()
         if let saveInput, let input = w.input { try writeAtomically(NPY.encode(input), to: saveInput) }
+        let (results, outputs) = try measure(w)
+        var speedup: Double?, parity: Double?
+        if results.count == 2 {
+            speedup = results[0].itemsPerSecond / results[1].itemsPerSecond
+            parity = relativeError(outputs[.naive]!, outputs[.blas]!)
+        }
+        if json {
+            let report = Report(title: w.title, unit: w.unit, weights: w.weights, gflopPerRun: w.flopsPerRun / 1e9,
+                                results: results, blasOverNaive: speedup, naiveVsBlasRelativeError: parity)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            try FileSink.standardOutput.write(try enc.encode(report) + Data("\n".utf8))
+            return
+        }
+        var s = table(w, results)
+        if let speedup, let parity {
+            s += String(format: "blas over naive: %.1f×   naive vs blas relative error: %.2e\n", speedup, parity)
+        }
+        if let times = w.layerTimes { s += layerTable(times) }
+        try FileSink.standardOutput.write(s)
+    }
+
+    struct Report: Codable {
+        var title: String
+        var unit: String
+        var weights: String
+        var gflopPerRun: Double
+        var results: [BenchResult]
+        var blasOverNaive: Double?
+        var naiveVsBlasRelativeError: Double?
+    }
+
+    /// Each backend's timings (a warm-up pass first unless --no-warmup, then at least
+    /// --min-iterations runs and --min-time seconds; the median counts) and first output.
+    func measure(_ w: Workload) throws -> ([BenchResult], [BackendKind: [Float]]) {
         var results: [BenchResult] = []
         var outputs: [BackendKind: [Float]] = [:]
         for kind in backend.kinds {
-            let run = try w.load(kind.make())
+            let run = try w.load(try EngineOptions.makeBackend(kind))
             var times: [Double] = []
             if noWarmup {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                outputs[kind] = try run()
-                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                times.append(try seconds { outputs[kind] = try run() })
             } else {
                 outputs[kind] = try run()   // warm-up, and the parity check
             }
@@ -151,9 +184,7 @@ struct Bench: ParsableCommand {
             }
             let start = Date()
             while times.count < minIterations || Date().timeIntervalSince(start) < minTime {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                _ = try run()
-                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                times.append(try seconds { _ = try run() })
             }
             let median = times.sorted()[times.count / 2]
             results.append(BenchResult(workload: workload, backend: kind.rawValue, batch: batch, threads: Threads.count,
@@ -161,53 +192,42 @@ struct Bench: ParsableCommand {
                                        itemsPerSecond: Double(w.itemsPerRun) / median,
                                        gflops: w.flopsPerRun / median / 1e9, openblasCore: OpenBLASCore.coreName))
         }
-        var speedup: Double?, parity: Double?
-        if results.count == 2 {
-            speedup = results[0].itemsPerSecond / results[1].itemsPerSecond
-            parity = relativeError(outputs[.naive]!, outputs[.blas]!)
-        }
-        if json {
-            struct Report: Codable {
-                var title: String
-                var unit: String
-                var weights: String
-                var gflopPerRun: Double
-                var results: [BenchResult]
-                var blasOverNaive: Double?
-                var naiveVsBlasRelativeError: Double?
-            }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            let data = try enc.encode(Report(title: w.title, unit: w.unit, weights: w.weights, gflopPerRun: w.flopsPerRun / 1e9,
-                                             results: results, blasOverNaive: speedup, naiveVsBlasRelativeError: parity))
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
-            return
-        }
+        return (results, outputs)
+    }
+
+    func seconds(_ body: () throws -> Void) rethrows -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try body()
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    func table(_ w: Workload, _ results: [BenchResult]) -> String {
         var s = "\(w.title), \(Threads.count) threads, weights: \(w.weights)\n"
-        s += "OpenBLAS kernels: \(OpenBLASCore.coreName)\n"
+        s += "OpenBLAS kernels: \(OpenBLASCore.coreName), vlm's C kernels: \(kernelInstructionSet)\n"
         s += String(format: "%.2f GFLOP per run of %d %@\n", w.flopsPerRun / 1e9, w.itemsPerRun, w.unit)
         s += "backend " + "\(w.unit)/s".leftPadded(12) + "  ms/run".leftPadded(10) + "  GFLOP/s  iterations\n"
         for r in results {
             s += r.backend.padding(toLength: 7, withPad: " ", startingAt: 0)
             s += String(format: " %12.2f %10.1f %8.1f  %d\n", r.itemsPerSecond, r.secondsPerRun * 1000, r.gflops, r.iterations)
         }
-        if let speedup, let parity {
-            s += String(format: "blas over naive: %.1f×   naive vs blas relative error: %.2e\n", speedup, parity)
+        return s
+    }
+
+    /// `--layers`: each convolution's best time over the passes, and their sum.
+    func layerTable(_ times: LayerTimes) -> String {
+        var s = "\nconvolution            input → output (N,H,W,C)               best ms   GFLOP/s\n"
+        for l in times.layers {
+            let g = l.geometry
+            let shape = "\(g.kernelH)x\(g.kernelW)/\(g.stride) [\(g.batch),\(g.height),\(g.width),\(g.inChannels)]"
+                + " → [\(g.outHeight),\(g.outWidth),\(g.outChannels)]"
+            s += l.name.padding(toLength: 22, withPad: " ", startingAt: 0) + " "
+            s += shape.padding(toLength: 38, withPad: " ", startingAt: 0)
+            s += String(format: " %8.2f %9.1f\n", l.bestSeconds * 1000, g.flops / l.bestSeconds / 1e9)
         }
-        if let times = w.layerTimes {
-            s += "\nconvolution            input → output (N,H,W,C)               best ms   GFLOP/s\n"
-            for l in times.layers {
-                let g = l.geometry
-                let shape = "\(g.kernelH)x\(g.kernelW)/\(g.stride) [\(g.batch),\(g.height),\(g.width),\(g.inChannels)] → [\(g.outHeight),\(g.outWidth),\(g.outChannels)]"
-                s += l.name.padding(toLength: 22, withPad: " ", startingAt: 0) + " "
-                s += shape.padding(toLength: 38, withPad: " ", startingAt: 0)
-                s += String(format: " %8.2f %9.1f\n", l.bestSeconds * 1000, g.flops / l.bestSeconds / 1e9)
-            }
-            let total = times.layers.reduce(0) { $0 + $1.bestSeconds }
-            s += String(format: "sum of the convolutions' best times: %.1f ms (%.1f GFLOP/s)\n", total * 1000,
-                        times.layers.reduce(0) { $0 + $1.geometry.flops } / total / 1e9)
-        }
-        FileHandle.standardOutput.write(Data(s.utf8))
+        let total = times.layers.reduce(0) { $0 + $1.bestSeconds }
+        s += String(format: "sum of the convolutions' best times: %.1f ms (%.1f GFLOP/s)\n", total * 1000,
+                    times.layers.reduce(0) { $0 + $1.geometry.flops } / total / 1e9)
+        return s
     }
 
     /// `vlm bench peak`: the measured FMA peak and sgemm rate that other results are shares of.
@@ -228,7 +248,7 @@ struct Bench: ParsableCommand {
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
-            FileHandle.standardOutput.write(try enc.encode(p) + Data("\n".utf8))
+            try FileSink.standardOutput.write(try enc.encode(p) + Data("\n".utf8))
             return
         }
         var s = "\(p.threads) threads, OpenBLAS kernels: \(p.openblasCore), vlm's C kernels: \(p.kernels)\n"
@@ -236,7 +256,7 @@ struct Bench: ParsableCommand {
         s += String(format: "sgemm %d³ (measured): %.1f GFLOP/s (%.0f%% of the FMA peak)\n", p.sgemmSize, p.sgemmGFLOPs,
                     100 * p.sgemmGFLOPs / p.fmaGFLOPs)
         if sgemm > fma { s += "note: sgemm ran faster than the FMA loop (a disturbed timing); shares use sgemm's rate as the peak\n" }
-        FileHandle.standardOutput.write(Data(s.utf8))
+        try FileSink.standardOutput.write(s)
     }
 
     // MARK: - Workloads
@@ -277,22 +297,23 @@ struct Bench: ParsableCommand {
         }
         if isTextJob {
             guard let folder else {
-                throw CLIError("--sentences and --texts need a model folder with a tokenizer: run `make models` or pass --model DIR")
+                throw InputError("--sentences and --texts need a model folder with a tokenizer: run `make models` or pass --model DIR")
             }
             let enc = try TextModelFolder(folder: folder)
             let texts: [String]
             if let file = self.texts {
-                guard let d = FileManager.default.contents(atPath: file) else { throw CLIError("\(file): cannot read") }
-                texts = try splitLines(d, name: file, lossy: false)
+                texts = try readLines(file, what: "the texts")
             } else {
                 texts = syntheticCaptions(sentences!, seed: 3)
             }
             let sentences = texts.count
             let h = enc.config.hiddenSize
+            let what = self.texts == nil ? "generated captions" : "texts"
             let lengths = texts.map { enc.encode($0).count }
             let tokens = lengths.reduce(0, +)
             return Workload(outputShape: { [$0 / h, h] },
-                            title: "\(workload) on \(sentences) \(self.texts == nil ? "generated captions" : "texts") (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), batches of ≤ \(batch) texts and ≤ \(batchTokens) tokens, pooling \(enc.defaultPooling.rawValue)",
+                            title: "\(workload) on \(sentences) \(what) (\(String(format: "%.1f", Double(tokens) / Double(sentences))) tokens on average), "
+                                + "batches of ≤ \(batch) texts and ≤ \(batchTokens) tokens, pooling \(enc.defaultPooling.rawValue)",
                             unit: "sentences", itemsPerRun: sentences, flopsPerRun: enc.config.flops(lengths: lengths),
                             weights: folder) { be in
                 let encoder = try loadTextEncoder(folder, backend: be)

@@ -1,10 +1,12 @@
-// `vlm classify`: top-k ImageNet labels with softmax probabilities.
+// `vlm classify`: top-k ImageNet labels with softmax probabilities, through the same image
+// pipeline as embed-image (bad files are skipped with a warning; exit 2).
 
 import ArgumentParser
 import Foundation
 import VLMCore
 import VLMImage
 import VLMIO
+import VLMJobs
 import VLMModels
 
 struct Classify: ParsableCommand {
@@ -15,72 +17,73 @@ struct Classify: ParsableCommand {
     @Argument(help: "Image files or folders.")
     var images: [String]
 
-    @Option(help: "ResNet checkpoint (folder, .safetensors, or synthetic:resnet50).")
-    var model: String = defaultResNetModel
+    @Option(help: "ResNet checkpoint (folder, .safetensors, or synthetic:resnet50). Default: models/resnet50.")
+    var model: String?
 
-    @Option(help: "How many labels per image.")
+    @Option(parsing: .unconditional, help: "How many labels per image.")
     var top: Int = 5
 
-    @Option(help: "A labels file, one per line, in class order. Default: models/imagenet_classes.txt.")
+    @Option(help: "A labels file, one per line, in class order. Default: imagenet_classes.txt beside the models.")
     var labels: String?
 
     @Option(help: "tsv or jsonl.")
-    var format: OutputFormat = .tsv
+    var format: RowFormat = .tsv
 
-    @Option(help: "Images per forward pass.")
+    @Option(parsing: .unconditional, help: "Images per forward pass.")
     var batchSize: Int = 16
+
+    @Flag(help: "No warnings for skipped images.")
+    var quiet = false
 
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         if top < 1 { throw ValidationError("--top must be at least 1") }
-        if format == .npy { throw ValidationError("classify writes tsv or jsonl") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if format.isBinary { throw ValidationError("classify writes tsv or jsonl") }
+    }
+
+    struct Row: Encodable {
+        struct Label: Encodable { var index: Int; var label: String; var probability: Float }
+        var id: String
+        var id_escaped: Bool?
+        var top: [Label]
     }
 
     func run() throws {
-        let backend = engine.configure()
-        let net = try loadResNet(model, backend: backend)
+        let backend = try engine.configure()
+        let net = try loadResNet(model, backend: backend, quiet: quiet)
         guard let classes = net.config.numClasses else {
-            throw CLIError("\(model): the checkpoint has no fc layer; classify needs one")
+            throw InputError("\(model ?? resolveModelsFolder(defaultResNetName)): the checkpoint has no fc layer; classify needs one")
         }
         let labelsPath = labels ?? resolveModelsFolder("imagenet_classes.txt")
-        guard let text = try? String(contentsOfFile: labelsPath, encoding: .utf8) else {
-            throw CLIError("\(labelsPath): cannot read the labels file")
-        }
-        let names = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
+        let names = try readLines(labelsPath, what: "the labels").filter { !$0.isEmpty }
         guard names.count == classes else {
-            throw CLIError("\(labelsPath): \(names.count) labels, but the checkpoint's fc has \(classes) classes")
+            throw InputError("\(labelsPath): \(names.count) labels, but the checkpoint's fc has \(classes) classes")
         }
-        let paths = try expandImagePaths(images)
-        let pre = imageOptions.preprocessing
+        let encoder = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels, layer: .logits)
+        let source = ImageFileSource(paths: try listImages(images: images, list: nil, list0: nil))
         var failures = 0
-        forEachImageBatch(paths, from: 0, batchSize: batchSize, pre, maxPixels: imageOptions.maxPixels) { batch in
-            for e in batch.errors { note("vlm: warning: \(e.message) (skipped)") }
-            failures += batch.errors.count
-            let rows = runResNet(net, batch, crop: pre.crop, logits: true)
-            var out = ""
-            for (k, logits) in rows.enumerated() {
-                let probs = softmax(logits)
+        try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0) { _, unit in
+            for e in unit.errors where !quiet { note("vlm: warning: \(e.message) (skipped)") }
+            failures += unit.errors.count
+            var out = Data()
+            for (k, id) in unit.ids.enumerated() {
+                let probs = softmax(Array(unit.rows[(k * classes)..<((k + 1) * classes)]))
                 let best = topIndices(probs, top)
-                let id = paths[batch.good[k]]
-                var parts: [String] = []
-                for c in best {
-                    if format == .jsonl {
-                        parts.append("{\"index\":\(c),\"label\":\(jsonString(names[c])),\"probability\":\(jsonNumber(probs[c]))}")
-                    } else {
-                        parts.append(names[c] + ":" + String(format: "%.4f", probs[c]))
-                    }
-                }
                 if format == .jsonl {
-                    out += "{\"id\":\(jsonString(id)),\"top\":[" + parts.joined(separator: ",") + "]}\n"
+                    let text = String(validating: id, as: UTF8.self)
+                    out.append(JSONLines.encode(Row(id: text ?? RawPath.escape(id), id_escaped: text == nil ? true : nil,
+                                                    top: best.map { Row.Label(index: $0, label: names[$0], probability: probs[$0]) })))
                 } else {
-                    out += id + "\t" + parts.joined(separator: "\t") + "\n"
+                    out.append(Data((RawPath.escape(id) + "\t" + best.map { names[$0] + ":" + String(format: "%.4f", probs[$0]) }
+                        .joined(separator: "\t") + "\n").utf8))
                 }
             }
-            FileHandle.standardOutput.write(Data(out.utf8))
+            try FileSink.standardOutput.write(out)
         }
-        if failures > 0 { Foundation.exit(exitPartial) }
+        if failures > 0 { throw Finished(status: .partial) }
     }
 }
 

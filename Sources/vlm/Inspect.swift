@@ -17,7 +17,7 @@ struct Inspect: ParsableCommand {
     var summary = false
 
     func run() throws {
-        let file = try SafetensorsFile(path: try resolveWeights(path))
+        let file = try SafetensorsFile(path: try weightsFile(path))
         var out = ""
         if !summary {
             for name in file.names {
@@ -37,6 +37,6 @@ struct Inspect: ParsableCommand {
         } catch {
             out += "architecture: not recognised as a ResNet: \(error)\n"
         }
-        FileHandle.standardOutput.write(Data(out.utf8))
+        try FileSink.standardOutput.write(out)
     }
 }

@@ -1,12 +1,15 @@
-// `vlm models list|fetch`: the registry in models/registry.json, and downloads from the hub
-// ($VLM_HUB_URL) with a progress bar, sha256 verification, and atomic placement.
+// `vlm models list|fetch`: the registry (registry.json beside the models), and downloads from
+// the hub ($VLM_HUB_URL) with progress, sha256 verification and atomic placement: a file
+// appears whole and verified, or not at all, and a failed fetch leaves no folder behind.
 
 import ArgumentParser
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import VLMCore
 import VLMIO
+import VLMJobs
 
 struct RegistryFile: Codable {
     var path: String
@@ -26,29 +29,36 @@ struct RegistryEntry: Codable {
 struct Registry: Codable {
     var models: [RegistryEntry]
 
-    /// $VLM_REGISTRY, else models/registry.json (beside the working folder or the checkout).
+    /// --registry, else $VLM_REGISTRY, else registry.json beside the models (`resolveModelsFolder`).
     static func load(_ override: String?) throws -> (Registry, String) {
-        let path = override ?? ProcessInfo.processInfo.environment["VLM_REGISTRY"] ?? resolveModelsFolder("registry.json")
-        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("\(path): cannot read the model registry") }
+        let env = ProcessInfo.processInfo.environment["VLM_REGISTRY"].flatMap { $0.isEmpty ? nil : $0 }
+        let path = override ?? env ?? resolveModelsFolder("registry.json")
+        let data = try InputFile(path, what: "the model registry").readAll(limit: 64 << 20)
         do {
             return (try JSONDecoder().decode(Registry.self, from: data), path)
         } catch {
-            throw CLIError("\(path): not a valid registry (\(error))")
+            throw InputError("\(path): not a valid registry (a JSON object with a \"models\" list of name, kind, repo, revision, files)")
         }
     }
+}
+
+/// Where model folders live: $VLM_MODELS, else the folder registry.json was found in.
+func modelsRoot() -> String {
+    if let env = ProcessInfo.processInfo.environment["VLM_MODELS"], !env.isEmpty { return env }
+    return (resolveModelsFolder("registry.json") as NSString).deletingLastPathComponent
 }
 
 struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
-        abstract: "List the known models, or fetch one into models/.",
+        abstract: "List the known models, or fetch one into the models folder.",
         subcommands: [List.self, Fetch.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Known models, their source and whether they are on disk.")
-        @Option(help: "A registry file instead of models/registry.json.")
+        @Option(help: "A registry file instead of registry.json beside the models ($VLM_REGISTRY).")
         var registry: String?
-        @Option(help: "Where models live. Default: models/ ($VLM_MODELS).")
+        @Option(help: "Where models live. Default: $VLM_MODELS, else beside the registry.")
         var modelsDir: String?
 
         func run() throws {
@@ -56,11 +66,12 @@ struct ModelsCommand: ParsableCommand {
             var out = "name\tkind\tsource\tstatus\n"
             for m in reg.models {
                 let dir = ((modelsDir ?? modelsRoot()) as NSString).appendingPathComponent(m.name)
-                let present = m.files.allSatisfy { FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent($0.path)) }
+                let present = m.files.allSatisfy { FileStatus.of((dir as NSString).appendingPathComponent($0.path)) != nil }
                 let pinned = m.files.allSatisfy { $0.sha256 != nil }
-                out += "\(m.name)\t\(m.kind)\t\(m.repo)@\(m.revision)\t\(present ? "present" : "not fetched")\(pinned ? "" : " (checksums not all pinned)")\n"
+                out += "\(m.name)\t\(m.kind)\t\(m.repo)@\(m.revision)\t\(present ? "present" : "not fetched")"
+                out += pinned ? "\n" : " (checksums not all pinned)\n"
             }
-            FileHandle.standardOutput.write(Data(out.utf8))
+            try FileSink.standardOutput.write(out)
         }
     }
 
@@ -69,121 +80,147 @@ struct ModelsCommand: ParsableCommand {
             abstract: "Download a model's files from the hub ($VLM_HUB_URL), verify each sha256, and place them atomically.")
         @Argument(help: "A name from `vlm models list`.")
         var name: String
-        @Option(help: "A registry file instead of models/registry.json.")
+        @Option(help: "A registry file instead of registry.json beside the models ($VLM_REGISTRY).")
         var registry: String?
-        @Option(help: "Where models live. Default: models/ ($VLM_MODELS).")
+        @Option(help: "Where models live. Default: $VLM_MODELS, else beside the registry.")
         var modelsDir: String?
         @Flag(help: "Accept files whose sha256 the registry does not pin (prints the digest measured).")
         var allowUnpinned = false
+        @Option(parsing: .unconditional, help: "Give up on a download that receives nothing for this many seconds.")
+        var timeout: Double = 60
         @Flag(help: "No progress bar.")
         var quiet = false
 
         func run() throws {
             let (reg, regPath) = try Registry.load(registry)
             guard let m = reg.models.first(where: { $0.name == name }) else {
-                throw CLIError("\(regPath): no model named '\(name)' (known: \(reg.models.map(\.name).joined(separator: ", ")))")
+                throw InputError("\(regPath): no model named '\(name)' (known: \(reg.models.map(\.name).joined(separator: ", ")))")
             }
             let unpinned = m.files.filter { $0.sha256 == nil }.map(\.path)
             if !unpinned.isEmpty && !allowUnpinned {
-                throw CLIError("\(regPath): \(name) has files without a pinned sha256 (\(unpinned.joined(separator: ", "))); pass --allow-unpinned to fetch them anyway")
+                throw InputError("\(regPath): \(name) has files without a pinned sha256 (\(unpinned.joined(separator: ", "))); pass --allow-unpinned to fetch them anyway")
             }
-            let hub = (ProcessInfo.processInfo.environment["VLM_HUB_URL"] ?? "https://huggingface.co").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            let env = ProcessInfo.processInfo.environment["VLM_HUB_URL"].flatMap { $0.isEmpty ? nil : $0 }
+            let hub = (env ?? "https://huggingface.co").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             let dir = ((modelsDir ?? modelsRoot()) as NSString).appendingPathComponent(m.name)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            for f in m.files {
-                let dest = (dir as NSString).appendingPathComponent(f.path)
-                if let sha = f.sha256, FileManager.default.fileExists(atPath: dest), (try? SHA256.hexDigest(ofFile: dest)) == sha {
-                    if !quiet { note("vlm: \(f.path): already present and verified") }
-                    continue
-                }
-                let url = "\(hub)/\(m.repo)/resolve/\(m.revision)/\(f.path)"
-                try FileManager.default.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                let tmp = dest + ".download"
-                let digest = try download(url, to: tmp, expectedSize: f.size, label: f.path, quiet: quiet)
-                if let sha = f.sha256, sha != digest {
-                    try? FileManager.default.removeItem(atPath: tmp)
-                    throw CLIError("\(url): sha256 mismatch: got \(digest), the registry pins \(sha); nothing was placed")
-                }
-                if f.sha256 == nil { note("vlm: note: \(f.path): sha256 \(digest) (not pinned in the registry)") }
-                if rename(tmp, dest) != 0 { throw IOError.cannotWrite(path: dest, reason: String(cString: strerror(errno))) }
+            let created = Folders()
+            do {
+                for f in m.files { try fetch(f, of: m, hub: hub, into: dir, created: created) }
+            } catch {
+                created.removeEmpty()
+                throw error
             }
             if !quiet { note("vlm: \(m.name) is in \(dir)") }
+        }
+
+        func fetch(_ f: RegistryFile, of m: RegistryEntry, hub: String, into dir: String, created: Folders) throws {
+            let dest = (dir as NSString).appendingPathComponent(f.path)
+            if let sha = f.sha256, FileStatus.of(dest) != nil, (try? SHA256.hexDigest(ofFile: dest)) == sha {
+                if !quiet { note("vlm: \(f.path): already present and verified") }
+                return
+            }
+            let url = "\(hub)/\(m.repo)/resolve/\(m.revision)/\(f.path)"
+            try created.make((dest as NSString).deletingLastPathComponent)
+            let writer = try AtomicFileWriter(path: dest)
+            defer { writer.discard() }   // after a commit, nothing is left to discard
+            let digest = try download(url, to: writer, expectedSize: f.size, label: f.path, quiet: quiet, timeout: timeout)
+            if let sha = f.sha256, sha != digest {
+                throw InputError("\(url): sha256 mismatch: got \(digest), the registry pins \(sha); nothing was placed")
+            }
+            if f.sha256 == nil { note("vlm: note: \(f.path): sha256 \(digest) (not pinned in the registry)") }
+            try writer.commit()
         }
     }
 }
 
-/// Where model folders live: $VLM_MODELS, else models/ here or beside the checkout.
-func modelsRoot() -> String {
-    if let env = ProcessInfo.processInfo.environment["VLM_MODELS"] { return env }
-    let reg = resolveModelsFolder("registry.json")
-    return (reg as NSString).deletingLastPathComponent
+/// Folders a fetch created, so a failed one can remove those it left empty.
+final class Folders {
+    private var made: [String] = []
+
+    func make(_ path: String) throws {
+        var missing: [String] = []
+        var p = path
+        while !p.isEmpty, p != "/", FileStatus.of(p) == nil {
+            missing.append(p)
+            p = (p as NSString).deletingLastPathComponent
+        }
+        for d in missing.reversed() {
+            if mkdir(d, 0o755) != 0 && errno != EEXIST { throw IOError.cannotWrite(path: d, reason: errnoMessage()) }
+            made.append(d)
+        }
+    }
+
+    func removeEmpty() {
+        for d in made.reversed() { rmdir(d) }   // rmdir removes only empty folders
+    }
 }
 
-/// Streams `url` into `path`, hashing as it goes; returns the sha256.
-func download(_ url: String, to path: String, expectedSize: Int?, label: String, quiet: Bool) throws -> String {
-    guard let u = URL(string: url) else { throw CLIError("\(url): not a URL") }
-    _ = FileManager.default.createFile(atPath: path, contents: nil)
-    guard let handle = FileHandle(forWritingAtPath: path) else { throw IOError.cannotWrite(path: path, reason: "cannot create") }
-    let delegate = DownloadDelegate(handle: handle, label: label, expected: expectedSize, quiet: quiet)
-    let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
+/// Streams `url` into `writer`, hashing as it goes; returns the sha256. The writer is not
+/// committed here: the caller verifies first.
+func download(_ url: String, to writer: AtomicFileWriter, expectedSize: Int?, label: String, quiet: Bool, timeout: Double) throws -> String {
+    guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https" else { throw InputError("\(url): not an http(s) URL") }
+    let delegate = DownloadDelegate(writer: writer, label: label, expected: expectedSize, quiet: quiet)
+    let config = URLSessionConfiguration.ephemeral
+    config.timeoutIntervalForRequest = timeout
+    let session = URLSession(configuration: config, delegate: delegate, delegateQueue: nil)
     session.dataTask(with: u).resume()
     delegate.done.wait()
     session.finishTasksAndInvalidate()
-    try? handle.close()
-    if !quiet && isTerminal(2) { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-    if let error = delegate.error {
-        try? FileManager.default.removeItem(atPath: path)
-        throw CLIError("\(url): download failed: \(error)")
-    }
-    if let status = delegate.status, status != 200 {
-        try? FileManager.default.removeItem(atPath: path)
-        throw CLIError("\(url): HTTP \(status)")
-    }
+    delegate.progress.finish(summary: nil)
+    if let error = delegate.failure { throw InputError("\(url): download failed: \(error)") }
+    if let status = delegate.status, status != 200 { throw InputError("\(url): HTTP \(status)") }
     if let expectedSize, delegate.received != expectedSize {
-        try? FileManager.default.removeItem(atPath: path)
-        throw CLIError("\(url): got \(delegate.received) bytes, expected \(expectedSize)")
+        throw InputError("\(url): got \(delegate.received) bytes, expected \(expectedSize)")
     }
     return delegate.hasher.finalizeHex()
 }
 
 final class DownloadDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-    let handle: FileHandle
-    let label: String
-    var expected: Int?
-    let quiet: Bool
+    let writer: AtomicFileWriter
+    let progress: ProgressReporter
     var hasher = SHA256()
     var received = 0
     var status: Int?
-    var error: String?
+    var failure: String?
     let done = DispatchSemaphore(value: 0)
-    private var lastDraw = Date.distantPast
-    private let start = Date()
 
-    init(handle: FileHandle, label: String, expected: Int?, quiet: Bool) {
-        (self.handle, self.label, self.expected, self.quiet) = (handle, label, expected, quiet)
+    init(writer: AtomicFileWriter, label: String, expected: Int?, quiet: Bool) {
+        self.writer = writer
+        let mb = { (n: Int) in String(format: "%.1f MB", Double(n) / 1e6) }
+        progress = ProgressReporter(total: expected, quiet: quiet,
+                            describe: { done in "\(label): \(mb(done))" + (expected.map { " of \(mb($0))" } ?? "") },
+                            rate: { String(format: "%.1f MB/s", $0 / 1e6) })
+        progress.start(at: 0)
     }
 
     func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
                     completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
         status = (response as? HTTPURLResponse)?.statusCode
-        if expected == nil, response.expectedContentLength > 0 { expected = Int(response.expectedContentLength) }
         completionHandler(status == 200 ? .allow : .cancel)
     }
 
     func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        handle.write(data)
+        guard failure == nil else { return }
+        do {
+            try writer.write(data)
+        } catch {
+            failure = "\(error)"
+            dataTask.cancel()
+            return
+        }
         hasher.update(data)
         received += data.count
-        if !quiet && isTerminal(2) && Date().timeIntervalSince(lastDraw) > 0.1 {
-            lastDraw = Date()
-            let mb = Double(received) / 1e6, rate = mb / max(Date().timeIntervalSince(start), 1e-3)
-            let total = expected.map { String(format: " of %.1f MB (%.0f%%)", Double($0) / 1e6, 100 * Double(received) / Double(max($0, 1))) } ?? ""
-            FileHandle.standardError.write(Data(String(format: "\r%@: %.1f MB%@, %.1f MB/s\u{1B}[K", label, mb, total, rate).utf8))
-        }
+        progress.update(done: received)
     }
 
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
-        if let error, status == nil || status == 200 { self.error = error.localizedDescription }
+        if let error, failure == nil, status == nil || status == 200 {
+            let code = (error as NSError).code
+            failure = code == NSURLErrorTimedOut ? "timed out (nothing received for the timeout; --timeout)"
+                : code == NSURLErrorCannotConnectToHost ? "cannot connect to the server"
+                : code == NSURLErrorCannotFindHost ? "cannot find the host (no network, or a wrong $VLM_HUB_URL?)"
+                : error.localizedDescription
+        }
         done.signal()
     }
 }

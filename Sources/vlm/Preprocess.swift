@@ -5,12 +5,13 @@ import Foundation
 import VLMCore
 import VLMIO
 import VLMImage
+import VLMJobs
 
 struct PreprocessCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "preprocess",
         abstract: "Decode and preprocess images into the (N, 3, crop, crop) float32 .npy the model sees.",
-        discussion: "torchvision's Resize(resize) → CenterCrop(crop) → ToTensor → Normalize(mean, std) on PIL images, reproduced exactly.")
+        discussion: "torchvision's Resize(resize) → CenterCrop(crop) → ToTensor → Normalize(mean, std) on PIL images, reproduced exactly. The first image that fails stops it (exit 1).")
 
     @Argument(help: "Image files (JPEG or PNG) or folders.")
     var images: [String]
@@ -21,25 +22,20 @@ struct PreprocessCommand: ParsableCommand {
     var output: String
 
     func run() throws {
-        let paths = try expandImagePaths(images)
-        guard !paths.isEmpty else { throw CLIError("no images found in \(images.joined(separator: ", "))") }
+        let target = try OutputTarget.resolve(output)
+        if target.isTerminal { throw InputError("refusing to write binary .npy to a terminal; use -o FILE") }
+        let paths = try listImages(images: images, list: nil, list0: nil)
+        guard paths.count > 0 else { throw InputError("no images found in \(images.joined(separator: ", "))") }
         let pre = imageOptions.preprocessing
-        let per = 3 * pre.crop * pre.crop
-        var data = [Float](repeating: 0, count: paths.count * per)
-        var firstError: Error?
-        let lock = NSLock()
-        data.withUnsafeMutableBufferPointer { buf in
-            let base = buf.baseAddress!
-            DispatchQueue.concurrentPerform(iterations: paths.count) { i in
-                do {
-                    let t = pre.tensor(try ImageDecoder.decode(path: paths[i], maxPixels: imageOptions.maxPixels))
-                    t.withUnsafeBufferPointer { (base + i * per).update(from: $0.baseAddress!, count: per) }
-                } catch {
-                    lock.lock(); if firstError == nil { firstError = error }; lock.unlock()
-                }
-            }
+        let prepared = ImageRowEncoder.preprocess(try ImageFileSource(paths: paths).items(0..<paths.count).compactMap {
+            if case .value(let v) = $0.content { return ($0.id, v) }
+            return nil
+        }, preprocessing: pre, maxPixels: imageOptions.maxPixels)
+        if let e = prepared.failures.compactMap({ $0 }).first { throw InputError(e.message) }
+        let data = NPY.encode(Tensor(shape: [paths.count, 3, pre.crop, pre.crop], data: prepared.tensor))
+        switch target {
+        case .stream(let sink, _): try sink.write(data)
+        case .file(let path, _): try writeAtomically(data, to: path)
         }
-        if let firstError { throw firstError }
-        try FeatureWriter.write(NPY.encode(Tensor(shape: [paths.count, 3, pre.crop, pre.crop], data: data)), to: output)
     }
 }

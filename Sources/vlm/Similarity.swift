@@ -30,13 +30,13 @@ struct Similarity: ParsableCommand {
         let a = try NPY.read(path: files[0])
         let b = files.count == 2 ? try NPY.read(path: files[1]) : a
         guard a.rank == 2, b.rank == 2, a.shape[1] == b.shape[1] else {
-            throw CLIError("\(files.joined(separator: ", ")): need (N, D) arrays with the same D, got \(a.shape) and \(b.shape)")
+            throw InputError("\(files.joined(separator: ", ")): need (N, D) arrays with the same D, got \(a.shape) and \(b.shape)")
         }
         func readLabels(_ p: String?, _ n: Int) throws -> [String] {
             guard let p else { return (0..<n).map { "#\($0)" } }
-            guard let t = try? String(contentsOfFile: p, encoding: .utf8) else { throw CLIError("\(p): cannot read labels") }
-            let l = t.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).prefix(n)
-            return Array(l) + (l.count..<n).map { "#\($0)" }
+            let l = try readLines(p, what: "the labels", lossy: true)
+            guard l.count == n else { throw InputError("\(p): \(l.count) labels for \(n) rows; give one label per row") }
+            return l
         }
         let rows = try readLabels(labels, a.shape[0])
         let cols = try readLabels(columnLabels ?? (files.count == 1 ? labels : nil), b.shape[0])
@@ -57,6 +57,6 @@ struct Similarity: ParsableCommand {
             out += ub.map { u in String(format: "%6.3f", zip(v, u).reduce(Float(0)) { $0 + $1.0 * $1.1 }) }.joined(separator: " ") + "\n"
         }
         out += (0..<ub.count).map { "[\($0)] \(cols[$0])" }.joined(separator: "\n") + "\n"
-        FileHandle.standardOutput.write(Data(out.utf8))
+        try FileSink.standardOutput.write(out)
     }
 }

@@ -1,19 +1,32 @@
-// The vlm command line: subcommands, shared engine options, and the error policy — every
-// failure is one line on stderr ("vlm: error: <file>: <problem>") and a documented exit code.
+// The vlm command line: subcommands, the exit codes, and the one place errors become a line on
+// stderr ("vlm: error: <file>: <problem>") and an exit code.
 
 import ArgumentParser
 import Foundation
 import VLMCore
 import VLMIO
-import VLMModels
-import VLMTokenizer
-import VLMImage
 
 /// Exit codes, listed in `vlm --help` and the README.
-enum ExitCode32: Int32 {
-    case ok = 0
+enum ExitStatus: Int32 {
+    case success = 0
+    /// Bad input, model or output: one line on stderr names it.
     case failure = 1
+    /// Finished, but some items were skipped and recorded.
+    case partial = 2
+    /// Unknown option, missing or invalid argument (also an invalid VLM_* variable).
     case usage = 64
+}
+
+/// Ends a command with `status` (after its output is complete).
+struct Finished: Error {
+    let status: ExitStatus
+}
+
+/// A usage error found after parsing (an invalid environment variable, options that conflict
+/// with what a file holds): one line, exit 64.
+struct UsageError: VLMError {
+    let description: String
+    init(_ message: String) { description = message }
 }
 
 let exitCodesHelp = """
@@ -33,38 +46,40 @@ struct VLM: ParsableCommand {
         commandName: "vlm",
         abstract: "Images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).",
         discussion: exitCodesHelp,
-        version: "0.1.0",
-        subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self, Similarity.self, Inspect.self, Bench.self, ModelsCommand.self]
+        version: "0.2.0",
+        subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self,
+                      Similarity.self, Inspect.self, Bench.self, ModelsCommand.self]
     )
 
     static func main() {
         reexecWithBetterBLASKernels()
+        let command: ParsableCommand
         do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch let error as CLIError {
-            fail(error.description)
-        } catch let error as SafetensorsError {
-            fail(error.description)
-        } catch let error as NPYError {
-            fail(error.description)
-        } catch let error as IOError {
-            fail(error.description)
-        } catch let error as WeightError {
-            fail(error.description)
-        } catch let error as TokenizerError {
-            fail(error.description)
-        } catch let error as ImageError {
-            fail(error.description)
+            command = try parseAsRoot()
         } catch {
             exit(withError: error)
         }
+        do {
+            var c = command
+            try c.run()
+        } catch let done as Finished {
+            Foundation.exit(done.status.rawValue)
+        } catch let error as UsageError {
+            fail(error.description, status: .usage)
+        } catch let error as VLMError {
+            fail(error.description, status: .failure)
+        } catch let error as ValidationError {
+            fail(error.message, status: .usage)
+        } catch {
+            // Help, completion scripts and usage errors that ArgumentParser raises while running.
+            if exitCode(for: error) != .failure { exit(withError: error) }
+            fail("\(error)", status: .failure)
+        }
     }
 
-    static func fail(_ message: String) -> Never {
-        let line = "vlm: error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
-        Foundation.exit(ExitCode32.failure.rawValue)
+    static func fail(_ message: String, status: ExitStatus) -> Never {
+        writeStandardError("vlm: error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n")
+        Foundation.exit(status.rawValue)
     }
 }
 
@@ -83,82 +98,4 @@ func reexecWithBetterBLASKernels() {
     unsetenv("OPENBLAS_CORETYPE")
 }
 
-/// A user-facing failure that is not a file-format error.
-struct CLIError: Error, CustomStringConvertible {
-    let description: String
-    init(_ message: String) { description = message }
-}
-
-func note(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
-}
-
-// MARK: - Shared options
-
-struct EngineOptions: ParsableArguments {
-    @Option(help: "Compute backend: blas (OpenBLAS) or naive (plain loops). Default: $VLM_BACKEND, else blas.")
-    var backend: BackendKind?
-
-    @Option(help: "Threads for OpenBLAS and the engine's own loops. Default: all cores ($VLM_THREADS).")
-    var threads: Int?
-
-    func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-    }
-
-    /// Applies the thread count and returns the backend.
-    func configure() -> any Backend {
-        Threads.set(threads ?? ProcessInfo.processInfo.environment["VLM_THREADS"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? Threads.defaultCount())
-        let env = ProcessInfo.processInfo.environment
-        let kind = backend ?? env["VLM_BACKEND"].flatMap { BackendKind(rawValue: $0.lowercased()) } ?? .blas
-        if kind == .blas && env["VLM_WINOGRAD"] == "0" { return BLASBackend(winograd: false) }
-        return kind.make()
-    }
-}
-
-extension BackendKind: ExpressibleByArgument {}
-extension OutputFormat: ExpressibleByArgument {}
-
-// MARK: - Model loading
-
-/// A model argument is a folder holding model.safetensors, or a .safetensors file.
-func resolveWeights(_ path: String) throws -> String {
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-        throw IOError.cannotOpen(path: path, reason: "no such file or folder")
-    }
-    if isDir.boolValue {
-        let file = (path as NSString).appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: file) else {
-            throw CLIError("\(path): no model.safetensors in this folder")
-        }
-        return file
-    }
-    return path
-}
-
-/// Loads a ResNet from a folder or .safetensors file, or builds one from seeded synthetic weights
-/// when `spec` is "synthetic:resnet50" (any depth; ":SEED" optional) — for demos and benchmarks.
-func loadResNet(_ spec: String, backend: any Backend) throws -> ResNet {
-    if spec.hasPrefix("synthetic:") {
-        let parts = spec.split(separator: ":").map(String.init)
-        guard parts.count >= 2, parts[1].hasPrefix("resnet"), let depth = Int(parts[1].dropFirst(6)),
-              let seed = parts.count > 2 ? UInt64(parts[2]) : 0,
-              let source = Synthetic.resnet(depth: depth, seed: seed) else {
-            throw CLIError("\(spec): unknown synthetic model; use synthetic:resnet18|34|50|101|152[:SEED]")
-        }
-        note("vlm: note: \(spec) has seeded random weights (synthetic): its features mean nothing")
-        return try ResNet(source: source, backend: backend)
-    }
-    let file: String
-    do {
-        file = try resolveWeights(spec)
-    } catch IOError.cannotOpen(let path, _) where path == defaultResNetModel {
-        throw CLIError("\(path): no such folder; pass --model DIR|FILE.safetensors (torchvision or timm ResNet weights), or --model synthetic:resnet50")
-    }
-    return try ResNet(source: try SafetensorsFile(path: file), backend: backend)
-}
-
-let defaultResNetModel = "models/resnet50"
-
-func isTerminal(_ fd: Int32) -> Bool { isatty(fd) != 0 }
+func note(_ message: String) { writeStandardError(message + "\n") }

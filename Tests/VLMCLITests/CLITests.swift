@@ -110,14 +110,14 @@ final class CLITests: XCTestCase {
         let rows = jl.out.split(separator: "\n")
         XCTAssertEqual(rows.count, 3)
         let obj = try JSONSerialization.jsonObject(with: Data(rows[2].utf8)) as! [String: Any]
-        XCTAssertEqual(obj["index"] as? Int, 2)
+        XCTAssertEqual(obj["id"] as? String, "2", "rows of an array are numbered from 0")
         XCTAssertEqual((obj["vector"] as? [Any])?.count, 256)
 
         let tsv = try runVLM(["embed-image", "--model", tiny.path, "--input-npy", "-", "--format", "tsv"],
                           stdin: try Data(contentsOf: URL(fileURLWithPath: input)))
         XCTAssertEqual(tsv.status, 0, tsv.stderr)
         let ref = try NPY.read(path: tiny.appendingPathComponent("pooled.npy").path)
-        let values = tsv.out.split(whereSeparator: { $0 == "\t" || $0 == "\n" }).map { Float($0)! }
+        let values = tsv.out.split(separator: "\n").flatMap { $0.split(separator: "\t").dropFirst().map { Float($0)! } }
         XCTAssertLessThanOrEqual(relativeError(values, ref.data), 1e-4)
     }
 
@@ -297,4 +297,32 @@ func writeSafetensors(_ entries: [(String, Tensor)], to path: String) throws {
 func writeSyntheticResNet50(to path: String, dropping: String) throws {
     let source = Synthetic.resnet(depth: 50, seed: 1)!
     try writeSafetensors(source.keys.filter { $0 != dropping }.map { ($0, source.state[$0]!) }, to: path)
+}
+
+// MARK: - Killing a job at a known point
+
+/// Runs vlm with the test hook that pauses the job after `afterUnits` recorded units, waits for
+/// it to say so, and kills it with SIGKILL: a kill at a known point, never a raced one.
+func killPaused(_ args: [String], afterUnits: Int, env: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws {
+    let p = Process()
+    p.executableURL = vlmBinary()
+    p.arguments = args
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    environment["VLM_TEST_PAUSE_AFTER_UNITS"] = String(afterUnits)
+    p.environment = environment
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    var text = ""
+    while !text.contains("vlm: test: paused after unit \(afterUnits)") {
+        let chunk = err.fileHandleForReading.availableData
+        if chunk.isEmpty { break }   // the job ended without pausing
+        text += String(decoding: chunk, as: UTF8.self)
+    }
+    kill(p.processIdentifier, SIGKILL)
+    p.waitUntilExit()
+    XCTAssertTrue(text.contains("paused after unit \(afterUnits)"), "the job did not reach unit \(afterUnits): \(text)", file: file, line: line)
+    XCTAssertEqual(p.terminationReason, .uncaughtSignal, "killed mid-job", file: file, line: line)
 }

@@ -76,7 +76,7 @@ final class ModelsCLITests: XCTestCase {
         let bad = try runVLM(["models", "fetch", "tampered"], env: env)
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("sha256 mismatch"), bad.stderr)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: models + "/tampered"), [], "nothing placed, no temporary left")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: models + "/tampered"), "nothing placed: no file, no temporary, no empty folder")
 
         let unpinned = try runVLM(["models", "fetch", "missing"], env: env)
         XCTAssertEqual(unpinned.status, 1)

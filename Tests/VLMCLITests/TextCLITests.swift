@@ -75,7 +75,9 @@ final class TextCLITests: XCTestCase {
     func testPoolingNormalizeAndFormats() throws {
         let r = try runVLM(["embed-text", "--model", tiny, "--pooling", "cls", "--normalize", "--format", "tsv", "hello", "world"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        let rows = r.out.split(separator: "\n").map { $0.split(separator: "\t").map { Float($0)! } }
+        // TSV rows: the id (the argument's number), then the values.
+        XCTAssertEqual(r.out.split(separator: "\n").map { String($0.split(separator: "\t")[0]) }, ["1", "2"])
+        let rows = r.out.split(separator: "\n").map { $0.split(separator: "\t").dropFirst().map { Float($0)! } }
         XCTAssertEqual(rows.count, 2)
         XCTAssertEqual(rows[0].count, 32)
         for row in rows { XCTAssertEqual(row.reduce(0) { $0 + $1 * $1 }, 1, accuracy: 1e-4) }
@@ -96,12 +98,22 @@ final class TextCLITests: XCTestCase {
     }
 
     func testBadTextInput() throws {
-        // Invalid UTF-8 names the line; --lossy decodes it.
+        // A line that is not UTF-8 is a skipped, recorded item (exit 2); --lossy decodes it;
+        // --errors fail stops at it.
         let bad = path("bad.txt")
         try Data([0x6F, 0x6B, 0x0A, 0x62, 0xFF, 0x64, 0x0A]).write(to: URL(fileURLWithPath: bad))
-        let r = try runVLM(["embed-text", "--model", tiny, "--file", bad])
-        XCTAssertEqual(r.status, 1)
-        XCTAssertEqual(r.stderr, "vlm: error: \(bad):2: not valid UTF-8 (use --lossy to replace bad bytes)\n")
+        let r = try runVLM(["embed-text", "--model", tiny, "--file", bad, "--quiet"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertEqual(r.stderr, "vlm: warning: \(bad):2: not valid UTF-8 (use --lossy to replace bad bytes) (skipped)\n")
+        XCTAssertEqual(try vectors(r).count, 1)
+        let out = path("bad.npy")
+        XCTAssertEqual(try runVLM(["embed-text", "--model", tiny, "--file", bad, "-o", out, "--quiet"]).status, 2)
+        XCTAssertEqual(try String(contentsOfFile: out + ".ids.txt", encoding: .utf8), "1\n")
+        XCTAssertEqual(try String(contentsOfFile: out + ".errors.jsonl", encoding: .utf8),
+                       #"{"error":"\#(bad):2: not valid UTF-8 (use --lossy to replace bad bytes)","id":"2","kind":"not_utf8"}"# + "\n")
+        let fail = try runVLM(["embed-text", "--model", tiny, "--file", bad, "--errors", "fail", "--quiet"])
+        XCTAssertEqual(fail.status, 1)
+        XCTAssertEqual(fail.stderr, "vlm: error: \(bad):2: not valid UTF-8 (use --lossy to replace bad bytes)\n")
         let lossy = try runVLM(["embed-text", "--model", tiny, "--file", bad, "--lossy"])
         XCTAssertEqual(lossy.status, 0, lossy.stderr)
         XCTAssertEqual(try vectors(lossy).count, 2)
@@ -114,9 +126,12 @@ final class TextCLITests: XCTestCase {
         try FileManager.default.copyItem(atPath: tiny + "/config.json", toPath: noConfig + "/config.json")
         let e2 = try runVLM(["embed-text", "--model", noConfig, "x"])
         XCTAssertEqual(e2.stderr, "vlm: error: \(noConfig): no vocab.txt or tokenizer.json in this folder\n")
-        // Bad JSON lines.
-        let e3 = try runVLM(["embed-text", "--model", tiny, "--file", "-", "--jsonl-field", "t"], stdin: Data("{\"t\": 1}\n".utf8))
-        XCTAssertEqual(e3.stderr, "vlm: error: <stdin>:1: no string field 't'\n")
+        // A JSON line without the field is a skipped record.
+        let e3 = try runVLM(["embed-text", "--model", tiny, "--file", "-", "--jsonl-field", "t", "--quiet"],
+                            stdin: Data("{\"t\": 1}\nnot json\n{\"t\": \"ok\"}\n".utf8))
+        XCTAssertEqual(e3.status, 2)
+        XCTAssertEqual(e3.stderr, "vlm: warning: <stdin>:1: no string field 't' (skipped)\nvlm: warning: <stdin>:2: not a JSON object (skipped)\n")
+        XCTAssertEqual(try vectors(e3).count, 1)
         // Nothing to embed.
         let e4 = try runVLM(["embed-text", "--model", tiny, "--file", "-"], stdin: Data())
         XCTAssertEqual(e4.status, 1)

@@ -66,19 +66,56 @@ final class NPYTests: XCTestCase {
 }
 
 final class OutputTests: XCTestCase {
-    func testFormats() throws {
-        let t = Tensor(shape: [2, 2], data: [1, -0.5, .nan, 3e-8])
-        XCTAssertEqual(String(decoding: FeatureWriter.encode(t, ids: nil, format: .jsonl), as: UTF8.self),
-                       "{\"index\":0,\"vector\":[1.0,-0.5]}\n{\"index\":1,\"vector\":[null,3e-08]}\n")
-        XCTAssertEqual(String(decoding: FeatureWriter.encode(t, ids: ["a\tb", "c\"d"], format: .tsv), as: UTF8.self),
-                       "a b\t1.0\t-0.5\nc\"d\tnan\t3e-08\n")
-        let jl = String(decoding: FeatureWriter.encode(t, ids: ["a\tb", "c\"d"], format: .jsonl), as: UTF8.self)
-        XCTAssertTrue(jl.hasPrefix("{\"id\":\"a\\tb\",\"vector\""))
-        let back = try FeatureWriter.encode(t, ids: nil, format: .npy).withUnsafeBytes { try NPY.parse($0, path: "-") }
-        XCTAssertEqual(back.shape, [2, 2])
-        XCTAssertEqual(OutputFormat.inferred(from: "a/b.NPY"), .npy)
-        XCTAssertEqual(OutputFormat.inferred(from: "x.jsonl"), .jsonl)
-        XCTAssertNil(OutputFormat.inferred(from: "-"))
+    func render(_ rows: [Float], dim: Int, ids: [[UInt8]], _ format: RowFormat) -> String {
+        String(decoding: rows.withUnsafeBufferPointer { RowText.render($0, dim: dim, ids: ids, format: format) }, as: UTF8.self)
+    }
+
+    func testRowFormatsCarryEscapedIds() throws {
+        let rows: [Float] = [1, -0.5, .nan, 3e-8, 2, 0]
+        let ids: [[UInt8]] = [Array("a\tb\\c".utf8), Array("line\nbreak \"q\"".utf8), [0x66, 0xFF, 0x2E, 0x6A, 0x70, 0x67]]
+        XCTAssertEqual(render(rows, dim: 2, ids: ids, .tsv),
+                       "a\\tb\\\\c\t1.0\t-0.5\nline\\nbreak \"q\"\tnan\t3e-08\nf\\xFF.jpg\t2.0\t0.0\n")
+        let jl = render(rows, dim: 2, ids: ids, .jsonl).split(separator: "\n").map(String.init)
+        XCTAssertEqual(jl[0], #"{"id":"a\tb\\c","vector":[1.0,-0.5]}"#)
+        XCTAssertEqual(jl[1], #"{"id":"line\nbreak \"q\"","vector":[null,3e-08]}"#)
+        XCTAssertEqual(jl[2], #"{"id":"f\\xFF.jpg","id_escaped":true,"vector":[2.0,0.0]}"#)
+        // Only the non-UTF-8 name is escaped in JSON; its escaped form round-trips to the bytes.
+        let obj = try JSONSerialization.jsonObject(with: Data(jl[2].utf8)) as! [String: Any]
+        XCTAssertEqual(RawPath.unescape(obj["id"] as! String), ids[2])
+        XCTAssertEqual(RowFormat.inferred(from: "a/b.NPY"), .npy)
+        XCTAssertEqual(RowFormat.inferred(from: "x.jsonl"), .jsonl)
+        XCTAssertEqual(RowFormat.inferred(from: "x.f32"), .f32)
+        XCTAssertNil(RowFormat.inferred(from: "-"))
+        // The .npy header a job reserves is 128 bytes for any 2-D shape a file can hold.
+        for shape in [[0, 1], [3, 2048], [Int(Int32.max), 2432], [Int.max / 8192, 4096]] {
+            XCTAssertEqual(NPY.header(shape: shape).count, 128, "\(shape)")
+        }
+    }
+
+    /// Every byte string escapes to one line and back.
+    func testEscapeRoundTripsAnyBytes() {
+        var rng = SeededRandom(seed: 5)
+        for n in 0..<400 {
+            let bytes = (0..<(n % 17)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let e = RawPath.escape(bytes)
+            XCTAssertFalse(e.contains("\n") || e.contains("\r") || e.contains("\t"), e)
+            XCTAssertEqual(RawPath.unescape(e), bytes, e)
+        }
+        XCTAssertEqual(RawPath.escape(Array("naïve 東京 😀".utf8)), "naïve 東京 😀")
+        XCTAssertEqual(RawPath.escape([0xED, 0xA0, 0x80]), "\\xED\\xA0\\x80", "UTF-8 surrogates are not valid")
+        XCTAssertNil(RawPath.unescape("bad\\q"))
+    }
+
+    func testLinesLFAndCRLFAndOffsets() throws {
+        var r = LineReader(data: Data("a\r\nb\n\nc".utf8), name: "t")
+        var got: [String] = [], offsets: [UInt64] = []
+        while let l = try r.nextLine() { got.append(String(decoding: l, as: UTF8.self)); offsets.append(r.offset) }
+        XCTAssertEqual(got, ["a", "b", "", "c"])
+        XCTAssertEqual(offsets, [3, 5, 6, 7])
+        var bad = LineReader(data: Data([0x6F, 0x0A, 0xFF, 0x0A]), name: "f")
+        XCTAssertThrowsError(try bad.allLines()) { XCTAssertEqual("\($0)", "f:2: not valid UTF-8 (use --lossy to replace bad bytes)") }
+        var lossy = LineReader(data: Data([0x6F, 0x0A, 0xFF, 0x0A]), name: "f")
+        XCTAssertEqual(try lossy.allLines(lossy: true), ["o", "\u{FFFD}"])
     }
 
     func testAtomicWriteReplacesAndLeavesNoTemporary() throws {
@@ -90,7 +127,19 @@ final class OutputTests: XCTestCase {
         try writeAtomically(Data("new".utf8), to: p)
         XCTAssertEqual(try String(contentsOfFile: p, encoding: .utf8), "new")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["f.tsv"])
-        XCTAssertThrowsError(try writeAtomically(Data(), to: dir.appendingPathComponent("no/such/dir.tsv").path))
+        XCTAssertThrowsError(try writeAtomically(Data(), to: dir.appendingPathComponent("no/such/dir.tsv").path)) {
+            XCTAssertTrue("\($0)".contains("does not exist"), "\($0)")
+        }
+        // A symbolic link is followed: its target is replaced, the link stays a link.
+        let link = dir.appendingPathComponent("link.tsv").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "f.tsv")
+        try writeAtomically(Data("via link".utf8), to: link)
+        XCTAssertEqual(try String(contentsOfFile: p, encoding: .utf8), "via link")
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: link), "f.tsv")
+        // A writer dropped before commit leaves the target untouched and no temporary.
+        do { let w = try AtomicFileWriter(path: p); try w.write(Data("half".utf8)) }
+        XCTAssertEqual(try String(contentsOfFile: p, encoding: .utf8), "via link")
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir.path)), ["f.tsv", "link.tsv"])
     }
 }
 

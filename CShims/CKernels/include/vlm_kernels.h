@@ -4,6 +4,7 @@
 #ifndef VLM_KERNELS_H
 #define VLM_KERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 
 /// e^x for x in about [-87, 88] (clamped): Cody–Waite reduction, Cephes' polynomial (≤ 2 ulp).
 float vlm_exp_approx(float x);
@@ -36,5 +37,16 @@ const char *vlm_isa_name(void);
 /// (for measuring the FMA peak); sets *lanes to the floats per vector and returns a value that
 /// depends on every chain.
 float vlm_fma_chains(long iterations, int *lanes);
+
+/// SHA-256 (FIPS 180-4), streaming: init, update any number of times, final.
+typedef struct {
+    uint32_t h[8];
+    uint64_t length;
+    uint8_t buffer[64];
+    size_t used;
+} vlm_sha256;
+void vlm_sha256_init(vlm_sha256 *s);
+void vlm_sha256_update(vlm_sha256 *s, const void *data, size_t n);
+void vlm_sha256_final(vlm_sha256 *s, uint8_t digest[32]);
 
 #endif

@@ -1,0 +1,95 @@
+// JSON as vlm reads and writes it: any value of an input line as a typed `JSONValue` (never
+// `[String: Any]`), records written with JSONEncoder, and the hand-written fast path for the
+// vector rows, where a float's shortest round-trip text matters for speed.
+
+import Foundation
+import VLMCore
+
+/// A JSON value, decoded without losing its type.
+public enum JSONValue: Decodable, Equatable, Sendable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let d = try? c.decode(Double.self) { self = .number(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    /// One JSON text; nil when `data` is not JSON.
+    public static func parse(_ data: Data) -> JSONValue? { try? JSONDecoder().decode(JSONValue.self, from: data) }
+
+    public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o } else { return nil } }
+    public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+
+    /// A short name of the type, for messages ("a number", "an object").
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .number: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+
+    /// The value written back as JSON text (numbers as integers when they are integral).
+    public var jsonText: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let d):
+            if d == d.rounded(), abs(d) < 9.0e15 { return String(Int64(d)) }
+            return "\(d)"
+        case .string(let s): return jsonString(s)
+        case .array(let a): return "[" + a.map(\.jsonText).joined(separator: ",") + "]"
+        case .object(let o): return "{" + o.keys.sorted().map { jsonString($0) + ":" + o[$0]!.jsonText }.joined(separator: ",") + "}"
+        }
+    }
+}
+
+/// Records as JSON lines: JSONEncoder with sorted keys (the same bytes on every run, which a
+/// resumed job's files depend on), "/" unescaped.
+public enum JSONLines {
+    public static func encode<T: Encodable>(_ value: T) -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
+        // Encoding plain records of strings and numbers cannot fail.
+        var data = (try? e.encode(value)) ?? Data("{}".utf8)
+        data.append(0x0A)
+        return data
+    }
+}
+
+/// A JSON number; non-finite values become null, as JSON has no NaN or infinity.
+@inline(__always)
+public func jsonNumber(_ v: Float) -> String {
+    v.isFinite ? "\(v)" : "null"
+}
+
+/// A JSON string literal (the vector rows' fast path; records go through `JSONLines`).
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20:
+            out += String(format: "\\u%04x", u.value)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}

@@ -1,0 +1,257 @@
+// The encoders that turn a batch of items into rows: images (decode → preprocess → ResNet),
+// preprocessed tensors (ResNet), texts (tokenize → packed BERT → pool) and image–text pairs
+// (both, concatenated). Each splits its work in two: `prepare` (decoding, tokenizing — the part
+// that runs on other threads while the model works on the previous batch) and `encode` (the
+// model). Batch jobs, the worker and classify all go through these, so a vector never depends
+// on which command made it.
+
+import Foundation
+import VLMCore
+import VLMIO
+import VLMImage
+import VLMModels
+import VLMTokenizer
+
+/// A batch's outcome: rows for the items that worked, in item order, and per item its error.
+public struct EncodedBatch {
+    /// (items that worked) × dim.
+    public var rows: [Float]
+    /// One entry per item of the batch: nil when it gave a row.
+    public var failures: [ItemError?]
+
+    public init(rows: [Float], failures: [ItemError?]) { (self.rows, self.failures) = (rows, failures) }
+    public var goodCount: Int { failures.count - failures.compactMap { $0 }.count }
+}
+
+public protocol RowEncoder: AnyObject {
+    associatedtype Value
+    associatedtype Prepared
+    /// Floats per row.
+    var dim: Int { get }
+    /// Every setting that changes a row, for the job's fingerprint.
+    var settings: [String: String] { get }
+    /// The CPU work before the model, safe to run on another thread while `encode` runs.
+    func prepare(_ items: [(id: [UInt8], value: Value)]) -> Prepared
+    /// The model.
+    func encode(_ prepared: Prepared) throws -> EncodedBatch
+}
+
+extension RowEncoder {
+    /// prepare then encode, on this thread.
+    public func rows(_ items: [(id: [UInt8], value: Value)]) throws -> EncodedBatch { try encode(prepare(items)) }
+}
+
+// MARK: - Images
+
+/// An image to encode: a file, or encoded bytes (the worker's `image_bytes`).
+public enum ImageInput: Sendable {
+    /// `walked`: found by listing a folder, so only a regular file is opened.
+    case file(RawPath, walked: Bool)
+    case bytes(Data)
+}
+
+/// Which ResNet output a row is.
+public enum ImageLayer: String, CaseIterable, Sendable {
+    case pooled, logits
+}
+
+/// Decoded and preprocessed images: (good, 3, crop, crop) floats and per-item errors.
+public struct PreparedImages {
+    public var tensor: [Float]
+    public var failures: [ItemError?]
+}
+
+public final class ImageRowEncoder: RowEncoder {
+    public let net: ResNet
+    public let preprocessing: Preprocessing
+    public let maxPixels: UInt64
+    public let layer: ImageLayer
+
+    public init(net: ResNet, preprocessing: Preprocessing, maxPixels: UInt64, layer: ImageLayer) throws {
+        if layer == .logits && net.config.numClasses == nil {
+            throw InputError("\(net.sourceName): the checkpoint has no fc layer, so there are no logits; use the pooled layer")
+        }
+        (self.net, self.preprocessing, self.maxPixels, self.layer) = (net, preprocessing, maxPixels, layer)
+    }
+
+    public var dim: Int { layer == .pooled ? net.config.featureSize : net.config.numClasses! }
+
+    public var settings: [String: String] {
+        ["layer": layer.rawValue, "preprocessing": "\(preprocessing)", "max_pixels": "\(maxPixels)"]
+    }
+
+    /// Decodes and preprocesses the items in parallel (each image on one thread).
+    public func prepare(_ items: [(id: [UInt8], value: ImageInput)]) -> PreparedImages {
+        Self.preprocess(items, preprocessing: preprocessing, maxPixels: maxPixels)
+    }
+
+    /// (good, 3, crop, crop) tensors of the items that decode, and each other item's error.
+    public static func preprocess(_ items: [(id: [UInt8], value: ImageInput)], preprocessing: Preprocessing,
+                                  maxPixels: UInt64) -> PreparedImages {
+        let per = 3 * preprocessing.crop * preprocessing.crop
+        var slots = [[Float]?](repeating: nil, count: items.count)
+        var errs = [ItemError?](repeating: nil, count: items.count)
+        slots.withUnsafeMutableBufferPointer { s in
+            errs.withUnsafeMutableBufferPointer { e in
+                let sp = s.baseAddress!, ep = e.baseAddress!
+                DispatchQueue.concurrentPerform(iterations: items.count) { k in
+                    do {
+                        sp[k] = preprocessing.tensor(try decode(items[k].value, id: items[k].id, maxPixels: maxPixels))
+                    } catch let error as ImageError {
+                        ep[k] = ItemError(id: items[k].id, kind: error.kind, message: error.description)
+                    } catch {
+                        ep[k] = ItemError(id: items[k].id, kind: "error", message: "\(RawPath.escape(items[k].id)): \(error)")
+                    }
+                }
+            }
+        }
+        var tensor: [Float] = []
+        tensor.reserveCapacity(slots.count * per)
+        for t in slots { if let t { tensor += t } }
+        return PreparedImages(tensor: tensor, failures: errs)
+    }
+
+    static func decode(_ input: ImageInput, id: [UInt8], maxPixels: UInt64) throws -> RGBImage {
+        switch input {
+        case .file(let path, let walked): return try ImageDecoder.decode(path: path, maxPixels: maxPixels, regularOnly: walked)
+        case .bytes(let data):
+            return try data.withUnsafeBytes { try ImageDecoder.decode($0, name: RawPath.escape(id), maxPixels: maxPixels) }
+        }
+    }
+
+    public func encode(_ p: PreparedImages) throws -> EncodedBatch {
+        let crop = preprocessing.crop
+        let good = p.tensor.count / (3 * crop * crop)
+        return EncodedBatch(rows: run(Tensor(shape: [good, 3, crop, crop], data: p.tensor)), failures: p.failures)
+    }
+
+    /// Rows for (n, 3, H, W) preprocessed images.
+    public func run(_ input: Tensor) -> [Float] {
+        guard input.shape[0] > 0 else { return [] }
+        let out = net.forward(input)
+        return layer == .pooled ? out.pooled.data : out.logits!.data
+    }
+}
+
+/// Rows of a preprocessed float32 (N, 3, H, W) array: items are row indices.
+public final class TensorRowEncoder: RowEncoder {
+    public let images: ImageRowEncoder
+    let input: Tensor
+
+    public init(images: ImageRowEncoder, input: Tensor) { (self.images, self.input) = (images, input) }
+
+    public var dim: Int { images.dim }
+    public var settings: [String: String] { ["layer": images.layer.rawValue, "input": "npy \(input.shape)"] }
+
+    public func prepare(_ items: [(id: [UInt8], value: Int)]) -> Tensor {
+        let inner = input.shape.dropFirst().reduce(1, *)
+        var data: [Float] = []
+        data.reserveCapacity(items.count * inner)
+        for (_, row) in items { data += input.data[(row * inner)..<((row + 1) * inner)] }
+        return Tensor(shape: [items.count] + input.shape.dropFirst(), data: data)
+    }
+
+    public func encode(_ t: Tensor) throws -> EncodedBatch {
+        EncodedBatch(rows: images.run(t), failures: [ItemError?](repeating: nil, count: t.shape[0]))
+    }
+}
+
+// MARK: - Texts
+
+/// A text and, for sentence pairs, its second segment.
+public struct TextInput: Sendable {
+    public var text: String
+    public var pair: String?
+    public init(_ text: String, pair: String? = nil) { (self.text, self.pair) = (text, pair) }
+}
+
+public final class TextRowEncoder: RowEncoder {
+    public let encoder: TextEncoder
+    public let pooling: Pooling
+    public let normalize: Bool
+    public let maxLength: Int
+    public let batchSize: Int, batchTokens: Int
+    private let lock = NSLock()
+    private var truncated = 0
+
+    /// nil settings take the model folder's defaults (sentence-transformers' config).
+    public init(encoder: TextEncoder, pooling: Pooling?, normalize: Bool?, maxLength: Int?, batchSize: Int, batchTokens: Int,
+                pairs: Bool = false) throws {
+        self.encoder = encoder
+        self.pooling = pooling ?? encoder.defaultPooling
+        self.normalize = normalize ?? encoder.defaultNormalize
+        let maxPositions = encoder.model.config.maxPositionEmbeddings
+        if let maxLength, maxLength > maxPositions {
+            throw InputError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(maxPositions)")
+        }
+        self.maxLength = maxLength ?? encoder.defaultMaxLength
+        (self.batchSize, self.batchTokens) = (batchSize, batchTokens)
+        try encoder.check(pooling: self.pooling, pairs: pairs)
+    }
+
+    public var dim: Int { encoder.model.config.hiddenSize }
+
+    public var settings: [String: String] {
+        ["pooling": pooling.rawValue, "normalize": "\(normalize)", "max_length": "\(maxLength)",
+         "batch_texts": "\(batchSize)", "batch_tokens": "\(batchTokens)"]
+    }
+
+    /// Texts cut to the maximum length so far.
+    public var truncatedCount: Int { lock.lock(); defer { lock.unlock() }; return truncated }
+
+    public func prepare(_ items: [(id: [UInt8], value: TextInput)]) -> [Encoding] {
+        let encodings = items.map { encoder.encode($0.value.text, pair: $0.value.pair, maxLength: maxLength) }
+        let cut = encodings.filter(\.truncated).count
+        lock.lock(); truncated += cut; lock.unlock()
+        return encodings
+    }
+
+    public func encode(_ encodings: [Encoding]) throws -> EncodedBatch {
+        EncodedBatch(rows: encoder.embed(encodings: encodings, pooling: pooling, normalize: normalize,
+                                         batchSize: batchSize, batchTokens: batchTokens),
+                     failures: [ItemError?](repeating: nil, count: encodings.count))
+    }
+}
+
+// MARK: - Pairs
+
+/// image vector ⧺ text vector, each part optionally L2-normalised first.
+public final class PairRowEncoder: RowEncoder {
+    public let images: ImageRowEncoder
+    public let texts: TextRowEncoder
+    public let normalizeParts: Bool
+
+    public init(images: ImageRowEncoder, texts: TextRowEncoder, normalizeParts: Bool) {
+        (self.images, self.texts, self.normalizeParts) = (images, texts, normalizeParts)
+    }
+
+    public var dim: Int { images.dim + texts.dim }
+
+    public var settings: [String: String] {
+        var s = images.settings.mapKeys { "image_" + $0 }
+        for (k, v) in texts.settings { s["text_" + k] = v }
+        s["normalize_parts"] = "\(normalizeParts)"
+        return s
+    }
+
+    public func prepare(_ items: [(id: [UInt8], value: (image: ImageInput, text: TextInput))]) -> (PreparedImages, [Encoding]) {
+        let imgs = images.prepare(items.map { ($0.id, $0.value.image) })
+        // Only the pairs whose image worked are embedded.
+        let good = zip(items, imgs.failures).filter { $1 == nil }.map { ($0.0.id, $0.0.value.text) }
+        return (imgs, texts.prepare(good))
+    }
+
+    public func encode(_ p: (PreparedImages, [Encoding])) throws -> EncodedBatch {
+        let image = try images.encode(p.0)
+        let n = image.goodCount
+        guard n > 0 else { return EncodedBatch(rows: [], failures: image.failures) }
+        let text = try texts.encode(p.1)
+        let fused = Fusion.concat(image: Tensor(shape: [n, images.dim], data: image.rows),
+                                  text: Tensor(shape: [n, texts.dim], data: text.rows), normalizeParts: normalizeParts)
+        return EncodedBatch(rows: fused.data, failures: image.failures)
+    }
+}
+
+extension Dictionary {
+    func mapKeys(_ f: (Key) -> Key) -> [Key: Value] { Dictionary(uniqueKeysWithValues: map { (f($0.key), $0.value) }) }
+}

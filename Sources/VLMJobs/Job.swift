@@ -1,0 +1,357 @@
+// The one batch-job pipeline of embed-image, embed-text and fuse. Items are cut into fixed
+// units (a resumed job computes the same units); while the encoder's model runs on one unit,
+// the next is read and prepared (decoded, tokenized) on other threads. Each finished unit is
+// appended to the output's partial state and recorded, so a job killed at any point — SIGKILL
+// included — resumes where it stopped and ends with output byte-identical to an uninterrupted
+// run's. Bad items are recorded and skipped (exit 2), or stop the job (--errors fail).
+//
+// The partial state, <output>.partial/ beside the final target:
+//   job.json       what the job is (its fingerprint: inputs, models, every setting that changes
+//                  a row), written once
+//   rows.f32       the rows, float32 (after a reserved 128-byte header when the output is .npy)
+//   ids.txt        one escaped id per row
+//   errors.jsonl   one record per failed item
+//   journal.jsonl  one line per finished unit: item and row counts, the three files' sizes,
+//                  the SHA-256 of the unit's input identities and of the bytes it appended,
+//                  then a tab and the SHA-256 of the line itself
+//   input.txt      (text jobs reading stdin) the texts, spooled so a resumed job reads the same
+// On resume, every record is checked against the files and the inputs; the first that does not
+// verify, and all after it, are cut off and recomputed (a note says so).
+
+import Foundation
+import VLMCore
+import VLMIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum ErrorPolicy: String, CaseIterable, Sendable {
+    case skip, fail
+}
+
+/// How a job runs, as its command's options say.
+public struct JobSettings {
+    public var output: String
+    public var format: RowFormat
+    public var resume: Bool
+    public var errors: ErrorPolicy
+    public var quiet: Bool
+    /// What the items are called in messages: "images", "texts", "pairs".
+    public var unitName: String
+    /// Tests only: after this many units are recorded, say so on stderr and wait to be killed
+    /// (so a kill lands at a known point, not a raced one).
+    public var pauseAfterUnits: Int?
+
+    public init(output: String, format: RowFormat, resume: Bool, errors: ErrorPolicy, quiet: Bool, unitName: String) {
+        (self.output, self.format, self.resume, self.errors, self.quiet, self.unitName) = (output, format, resume, errors, quiet, unitName)
+    }
+}
+
+/// What a job is. Its SHA-256 (`fingerprint`) must match for a partial state to be resumed.
+public struct JobDefinition: Codable, Equatable {
+    public var command: String
+    public var format: String
+    public var dim: Int
+    public var unitSize: Int
+    public var items: Int
+    /// SHA-256 of the item source's definition (the paths, or the input file and line count).
+    public var inputs: String
+    /// Each model's identity: its files' names, sizes and modification times, or a synthetic spec.
+    public var models: [String]
+    /// Backend, threads, kernels: what changes the last bits of a row.
+    public var engine: [String: String]
+    /// The encoder's settings and the command's row-changing options.
+    public var settings: [String: String]
+
+    public init(command: String, format: RowFormat, dim: Int, unitSize: Int, items: Int, inputs: [UInt8], models: [String],
+                engine: [String: String], settings: [String: String]) {
+        self.command = command
+        self.format = format.rawValue
+        (self.dim, self.unitSize, self.items) = (dim, unitSize, items)
+        self.inputs = SHA256.hex(inputs)
+        (self.models, self.engine, self.settings) = (models, engine, settings)
+    }
+
+    public var fingerprint: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return SHA256.hexDigest(Array((try? e.encode(self)) ?? Data()))
+    }
+}
+
+/// The identity of a model argument: for a file or folder, the names, sizes and modification
+/// times of its files (a folder's, and one level below, e.g. 1_Pooling/); else the text itself.
+public func modelIdentity(_ spec: String) -> String {
+    guard let st = FileStatus.of(spec) else { return spec }
+    func entry(_ p: String) -> String {
+        guard let s = FileStatus.of(p) else { return "\(p):?" }
+        return "\(p):\(s.size):\(s.mtimeNanoseconds)"
+    }
+    if st.kind != .directory { return entry(spec) }
+    var parts: [String] = []
+    let fm = FileManager.default
+    for name in ((try? fm.contentsOfDirectory(atPath: spec)) ?? []).sorted() {
+        let p = (spec as NSString).appendingPathComponent(name)
+        if FileStatus.of(p)?.kind == .directory {
+            for sub in ((try? fm.contentsOfDirectory(atPath: p)) ?? []).sorted() { parts.append(entry((p as NSString).appendingPathComponent(sub))) }
+        } else {
+            parts.append(entry(p))
+        }
+    }
+    return parts.joined(separator: "|")
+}
+
+/// A finished job: what to report and exit with.
+public struct JobSummary: Equatable {
+    public var items: Int
+    public var rows: Int
+    public var failures: Int
+    /// Where the failures are listed (nil for stream outputs: stderr only).
+    public var errorsFile: String?
+}
+
+/// A value computed on a background queue.
+final class Future<T>: @unchecked Sendable {
+    private let group = DispatchGroup()
+    private var value: T?
+
+    init(_ work: @escaping () -> T) {
+        group.enter()
+        DispatchQueue.global(qos: .userInitiated).async {
+            self.value = work()
+            self.group.leave()
+        }
+    }
+
+    func wait() -> T {
+        group.wait()
+        return value!
+    }
+}
+
+// MARK: - The job
+
+public final class Job {
+    public let settings: JobSettings
+    let target: OutputTarget
+    /// The partial folder and its lock, for a regular-file output.
+    let folder: String?
+    let lock: OutputLock?
+
+    /// Checks the output and, for a file, takes its lock and sets up `<target>.partial/`
+    /// (kept for --resume, else an old one is discarded) — before any model is loaded.
+    public init(settings: JobSettings, target: OutputTarget) throws {
+        self.settings = settings
+        self.target = target
+        switch target {
+        case .stream(_, let kind):
+            if settings.resume {
+                throw InputError("--resume needs an output file; \(settings.output) is \(kind?.phrase ?? "stdout"), written as a stream")
+            }
+            if settings.format.isBinary && target.isTerminal {
+                throw InputError("refusing to write binary \(settings.format.rawValue) to a terminal; use -o FILE or --format jsonl|tsv")
+            }
+            folder = nil
+            lock = nil
+        case .file(let path, let resolved):
+            lock = try OutputLock(target: resolved, output: path)
+            let dir = resolved + ".partial"
+            folder = dir
+            let exists = FileStatus.of(dir, followLinks: false) != nil
+            if exists && !settings.resume {
+                if !settings.quiet { writeStandardError("vlm: note: discarding the unfinished job in \(dir) (use --resume to continue it)\n") }
+                try removeTree(dir)
+            }
+            if FileStatus.of(dir, followLinks: false) == nil {
+                if mkdir(dir, 0o755) != 0 { throw IOError.cannotWrite(path: dir, reason: "cannot create the job folder: \(errnoMessage())") }
+            } else if FileStatus.of(dir, followLinks: false)?.kind != .directory {
+                throw InputError("\(dir): is not a folder; remove it, or choose another -o")
+            }
+        }
+    }
+
+    /// Where a job may spool stdin so a resumed job reads the same input: inside the partial
+    /// folder (nil for stream outputs, which cannot be resumed).
+    public var spoolPath: String? { folder.map { $0 + "/input.txt" } }
+
+    /// Runs every unit of `source` through `encoder` and writes the output. Units are
+    /// `unitSize` consecutive items; `definition` must describe this very job.
+    public func run<S: ItemSource, E: RowEncoder>(source: S, encoder: E, unitSize: Int, definition: JobDefinition) throws -> JobSummary
+    where S.Value == E.Value {
+        precondition(unitSize > 0 && definition.items == source.count && definition.dim == encoder.dim)
+        let total = source.count
+        let sink: RowSink
+        switch target {
+        case .stream(let fileSink, _):
+            sink = try StreamSink(sink: fileSink, format: settings.format, dim: encoder.dim)
+        case .file(let path, let resolved):
+            sink = try PartialSink(folder: folder!, output: path, target: resolved, definition: definition, resume: settings.resume,
+                                   quiet: settings.quiet, unitName: settings.unitName) { unit in
+                Self.identityDigest(try source.items(Self.range(unit, unitSize, total)))
+            }
+        }
+        let progress = ProgressReporter(items: total, unit: settings.unitName, quiet: settings.quiet)
+        var done = sink.doneItems, failures = sink.failures
+        progress.start(at: done)
+
+        try Self.runUnits(source: source, encoder: encoder, unitSize: unitSize, from: sink.doneItems / unitSize) { unit, outcome in
+            for e in outcome.errors {
+                if settings.errors == .fail { throw InputError(e.message) }
+                writeStandardError("vlm: warning: \(e.message) (skipped)\n")
+            }
+            let end = Self.range(unit, unitSize, total).upperBound
+            try sink.commit(unit: unit, end: end, rows: outcome.rows, ids: outcome.ids, errors: outcome.errors,
+                            inputDigest: outcome.inputDigest)
+            done = end
+            failures += outcome.errors.count
+            progress.update(done: done, failures: failures)
+            if let n = settings.pauseAfterUnits, unit + 1 == n {
+                writeStandardError("vlm: test: paused after unit \(n)\n")
+                while true { sleep(60) }
+            }
+        }
+        let summary = try sink.finish(items: total)
+        progress.finish(summary: String(format: "done: %d/%d %@ in %@%@", total, total, settings.unitName, formatDuration(progress.elapsed),
+                                        summary.failures > 0 ? ", \(summary.failures) skipped" : ""))
+        if summary.failures > 0 && !settings.quiet {
+            writeStandardError("vlm: \(summary.failures) of \(total) items skipped; " + (summary.errorsFile.map { "see \($0)" } ?? "listed above") + "\n")
+        }
+        return summary
+    }
+
+    static func range(_ unit: Int, _ size: Int, _ total: Int) -> Range<Int> { (unit * size)..<min(total, (unit + 1) * size) }
+
+    /// What one unit gave: rows and their ids in item order, the items' errors, and the digest
+    /// of the unit's input identities.
+    public struct UnitOutcome {
+        public var rows: [Float]
+        public var ids: [[UInt8]]
+        public var errors: [ItemError]
+        public var inputDigest: String
+    }
+
+    /// The pipeline itself: units `from`… of `source` through `encoder`, the next unit read and
+    /// prepared on other threads while the model runs on this one; `body` gets each unit's
+    /// outcome in order.
+    public static func runUnits<S: ItemSource, E: RowEncoder>(source: S, encoder: E, unitSize: Int, from start: Int,
+                                                             _ body: (Int, UnitOutcome) throws -> Void) throws where S.Value == E.Value {
+        let total = source.count
+        let units = (total + unitSize - 1) / unitSize
+        typealias Unit = (index: Int, items: [JobItem<S.Value>], prepared: E.Prepared)
+        func schedule(_ u: Int) -> Future<Result<Unit, Error>>? {
+            guard u < units else { return nil }
+            return Future {
+                Result {
+                    let items = try source.items(range(u, unitSize, total))
+                    var values: [(id: [UInt8], value: S.Value)] = []
+                    for item in items { if case .value(let v) = item.content { values.append((item.id, v)) } }
+                    return (u, items, encoder.prepare(values))
+                }
+            }
+        }
+        var next = schedule(start)
+        while let current = next {
+            let unit = try current.wait().get()
+            next = schedule(unit.index + 1)
+            let encoded = try encoder.encode(unit.prepared)
+            var ids: [[UInt8]] = [], errors: [ItemError] = []
+            var k = 0
+            for item in unit.items {
+                switch item.content {
+                case .blank: continue
+                case .failed(let e): errors.append(e)
+                case .value:
+                    if let e = encoded.failures[k] { errors.append(e) } else { ids.append(item.id) }
+                    k += 1
+                }
+            }
+            precondition(encoded.rows.count == ids.count * encoder.dim, "encoder gave \(encoded.rows.count) floats for \(ids.count) rows")
+            try body(unit.index, UnitOutcome(rows: encoded.rows, ids: ids, errors: errors, inputDigest: identityDigest(unit.items)))
+        }
+    }
+
+    static func identityDigest<V>(_ items: [JobItem<V>]) -> String {
+        var h = SHA256()
+        for item in items {
+            var n = UInt64(item.identity.count).littleEndian
+            withUnsafeBytes(of: &n) { h.update($0) }
+            h.update(item.identity)
+        }
+        return h.finalizeHex()
+    }
+}
+
+/// Removes a folder tree (the job's own partial folder).
+func removeTree(_ path: String) throws {
+    do { try FileManager.default.removeItem(atPath: path) } catch {
+        throw IOError.cannotWrite(path: path, reason: "cannot remove the old job folder")
+    }
+}
+
+// MARK: - Sinks
+
+protocol RowSink: AnyObject {
+    /// Items already done (resumed).
+    var doneItems: Int { get }
+    var failures: Int { get }
+    func commit(unit: Int, end: Int, rows: [Float], ids: [[UInt8]], errors: [ItemError], inputDigest: String) throws
+    func finish(items: Int) throws -> JobSummary
+}
+
+/// stdout or another non-regular file: jsonl, tsv and f32 rows are written as each unit
+/// finishes; .npy rows are spooled to an unlinked temporary file until the count is known.
+final class StreamSink: RowSink {
+    let sink: FileSink
+    let format: RowFormat
+    let dim: Int
+    var spool: FileSink?
+    var rows = 0
+    var failures = 0
+    var doneItems: Int { 0 }
+
+    init(sink: FileSink, format: RowFormat, dim: Int) throws {
+        (self.sink, self.format, self.dim) = (sink, format, dim)
+        if format == .npy {
+            var template = Array((NSTemporaryDirectory() as NSString).appendingPathComponent("vlm-rows-XXXXXX").utf8CString)
+            let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            if fd < 0 { throw IOError.cannotWrite(path: NSTemporaryDirectory(), reason: "cannot create a spool file for the rows: \(errnoMessage())") }
+            template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+            spool = FileSink(fd: fd, name: "the row spool in \(NSTemporaryDirectory())")
+        }
+    }
+
+    deinit { if let spool { close(spool.fd) } }
+
+    func commit(unit: Int, end: Int, rows r: [Float], ids: [[UInt8]], errors: [ItemError], inputDigest: String) throws {
+        rows += ids.count
+        failures += errors.count
+        switch format {
+        case .jsonl, .tsv: try r.withUnsafeBufferPointer { try sink.write(RowText.render($0, dim: dim, ids: ids, format: format)) }
+        case .f32: try r.withUnsafeBytes { try sink.write($0) }
+        case .npy: try r.withUnsafeBytes { try spool!.write($0) }
+        }
+    }
+
+    func finish(items: Int) throws -> JobSummary {
+        if let spool {
+            try sink.write(NPY.header(shape: [rows, dim]))
+            if lseek(spool.fd, 0, SEEK_SET) < 0 { throw IOError.cannotWrite(path: spool.name, reason: errnoMessage()) }
+            try copyAll(from: spool.fd, name: spool.name, to: sink)
+        }
+        return JobSummary(items: items, rows: rows, failures: failures, errorsFile: nil)
+    }
+}
+
+/// Copies the rest of `fd` to `sink` in 4 MiB pieces.
+func copyAll(from fd: Int32, name: String, to sink: FileSink, limit: UInt64 = .max) throws {
+    var buffer = [UInt8](repeating: 0, count: 4 << 20)
+    var left = limit
+    while left > 0 {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, Int(min(UInt64($0.count), left))) }
+        if n < 0 { if errno == EINTR { continue }; throw IOError.cannotOpen(path: name, reason: errnoMessage()) }
+        if n == 0 { break }
+        try buffer.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        left -= UInt64(n)
+    }
+}

@@ -1,0 +1,80 @@
+// Where a job's rows go, decided before any work starts: a regular file (or a new path) is
+// written atomically and may be resumed; "-" and anything that is not a regular file (a FIFO,
+// a character device such as /dev/null, a terminal) is written as a stream — never replaced,
+// nothing created beside it. A symbolic link is followed and its final target written.
+
+import Foundation
+import VLMCore
+import VLMIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum OutputTarget {
+    /// Written as it comes: stdout ("-"), or an existing non-regular file opened for writing.
+    case stream(FileSink, kind: FileKind?)
+    /// A regular file or a new path: `path` as given, `target` with symbolic links resolved.
+    case file(path: String, target: String)
+
+    /// Checks `path` and opens a stream target; a regular-file target is only checked (its
+    /// folder exists and it is not a folder itself).
+    public static func resolve(_ path: String) throws -> OutputTarget {
+        if path == "-" { return .stream(.standardOutput, kind: nil) }
+        if path.isEmpty { throw IOError.cannotWrite(path: "\"\"", reason: "an empty path is not an output file; use -o FILE or -o - for stdout") }
+        let target = try resolveSymlinks(path)
+        if let st = FileStatus.of(target) {
+            switch st.kind {
+            case .regular: break
+            case .directory:
+                throw IOError.cannotWrite(path: path, reason: "is a folder; name a file in it, e.g. -o \((path as NSString).appendingPathComponent("features.npy"))")
+            default:
+                let fd = open(target, O_WRONLY | O_CLOEXEC | O_NOCTTY)
+                if fd < 0 { throw IOError.cannotWrite(path: path, reason: errnoMessage()) }
+                return .stream(FileSink(fd: fd, name: path), kind: st.kind)
+            }
+        } else if errno != ENOENT {
+            throw IOError.cannotWrite(path: path, reason: errnoMessage())
+        }
+        let dir = (target as NSString).deletingLastPathComponent
+        let folder = dir.isEmpty ? "." : dir
+        guard let d = FileStatus.of(folder), d.kind == .directory else {
+            throw IOError.cannotWrite(path: path, reason: "the folder \(folder) does not exist")
+        }
+        if access(folder, W_OK) != 0 { throw IOError.cannotWrite(path: path, reason: "the folder \(folder) is not writable") }
+        return .file(path: path, target: target)
+    }
+
+    /// Writing binary rows to a terminal is refused.
+    public var isTerminal: Bool {
+        if case .stream(let s, _) = self { return isatty(s.fd) != 0 }
+        return false
+    }
+}
+
+/// An exclusive lock on a job's output: flock(2) on `<folder>/.<name>.lock` beside the final
+/// target (so `-o link` and `-o target` take the same lock). The kernel releases it when the
+/// process ends, SIGKILL included, so a stale lock cannot exist; the file is never unlinked
+/// (unlinking it would let a second job lock a new file while the first holds the old one).
+public final class OutputLock {
+    public let path: String
+    private let fd: Int32
+
+    public init(target: String, output: String) throws {
+        let dir = (target as NSString).deletingLastPathComponent
+        path = ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent("." + (target as NSString).lastPathComponent + ".lock")
+        let f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        if f < 0 { throw IOError.cannotWrite(path: path, reason: "cannot create the job's lock file: \(errnoMessage())") }
+        if flock(f, LOCK_EX | LOCK_NB) != 0 {
+            let busy = errno == EWOULDBLOCK
+            close(f)
+            if busy {
+                throw InputError("\(output): another vlm job is writing this output (it holds \(path)); wait for it to finish or choose another -o")
+            }
+            throw IOError.cannotWrite(path: path, reason: "cannot lock: \(errnoMessage())")
+        }
+        fd = f
+    }
+
+    deinit { close(fd) }
+}

@@ -1,0 +1,147 @@
+// The engine a command runs on — backend and threads, from flags or the environment (read
+// here and nowhere else) — and where models are found and how they load.
+
+import ArgumentParser
+import Foundation
+import VLMCore
+import VLMIO
+import VLMModels
+
+extension BackendKind: ExpressibleByArgument {}
+extension RowFormat: ExpressibleByArgument {}
+
+struct EngineOptions: ParsableArguments {
+    @Option(help: "Compute backend: blas (OpenBLAS) or naive (plain loops). Default: $VLM_BACKEND, else blas.")
+    var backend: BackendKind?
+
+    @Option(parsing: .unconditional,
+            help: "Threads for the engine (it splits each large product into single-threaded sgemm calls). Default: $VLM_THREADS, else $OMP_NUM_THREADS, else all cores.")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    /// Applies the thread count and returns the backend, checking the VLM_* variables.
+    func configure() throws -> any Backend {
+        let env = ProcessInfo.processInfo.environment
+        Threads.set(try threads ?? Self.threadsFromEnvironment(env) ?? Threads.defaultCount())
+        return try Self.makeBackend(backend)
+    }
+
+    /// The backend `kind` names, else VLM_BACKEND's, else blas; VLM_WINOGRAD=0 turns Winograd off.
+    static func makeBackend(_ explicit: BackendKind?) throws -> any Backend {
+        let env = ProcessInfo.processInfo.environment
+        var kind = BackendKind.blas
+        if let explicit { kind = explicit } else if let v = env["VLM_BACKEND"], !v.isEmpty {
+            guard let k = BackendKind(rawValue: v.lowercased()) else {
+                throw UsageError("VLM_BACKEND=\(v): unknown backend; use blas or naive")
+            }
+            kind = k
+        }
+        switch env["VLM_WINOGRAD"] {
+        case nil, "", "1": break
+        case "0": if kind == .blas { return BLASBackend(winograd: false) }
+        case let v?: throw UsageError("VLM_WINOGRAD=\(v): use 0 (off) or 1 (on, the default)")
+        }
+        return kind.make()
+    }
+
+    /// VLM_THREADS, else OMP_NUM_THREADS (which Ray, Spark and schedulers set per worker).
+    static func threadsFromEnvironment(_ env: [String: String]) throws -> Int? {
+        for name in ["VLM_THREADS", "OMP_NUM_THREADS"] {
+            guard let v = env[name], !v.isEmpty else { continue }
+            guard let n = Int(v.trimmingCharacters(in: .whitespaces)), n >= 1 else {
+                throw UsageError("\(name)=\(v): expected a whole number of threads, at least 1")
+            }
+            return n
+        }
+        return nil
+    }
+
+    /// What changes the last bits of a row, for a job's fingerprint.
+    static func fingerprint(_ backend: any Backend) -> [String: String] {
+        var e = ["backend": backend.kind.rawValue, "threads": "\(Threads.count)", "openblas": OpenBLASCore.coreName,
+                 "kernels": kernelInstructionSet]
+        if let b = backend as? BLASBackend { e["winograd"] = "\(b.winograd)" }
+        return e
+    }
+}
+
+// MARK: - Where models are
+
+/// Finds `name` (a model folder, registry.json, imagenet_classes.txt): $VLM_MODELS/name, else
+/// beside the binary (../share/vlm/name for an installed vlm, models/name up the checkout a
+/// built binary sits in), else models/name under the working folder.
+func resolveModelsFolder(_ name: String) -> String {
+    let fm = FileManager.default
+    if let env = ProcessInfo.processInfo.environment["VLM_MODELS"], !env.isEmpty {
+        return (env as NSString).appendingPathComponent(name)
+    }
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    let bin = exe.deletingLastPathComponent()
+    let share = bin.deletingLastPathComponent().appendingPathComponent("share/vlm").appendingPathComponent(name)
+    if fm.fileExists(atPath: share.path) { return share.path }
+    var dir = bin
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("models").appendingPathComponent(name)
+        if fm.fileExists(atPath: candidate.path) { return candidate.path }
+        dir = dir.deletingLastPathComponent()
+    }
+    return "models/" + name
+}
+
+let defaultResNetName = "resnet50"
+let defaultTextModelName = "all-MiniLM-L6-v2"
+
+// MARK: - Loading
+
+/// A ResNet from a folder holding model.safetensors, a .safetensors file, or seeded synthetic
+/// weights ("synthetic:resnet50[:SEED]", any depth) for demos and benchmarks; nil spec: the
+/// default model.
+func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false) throws -> ResNet {
+    let spec = spec ?? resolveModelsFolder(defaultResNetName)
+    if spec.hasPrefix("synthetic:") {
+        let parts = spec.split(separator: ":").map(String.init)
+        guard parts.count >= 2, parts.count <= 3, parts[1].hasPrefix("resnet"), let depth = Int(parts[1].dropFirst(6)),
+              let seed = parts.count > 2 ? UInt64(parts[2]) : 0,
+              let source = Synthetic.resnet(depth: depth, seed: seed) else {
+            throw InputError("\(spec): unknown synthetic model; use synthetic:resnet18|34|50|101|152[:SEED]")
+        }
+        if !quiet { note("vlm: note: \(spec) has seeded random weights (synthetic): its features mean nothing") }
+        return try ResNet(source: source, backend: backend)
+    }
+    let file = try weightsFile(spec, defaultName: defaultResNetName)
+    return try ResNet(source: try SafetensorsFile(path: file), backend: backend)
+}
+
+/// A model argument's weights: the folder's model.safetensors, or the file itself.
+func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
+    guard let st = FileStatus.of(path) else {
+        if let defaultName, path == resolveModelsFolder(defaultName) {
+            throw InputError("\(path): no such folder; pass --model DIR|FILE.safetensors (torchvision or timm ResNet weights), or --model synthetic:resnet50")
+        }
+        throw IOError.cannotOpen(path: path, reason: errno == ELOOP ? "too many levels of symbolic links" : "no such file or folder")
+    }
+    if st.kind == .directory {
+        let file = (path as NSString).appendingPathComponent("model.safetensors")
+        guard FileStatus.of(file) != nil else { throw InputError("\(path): no model.safetensors in this folder") }
+        return file
+    }
+    return path
+}
+
+func defaultTextModel() -> String { resolveModelsFolder(defaultTextModelName) }
+
+func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool = false) throws -> TextEncoder {
+    let path = folder ?? defaultTextModel()
+    if folder == nil && FileStatus.of(path) == nil {
+        throw InputError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
+    }
+    let enc = try TextEncoder(folder: path, backend: backend)
+    let heads = enc.model.ignoredHeads
+    if !heads.isEmpty && !quiet {
+        note("vlm: note: \(path): ignoring \(heads.count) task-head tensors (\(heads.prefix(3).joined(separator: ", "))\(heads.count > 3 ? ", …" : "")); using the encoder only")
+    }
+    return enc
+}

@@ -1,0 +1,112 @@
+// Option groups shared by the commands, and the glue every batch command runs its job
+// through: the output checked and locked first, then the model, then the one pipeline.
+
+import ArgumentParser
+import Foundation
+import VLMCore
+import VLMIO
+import VLMImage
+import VLMJobs
+import VLMModels
+
+extension ErrorPolicy: ExpressibleByArgument {}
+extension ImageLayer: ExpressibleByArgument {}
+extension Pooling: ExpressibleByArgument {}
+
+/// Preprocessing and the pixel limit, for every command that reads image files.
+struct ImageOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Resize the shorter side to this (torchvision's V1 weights: 256, V2: 232).")
+    var resize: Int = 256
+
+    @Option(parsing: .unconditional, help: "Center-crop to this square size.")
+    var crop: Int = 224
+
+    @Option(help: "Per-channel mean, R,G,B.", transform: parseTriple)
+    var mean: [Float] = Preprocessing.imagenetMean
+
+    @Option(help: "Per-channel standard deviation, R,G,B.", transform: parseTriple)
+    var std: [Float] = Preprocessing.imagenetStd
+
+    @Option(parsing: .unconditional, help: "Skip images with more pixels than this (decompression bombs); it also bounds every buffer an image's resize needs.")
+    var maxPixels: UInt64 = ImageDecoder.defaultMaxPixels
+
+    func validate() throws {
+        if resize < 1 || crop < 1 { throw ValidationError("--resize and --crop must be positive") }
+        if std.contains(where: { $0 == 0 }) { throw ValidationError("--std must not contain 0") }
+        if maxPixels < 1 { throw ValidationError("--max-pixels must be positive") }
+    }
+
+    var preprocessing: Preprocessing { Preprocessing(resize: resize, crop: crop, mean: mean, std: std) }
+}
+
+func parseTriple(_ s: String) throws -> [Float] {
+    let parts = s.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
+    guard parts.count == 3, parts.allSatisfy({ $0 != nil && $0!.isFinite }) else {
+        throw ValidationError("expected three numbers R,G,B, got '\(s)'")
+    }
+    return parts.map { $0! }
+}
+
+/// Where rows go.
+struct OutputOptions: ParsableArguments {
+    @Option(name: [.customShort("o"), .long], help: "Output file, or - for stdout.")
+    var output: String = "-"
+
+    @Option(help: "npy, jsonl, tsv or f32 (raw little-endian float32). Default: from the output's extension, else jsonl.")
+    var format: RowFormat?
+
+    var resolvedFormat: RowFormat { format ?? RowFormat.inferred(from: output) ?? .jsonl }
+}
+
+/// Long jobs: shards, resume, the error policy, progress.
+struct JobOptions: ParsableArguments {
+    @Option(help: "Take slice i of n (1-based) of the input, e.g. --shard 2/8, so n processes split a job.")
+    var shard: String?
+
+    @Flag(help: "Continue a job that was interrupted, from <output>.partial/.")
+    var resume = false
+
+    @Option(help: "skip: record bad items in <output>.errors.jsonl and go on (exit 2 at the end); fail: stop at the first.")
+    var errors: ErrorPolicy = .skip
+
+    @Flag(help: "No progress or notes on stderr (warnings about skipped items and errors still).")
+    var quiet = false
+
+    func validate() throws {
+        if let shard, Shard(shard) == nil { throw ValidationError("--shard must be i/n with 1 <= i <= n, got '\(shard)'") }
+    }
+
+    var parsedShard: Shard? { shard.flatMap(Shard.init) }
+
+    /// The slice of `0..<count` this shard takes.
+    func slice(_ count: Int) -> Range<Int> { parsedShard?.range(of: count) ?? 0..<count }
+}
+
+/// The three steps of every batch command, in order: the output checked and locked (before
+/// any work), the model and item source built by the command, then the pipeline.
+struct BatchJob {
+    let command: String
+    let job: Job
+    let format: RowFormat
+
+    init(command: String, output: OutputOptions, options: JobOptions, unitName: String) throws {
+        self.command = command
+        format = output.resolvedFormat
+        var settings = JobSettings(output: output.output, format: format, resume: options.resume, errors: options.errors,
+                                   quiet: options.quiet, unitName: unitName)
+        settings.pauseAfterUnits = ProcessInfo.processInfo.environment["VLM_TEST_PAUSE_AFTER_UNITS"].flatMap { Int($0) }
+        job = try Job(settings: settings, target: try OutputTarget.resolve(output.output))
+    }
+
+    /// Runs the job; throws `Finished(.partial)` when items were skipped.
+    func run<S: ItemSource, E: RowEncoder>(_ source: S, _ encoder: E, unitSize: Int, backend: any Backend, models: [String],
+                                            settings: [String: String] = [:]) throws where S.Value == E.Value {
+        var all = encoder.settings
+        for (k, v) in settings { all[k] = v }
+        let definition = JobDefinition(command: command, format: format, dim: encoder.dim, unitSize: unitSize, items: source.count,
+                                       inputs: source.definition, models: models.map(modelIdentity),
+                                       engine: EngineOptions.fingerprint(backend), settings: all)
+        let summary = try job.run(source: source, encoder: encoder, unitSize: unitSize, definition: definition)
+        if summary.failures > 0 { throw Finished(status: .partial) }
+    }
+}
