@@ -21,6 +21,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -32,6 +33,8 @@ RESNET = os.path.join(ROOT, "Tests", "Fixtures", "generated", "resnet50")
 BERT = os.path.join(ROOT, "Tests", "Fixtures", "generated", "bert-base")
 MINILM = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
 THREADS = 2
+# Every peer's output must match vlm's on the same inputs to this relative error, or the run fails.
+PARITY = 1e-4
 
 # MARK: - Texts
 
@@ -217,12 +220,24 @@ def worker(a):
 
 
 def measure(cmd):
-    """Runs cmd; returns (parsed JSON of its last stdout line, peak RSS in MB)."""
+    """Runs cmd; returns (parsed JSON of its last stdout line, peak RSS in MB). Both pipes are
+    drained while the child runs (a child writing more than a pipe holds would otherwise block
+    forever), then wait4 gives the child's own rusage."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(p.pid, 0)
-    out = p.stdout.read()
-    err = p.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    chunks = {}
+
+    def drain(name, pipe):
+        chunks[name] = pipe.read()
+
+    readers = [threading.Thread(target=drain, args=(n, f)) for n, f in (("out", p.stdout), ("err", p.stderr))]
+    for t in readers:
+        t.start()
+    _, status, usage = os.wait4(p.pid, 0)   # reaps the child itself, so Popen must not
+    for t in readers:
+        t.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    out, err = chunks["out"], chunks["err"]
+    if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err[-2000:]}")
     return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
@@ -280,6 +295,8 @@ def run(a):
                 rss[p] = max(rss.get(p, 0), mb)
                 parity[p] = rel_err(ref, np.load(pout))
                 print(f"   {p}: {res['items_per_s']:.2f} {unit}, parity {parity[p]:.1e}", flush=True)
+                if not parity[p] <= PARITY:
+                    raise SystemExit(f"parity miss: vlm vs {p} on {title}: relative error {parity[p]:.2e} > {PARITY:.0e}")
             print(f"   vlm: {per['vlm'][-1]:.2f} {unit} ({gflops:.0f} GFLOP/s)", flush=True)
         # GFLOP/s at vlm's median throughput (the work per item is the same in every round).
         gflops = statistics.median(per["vlm"]) * gflop_per_item

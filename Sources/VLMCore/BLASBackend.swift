@@ -48,6 +48,12 @@ public struct BLASBackend: Backend {
     }
     public var kind: BackendKind { .blas }
 
+    public var settings: [String: String] {
+        ["backend": kind.rawValue, "winograd": winograd ? "\(winogradMinChannels) channels, \(winogradMinTiles) tiles" : "off",
+         "cache_tiles": "\(cacheTileBytes) bytes, \(cacheTileMaxWeights) weights, \(cacheTileMinRows) rows",
+         "im2col_tile": "\(im2colTileFloats)", "direct_attention": "\(directAttentionMaxLength)"]
+    }
+
     /// Whether a convolution of this shape has a Winograd form at all (the tile count, which
     /// depends on the input, is checked when it runs).
     func winogradApplies(_ spec: ConvolutionSpec) -> Bool {

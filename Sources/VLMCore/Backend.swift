@@ -124,6 +124,10 @@ public final class LinearWeights: @unchecked Sendable {
 public protocol Backend: Sendable {
     var kind: BackendKind { get }
 
+    /// The backend's name and every setting that changes the last bits of what it computes
+    /// (for a job's fingerprint: a resumed job must run the same kernels).
+    var settings: [String: String] { get }
+
     /// C is (M,N) = op(A) (M,K) · op(B) (K,N) + beta·C, all row-major with leading dimensions
     /// lda/ldb/ldc; op(X) = Xᵀ when trans. Then the epilogue on C's rows.
     func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
@@ -154,6 +158,8 @@ public protocol Backend: Sendable {
 }
 
 extension Backend {
+    public var settings: [String: String] { ["backend": kind.rawValue] }
+
     public func prepareConvolution(_ spec: ConvolutionSpec, weight: [Float], bias: [Float]) -> ConvolutionWeights {
         ConvolutionWeights(spec: spec, weight: weight, bias: bias)
     }

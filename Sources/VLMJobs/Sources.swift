@@ -86,7 +86,7 @@ public final class TextLines {
             let destination = spool ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("vlm-input-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).txt")
             let w = try AtomicFileWriter(path: destination)
             while true {
-                let chunk = try file.read(upTo: 4 << 20)
+                let chunk = try file.read(upTo: 1 << 20)
                 if chunk.isEmpty { break }
                 try chunk.withUnsafeBytes { try w.write($0) }
             }
@@ -106,7 +106,7 @@ public final class TextLines {
         var endsWithNewline = true
         checkpoints = [0]
         while true {
-            let chunk = try file.read(upTo: 4 << 20)
+            let chunk = try file.read(upTo: 1 << 20)
             if chunk.isEmpty { break }
             for (i, b) in chunk.enumerated() where b == 0x0A {
                 count += 1

@@ -88,8 +88,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Write the first backend's output to this .npy, for parity checks.")
     var saveOutput: String?
 
-    @Option(help: "blas, naive or both (side by side, with the speedup).")
-    var backend: BenchBackends = .both
+    @Option(name: .customLong("backend"), help: "blas, naive or both (side by side, with the speedup).")
+    var backends: BenchBackends = .both
 
     @Option(help: "Threads for OpenBLAS and the engine's loops. Default: all cores.")
     var threads: Int?
@@ -124,7 +124,7 @@ struct Bench: ParsableCommand {
         if let sentences, sentences < 1 { throw ValidationError("--sentences must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if layers && !workload.hasPrefix("resnet") { throw ValidationError("--layers times ResNet convolutions only") }
-        if layers && backend.kinds.count != 1 { throw ValidationError("--layers needs one backend: --backend blas or naive") }
+        if layers && backends.kinds.count != 1 { throw ValidationError("--layers needs one backend: --backend blas or naive") }
         if layers && json { throw ValidationError("--layers prints a table; it does not combine with --json") }
     }
 
@@ -170,7 +170,7 @@ struct Bench: ParsableCommand {
     func measure(_ w: Workload) throws -> ([BenchResult], [BackendKind: [Float]]) {
         var results: [BenchResult] = []
         var outputs: [BackendKind: [Float]] = [:]
-        for kind in backend.kinds {
+        for kind in backends.kinds {
             let run = try w.load(try EngineOptions.makeBackend(kind))
             var times: [Double] = []
             if noWarmup {

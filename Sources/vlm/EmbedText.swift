@@ -13,16 +13,14 @@ struct EmbedText: ParsableCommand {
         abstract: "Sentence vectors from a BERT-family model (default: models/all-MiniLM-L6-v2).",
         discussion: """
         One row per text, in input order, with its id: the 1-based line (or argument) number, or
-        --jsonl-id-field. Texts are read in units of \(EmbedText.unitSize), sorted by length within a unit into
-        packed batches (no padding is computed), so memory follows the unit, not the input.
+        --jsonl-id-field. Texts are read in units of 4 × --batch-size (the unit a resumed job
+        continues from), sorted by length within a unit into packed batches (no padding is
+        computed), so memory follows the unit, not the input.
         Defaults follow the folder's sentence-transformers config (modules.json, 1_Pooling,
         Normalize, max_seq_length), so an unflagged run gives what SentenceTransformer.encode
         gives; otherwise mean pooling, no normalisation. A line that is not UTF-8, or a JSON line
         without the field, is skipped and recorded (exit 2).
         """)
-
-    /// Texts per resumable unit.
-    static let unitSize = 1024
 
     @OptionGroup var input: TextInputOptions
 
@@ -51,6 +49,6 @@ struct EmbedText: ParsableCommand {
         let rows = try text.encoder(enc, batchSize: batchSize, pairs: input.jsonlPairField != nil)
         let source = TextSource(lines: lines, range: job.slice(lines.lineCount), format: input.format)
         defer { reportTruncation(rows, of: source.count) }
-        try batch.run(source, rows, unitSize: Self.unitSize, backend: backend, models: [model ?? defaultTextModel()])
+        try batch.run(source, rows, unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])
     }
 }

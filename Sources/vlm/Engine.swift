@@ -61,9 +61,10 @@ struct EngineOptions: ParsableArguments {
 
     /// What changes the last bits of a row, for a job's fingerprint.
     static func fingerprint(_ backend: any Backend) -> [String: String] {
-        var e = ["backend": backend.kind.rawValue, "threads": "\(Threads.count)", "openblas": OpenBLASCore.coreName,
-                 "kernels": kernelInstructionSet]
-        if let b = backend as? BLASBackend { e["winograd"] = "\(b.winograd)" }
+        var e = backend.settings
+        e["threads"] = "\(Threads.count)"
+        e["openblas"] = OpenBLASCore.coreName
+        e["kernels"] = kernelInstructionSet
         return e
     }
 }

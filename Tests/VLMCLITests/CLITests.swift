@@ -326,3 +326,49 @@ func killPaused(_ args: [String], afterUnits: Int, env: [String: String] = [:], 
     XCTAssertTrue(text.contains("paused after unit \(afterUnits)"), "the job did not reach unit \(afterUnits): \(text)", file: file, line: line)
     XCTAssertEqual(p.terminationReason, .uncaughtSignal, "killed mid-job", file: file, line: line)
 }
+
+/// `killPaused` with data on the child's stdin.
+func killPausedWithStdin(_ args: [String], afterUnits: Int, stdin: Data, file: StaticString = #filePath, line: UInt = #line) throws {
+    let p = Process()
+    p.executableURL = vlmBinary()
+    p.arguments = args
+    var environment = ProcessInfo.processInfo.environment
+    environment["VLM_TEST_PAUSE_AFTER_UNITS"] = String(afterUnits)
+    p.environment = environment
+    let err = Pipe(), inp = Pipe()
+    p.standardError = err
+    p.standardInput = inp
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    DispatchQueue.global().async {
+        inp.fileHandleForWriting.write(stdin)
+        try? inp.fileHandleForWriting.close()
+    }
+    var text = ""
+    while !text.contains("vlm: test: paused after unit \(afterUnits)") {
+        let chunk = err.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        text += String(decoding: chunk, as: UTF8.self)
+    }
+    kill(p.processIdentifier, SIGKILL)
+    p.waitUntilExit()
+    XCTAssertTrue(text.contains("paused after unit \(afterUnits)"), "the job did not reach unit \(afterUnits): \(text)", file: file, line: line)
+}
+
+/// Runs vlm to the end and returns its exit status and peak resident set (KiB, from wait4's
+/// rusage of that child alone).
+func runMeasured(_ args: [String]) throws -> (Int32, Int) {
+    var pid: pid_t = 0
+    let argv = ([vlmBinary().path] + args).map { strdup($0) } + [nil]
+    defer { for a in argv { free(a) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    let rc = posix_spawn(&pid, vlmBinary().path, &actions, nil, argv, environ)
+    guard rc == 0 else { throw NSError(domain: "spawn", code: Int(rc)) }
+    var status: Int32 = 0
+    var usage = rusage()
+    _ = wait4(pid, &status, 0, &usage)
+    return ((status >> 8) & 0xFF, usage.ru_maxrss)
+}
