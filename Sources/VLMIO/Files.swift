@@ -212,6 +212,7 @@ public final class InputFile {
     /// error naming the path; `what` says what the file was for ("the list", "the texts").
     public init(_ path: String, what: String = "the input") throws {
         if path == "-" {
+            if standardStreamIsClosed(0) { throw IOError.cannotOpen(path: "<stdin>", reason: "bad file descriptor (stdin is closed)") }
             name = "<stdin>"
             fd = 0
             owned = false
@@ -385,6 +386,9 @@ public struct FileSink {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if fd == 1 && name == "<stdout>" && standardStreamIsClosed(1) {
+            throw IOError.cannotWrite(path: name, reason: "bad file descriptor (stdout is closed)")
+        }
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
@@ -404,6 +408,24 @@ public struct FileSink {
         }
     }
 }
+
+// MARK: - Closed standard streams
+
+/// Which of stdin, stdout and stderr the process started with closed.
+nonisolated(unsafe) private var closedStandardStreams: Set<Int32> = []
+
+/// Call first thing in main: each of fds 0, 1, 2 that is closed is held by /dev/null, so no
+/// file the process opens later can land on it (rows meant for stdout written into a job's
+/// partial files, say). Reading a closed stdin or writing a closed stdout stays an error.
+public func guardStandardStreams() {
+    for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+        closedStandardStreams.insert(fd)
+        let null = open("/dev/null", O_RDWR)
+        if null >= 0 && null != fd { dup2(null, fd); close(null) }
+    }
+}
+
+func standardStreamIsClosed(_ fd: Int32) -> Bool { closedStandardStreams.contains(fd) }
 
 /// Writes to stderr, ignoring failures (a closed stderr must not end a job).
 public func writeStandardError(_ text: String) {

@@ -26,6 +26,7 @@ public enum ImageError: VLMError, Equatable {
     case corrupt(path: String, format: String, reason: String)
     case tooLarge(path: String, width: Int, height: Int, limit: UInt64)
     case notAFile(path: String, kind: String)
+    case tooLargeToResize(path: String, width: Int, height: Int, pixels: UInt64, limit: UInt64)
 
     public var description: String {
         switch self {
@@ -36,6 +37,8 @@ public enum ImageError: VLMError, Equatable {
         case let .tooLarge(p, w, h, l):
             return "\(p): \(w)×\(h) = \(w * h) pixels is over the limit of \(l) (--max-pixels)"
         case let .notAFile(p, k): return "\(p): \(k), not a regular file (skipped without opening it)"
+        case let .tooLargeToResize(p, w, h, n, l):
+            return "\(p): resizing this \(w)×\(h) image needs a buffer of \(n) pixels, over the limit of \(l) (--max-pixels)"
         }
     }
 
@@ -46,7 +49,7 @@ public enum ImageError: VLMError, Equatable {
         case .empty: return "empty"
         case .notAnImage: return "not_an_image"
         case .corrupt: return "corrupt"
-        case .tooLarge: return "too_large"
+        case .tooLarge, .tooLargeToResize: return "too_large"
         case .notAFile: return "not_a_file"
         }
     }

@@ -27,6 +27,18 @@ public struct Preprocessing: Equatable, Sendable {
         (self.resize, self.crop, self.mean, self.std) = (resize, crop, mean, std)
     }
 
+    /// The largest pixel buffer preprocessing a width × height image holds: the horizontal
+    /// pass's output (new width × old height), the resized image, the crop. Saturating, so a
+    /// hostile size cannot overflow it.
+    public func bufferPixels(width: Int, height: Int) -> UInt64 {
+        let (w, h) = resizedSize(width: width, height: height, shorter: resize)
+        func mul(_ a: Int, _ b: Int) -> UInt64 {
+            let (p, o) = UInt64(max(0, a)).multipliedReportingOverflow(by: UInt64(max(0, b)))
+            return o ? .max : p
+        }
+        return max(mul(w, height), mul(w, h), mul(crop, crop))
+    }
+
     /// The (3, crop, crop) float32 tensor the model sees, in CHW order.
     public func tensor(_ image: RGBImage) -> [Float] {
         let resized = resizeShorterSide(image, to: resize)
@@ -45,10 +57,12 @@ public struct Preprocessing: Equatable, Sendable {
 
 /// torchvision's size rule for Resize(int): the shorter side becomes `size`.
 public func resizedSize(width: Int, height: Int, shorter size: Int) -> (width: Int, height: Int) {
+    // Clamped so an absurd aspect ratio gives a huge size, never an overflowing one.
+    func scaled(_ long: Int, _ short: Int) -> Int { Int(min(Double(size) * Double(long) / Double(short), 9e15)) }
     if width <= height {
-        return (size, Int(Double(size) * Double(height) / Double(width)))
+        return (size, scaled(height, width))
     }
-    return (Int(Double(size) * Double(width) / Double(height)), size)
+    return (scaled(width, height), size)
 }
 
 public func resizeShorterSide(_ image: RGBImage, to size: Int) -> RGBImage {

@@ -96,7 +96,13 @@ public final class ImageRowEncoder: RowEncoder {
                 let sp = s.baseAddress!, ep = e.baseAddress!
                 DispatchQueue.concurrentPerform(iterations: items.count) { k in
                     do {
-                        sp[k] = preprocessing.tensor(try decode(items[k].value, id: items[k].id, maxPixels: maxPixels))
+                        let image = try decode(items[k].value, id: items[k].id, maxPixels: maxPixels)
+                        let need = preprocessing.bufferPixels(width: image.width, height: image.height)
+                        if need > maxPixels {
+                            throw ImageError.tooLargeToResize(path: RawPath.escape(items[k].id), width: image.width, height: image.height,
+                                                              pixels: need, limit: maxPixels)
+                        }
+                        sp[k] = preprocessing.tensor(image)
                     } catch let error as ImageError {
                         ep[k] = ItemError(id: items[k].id, kind: error.kind, message: error.description)
                     } catch {

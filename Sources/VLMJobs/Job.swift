@@ -145,7 +145,9 @@ public final class Job {
         self.settings = settings
         self.target = target
         switch target {
-        case .stream(_, let kind):
+        case .stream(_, _), .fifo:
+            var kind: FileKind? = .fifo
+            if case .stream(_, let k) = target { kind = k }
             if settings.resume {
                 throw InputError("--resume needs an output file; \(settings.output) is \(kind?.phrase ?? "stdout"), written as a stream")
             }
@@ -183,8 +185,8 @@ public final class Job {
         let total = source.count
         let sink: RowSink
         switch target {
-        case .stream(let fileSink, _):
-            sink = try StreamSink(sink: fileSink, format: settings.format, dim: encoder.dim)
+        case .stream, .fifo:
+            sink = try StreamSink(sink: try target.openStream()!, format: settings.format, dim: encoder.dim)
         case .file(let path, let resolved):
             sink = try PartialSink(folder: folder!, output: path, target: resolved, definition: definition, resume: settings.resume,
                                    quiet: settings.quiet, unitName: settings.unitName) { unit in

@@ -14,6 +14,9 @@ import Glibc
 public enum OutputTarget {
     /// Written as it comes: stdout ("-"), or an existing non-regular file opened for writing.
     case stream(FileSink, kind: FileKind?)
+    /// A FIFO: opened only when the first rows are written (opening one blocks until a reader
+    /// comes), so every check and refusal comes first.
+    case fifo(path: String)
     /// A regular file or a new path: `path` as given, `target` with symbolic links resolved.
     case file(path: String, target: String)
 
@@ -28,6 +31,8 @@ public enum OutputTarget {
             case .regular: break
             case .directory:
                 throw IOError.cannotWrite(path: path, reason: "is a folder; name a file in it, e.g. -o \((path as NSString).appendingPathComponent("features.npy"))")
+            case .fifo:
+                return .fifo(path: path)
             default:
                 let fd = open(target, O_WRONLY | O_CLOEXEC | O_NOCTTY)
                 if fd < 0 { throw IOError.cannotWrite(path: path, reason: errnoMessage()) }
@@ -49,6 +54,18 @@ public enum OutputTarget {
     public var isTerminal: Bool {
         if case .stream(let s, _) = self { return isatty(s.fd) != 0 }
         return false
+    }
+
+    /// The sink of a stream target, opening a FIFO now; nil for a file target.
+    public func openStream() throws -> FileSink? {
+        switch self {
+        case .stream(let s, _): return s
+        case .fifo(let path):
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            if fd < 0 { throw IOError.cannotWrite(path: path, reason: errnoMessage()) }
+            return FileSink(fd: fd, name: path)
+        case .file: return nil
+        }
     }
 }
 

@@ -177,9 +177,14 @@ final class PartialSink: RowSink {
             let prev = (rows: good?.rows ?? 0, failures: good?.failures ?? 0, end: good?.end ?? 0,
                         rowsBytes: good?.rowsBytes ?? rowsBase, idsBytes: good?.idsBytes ?? 0, errorsBytes: good?.errorsBytes ?? 0)
             let end = min(total, (unit + 1) * unitSize)
+            // Counts no file can hold are refused before any arithmetic on them.
+            let sane = 0...(1 << 48)
+            guard sane.contains(r.unit), sane.contains(r.end), sane.contains(r.rows), sane.contains(r.failures) else {
+                return (good, goodBytes, "the record of unit \(unit + 1) is inconsistent")
+            }
             let newRows = r.rows - prev.rows, newFailures = r.failures - prev.failures
             guard r.unit == unit, r.end == end, newRows >= 0, newFailures >= 0, newRows + newFailures <= end - prev.end,
-                  r.rowsBytes == rowsBase + UInt64(r.rows) * UInt64(dim) * 4,
+                  UInt64(r.rows).multipliedReportingOverflow(by: UInt64(dim) * 4) == (r.rowsBytes &- rowsBase, false), r.rowsBytes >= rowsBase,
                   r.idsBytes >= prev.idsBytes, r.errorsBytes >= prev.errorsBytes else {
                 return (good, goodBytes, "the record of unit \(unit + 1) is inconsistent")
             }

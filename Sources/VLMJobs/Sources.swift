@@ -204,7 +204,8 @@ public final class TextSource: ItemSource {
         var pair: String?
         if let pf = format.jsonPairField {
             switch record[pf] {
-            case nil, .null?: pair = nil
+            case nil: return failed("bad_record", "no field '\(pf)' for the second segment (null for none)")
+            case .null?: pair = nil
             case .string(let s)?: pair = s
             default: return failed("bad_record", "field '\(pf)' is not a string")
             }

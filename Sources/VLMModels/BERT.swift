@@ -220,13 +220,14 @@ public final class BertModel {
 
     /// Loads every encoder tensor for `backend` (with the same missing / shape / unused errors
     /// as ResNet); task heads are set aside and listed in `ignoredHeads`.
-    public init(config c: BertConfig, source: TensorSource, backend: any Backend) throws {
+    /// `allowNonFinite` loads tensors holding NaN or infinity instead of refusing them.
+    public init(config c: BertConfig, source: TensorSource, backend: any Backend, allowNonFinite: Bool = false) throws {
         config = c
         self.backend = backend
         activation = ActivationFunction(huggingFace: c.hiddenAct)!
         let keyMap = BertKeyMap(keys: source.keys)
         ignoredHeads = keyMap.ignoredHeads
-        let store = WeightStore(MappedTensorSource(base: source, map: keyMap.canonical))
+        let store = WeightStore(MappedTensorSource(base: source, map: keyMap.canonical), allowNonFinite: allowNonFinite)
         let r = store.root, e = r.pp("embeddings"), h = c.hiddenSize
         wordEmbeddings = try e.tensor("word_embeddings.weight", exact: [c.vocabSize, h]).data
         positionEmbeddings = try e.tensor("position_embeddings.weight", exact: [c.maxPositionEmbeddings, h]).data

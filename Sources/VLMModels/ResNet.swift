@@ -57,11 +57,19 @@ public struct FoldedConv {
     /// Loads "<conv>.weight" (Cout,Cin,K,K) and "<bn>.{weight,bias,running_mean,running_var}".
     static func load(_ r: WeightReader, conv: String, bn: String, inChannels: Int, outChannels: Int?,
                      kernel: Int, stride: Int, backend: any Backend, eps: Float = 1e-5) throws -> FoldedConv {
-        let w = try r.tensor("\(conv).weight", [outChannels, inChannels, kernel, kernel])
-        let cout = w.shape[0]
         let b = r.pp(bn)
+        // The BatchNorm's size says how many output channels the convolution must have, so a
+        // convolution whose dimensions are swapped is named, not the BatchNorm after it.
+        let bnShape = b.shape(of: "weight")
+        let expectedOut = outChannels ?? (bnShape?.count == 1 ? bnShape![0] : nil)
+        let w = try r.tensor("\(conv).weight", [expectedOut, inChannels, kernel, kernel])
+        let cout = w.shape[0]
         let gamma = try b.tensor("weight", exact: [cout]), beta = try b.tensor("bias", exact: [cout])
         let mean = try b.tensor("running_mean", exact: [cout]), variance = try b.tensor("running_var", exact: [cout])
+        if let bad = variance.data.firstIndex(where: { $0 < 0 }) {
+            throw WeightError.unrecognized(source: r.store.source.sourceName,
+                                           reason: "tensor '\(b.key("running_var"))' has a negative variance (\(variance.data[bad]) at channel \(bad)); the checkpoint is damaged")
+        }
         var oihw = w.data
         let bias = foldBatchNorm(weight: &oihw, bias: nil, outChannels: cout, gamma: gamma.data, beta: beta.data,
                                  mean: mean.data, variance: variance.data, eps: eps)
@@ -222,10 +230,11 @@ public final class ResNet {
 
     /// Recognises the architecture from the keys and loads it for `backend`, which prepares
     /// each layer's weights in the forms it runs; every tensor must be used.
-    public init(source: TensorSource, backend: any Backend) throws {
+    /// `allowNonFinite` loads tensors holding NaN or infinity instead of refusing them.
+    public init(source: TensorSource, backend: any Backend, allowNonFinite: Bool = false) throws {
         self.backend = backend
         sourceName = source.sourceName
-        let store = WeightStore(source)
+        let store = WeightStore(source, allowNonFinite: allowNonFinite)
         store.ignore { $0.hasSuffix(".num_batches_tracked") }
         let r = store.root
         let name = source.sourceName

@@ -125,9 +125,11 @@ public struct TextModelFolder {
 
     public init(folder: String) throws {
         self.folder = folder
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
-            throw IOError.cannotOpen(path: folder, reason: "no such model folder")
+        guard let st = FileStatus.of(folder) else {
+            throw IOError.cannotOpen(path: folder, reason: errno == ENOENT ? "no such model folder" : errnoMessage())
+        }
+        guard st.kind == .directory else {
+            throw IOError.cannotOpen(path: folder, reason: "not a folder (a text model is a folder with config.json, model.safetensors and vocab.txt or tokenizer.json)")
         }
         let configPath = (folder as NSString).appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: configPath) else {
@@ -173,7 +175,7 @@ public final class TextEncoder {
     public var defaultMaxLength: Int { files.defaultMaxLength }
 
     /// Loads the folder's tokenizer, settings and weights, prepared for `backend`.
-    public init(folder: String, backend: any Backend) throws {
+    public init(folder: String, backend: any Backend, allowNonFinite: Bool = false) throws {
         let files = try TextModelFolder(folder: folder)
         self.files = files
         let config = files.config
@@ -182,7 +184,7 @@ public final class TextEncoder {
         }
         let weights = try SafetensorsFile(path: files.path("model.safetensors"))
         do {
-            model = try BertModel(config: config, source: weights, backend: backend)
+            model = try BertModel(config: config, source: weights, backend: backend, allowNonFinite: allowNonFinite)
         } catch let WeightError.shapeMismatch(source, key, expected, got) {
             throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(files.path("config.json")) implies \(WeightError.shapeText(expected))")
         } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") {

@@ -49,6 +49,7 @@ public enum WeightError: VLMError, Equatable {
     case shapeMismatch(source: String, key: String, expected: [Int?], got: [Int])
     case unusedTensors(source: String, keys: [String])
     case unrecognized(source: String, reason: String)
+    case nonFinite(source: String, key: String, count: Int)
 
     public var description: String {
         switch self {
@@ -61,6 +62,8 @@ public enum WeightError: VLMError, Equatable {
             return "\(s): \(ks.count) tensor\(ks.count == 1 ? "" : "s") not used by the model: \(shown)\(ks.count > 5 ? ", …" : "")"
         case let .unrecognized(s, r):
             return "\(s): \(r)"
+        case let .nonFinite(s, k, n):
+            return "\(s): tensor '\(k)' holds \(n) NaN or infinite value\(n == 1 ? "" : "s") (a damaged or diverged checkpoint; --allow-nonfinite loads it anyway)"
         }
     }
 }
@@ -69,8 +72,13 @@ public enum WeightError: VLMError, Equatable {
 public final class WeightStore {
     public let source: TensorSource
     public private(set) var used: Set<String> = []
+    /// When false (the default), a tensor holding NaN or ±infinity is an error naming it.
+    public let allowNonFinite: Bool
 
-    public init(_ source: TensorSource) { self.source = source }
+    public init(_ source: TensorSource, allowNonFinite: Bool = false) {
+        self.source = source
+        self.allowNonFinite = allowNonFinite
+    }
 
     public var root: WeightReader { WeightReader(store: self, prefix: "") }
 
@@ -92,7 +100,12 @@ public final class WeightStore {
         let fits = shape.count == expected.count && zip(shape, expected).allSatisfy { $1 == nil || $0 == $1 }
         if !fits { throw WeightError.shapeMismatch(source: source.sourceName, key: key, expected: expected, got: shape) }
         used.insert(key)
-        return try source.floatTensor(key)
+        let t = try source.floatTensor(key)
+        if !allowNonFinite {
+            let bad = t.data.withUnsafeBufferPointer { b in b.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
+            if bad > 0 { throw WeightError.nonFinite(source: source.sourceName, key: key, count: bad) }
+        }
+        return t
     }
 }
 

@@ -91,7 +91,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("backend"), help: "blas, naive or both (side by side, with the speedup).")
     var backends: BenchBackends = .both
 
-    @Option(help: "Threads for OpenBLAS and the engine's loops. Default: all cores.")
+    @Option(parsing: .unconditional, help: "Threads for the engine's loops and products. Default: $VLM_THREADS, else $OMP_NUM_THREADS, else all cores.")
     var threads: Int?
 
     @Option(help: "A checkpoint (ResNet file/folder, or BERT model folder) instead of synthetic weights.")
@@ -116,13 +116,13 @@ struct Bench: ParsableCommand {
     var layers = false
 
     func validate() throws {
-        if batch < 1 { throw ValidationError("--batch must be at least 1") }
-        if batchTokens < 1 { throw ValidationError("--batch-tokens must be at least 1") }
-        if size < 32 { throw ValidationError("--size must be at least 32") }
+        try Limits.check("--batch", batch, 1...Limits.maxBatch)
+        try Limits.check("--batch-tokens", batchTokens, 1...Limits.maxBatchTokens)
+        try Limits.check("--size", size, 32...4096)
         if sentences != nil && texts != nil { throw ValidationError("--sentences and --texts exclude each other") }
         if seq < 2 { throw ValidationError("--seq must be at least 2") }
-        if let sentences, sentences < 1 { throw ValidationError("--sentences must be at least 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let sentences { try Limits.check("--sentences", sentences, 1...10_000_000) }
+        if let threads { try Limits.check("--threads", threads, 1...Limits.maxThreads) }
         if layers && !workload.hasPrefix("resnet") { throw ValidationError("--layers times ResNet convolutions only") }
         if layers && backends.kinds.count != 1 { throw ValidationError("--layers needs one backend: --backend blas or naive") }
         if layers && json { throw ValidationError("--layers prints a table; it does not combine with --json") }

@@ -40,7 +40,7 @@ struct Classify: ParsableCommand {
 
     func validate() throws {
         if top < 1 { throw ValidationError("--top must be at least 1") }
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
         if format.isBinary { throw ValidationError("classify writes tsv or jsonl") }
     }
 
@@ -53,7 +53,7 @@ struct Classify: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let net = try loadResNet(model, backend: backend, quiet: quiet)
+        let net = try loadResNet(model, backend: backend, quiet: quiet, allowNonFinite: engine.allowNonfinite)
         guard let classes = net.config.numClasses else {
             throw InputError("\(model ?? resolveModelsFolder(defaultResNetName)): the checkpoint has no fc layer; classify needs one")
         }

@@ -49,7 +49,7 @@ struct EmbedImage: ParsableCommand {
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
         let sources = (images.isEmpty ? 0 : 1) + (list == nil ? 0 : 1) + (list0 == nil ? 0 : 1) + (inputNPY == nil ? 0 : 1)
         if sources == 0 { throw ValidationError("give image paths or folders, --list FILE, --list0 FILE, or --input-npy FILE") }
         if inputNPY != nil && sources > 1 { throw ValidationError("--input-npy cannot be combined with image paths or lists") }
@@ -58,7 +58,7 @@ struct EmbedImage: ParsableCommand {
     func run() throws {
         let backend = try engine.configure()
         let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images")
-        let net = try loadResNet(model, backend: backend, quiet: job.quiet)
+        let net = try loadResNet(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let images = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels, layer: layer)
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {

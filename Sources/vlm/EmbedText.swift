@@ -37,7 +37,7 @@ struct EmbedText: ParsableCommand {
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
     }
 
     func run() throws {
@@ -45,7 +45,7 @@ struct EmbedText: ParsableCommand {
         let batch = try BatchJob(command: "embed-text", output: out, options: job, unitName: "texts")
         let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: job.resume, quiet: job.quiet)
         guard lines.lineCount > 0 else { throw InputError("\(lines.name): no texts to embed") }
-        let enc = try loadTextEncoder(model, backend: backend, quiet: job.quiet)
+        let enc = try loadTextEncoder(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let rows = try text.encoder(enc, batchSize: batchSize, pairs: input.jsonlPairField != nil)
         let source = TextSource(lines: lines, range: job.slice(lines.lineCount), format: input.format)
         defer { reportTruncation(rows, of: source.count) }

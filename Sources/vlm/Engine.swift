@@ -18,8 +18,11 @@ struct EngineOptions: ParsableArguments {
             help: "Threads for the engine (it splits each large product into single-threaded sgemm calls). Default: $VLM_THREADS, else $OMP_NUM_THREADS, else all cores.")
     var threads: Int?
 
+    @Flag(help: "Load weights holding NaN or infinity instead of refusing them (their vectors will be NaN).")
+    var allowNonfinite = false
+
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let threads { try Limits.check("--threads", threads, 1...Limits.maxThreads) }
     }
 
     /// Applies the thread count and returns the backend, checking the VLM_* variables.
@@ -51,8 +54,8 @@ struct EngineOptions: ParsableArguments {
     static func threadsFromEnvironment(_ env: [String: String]) throws -> Int? {
         for name in ["VLM_THREADS", "OMP_NUM_THREADS"] {
             guard let v = env[name], !v.isEmpty else { continue }
-            guard let n = Int(v.trimmingCharacters(in: .whitespaces)), n >= 1 else {
-                throw UsageError("\(name)=\(v): expected a whole number of threads, at least 1")
+            guard let n = Int(v.trimmingCharacters(in: .whitespaces)), (1...Limits.maxThreads).contains(n) else {
+                throw UsageError("\(name)=\(v): expected a whole number of threads from 1 to \(Limits.maxThreads)")
             }
             return n
         }
@@ -71,25 +74,40 @@ struct EngineOptions: ParsableArguments {
 
 // MARK: - Where models are
 
-/// Finds `name` (a model folder, registry.json, imagenet_classes.txt): $VLM_MODELS/name, else
-/// beside the binary (../share/vlm/name for an installed vlm, models/name up the checkout a
-/// built binary sits in), else models/name under the working folder.
+/// Finds `name` (a model folder, registry.json, imagenet_classes.txt), in this order:
+/// $VLM_MODELS/name; beside the binary — ../share/vlm/name for an installed vlm, models/name up
+/// the checkout a built binary sits in; the cache fetches fall back to ($XDG_CACHE_HOME/vlm,
+/// else ~/.cache/vlm); models/name under the working folder. The first that exists wins; when
+/// none does, the first candidate is named in messages.
 func resolveModelsFolder(_ name: String) -> String {
-    let fm = FileManager.default
-    if let env = ProcessInfo.processInfo.environment["VLM_MODELS"], !env.isEmpty {
-        return (env as NSString).appendingPathComponent(name)
-    }
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    let bin = exe.deletingLastPathComponent()
-    let share = bin.deletingLastPathComponent().appendingPathComponent("share/vlm").appendingPathComponent(name)
-    if fm.fileExists(atPath: share.path) { return share.path }
+    let candidates = modelsFolders().map { ($0 as NSString).appendingPathComponent(name) }
+    return candidates.first { FileStatus.of($0) != nil } ?? candidates[0]
+}
+
+/// The folders models are looked for in, in order (see `resolveModelsFolder`).
+func modelsFolders() -> [String] {
+    let env = ProcessInfo.processInfo.environment
+    if let m = env["VLM_MODELS"], !m.isEmpty { return [m] }
+    var out: [String] = []
+    let exe = (try? resolveSymlinks("/proc/self/exe")) ?? CommandLine.arguments[0]
+    let bin = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    out.append(bin.deletingLastPathComponent().appendingPathComponent("share/vlm").path)
     var dir = bin
     for _ in 0..<4 {
-        let candidate = dir.appendingPathComponent("models").appendingPathComponent(name)
-        if fm.fileExists(atPath: candidate.path) { return candidate.path }
+        out.append(dir.appendingPathComponent("models").path)
         dir = dir.deletingLastPathComponent()
     }
-    return "models/" + name
+    out.append(cacheFolder())
+    out.append("models")
+    return out
+}
+
+/// Where fetched models go when the registry's folder is not writable: $XDG_CACHE_HOME/vlm,
+/// else ~/.cache/vlm.
+func cacheFolder() -> String {
+    let env = ProcessInfo.processInfo.environment
+    let base = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((env["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".cache")
+    return (base as NSString).appendingPathComponent("vlm")
 }
 
 let defaultResNetName = "resnet50"
@@ -100,7 +118,7 @@ let defaultTextModelName = "all-MiniLM-L6-v2"
 /// A ResNet from a folder holding model.safetensors, a .safetensors file, or seeded synthetic
 /// weights ("synthetic:resnet50[:SEED]", any depth) for demos and benchmarks; nil spec: the
 /// default model.
-func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false) throws -> ResNet {
+func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> ResNet {
     let spec = spec ?? resolveModelsFolder(defaultResNetName)
     if spec.hasPrefix("synthetic:") {
         let parts = spec.split(separator: ":").map(String.init)
@@ -110,19 +128,20 @@ func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false) thro
             throw InputError("\(spec): unknown synthetic model; use synthetic:resnet18|34|50|101|152[:SEED]")
         }
         if !quiet { note("vlm: note: \(spec) has seeded random weights (synthetic): its features mean nothing") }
-        return try ResNet(source: source, backend: backend)
+        return try ResNet(source: source, backend: backend, allowNonFinite: allowNonFinite)
     }
     let file = try weightsFile(spec, defaultName: defaultResNetName)
-    return try ResNet(source: try SafetensorsFile(path: file), backend: backend)
+    return try ResNet(source: try SafetensorsFile(path: file), backend: backend, allowNonFinite: allowNonFinite)
 }
 
 /// A model argument's weights: the folder's model.safetensors, or the file itself.
 func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
     guard let st = FileStatus.of(path) else {
+        let code = errno
         if let defaultName, path == resolveModelsFolder(defaultName) {
             throw InputError("\(path): no such folder; pass --model DIR|FILE.safetensors (torchvision or timm ResNet weights), or --model synthetic:resnet50")
         }
-        throw IOError.cannotOpen(path: path, reason: errno == ELOOP ? "too many levels of symbolic links" : "no such file or folder")
+        throw IOError.cannotOpen(path: path, reason: code == ENOENT ? "no such file or folder" : errnoMessage(code))
     }
     if st.kind == .directory {
         let file = (path as NSString).appendingPathComponent("model.safetensors")
@@ -134,12 +153,12 @@ func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
 
 func defaultTextModel() -> String { resolveModelsFolder(defaultTextModelName) }
 
-func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool = false) throws -> TextEncoder {
+func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> TextEncoder {
     let path = folder ?? defaultTextModel()
     if folder == nil && FileStatus.of(path) == nil {
         throw InputError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
     }
-    let enc = try TextEncoder(folder: path, backend: backend)
+    let enc = try TextEncoder(folder: path, backend: backend, allowNonFinite: allowNonFinite)
     let heads = enc.model.ignoredHeads
     if !heads.isEmpty && !quiet {
         note("vlm: note: \(path): ignoring \(heads.count) task-head tensors (\(heads.prefix(3).joined(separator: ", "))\(heads.count > 3 ? ", …" : "")); using the encoder only")

@@ -52,7 +52,7 @@ struct Fuse: ParsableCommand {
     func validate() throws {
         if (image == nil) != (text == nil) { throw ValidationError("--image and --text go together") }
         if (image == nil) == (pairs == nil) { throw ValidationError("give --image and --text, or --pairs FILE") }
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
     }
 
     func run() throws {
@@ -66,10 +66,10 @@ struct Fuse: ParsableCommand {
             guard lines.lineCount > 0 else { throw InputError("\(lines.name): no pairs") }
             source = PairSource(lines: lines, range: job.slice(lines.lineCount))
         }
-        let net = try loadResNet(imageModel, backend: backend, quiet: job.quiet)
+        let net = try loadResNet(imageModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let images = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels,
                                          layer: imageLayer)
-        let texts = try textOptions.encoder(try loadTextEncoder(textModel, backend: backend, quiet: job.quiet), batchSize: batchSize, pairs: false)
+        let texts = try textOptions.encoder(try loadTextEncoder(textModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite), batchSize: batchSize, pairs: false)
         defer { reportTruncation(texts, of: source.count) }
         try batch.run(source, PairRowEncoder(images: images, texts: texts, normalizeParts: normalizeParts), unitSize: batchSize,
                       backend: backend, models: [imageModel ?? resolveModelsFolder(defaultResNetName), textModel ?? defaultTextModel()])

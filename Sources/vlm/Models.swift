@@ -42,10 +42,12 @@ struct Registry: Codable {
     }
 }
 
-/// Where model folders live: $VLM_MODELS, else the folder registry.json was found in.
+/// Where fetched models go: $VLM_MODELS, else the folder registry.json was found in when it is
+/// writable (a checkout's models/), else the cache folder ($XDG_CACHE_HOME/vlm).
 func modelsRoot() -> String {
     if let env = ProcessInfo.processInfo.environment["VLM_MODELS"], !env.isEmpty { return env }
-    return (resolveModelsFolder("registry.json") as NSString).deletingLastPathComponent
+    let dir = (resolveModelsFolder("registry.json") as NSString).deletingLastPathComponent
+    return access(dir, W_OK) == 0 ? dir : cacheFolder()
 }
 
 struct ModelsCommand: ParsableCommand {
@@ -65,7 +67,7 @@ struct ModelsCommand: ParsableCommand {
             let (reg, _) = try Registry.load(registry)
             var out = "name\tkind\tsource\tstatus\n"
             for m in reg.models {
-                let dir = ((modelsDir ?? modelsRoot()) as NSString).appendingPathComponent(m.name)
+                let dir = modelsDir.map { ($0 as NSString).appendingPathComponent(m.name) } ?? resolveModelsFolder(m.name)
                 let present = m.files.allSatisfy { FileStatus.of((dir as NSString).appendingPathComponent($0.path)) != nil }
                 let pinned = m.files.allSatisfy { $0.sha256 != nil }
                 out += "\(m.name)\t\(m.kind)\t\(m.repo)@\(m.revision)\t\(present ? "present" : "not fetched")"

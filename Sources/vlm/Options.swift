@@ -31,9 +31,13 @@ struct ImageOptions: ParsableArguments {
     var maxPixels: UInt64 = ImageDecoder.defaultMaxPixels
 
     func validate() throws {
-        if resize < 1 || crop < 1 { throw ValidationError("--resize and --crop must be positive") }
+        try Limits.check("--resize", resize, 1...Limits.maxSide)
+        try Limits.check("--crop", crop, 1...Limits.maxSide)
         if std.contains(where: { $0 == 0 }) { throw ValidationError("--std must not contain 0") }
         if maxPixels < 1 { throw ValidationError("--max-pixels must be positive") }
+        if UInt64(crop) * UInt64(crop) > maxPixels {
+            throw ValidationError("--crop \(crop) makes \(crop * crop)-pixel images, over --max-pixels \(maxPixels)")
+        }
     }
 
     var preprocessing: Preprocessing { Preprocessing(resize: resize, crop: crop, mean: mean, std: std) }
@@ -45,6 +49,24 @@ func parseTriple(_ s: String) throws -> [Float] {
         throw ValidationError("expected three numbers R,G,B, got '\(s)'")
     }
     return parts.map { $0! }
+}
+
+/// Upper bounds of the numbers a user gives, checked before anything is sized by them.
+enum Limits {
+    /// --resize and --crop.
+    static let maxSide = 1 << 16
+    /// --batch-size (images, texts, pairs per forward pass).
+    static let maxBatch = 1 << 16
+    /// --batch-tokens.
+    static let maxBatchTokens = 1 << 24
+    /// --threads (and VLM_THREADS, OMP_NUM_THREADS).
+    static let maxThreads = 1024
+
+    static func check(_ option: String, _ value: Int, _ range: ClosedRange<Int>) throws {
+        guard range.contains(value) else {
+            throw ValidationError("\(option) must be from \(range.lowerBound) to \(range.upperBound), got \(value)")
+        }
+    }
 }
 
 /// Where rows go.

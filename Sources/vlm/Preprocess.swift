@@ -33,9 +33,6 @@ struct PreprocessCommand: ParsableCommand {
         }, preprocessing: pre, maxPixels: imageOptions.maxPixels)
         if let e = prepared.failures.compactMap({ $0 }).first { throw InputError(e.message) }
         let data = NPY.encode(Tensor(shape: [paths.count, 3, pre.crop, pre.crop], data: prepared.tensor))
-        switch target {
-        case .stream(let sink, _): try sink.write(data)
-        case .file(let path, _): try writeAtomically(data, to: path)
-        }
+        if let sink = try target.openStream() { try sink.write(data) } else { try writeAtomically(data, to: output) }
     }
 }

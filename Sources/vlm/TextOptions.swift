@@ -59,7 +59,7 @@ struct TextModelOptions: ParsableArguments {
     var batchTokens: Int = TextEncoder.defaultBatchTokens
 
     func validate() throws {
-        if batchTokens < 1 { throw ValidationError("--batch-tokens must be at least 1") }
+        try Limits.check("--batch-tokens", batchTokens, 1...Limits.maxBatchTokens)
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP])") }
     }
 

@@ -52,7 +52,8 @@ struct VLM: ParsableCommand {
     )
 
     static func main() {
-        reexecWithBetterBLASKernels()
+        reexecWithBetterBLASKernels()   // opens nothing that outlives it, so closed streams stay closed
+        guardStandardStreams()
         let command: ParsableCommand
         do {
             command = try parseAsRoot()

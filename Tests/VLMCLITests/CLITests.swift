@@ -29,8 +29,13 @@ func vlmBinary() -> URL {
 
 @discardableResult
 func runVLM(_ args: [String], stdin: Data? = nil, env: [String: String] = [:]) throws -> RunResult {
+    try runProcess(vlmBinary().path, args, stdin: stdin, env: env)
+}
+
+/// Runs `executable` to the end, feeding `stdin`, reading stdout and stderr concurrently.
+func runProcess(_ executable: String, _ args: [String], stdin: Data? = nil, env: [String: String] = [:]) throws -> RunResult {
     let p = Process()
-    p.executableURL = vlmBinary()
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
     var environment = ProcessInfo.processInfo.environment
     for (k, v) in env { environment[k] = v }
@@ -40,8 +45,13 @@ func runVLM(_ args: [String], stdin: Data? = nil, env: [String: String] = [:]) t
     p.standardError = err
     p.standardInput = inp
     try p.run()
-    if let stdin { inp.fileHandleForWriting.write(stdin) }
-    try inp.fileHandleForWriting.close()
+    // Written from another thread, so a child that does not read all of it cannot block us.
+    let feed = inp.fileHandleForWriting
+    let input = stdin ?? Data()
+    DispatchQueue.global().async {
+        if !input.isEmpty { try? feed.write(contentsOf: input) }
+        try? feed.close()
+    }
     // Read both pipes concurrently so a large output cannot deadlock the child.
     final class Box: @unchecked Sendable { var data = Data() }
     let errBox = Box()
