@@ -19,7 +19,10 @@ VLM := .build/release/vlm
 
 PREFIX ?= /usr/local
 
-.PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines
+
+.PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install fuzz fuzz-build
 
 all: build
 
@@ -97,6 +100,23 @@ bench: build models fixtures $(VENV)/.stamp-bench
 	$(VLM) bench bert-base --batch 8 --seq 128 --backend both
 	$(VLM) bench minilm --sentences 1000 --backend both
 	$(PY) Benchmarks/peers.py run
+
+# MARK: - Fuzzing (libFuzzer + AddressSanitizer; not part of `make test`, whose corpus replay
+# test runs every seed and kept crash input through the same harness).
+# The fuzz targets exist only with VLM_FUZZ=1 (see Package.swift); they build into their own
+# folder with -sanitize=fuzzer,address for Swift, -fsanitize=fuzzer-no-link,address for the C
+# targets, and lld (gold fails on the sanitizer runtimes). Each executable's entry,
+# <Target>_main, hands its test function to LLVMFuzzerRunDriver. New inputs that grow coverage
+# land in .build-fuzz/corpus/<target>; crashes as .build-fuzz/crash-* (scripts/fuzz.sh) — fix
+# the bug and keep the input in Fuzz/regressions/<harness>/.
+fuzz-build: setup
+	for t in $(FUZZ_TARGETS); do \
+	  VLM_FUZZ=1 $(SWIFT) build -c release --scratch-path .build-fuzz --product $$t \
+	    -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address -Xswiftc -use-ld=lld || exit 1; \
+	done
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 # MARK: - Install: vlm finds its data at ../share/vlm beside the binary, from any working folder.
 install: build

@@ -1,5 +1,6 @@
 // swift-tools-version:5.10
 // vlm: images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -9,6 +10,7 @@ let package = Package(
         .executable(name: "vlm", targets: ["vlm"]),
         .library(name: "VLMModels", targets: ["VLMModels"]),
         .library(name: "VLMTokenizer", targets: ["VLMTokenizer"]),
+        .library(name: "VLMJobs", targets: ["VLMJobs"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -51,7 +53,19 @@ let package = Package(
         .testTarget(name: "VLMTokenizerTests", dependencies: ["VLMTokenizer"]),
         .testTarget(name: "VLMImageTests", dependencies: ["VLMImage"]),
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
-        .testTarget(name: "VLMJobsTests", dependencies: ["VLMJobs"]),
+        .testTarget(name: "VLMJobsTests", dependencies: ["VLMJobs", "FuzzHarness"]),
+        // What each fuzz target does with an input; the fuzzers and the corpus replay test share it.
+        .target(name: "FuzzHarness", dependencies: ["VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm"]),
     ]
 )
+
+// MARK: - Fuzz targets: only with VLM_FUZZ=1, as `make fuzz` builds them (with -sanitize=fuzzer,
+// address, into .build-fuzz), so normal builds and `make test` never see them.
+if ProcessInfo.processInfo.environment["VLM_FUZZ"] == "1" {
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"))
+    for name in ["FuzzNPY", "FuzzSafetensors", "FuzzTokenizer", "FuzzImage", "FuzzJSONLines"] {
+        package.targets.append(.executableTarget(name: name, dependencies: ["FuzzSupport", "FuzzHarness"],
+                                                 path: "Fuzz/Targets/\(name)", swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+    }
+}

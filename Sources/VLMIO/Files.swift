@@ -252,6 +252,21 @@ public final class InputFile {
         return out
     }
 
+    /// What one read(2) gives, up to `count` bytes: at least one byte, or none at the end of
+    /// the input. For pipes: returns as soon as a writer's line has arrived.
+    public func readAvailable(upTo count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        while true {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError.cannotOpen(path: name, reason: "read failed: \(errnoMessage())")
+            }
+            out.removeLast(count - n)
+            return out
+        }
+    }
+
     /// Everything to the end; more than `limit` bytes is an error.
     public func readAll(limit: Int = 1 << 34) throws -> Data {
         var data = Data()
@@ -287,7 +302,7 @@ public struct LineReader {
     let name: String
 
     public init(_ file: InputFile, startingAt offset: UInt64 = 0, firstLineNumber: Int = 1, maxLineBytes: Int = 1 << 28) {
-        next = { try file.read(upTo: $0) }
+        next = { try file.readAvailable(upTo: $0) }
         self.offset = offset
         lineNumber = firstLineNumber - 1
         self.maxLineBytes = maxLineBytes

@@ -77,7 +77,8 @@ public final class ImageRowEncoder: RowEncoder {
     public var dim: Int { layer == .pooled ? net.config.featureSize : net.config.numClasses! }
 
     public var settings: [String: String] {
-        ["layer": layer.rawValue, "preprocessing": "\(preprocessing)", "max_pixels": "\(maxPixels)"]
+        ["layer": layer.rawValue, "max_pixels": "\(maxPixels)",
+         "preprocessing": "resize \(preprocessing.resize), crop \(preprocessing.crop), mean \(preprocessing.mean), std \(preprocessing.std)"]
     }
 
     /// Decodes and preprocesses the items in parallel (each image on one thread).

@@ -1,0 +1,87 @@
+// What each fuzz target does with an input, as plain functions: the libFuzzer executables
+// (Fuzz/Fuzz*, built by `make fuzz`) call them, and the normal tests replay the corpora and
+// every crash input kept in Fuzz/regressions/ through them. Each must end in a value or a
+// thrown error for any bytes — a trap is the bug being hunted.
+
+import Foundation
+import VLMCore
+import VLMIO
+import VLMImage
+import VLMJobs
+import VLMTokenizer
+
+public enum FuzzHarness {
+    public static let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
+        "npy": npy, "safetensors": safetensors, "tokenizer": tokenizer, "image": image, "jsonl": jsonl,
+    ]
+
+    /// A scratch folder per process for targets whose parsers read files.
+    static let scratch: String = {
+        let d = (NSTemporaryDirectory() as NSString).appendingPathComponent("vlm-fuzz-\(getpid())")
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }()
+
+    static func file(_ name: String, _ bytes: UnsafeRawBufferPointer) -> String {
+        let p = (scratch as NSString).appendingPathComponent(name)
+        FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        return p
+    }
+
+    /// The .npy parser.
+    public static func npy(_ b: UnsafeRawBufferPointer) {
+        _ = try? NPY.parse(b, path: "fuzz.npy")
+    }
+
+    /// The safetensors reader: header, entries, and every tensor converted to float32.
+    public static func safetensors(_ b: UnsafeRawBufferPointer) {
+        guard let f = try? SafetensorsFile(path: file("f.safetensors", b)) else { return }
+        for name in f.names.prefix(64) where (f.tensors[name]?.count ?? 0) <= 1 << 20 { _ = try? f.floatTensor(name) }
+    }
+
+    /// Tokenizer loading (first byte: vocab.txt, tokenizer.json, or tokenizer.json beside a
+    /// vocab.txt, with or without a tokenizer_config.json) and WordPiece on texts cut from the
+    /// input's tail.
+    public static func tokenizer(_ b: UnsafeRawBufferPointer) {
+        guard let mode = b.first else { return }
+        let rest = UnsafeRawBufferPointer(rebasing: b.dropFirst())
+        let cut = rest.firstIndex(of: 0) ?? rest.endIndex
+        let spec = UnsafeRawBufferPointer(rebasing: rest[rest.startIndex..<cut])
+        let texts = cut < rest.endIndex ? Array(rest[(cut + 1)...]) : []
+        let folder = (scratch as NSString).appendingPathComponent("tok")
+        try? FileManager.default.removeItem(atPath: folder)
+        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        func put(_ name: String, _ data: Data) { FileManager.default.createFile(atPath: (folder as NSString).appendingPathComponent(name), contents: data) }
+        switch mode % 4 {
+        case 0: put("vocab.txt", Data(spec))
+        case 1: put("tokenizer.json", Data(spec))
+        case 2: put("vocab.txt", Data("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\n##b\n".utf8)); put("tokenizer.json", Data(spec))
+        default: put("vocab.txt", Data("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n##s\n".utf8)); put("tokenizer_config.json", Data(spec))
+        }
+        guard let tok = try? WordPieceTokenizer.load(folder: folder) else { return }
+        for piece in texts.split(separator: 0x0A, omittingEmptySubsequences: false).prefix(16) {
+            let text = String(decoding: piece, as: UTF8.self)
+            _ = tok.encode(text, pair: nil, maxLength: 64)
+            _ = tok.encode(text, pair: text, maxLength: 9)
+        }
+    }
+
+    /// The image decoder (JPEG and PNG, through the C decoder) and preprocessing, under a
+    /// small pixel limit so a header's claim cannot ask for gigabytes.
+    public static func image(_ b: UnsafeRawBufferPointer) {
+        let items: [(id: [UInt8], value: ImageInput)] = [(Array("fuzz".utf8), .bytes(Data(b)))]
+        _ = ImageRowEncoder.preprocess(items, preprocessing: Preprocessing(resize: 40, crop: 32), maxPixels: 1 << 20)
+    }
+
+    /// Text and pair inputs read as a job reads them: lines of a file, JSON records with text,
+    /// pair and id fields, and image–text pair lines.
+    public static func jsonl(_ b: UnsafeRawBufferPointer) {
+        let path = file("in.jsonl", b)
+        guard let lines = try? TextLines(path, spool: nil, reuseSpool: false, quiet: true) else { return }
+        let n = min(lines.lineCount, 256)
+        for format in [TextFormat(), TextFormat(jsonField: "text", jsonPairField: "pair", jsonIdField: "id"), TextFormat(lossy: true)] {
+            _ = try? TextSource(lines: lines, range: 0..<n, format: format).items(0..<n)
+        }
+        _ = try? PairSource(lines: lines, range: 0..<n).items(0..<n)
+    }
+}

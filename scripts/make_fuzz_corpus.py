@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets into Fuzz/corpus/<target>/ (small files, committed).
+Run with the test venv: .venv/bin/python scripts/make_fuzz_corpus.py"""
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "Fuzz", "corpus")
+
+
+def put(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def npy(arr, **kw):
+    b = io.BytesIO()
+    np.lib.format.write_array(b, arr, **kw)
+    return b.getvalue()
+
+
+def main():
+    rng = np.random.default_rng(1)
+    put("npy", "f32_2d.npy", npy(rng.standard_normal((3, 4)).astype(np.float32)))
+    put("npy", "f32_4d.npy", npy(rng.standard_normal((1, 3, 2, 2)).astype(np.float32)))
+    put("npy", "f32_v2.npy", npy(rng.standard_normal((2, 2)).astype(np.float32), version=(2, 0)))
+    put("npy", "f64.npy", npy(np.zeros((2, 2))))
+    put("npy", "fortran.npy", npy(np.asfortranarray(np.zeros((2, 3), np.float32))))
+    put("npy", "scalar.npy", npy(np.float32(1.5)))
+
+    put("safetensors", "f32.safetensors", save({"conv1.weight": rng.standard_normal((2, 3, 1, 1)).astype(np.float32),
+                                                 "bn1.running_var": np.ones(2, np.float32)}, metadata={"format": "pt"}))
+    put("safetensors", "f16_i64.safetensors", save({"w": np.ones((2, 2), np.float16), "n": np.array(3, np.int64)}))
+    put("safetensors", "f64_empty.safetensors", save({"a": np.zeros((0, 4)), "b": np.arange(3, dtype=np.float64)}))
+
+    vocab = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "##s", "un", "##aff", "##able", "é", "東"]) + "\n"
+    texts = "\x00Hello worlds!\nunaffable É 東京 😀\n\tcafé  naïve\n"
+    put("tokenizer", "vocab.bin", b"\x00" + vocab.encode() + texts.encode())
+    tj = {"normalizer": {"type": "BertNormalizer", "lowercase": True, "strip_accents": None, "clean_text": True,
+                         "handle_chinese_chars": True},
+          "added_tokens": [{"content": t, "special": True} for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]],
+          "model": {"type": "WordPiece", "vocab": {t: i for i, t in enumerate(vocab.split())}}}
+    put("tokenizer", "tokenizer_json.bin", b"\x01" + json.dumps(tj).encode() + texts.encode())
+    put("tokenizer", "config.bin", b"\x03" + json.dumps({"do_lower_case": False, "strip_accents": True}).encode() + texts.encode())
+
+    photo = (rng.random((9, 13, 3)) * 255).astype(np.uint8)
+    for name, im, kw in [("rgb.jpg", Image.fromarray(photo), {"quality": 80}),
+                         ("progressive.jpg", Image.fromarray(photo), {"progressive": True}),
+                         ("gray.jpg", Image.fromarray(photo[..., 0]), {}),
+                         ("cmyk.jpg", Image.fromarray(photo).convert("CMYK"), {}),
+                         ("rgb.png", Image.fromarray(photo), {}),
+                         ("palette.png", Image.fromarray(photo).convert("P"), {"transparency": 1}),
+                         ("gray16.png", Image.fromarray((photo[..., 0].astype(np.uint16) * 300)), {}),
+                         ("la.png", Image.fromarray(photo[..., :2].copy(), "LA"), {})]:
+        b = io.BytesIO()
+        im.save(b, format="JPEG" if name.endswith(".jpg") else "PNG", **kw)
+        put("image", name, b.getvalue())
+
+    put("jsonl", "texts.txt", "A cat on a couch.\r\n\nnaïve café\n".encode() + b"bad \xff byte\nlast")
+    put("jsonl", "records.jsonl", b'{"text": "hi", "pair": "there", "id": 7}\n{"text": "x", "pair": null, "id": "a"}\n \n'
+                                  b'{"text": 1}\nnot json\n[1, 2]\n{"text": "\\u00e9\\n", "id": 1.5}\n')
+    put("jsonl", "pairs.tsv", b"img.jpg\tA caption\n{\"image\": \"a.png\", \"text\": \"b\"}\nno tab\n")
+
+
+if __name__ == "__main__":
+    main()
