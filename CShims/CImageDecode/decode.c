@@ -43,6 +43,7 @@ static inline uint8_t clip8(int v) { return v < 0 ? 0 : (v > 255 ? 255 : (uint8_
 static inline int muldiv255(int a, int b) { int t = a * b + 128; return ((t >> 8) + t) >> 8; }
 
 static vlm_decode_status decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_image *out) {
+    snprintf(out->format, sizeof out->format, "jpeg");
     tjhandle tj = tjInitDecompress();
     if (!tj) return fail(out, VLM_DECODE_NO_MEMORY, "cannot start the JPEG decoder");
     int w = 0, h = 0, subsamp = 0, cs = 0;
@@ -52,7 +53,6 @@ static vlm_decode_status decode_jpeg(const uint8_t *data, size_t size, uint64_t 
         return s;
     }
     out->width = w; out->height = h; out->source_bits = 8;
-    snprintf(out->format, sizeof out->format, "jpeg");
     if (w <= 0 || h <= 0) { tjDestroy(tj); return fail(out, VLM_DECODE_CORRUPT, "zero-sized JPEG"); }
     if ((uint64_t)w * (uint64_t)h > max_pixels) { tjDestroy(tj); return VLM_DECODE_TOO_LARGE; }
     int cmyk = (cs == TJCS_CMYK || cs == TJCS_YCCK);

@@ -10,3 +10,11 @@ public struct InputError: VLMError, Equatable {
     public let description: String
     public init(_ message: String) { description = message }
 }
+
+/// An option (or environment variable) whose value does not fit what it meets — a length
+/// over the model's limit, --resume with a stream output: the command line's usage error
+/// (exit 64), found after parsing.
+public struct OptionError: VLMError, Equatable {
+    public let description: String
+    public init(_ message: String) { description = message }
+}

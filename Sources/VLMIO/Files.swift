@@ -14,7 +14,8 @@ import Darwin
 // MARK: - Paths as bytes
 
 /// A file system path as bytes: any name a file system holds, valid UTF-8 or not. Its
-/// `description` is the escaped form (`RawPath.escape`), so a message naming it stays one line.
+/// `description` is the escaped form for messages (`RawPath.display`): one line, and no
+/// control character reaches a terminal.
 public struct RawPath: Hashable, Sendable, CustomStringConvertible {
     public var bytes: [UInt8]
 
@@ -23,7 +24,7 @@ public struct RawPath: Hashable, Sendable, CustomStringConvertible {
 
     /// The path as a String when it is valid UTF-8.
     public var string: String? { String(validating: bytes, as: UTF8.self) }
-    public var description: String { RawPath.escape(bytes) }
+    public var description: String { RawPath.display(bytes) }
     public var isEmpty: Bool { bytes.isEmpty }
 
     public func appending(_ component: [UInt8]) -> RawPath {
@@ -73,6 +74,19 @@ public struct RawPath: Hashable, Sendable, CustomStringConvertible {
                 out += String(format: "\\x%02X", b)
                 i += 1
             }
+        }
+        return out
+    }
+
+    /// `escape`, and every other control character (C0, DEL) as `\xNN` too: the form of a name
+    /// in messages on stderr, so a file name cannot move a terminal's cursor or change its
+    /// colours. `unescape` inverts it as well.
+    public static func display(_ bytes: [UInt8]) -> String {
+        let e = escape(bytes)
+        guard e.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return e }
+        var out = ""
+        for u in e.unicodeScalars {
+            if u.value < 0x20 || u.value == 0x7F { out += String(format: "\\x%02X", u.value) } else { out.unicodeScalars.append(u) }
         }
         return out
     }
@@ -231,6 +245,17 @@ public final class InputFile {
         fd = f
         owned = true
         status = st
+    }
+
+    /// Reads an already open descriptor (its own duplicate, from the start), named `name`.
+    public init(duplicating other: Int32, name: String) throws {
+        let f = dup(other)
+        if f < 0 { throw IOError.cannotOpen(path: name, reason: errnoMessage()) }
+        fd = f
+        owned = true
+        self.name = name
+        status = FileStatus.of(fd: f)
+        _ = lseek(f, 0, SEEK_SET)
     }
 
     deinit { if owned { close(fd) } }

@@ -9,6 +9,9 @@ import VLMCore
 public enum JSONValue: Codable, Equatable, Sendable {
     case null
     case bool(Bool)
+    /// A number written without fraction or exponent that fits 64 bits, kept exactly (ids such
+    /// as 9007199254740993 must not pass through a Double).
+    case integer(Int64)
     case number(Double)
     case string(String)
     case array([JSONValue])
@@ -18,6 +21,7 @@ public enum JSONValue: Codable, Equatable, Sendable {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int64.self) { self = .integer(i) }
         else if let d = try? c.decode(Double.self) { self = .number(d) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
@@ -29,6 +33,7 @@ public enum JSONValue: Codable, Equatable, Sendable {
         switch self {
         case .null: try c.encodeNil()
         case .bool(let b): try c.encode(b)
+        case .integer(let i): try c.encode(i)
         case .number(let d): try c.encode(d)
         case .string(let s): try c.encode(s)
         case .array(let a): try c.encode(a)
@@ -47,7 +52,7 @@ public enum JSONValue: Codable, Equatable, Sendable {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
-        case .number: return "a number"
+        case .integer, .number: return "a number"
         case .string: return "a string"
         case .array: return "an array"
         case .object: return "an object"
@@ -59,6 +64,7 @@ public enum JSONValue: Codable, Equatable, Sendable {
         switch self {
         case .null: return "null"
         case .bool(let b): return b ? "true" : "false"
+        case .integer(let i): return String(i)
         case .number(let d):
             if d == d.rounded(), abs(d) < 9.0e15 { return String(Int64(d)) }
             return "\(d)"

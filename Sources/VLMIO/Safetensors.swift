@@ -160,8 +160,11 @@ public final class SafetensorsFile {
         var out: [Int] = []
         out.reserveCapacity(a.count)
         for e in a {
-            guard case .number(let d) = e, d == d.rounded(), abs(d) < 9.0e15 else { return nil }
-            out.append(Int(d))
+            switch e {
+            case .integer(let i) where abs(i) < 1 << 53: out.append(Int(i))
+            case .number(let d) where d == d.rounded() && abs(d) < 9.0e15: out.append(Int(d))
+            default: return nil
+            }
         }
         return out
     }

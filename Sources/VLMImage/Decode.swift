@@ -36,7 +36,7 @@ public enum ImageError: VLMError, Equatable {
         case let .corrupt(p, f, r): return "\(p): corrupt or truncated \(f.uppercased()): \(r)"
         case let .tooLarge(p, w, h, l):
             return "\(p): \(w)×\(h) = \(w * h) pixels is over the limit of \(l) (--max-pixels)"
-        case let .notAFile(p, k): return "\(p): \(k), not a regular file (skipped without opening it)"
+        case let .notAFile(p, k): return "\(p): \(k), not a regular file (not opened)"
         case let .tooLargeToResize(p, w, h, n, l):
             return "\(p): resizing this \(w)×\(h) image needs a buffer of \(n) pixels, over the limit of \(l) (--max-pixels)"
         }

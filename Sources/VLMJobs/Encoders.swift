@@ -21,6 +21,23 @@ public struct EncodedBatch {
 
     public init(rows: [Float], failures: [ItemError?]) { (self.rows, self.failures) = (rows, failures) }
     public var goodCount: Int { failures.count - failures.compactMap { $0 }.count }
+
+    /// The same batch with every row that holds NaN or infinity (weights loaded with
+    /// --allow-nonfinite, a preprocessed input holding NaN, an absurd --std) turned into an
+    /// error of kind non_finite: such a row is never written as if it were a vector.
+    public func rejectingNonFinite(dim: Int, ids: [[UInt8]]) -> EncodedBatch {
+        guard rows.contains(where: { !$0.isFinite }) else { return self }
+        var kept: [Float] = [], failures = self.failures
+        var row = 0
+        for k in failures.indices where failures[k] == nil {
+            let r = rows[(row * dim)..<((row + 1) * dim)]
+            row += 1
+            if r.allSatisfy(\.isFinite) { kept += r; continue }
+            failures[k] = ItemError(id: ids[k], kind: "non_finite",
+                                    message: "\(RawPath.display(ids[k])): its vector holds NaN or infinity (from the weights, the input or the preprocessing options)")
+        }
+        return EncodedBatch(rows: kept, failures: failures)
+    }
 }
 
 public protocol RowEncoder: AnyObject {
@@ -100,14 +117,14 @@ public final class ImageRowEncoder: RowEncoder {
                         let image = try decode(items[k].value, id: items[k].id, maxPixels: maxPixels)
                         let need = preprocessing.bufferPixels(width: image.width, height: image.height)
                         if need > maxPixels {
-                            throw ImageError.tooLargeToResize(path: RawPath.escape(items[k].id), width: image.width, height: image.height,
+                            throw ImageError.tooLargeToResize(path: RawPath.display(items[k].id), width: image.width, height: image.height,
                                                               pixels: need, limit: maxPixels)
                         }
                         sp[k] = preprocessing.tensor(image)
                     } catch let error as ImageError {
                         ep[k] = ItemError(id: items[k].id, kind: error.kind, message: error.description)
                     } catch {
-                        ep[k] = ItemError(id: items[k].id, kind: "error", message: "\(RawPath.escape(items[k].id)): \(error)")
+                        ep[k] = ItemError(id: items[k].id, kind: "error", message: "\(RawPath.display(items[k].id)): \(error)")
                     }
                 }
             }
@@ -120,9 +137,17 @@ public final class ImageRowEncoder: RowEncoder {
 
     static func decode(_ input: ImageInput, id: [UInt8], maxPixels: UInt64) throws -> RGBImage {
         switch input {
-        case .file(let path, let walked): return try ImageDecoder.decode(path: path, maxPixels: maxPixels, regularOnly: walked)
+        case .file(let path, let walked):
+            if path.bytes == [0x2D] && !walked {   // "-": the image on stdin
+                let data: Data
+                do { data = try InputFile("-", what: "the image").readAll(limit: 1 << 34) } catch let IOError.cannotOpen(_, reason) {
+                    throw ImageError.unreadable(path: "<stdin>", reason: reason)
+                }
+                return try data.withUnsafeBytes { try ImageDecoder.decode($0, name: "<stdin>", maxPixels: maxPixels) }
+            }
+            return try ImageDecoder.decode(path: path, maxPixels: maxPixels, regularOnly: walked)
         case .bytes(let data):
-            return try data.withUnsafeBytes { try ImageDecoder.decode($0, name: RawPath.escape(id), maxPixels: maxPixels) }
+            return try data.withUnsafeBytes { try ImageDecoder.decode($0, name: RawPath.display(id), maxPixels: maxPixels) }
         }
     }
 
@@ -189,7 +214,7 @@ public final class TextRowEncoder: RowEncoder {
         self.normalize = normalize ?? encoder.defaultNormalize
         let maxPositions = encoder.model.config.maxPositionEmbeddings
         if let maxLength, maxLength > maxPositions {
-            throw InputError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(maxPositions)")
+            throw OptionError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(maxPositions)")
         }
         self.maxLength = maxLength ?? encoder.defaultMaxLength
         (self.batchSize, self.batchTokens) = (batchSize, batchTokens)

@@ -42,6 +42,8 @@ public struct JobSettings {
     /// Tests only: after this many units are recorded, say so on stderr and wait to be killed
     /// (so a kill lands at a known point, not a raced one).
     public var pauseAfterUnits: Int?
+    /// Write rows that hold NaN or infinity instead of recording them as non_finite errors.
+    public var allowNonFinite = false
 
     public init(output: String, format: RowFormat, resume: Bool, errors: ErrorPolicy, quiet: Bool, unitName: String) {
         (self.output, self.format, self.resume, self.errors, self.quiet, self.unitName) = (output, format, resume, errors, quiet, unitName)
@@ -138,6 +140,9 @@ public final class Job {
     /// The partial folder and its lock, for a regular-file output.
     let folder: String?
     let lock: OutputLock?
+    /// True when this job made the partial folder and has not started running: a job that
+    /// fails before its first unit (a model that does not load, say) leaves nothing behind.
+    private var folderIsOnlyOurs = false
 
     /// Checks the output and, for a file, takes its lock and sets up `<target>.partial/`
     /// (kept for --resume, else an old one is discarded) — before any model is loaded.
@@ -149,7 +154,7 @@ public final class Job {
             var kind: FileKind? = .fifo
             if case .stream(_, let k) = target { kind = k }
             if settings.resume {
-                throw InputError("--resume needs an output file; \(settings.output) is \(kind?.phrase ?? "stdout"), written as a stream")
+                throw OptionError("--resume needs an output file; \(settings.output) is \(kind?.phrase ?? "stdout"), written as a stream")
             }
             if settings.format.isBinary && target.isTerminal {
                 throw InputError("refusing to write binary \(settings.format.rawValue) to a terminal; use -o FILE or --format jsonl|tsv")
@@ -158,6 +163,12 @@ public final class Job {
             lock = nil
         case .file(let path, let resolved):
             lock = try OutputLock(target: resolved, output: path)
+            // The sidecars are replaced as the output is: each must be a regular file or absent.
+            for sidecar in (settings.format.isBinary ? [".ids.txt"] : []) + [".errors.jsonl"] {
+                if let st = FileStatus.of(resolved + sidecar, followLinks: false), st.kind != .regular {
+                    throw InputError("\(resolved + sidecar): \(st.kind.phrase), where the job would write its \(sidecar.dropFirst()) beside \(path); move it or choose another -o")
+                }
+            }
             let dir = resolved + ".partial"
             folder = dir
             let exists = FileStatus.of(dir, followLinks: false) != nil
@@ -167,10 +178,15 @@ public final class Job {
             }
             if FileStatus.of(dir, followLinks: false) == nil {
                 if mkdir(dir, 0o755) != 0 { throw IOError.cannotWrite(path: dir, reason: "cannot create the job folder: \(errnoMessage())") }
+                folderIsOnlyOurs = true
             } else if FileStatus.of(dir, followLinks: false)?.kind != .directory {
                 throw InputError("\(dir): is not a folder; remove it, or choose another -o")
             }
         }
+    }
+
+    deinit {
+        if folderIsOnlyOurs, let folder { try? removeTree(folder) }
     }
 
     /// Where a job may spool stdin so a resumed job reads the same input: inside the partial
@@ -182,6 +198,7 @@ public final class Job {
     public func run<S: ItemSource, E: RowEncoder>(source: S, encoder: E, unitSize: Int, definition: JobDefinition) throws -> JobSummary
     where S.Value == E.Value {
         precondition(unitSize > 0 && definition.items == source.count && definition.dim == encoder.dim)
+        folderIsOnlyOurs = false
         let total = source.count
         let sink: RowSink
         switch target {
@@ -197,7 +214,8 @@ public final class Job {
         var done = sink.doneItems, failures = sink.failures
         progress.start(at: done)
 
-        try Self.runUnits(source: source, encoder: encoder, unitSize: unitSize, from: sink.doneItems / unitSize) { unit, outcome in
+        try Self.runUnits(source: source, encoder: encoder, unitSize: unitSize, from: sink.doneItems / unitSize,
+                          allowNonFinite: settings.allowNonFinite) { unit, outcome in
             for e in outcome.errors {
                 if settings.errors == .fail { throw InputError(e.message) }
                 writeStandardError("vlm: warning: \(e.message) (skipped)\n")
@@ -237,6 +255,7 @@ public final class Job {
     /// prepared on other threads while the model runs on this one; `body` gets each unit's
     /// outcome in order.
     public static func runUnits<S: ItemSource, E: RowEncoder>(source: S, encoder: E, unitSize: Int, from start: Int,
+                                                             allowNonFinite: Bool = false,
                                                              _ body: (Int, UnitOutcome) throws -> Void) throws where S.Value == E.Value {
         let total = source.count
         let units = (total + unitSize - 1) / unitSize
@@ -256,7 +275,11 @@ public final class Job {
         while let current = next {
             let unit = try current.wait().get()
             next = schedule(unit.index + 1)
-            let encoded = try encoder.encode(unit.prepared)
+            var encoded = try encoder.encode(unit.prepared)
+            if !allowNonFinite {
+                let valueIds = unit.items.compactMap { item -> [UInt8]? in if case .value = item.content { return item.id }; return nil }
+                encoded = encoded.rejectingNonFinite(dim: encoder.dim, ids: valueIds)
+            }
             var ids: [[UInt8]] = [], errors: [ItemError] = []
             var k = 0
             for item in unit.items {

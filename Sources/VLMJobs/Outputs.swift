@@ -25,6 +25,9 @@ public enum OutputTarget {
     public static func resolve(_ path: String) throws -> OutputTarget {
         if path == "-" { return .stream(.standardOutput, kind: nil) }
         if path.isEmpty { throw IOError.cannotWrite(path: "\"\"", reason: "an empty path is not an output file; use -o FILE or -o - for stdout") }
+        if path.hasSuffix("/") {
+            throw IOError.cannotWrite(path: path, reason: "names a folder (it ends in /); name a file, e.g. -o \(path)features.npy")
+        }
         let target = try resolveSymlinks(path)
         if let st = FileStatus.of(target) {
             switch st.kind {

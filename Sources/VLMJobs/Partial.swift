@@ -76,8 +76,8 @@ final class PartialSink: RowSink {
         rowsBase = format == .npy ? Self.headerBytes : 0
         let jobPath = folder + "/job.json"
         let fresh: Bool
-        if resume, FileStatus.of(jobPath) != nil {
-            guard let data = FileManager.default.contents(atPath: jobPath),
+        if resume, FileStatus.of(jobPath, followLinks: false) != nil {
+            guard let jobFile = try? Self.openPartialFile(jobPath, create: false), let data = try? InputFile(duplicating: jobFile.fd, name: jobPath).readAll(limit: 1 << 24),
                   let job = try? JSONDecoder().decode(JobFile.self, from: data), job.version == 1 else {
                 throw InputError("\(jobPath): unreadable job state; delete \(folder) to start over")
             }
@@ -94,9 +94,7 @@ final class PartialSink: RowSink {
         func openFile(_ name: String) throws -> FileSink {
             let path = folder + "/" + name
             try breakHardLink(path)
-            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-            if fd < 0 { throw IOError.cannotWrite(path: path, reason: errnoMessage()) }
-            return FileSink(fd: fd, name: path)
+            return try Self.openPartialFile(path, create: true)
         }
         rowsFile = try openFile("rows.f32")
         idsFile = try openFile("ids.txt")
@@ -121,12 +119,30 @@ final class PartialSink: RowSink {
 
     deinit { for f in [rowsFile, idsFile, errorsFile, journalFile] { close(f.fd) } }
 
+    /// A partial file opened for reading and writing: never through a symbolic link, never
+    /// blocking (a FIFO put in its place), and only a regular file — anything else there was
+    /// not written by vlm, and following it could truncate a file elsewhere.
+    static func openPartialFile(_ path: String, create: Bool) throws -> FileSink {
+        let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0o644)
+        if fd < 0 {
+            let reason = errno == ELOOP ? "is a symbolic link, which vlm never puts in a job folder" : errnoMessage()
+            throw InputError("\(path): \(reason); delete \((path as NSString).deletingLastPathComponent) to start over")
+        }
+        guard let st = FileStatus.of(fd: fd), st.kind == .regular else {
+            close(fd)
+            throw InputError("\(path): not a regular file, which vlm never puts in a job folder; delete \((path as NSString).deletingLastPathComponent) to start over")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        return FileSink(fd: fd, name: path)
+    }
+
     /// Which parts of two definitions differ, for the refusal message.
     static func difference(_ a: JobDefinition, _ b: JobDefinition) -> String {
         var parts: [String] = []
         if a.inputs != b.inputs || a.items != b.items { parts.append("inputs") }
         if a.models != b.models { parts.append("model files") }
-        if a.command != b.command || a.format != b.format || a.unitSize != b.unitSize { parts.append("command or format") }
+        if a.command != b.command || a.format != b.format { parts.append("command or format") }
+        if a.unitSize != b.unitSize { parts.append("batch size") }
         for (k, v) in b.engine where a.engine[k] != v { parts.append(k) }
         for (k, v) in b.settings where a.settings[k] != v { parts.append(k) }
         return parts.isEmpty ? "settings" : parts.joined(separator: ", ")
@@ -166,7 +182,7 @@ final class PartialSink: RowSink {
     /// The last record that verifies, the journal's length through it, and why the next did
     /// not (nil when every record verified).
     private func verify(identity: (Int) throws -> String) throws -> (UnitRecord?, UInt64, String?) {
-        var reader = LineReader(try InputFile(folder + "/journal.jsonl", what: "the job journal"))
+        var reader = LineReader(try InputFile(duplicating: journalFile.fd, name: journalFile.name))
         var good: UnitRecord?
         var goodBytes: UInt64 = 0
         let sizes = (rows: fileSize(rowsFile), ids: fileSize(idsFile), errors: fileSize(errorsFile))
@@ -290,7 +306,7 @@ final class PartialSink: RowSink {
     /// jsonl / tsv: rendered from rows.f32 and ids.txt, a few thousand rows at a time.
     private func renderText(rows: Int) throws {
         let w = try AtomicFileWriter(path: target)
-        var ids = LineReader(try InputFile(idsFile.name, what: "the job's ids"))
+        var ids = LineReader(try InputFile(duplicating: idsFile.fd, name: idsFile.name))
         let chunk = max(1, (1 << 22) / max(1, dim * 4))
         var done = 0
         while done < rows {
@@ -344,7 +360,7 @@ func truncate(_ f: FileSink, to length: UInt64) throws {
 /// appending can never change a published file.
 func breakHardLink(_ path: String) throws {
     var st = stat()
-    guard stat(path, &st) == 0, st.st_nlink > 1 else { return }
+    guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink > 1 else { return }
     let w = try AtomicFileWriter(path: path)
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 { throw IOError.cannotOpen(path: path, reason: errnoMessage()) }

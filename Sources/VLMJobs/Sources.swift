@@ -79,7 +79,7 @@ public final class TextLines {
         name = file.name
         if file.status?.kind == .regular && input != "-" {
             path = input
-        } else if let spool, reuseSpool, FileStatus.of(spool)?.kind == .regular {
+        } else if let spool, reuseSpool, FileStatus.of(spool, followLinks: false)?.kind == .regular {
             if !quiet { writeStandardError("vlm: note: reading the texts the first run spooled to \(spool); \(file.name) is not read again\n") }
             path = spool
         } else {
@@ -196,7 +196,7 @@ public final class TextSource: ItemSource {
         if let idField = format.jsonIdField {
             switch record[idField] {
             case .string(let s)?: id = Array(s.utf8)
-            case .number?, .bool?: id = Array(record[idField]!.jsonText.utf8)
+            case .integer?, .number?, .bool?: id = Array(record[idField]!.jsonText.utf8)
             default: return failed("bad_record", "no string or number field '\(idField)' for the id")
             }
         }
@@ -250,12 +250,14 @@ public final class PairSource: ItemSource {
         guard let line = String(validating: bytes, as: UTF8.self) else { return failed("not_utf8", "not valid UTF-8") }
         if line.allSatisfy(\.isWhitespace) { return JobItem(id: [], identity: bytes, content: .blank) }
         let image: String, text: String
-        if line.first == "{" {
-            guard let record = JSONValue.parse(Data(line.utf8))?.objectValue,
-                  let i = record["image"]?.stringValue, let t = record["text"]?.stringValue else {
+        let record = line.first == "{" ? JSONValue.parse(Data(line.utf8))?.objectValue : nil
+        if let record {
+            guard let i = record["image"]?.stringValue, let t = record["text"]?.stringValue else {
                 return failed("bad_record", "expected a JSON object with string fields \"image\" and \"text\"")
             }
             (image, text) = (i, t)
+        } else if line.first == "{" && !line.contains("\t") {
+            return failed("bad_record", "expected a JSON object with string fields \"image\" and \"text\"")
         } else {
             guard let tab = line.firstIndex(of: "\t") else { return failed("bad_record", "expected an image path, a tab, then the text") }
             (image, text) = (String(line[..<tab]), String(line[line.index(after: tab)...]))

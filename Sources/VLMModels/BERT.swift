@@ -67,7 +67,7 @@ public struct BertConfig: Decodable, Equatable, Sendable {
             cfg = try JSONDecoder().decode(BertConfig.self, from: data)
         } catch DecodingError.keyNotFound(let key, _) {
             throw WeightError.unrecognized(source: path, reason: "missing key '\(key.stringValue)'")
-        } catch DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx) {
+        } catch DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx) where !ctx.codingPath.isEmpty {
             throw WeightError.unrecognized(source: path, reason: "key '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type")
         } catch {
             throw WeightError.unrecognized(source: path, reason: "not a JSON object of BERT settings")
@@ -80,6 +80,9 @@ public struct BertConfig: Decodable, Equatable, Sendable {
         }
         if cfg.hiddenSize % cfg.numAttentionHeads != 0 {
             throw WeightError.unrecognized(source: path, reason: "hidden_size \(cfg.hiddenSize) is not a multiple of num_attention_heads \(cfg.numAttentionHeads)")
+        }
+        if !(cfg.layerNormEps >= 0 && cfg.layerNormEps < 1) {
+            throw WeightError.unrecognized(source: path, reason: "layer_norm_eps \(cfg.layerNormEps) is not in [0, 1)")
         }
         if ActivationFunction(huggingFace: cfg.hiddenAct) == nil {
             throw WeightError.unrecognized(source: path, reason: "hidden_act '\(cfg.hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")

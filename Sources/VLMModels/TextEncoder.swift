@@ -102,6 +102,9 @@ public struct SentenceTransformerConfig: Equatable, Sendable {
         }
         let sbPath = (folder as NSString).appendingPathComponent("sentence_bert_config.json")
         let sb = try decode(SentenceBertFile.self, at: sbPath, what: "a JSON object")
+        if let m = sb?.max_seq_length, m < 2 {
+            throw WeightError.unrecognized(source: sbPath, reason: "max_seq_length \(m) leaves no room for a token ([CLS] and [SEP] take 2)")
+        }
         return SentenceTransformerConfig(pooling: pooling, normalize: normalize, maxSeqLength: sb?.max_seq_length,
                                          doLowerCase: sb?.do_lower_case ?? false)
     }
@@ -293,6 +296,6 @@ public final class TextEncoder {
 public func l2Normalize(_ v: inout [Float]) {
     var s = 0.0
     for x in v { s += Double(x) * Double(x) }
-    let n = Float(Swift.max(s.squareRoot(), 1e-12))
-    for i in v.indices { v[i] /= n }
+    let n = Swift.max(s.squareRoot(), 1e-12)   // in Double: a norm above Float's range still divides
+    for i in v.indices { v[i] = Float(Double(v[i]) / n) }
 }

@@ -99,6 +99,9 @@ public final class WeightStore {
         }
         let fits = shape.count == expected.count && zip(shape, expected).allSatisfy { $1 == nil || $0 == $1 }
         if !fits { throw WeightError.shapeMismatch(source: source.sourceName, key: key, expected: expected, got: shape) }
+        if shape.contains(0) {
+            throw WeightError.unrecognized(source: source.sourceName, reason: "tensor '\(key)' has shape \(shape): an empty dimension, no layer can be made of it")
+        }
         used.insert(key)
         let t = try source.floatTensor(key)
         if !allowNonFinite {

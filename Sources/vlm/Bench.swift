@@ -119,6 +119,8 @@ struct Bench: ParsableCommand {
         try Limits.check("--batch", batch, 1...Limits.maxBatch)
         try Limits.check("--batch-tokens", batchTokens, 1...Limits.maxBatchTokens)
         try Limits.check("--size", size, 32...4096)
+        try Limits.check("--min-iterations", minIterations, 1...1_000_000)
+        if !(minTime >= 0 && minTime <= 86_400) { throw ValidationError("--min-time must be from 0 to 86400 seconds, got \(minTime)") }
         if sentences != nil && texts != nil { throw ValidationError("--sentences and --texts exclude each other") }
         if seq < 2 { throw ValidationError("--seq must be at least 2") }
         if let sentences { try Limits.check("--sentences", sentences, 1...10_000_000) }

@@ -65,7 +65,7 @@ struct Classify: ParsableCommand {
         let encoder = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels, layer: .logits)
         let source = ImageFileSource(paths: try listImages(images: images, list: nil, list0: nil))
         var failures = 0
-        try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0) { _, unit in
+        try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0, allowNonFinite: engine.allowNonfinite) { _, unit in
             for e in unit.errors where !quiet { note("vlm: warning: \(e.message) (skipped)") }
             failures += unit.errors.count
             var out = Data()
@@ -77,7 +77,7 @@ struct Classify: ParsableCommand {
                     out.append(JSONLines.encode(Row(id: text ?? RawPath.escape(id), id_escaped: text == nil ? true : nil,
                                                     top: best.map { Row.Label(index: $0, label: names[$0], probability: probs[$0]) })))
                 } else {
-                    out.append(Data((RawPath.escape(id) + "\t" + best.map { names[$0] + ":" + String(format: "%.4f", probs[$0]) }
+                    out.append(Data((RawPath.escape(id) + "\t" + best.map { RawPath.escape(Array(names[$0].utf8)) + ":" + String(format: "%.4f", probs[$0]) }
                         .joined(separator: "\t") + "\n").utf8))
                 }
             }

@@ -57,7 +57,7 @@ struct EmbedImage: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images")
+        let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images", allowNonFinite: engine.allowNonfinite)
         let net = try loadResNet(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let images = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels, layer: layer)
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
@@ -68,6 +68,9 @@ struct EmbedImage: ParsableCommand {
             return
         }
         let paths = try listImages(images: self.images, list: list, list0: list0)
+        if paths.count == 0 {
+            throw InputError("no images in \((self.images + [list, list0].compactMap { $0 }).joined(separator: ", ")) (folders are searched for .jpg, .jpeg, .jpe and .png)")
+        }
         let source = ImageFileSource(paths: paths.slice(job.slice(paths.count)))
         try batch.run(source, images, unitSize: batchSize, backend: backend, models: models)
     }
@@ -95,9 +98,11 @@ func listImages(images: [String], list: String?, list0: String?) throws -> PathL
 /// A preprocessed float32 (N, channels, H, W) array from a file or stdin.
 func readInputNPY(_ path: String, channels: Int) throws -> Tensor {
     let input: Tensor
-    if path == "-" {
-        let data = try InputFile("-", what: "the input array").readAll()
-        input = try data.withUnsafeBytes { try NPY.parse($0, path: "<stdin>") }
+    if path == "-" || (FileStatus.of(path).map { $0.kind != .regular } ?? false) {
+        // stdin, /dev/stdin, a FIFO, process substitution: read as a stream.
+        let file = try InputFile(path, what: "the input array")
+        let data = try file.readAll()
+        input = try data.withUnsafeBytes { try NPY.parse($0, path: file.name) }
     } else {
         input = try NPY.read(path: path)
     }

@@ -42,7 +42,7 @@ struct EmbedText: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let batch = try BatchJob(command: "embed-text", output: out, options: job, unitName: "texts")
+        let batch = try BatchJob(command: "embed-text", output: out, options: job, unitName: "texts", allowNonFinite: engine.allowNonfinite)
         let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: job.resume, quiet: job.quiet)
         guard lines.lineCount > 0 else { throw InputError("\(lines.name): no texts to embed") }
         let enc = try loadTextEncoder(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)

@@ -18,7 +18,7 @@ struct EngineOptions: ParsableArguments {
             help: "Threads for the engine (it splits each large product into single-threaded sgemm calls). Default: $VLM_THREADS, else $OMP_NUM_THREADS, else all cores.")
     var threads: Int?
 
-    @Flag(help: "Load weights holding NaN or infinity instead of refusing them (their vectors will be NaN).")
+    @Flag(help: "Load weights holding NaN or infinity instead of refusing them, and write vectors holding NaN or infinity instead of recording them as non_finite errors.")
     var allowNonfinite = false
 
     func validate() throws {
@@ -38,14 +38,14 @@ struct EngineOptions: ParsableArguments {
         var kind = BackendKind.blas
         if let explicit { kind = explicit } else if let v = env["VLM_BACKEND"], !v.isEmpty {
             guard let k = BackendKind(rawValue: v.lowercased()) else {
-                throw UsageError("VLM_BACKEND=\(v): unknown backend; use blas or naive")
+                throw OptionError("VLM_BACKEND=\(v): unknown backend; use blas or naive")
             }
             kind = k
         }
         switch env["VLM_WINOGRAD"] {
         case nil, "", "1": break
         case "0": if kind == .blas { return BLASBackend(winograd: false) }
-        case let v?: throw UsageError("VLM_WINOGRAD=\(v): use 0 (off) or 1 (on, the default)")
+        case let v?: throw OptionError("VLM_WINOGRAD=\(v): use 0 (off) or 1 (on, the default)")
         }
         return kind.make()
     }
@@ -54,8 +54,10 @@ struct EngineOptions: ParsableArguments {
     static func threadsFromEnvironment(_ env: [String: String]) throws -> Int? {
         for name in ["VLM_THREADS", "OMP_NUM_THREADS"] {
             guard let v = env[name], !v.isEmpty else { continue }
-            guard let n = Int(v.trimmingCharacters(in: .whitespaces)), (1...Limits.maxThreads).contains(n) else {
-                throw UsageError("\(name)=\(v): expected a whole number of threads from 1 to \(Limits.maxThreads)")
+            // OpenMP also allows a list per nesting level ("4,2"): the first is this process's.
+            let first = v.split(separator: ",", omittingEmptySubsequences: false).first.map(String.init) ?? v
+            guard let n = Int(first.trimmingCharacters(in: .whitespaces)), (1...Limits.maxThreads).contains(n) else {
+                throw OptionError("\(name)=\(v): expected a whole number of threads from 1 to \(Limits.maxThreads)")
             }
             return n
         }

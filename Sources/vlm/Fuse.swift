@@ -57,7 +57,7 @@ struct Fuse: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let batch = try BatchJob(command: "fuse", output: out, options: job, unitName: "pairs")
+        let batch = try BatchJob(command: "fuse", output: out, options: job, unitName: "pairs", allowNonFinite: engine.allowNonfinite)
         let source: PairSource
         if let image, let text {
             source = PairSource(image: image, text: text)

@@ -28,6 +28,11 @@ struct Inspect: ParsableCommand {
         let params = file.tensors.values.filter { $0.dtype.isFloat }.reduce(0) { $0 + $1.count }
         let dtypes = Dictionary(grouping: file.tensors.values, by: \.dtype).map { "\($0.key.rawValue)×\($0.value.count)" }.sorted()
         out += "file: \(file.path)\ntensors: \(file.tensors.count) (\(dtypes.joined(separator: ", "))), float parameters: \(params)\n"
+        if let bert = describeBERT(file) {
+            out += "architecture: " + bert + "\n"
+            try FileSink.standardOutput.write(out)
+            return
+        }
         do {
             let net = try ResNet(source: file, backend: NaiveBackend())
             let c = net.config
@@ -39,4 +44,20 @@ struct Inspect: ParsableCommand {
         }
         try FileSink.standardOutput.write(out)
     }
+}
+
+/// "BERT, 6 layers, hidden 384, …" when the keys are a BERT-family encoder's (with or without
+/// the `bert.` prefix); nil otherwise.
+func describeBERT(_ file: SafetensorsFile) -> String? {
+    let map = BertKeyMap(keys: file.names).canonical
+    guard let word = map["embeddings.word_embeddings.weight"].flatMap({ file.tensors[$0]?.shape }), word.count == 2 else { return nil }
+    let layers = Set(map.keys.compactMap { k -> Int? in
+        guard k.hasPrefix("encoder.layer.") else { return nil }
+        return Int(k.dropFirst("encoder.layer.".count).prefix { $0.isNumber })
+    }).count
+    let inter = map["encoder.layer.0.intermediate.dense.weight"].flatMap { file.tensors[$0]?.shape.first }
+    var s = "BERT-family encoder (Hugging Face layout), \(layers) layers, hidden \(word[1]), vocabulary \(word[0])"
+    if let inter { s += ", intermediate \(inter)" }
+    s += map["pooler.dense.weight"] != nil ? ", with a pooler" : ", no pooler"
+    return s
 }

@@ -90,6 +90,10 @@ struct ModelsCommand: ParsableCommand {
         var allowUnpinned = false
         @Option(parsing: .unconditional, help: "Give up on a download that receives nothing for this many seconds.")
         var timeout: Double = 60
+
+        func validate() throws {
+            if !(timeout >= 1 && timeout <= 86_400) { throw ValidationError("--timeout must be from 1 to 86400 seconds, got \(timeout)") }
+        }
         @Flag(help: "No progress bar.")
         var quiet = false
 
@@ -97,6 +101,18 @@ struct ModelsCommand: ParsableCommand {
             let (reg, regPath) = try Registry.load(registry)
             guard let m = reg.models.first(where: { $0.name == name }) else {
                 throw InputError("\(regPath): no model named '\(name)' (known: \(reg.models.map(\.name).joined(separator: ", ")))")
+            }
+            // A registry names files inside the model's folder: nothing may climb out of it.
+            func confined(_ p: String, oneComponent: Bool) -> Bool {
+                let parts = p.split(separator: "/", omittingEmptySubsequences: false)
+                return !p.isEmpty && !p.hasPrefix("/") && !parts.contains { $0.isEmpty || $0 == "." || $0 == ".." }
+                    && (!oneComponent || parts.count == 1)
+            }
+            guard confined(m.name, oneComponent: true) else {
+                throw InputError("\(regPath): model name '\(m.name)' is not a plain folder name")
+            }
+            if let bad = m.files.first(where: { !confined($0.path, oneComponent: false) }) {
+                throw InputError("\(regPath): \(m.name): file path '\(bad.path)' leaves the model's folder (absolute, or with . or ..)")
             }
             let unpinned = m.files.filter { $0.sha256 == nil }.map(\.path)
             if !unpinned.isEmpty && !allowUnpinned {

@@ -33,7 +33,7 @@ struct ImageOptions: ParsableArguments {
     func validate() throws {
         try Limits.check("--resize", resize, 1...Limits.maxSide)
         try Limits.check("--crop", crop, 1...Limits.maxSide)
-        if std.contains(where: { $0 == 0 }) { throw ValidationError("--std must not contain 0") }
+        if std.contains(where: { abs($0) < 1e-6 }) { throw ValidationError("--std values must be at least 1e-6 in size (pixels are divided by them)") }
         if maxPixels < 1 { throw ValidationError("--max-pixels must be positive") }
         if UInt64(crop) * UInt64(crop) > maxPixels {
             throw ValidationError("--crop \(crop) makes \(crop * crop)-pixel images, over --max-pixels \(maxPixels)")
@@ -111,12 +111,13 @@ struct BatchJob {
     let job: Job
     let format: RowFormat
 
-    init(command: String, output: OutputOptions, options: JobOptions, unitName: String) throws {
+    init(command: String, output: OutputOptions, options: JobOptions, unitName: String, allowNonFinite: Bool) throws {
         self.command = command
         format = output.resolvedFormat
         var settings = JobSettings(output: output.output, format: format, resume: options.resume, errors: options.errors,
                                    quiet: options.quiet, unitName: unitName)
         settings.pauseAfterUnits = ProcessInfo.processInfo.environment["VLM_TEST_PAUSE_AFTER_UNITS"].flatMap { Int($0) }
+        settings.allowNonFinite = allowNonFinite
         job = try Job(settings: settings, target: try OutputTarget.resolve(output.output))
     }
 

@@ -24,6 +24,7 @@ struct Similarity: ParsableCommand {
 
     func validate() throws {
         if files.isEmpty || files.count > 2 { throw ValidationError("give one or two .npy files") }
+        try Limits.check("--width", width, 4...1000)
     }
 
     func run() throws {

@@ -22,12 +22,6 @@ struct Finished: Error {
     let status: ExitStatus
 }
 
-/// A usage error found after parsing (an invalid environment variable, options that conflict
-/// with what a file holds): one line, exit 64.
-struct UsageError: VLMError {
-    let description: String
-    init(_ message: String) { description = message }
-}
 
 let exitCodesHelp = """
 EXIT CODES:
@@ -65,7 +59,7 @@ struct VLM: ParsableCommand {
             try c.run()
         } catch let done as Finished {
             Foundation.exit(done.status.rawValue)
-        } catch let error as UsageError {
+        } catch let error as OptionError {
             fail(error.description, status: .usage)
         } catch let error as VLMError {
             fail(error.description, status: .failure)

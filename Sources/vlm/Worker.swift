@@ -105,7 +105,9 @@ struct WorkerCommand: ParsableCommand {
             for start in stride(from: 0, to: items.count, by: chunk) {
                 let part = Array(items[start..<min(items.count, start + chunk)])
                 do {
-                    let batch = try e.rows(part.map { (requests[$0.0].itemID(number: firstNumber + $0.0), $0.1) })
+                    let ids = part.map { requests[$0.0].itemID(number: firstNumber + $0.0) }
+                    var batch = try e.rows(part.map { (requests[$0.0].itemID(number: firstNumber + $0.0), $0.1) })
+                    if !engine.allowNonfinite { batch = batch.rejectingNonFinite(dim: e.dim, ids: ids) }
                     var row = 0
                     for (j, (k, _)) in part.enumerated() {
                         if let err = batch.failures[j] {
@@ -188,19 +190,19 @@ final class WorkerModels {
 
     /// What {"info": true} answers: models loaded so far, their dimensions, the options in force.
     func info() -> [String: JSONValue] {
-        var out: [String: JSONValue] = ["version": .string(VLM.configuration.version), "threads": .number(Double(Threads.count)),
+        var out: [String: JSONValue] = ["version": .string(VLM.configuration.version), "threads": .integer(Int64(Threads.count)),
                                         "backend": .string(backend.settings["backend"] ?? ""), "vectors": .string(command.vectors.rawValue)]
         out["image_model"] = .string(command.imageModel ?? resolveModelsFolder(defaultResNetName))
         out["text_model"] = .string(command.textModel ?? defaultTextModel())
         if let e = try? images() {
-            out["image_dim"] = .number(Double(e.dim))
+            out["image_dim"] = .integer(Int64(e.dim))
             out["image_options"] = .object(e.settings.mapValues { .string($0) })
         }
         if let e = try? texts() {
-            out["text_dim"] = .number(Double(e.dim))
+            out["text_dim"] = .integer(Int64(e.dim))
             out["text_options"] = .object(e.settings.mapValues { .string($0) })
         }
-        if let e = try? pairs() { out["pair_dim"] = .number(Double(e.dim)) }
+        if let e = try? pairs() { out["pair_dim"] = .integer(Int64(e.dim)) }
         return out
     }
 }

@@ -113,7 +113,7 @@ final class ReliabilityCLITests: XCTestCase {
         XCTAssertTrue(String(decoding: box.data, as: UTF8.self).hasPrefix(img + "\t"))
         XCTAssertEqual(FileStatus.of(fifo)?.kind, .fifo)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["imgs", "out.fifo"])
-        assertOneErrorLine(try runVLM(common + ["-o", fifo, "--resume"]), ["--resume needs an output file", "a FIFO"])
+        assertOneErrorLine(try runVLM(common + ["-o", fifo, "--resume"]), status: 64, ["--resume needs an output file", "a FIFO"])
         // A character device made here (as root): written, never replaced.
         if getuid() == 0 && mknod(path("null"), S_IFCHR | 0o666, deviceNumber(major: 1, minor: 3)) == 0 {
             XCTAssertEqual(try runVLM(common + ["-o", path("null"), "--format", "npy"]).status, 0)
@@ -299,6 +299,97 @@ final class ReliabilityCLITests: XCTestCase {
         let elsewhere = try runShell("cd / && \(vlmBinary().path) models list")
         XCTAssertEqual(elsewhere.status, 0, elsewhere.stderr)
         XCTAssertTrue(elsewhere.out.contains("all-MiniLM-L6-v2"))
+    }
+}
+
+extension ReliabilityCLITests {
+    /// What a hostile probe of the command line found, each kept as a case.
+    func testHostileProbeFindingsStayFixed() throws {
+        let img = imageFixtures.appendingPathComponent("coffee.jpg").path
+        let bert = fixtures.appendingPathComponent("bert/tiny").path
+        let vlm = vlmBinary().path
+        // Numeric JSON ids keep every digit.
+        let ids = try runVLM(["embed-text", "--model", bert, "--file", "-", "--jsonl-field", "t", "--jsonl-id-field", "id", "--format", "tsv", "--quiet"],
+                             stdin: Data("{\"t\":\"a\",\"id\":9007199254740993}\n{\"t\":\"b\",\"id\":1234567890123456789}\n".utf8))
+        XCTAssertEqual(ids.out.split(separator: "\n").map { String($0.split(separator: "\t")[0]) }, ["9007199254740993", "1234567890123456789"])
+        // Closed standard streams: no file takes their place.
+        assertOneErrorLine(try runShell("\(vlm) embed-image \(img) --model \(tiny) --format npy -o - >&-"), ["<stdout>", "bad file descriptor"])
+        assertOneErrorLine(try runShell("\(vlm) embed-image --list - --model \(tiny) -o \(path("x.jsonl")) <&-"), ["<stdin>", "bad file descriptor"])
+        let quietStderr = try runShell("\(vlm) embed-image \(img) /nope.jpg --model \(tiny) --format npy -o - 2>&- > \(path("e.npy")); echo $? >&2")
+        XCTAssertEqual(quietStderr.stderr, "2\n")
+        XCTAssertEqual(try NPY.read(path: path("e.npy")).shape, [1, 256], "warnings never land in the rows")
+        // A sentence-transformers config that leaves no room for a token.
+        let modelFolder = path("m")
+        try FileManager.default.createDirectory(atPath: modelFolder, withIntermediateDirectories: true)
+        for f in ["config.json", "model.safetensors", "vocab.txt"] { try FileManager.default.copyItem(atPath: bert + "/" + f, toPath: modelFolder + "/" + f) }
+        try Data("[{\"type\": \"sentence_transformers.models.Transformer\"}]".utf8).write(to: URL(fileURLWithPath: modelFolder + "/modules.json"))
+        try Data("{\"max_seq_length\": 0}".utf8).write(to: URL(fileURLWithPath: modelFolder + "/sentence_bert_config.json"))
+        assertOneErrorLine(try runVLM(["embed-text", "--model", modelFolder, "x"]), ["sentence_bert_config.json", "max_seq_length 0"])
+        // A symbolic link put into the partial state is refused, and its target left alone.
+        let imgs = try folder(8)
+        let out = path("k.npy")
+        try killPaused(["embed-image", imgs, "--model", tiny, "--batch-size", "2", "-o", out, "--quiet"], afterUnits: 2)
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: path("victim.txt")))
+        try FileManager.default.removeItem(atPath: out + ".partial/errors.jsonl")
+        try FileManager.default.createSymbolicLink(atPath: out + ".partial/errors.jsonl", withDestinationPath: "../victim.txt")
+        assertOneErrorLine(try runVLM(["embed-image", imgs, "--model", tiny, "--batch-size", "2", "-o", out, "--resume"]), ["symbolic link"])
+        XCTAssertEqual(try String(contentsOfFile: path("victim.txt"), encoding: .utf8), "precious")
+        // A FIFO in the partial state does not hang a resume.
+        try FileManager.default.removeItem(atPath: out + ".partial/errors.jsonl")
+        XCTAssertEqual(mkfifo(out + ".partial/journal.jsonl.x", 0o644), 0)
+        try FileManager.default.removeItem(atPath: out + ".partial/journal.jsonl")
+        try FileManager.default.moveItem(atPath: out + ".partial/journal.jsonl.x", toPath: out + ".partial/journal.jsonl")
+        assertOneErrorLine(try runVLM(["embed-image", imgs, "--model", tiny, "--batch-size", "2", "-o", out, "--resume"]), ["not a regular file"])
+        // A checkpoint whose fc has no classes.
+        let src = try SafetensorsFile(path: tiny + "/model.safetensors")
+        var entries: [(String, Tensor)] = []
+        for k in src.names where src.tensors[k]!.dtype.isFloat && !k.hasPrefix("fc.") { entries.append((k, try src.floatTensor(k))) }
+        entries += [("fc.weight", Tensor(shape: [0, 256], data: [])), ("fc.bias", Tensor(shape: [0], data: []))]
+        try writeSafetensors(entries, to: path("fc0.safetensors"))
+        assertOneErrorLine(try runVLM(["embed-image", img, "--model", path("fc0.safetensors")]), ["fc.weight", "an empty dimension"])
+        // Values that used to trap.
+        try writeAtomically(NPY.encode(Tensor(shape: [2, 2], data: [1, 0, 0, 1])), to: path("x.npy"))
+        XCTAssertEqual(try runVLM(["similarity", path("x.npy"), "--width", "0"]).status, 64)
+        XCTAssertEqual(try runVLM(["bench", "resnet18", "--size", "32", "--backend", "blas", "--min-time", "0", "--min-iterations", "0"]).status, 64)
+        XCTAssertEqual(try runVLM(["models", "fetch", "x", "--timeout", "inf"]).status, 64)
+        // A registry that would write outside the models folder.
+        try Data(#"{"models":[{"name":"ok","kind":"text","repo":"r","revision":"v","files":[{"path":"../../escaped.txt"}]}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: path("reg.json")))
+        assertOneErrorLine(try runVLM(["models", "fetch", "ok", "--registry", path("reg.json"), "--models-dir", path("mm"), "--allow-unpinned"]),
+                           ["leaves the model's folder"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("mm")))
+        // Rows holding NaN are recorded, not written.
+        var nan = Tensor(zeros: [2, 3, 8, 8])
+        nan.data[5] = .nan
+        try writeAtomically(NPY.encode(nan), to: path("nan.npy"))
+        let n = try runVLM(["embed-image", "--input-npy", path("nan.npy"), "--model", tiny, "-o", path("n.npy"), "--quiet"])
+        XCTAssertEqual(n.status, 2, n.stderr)
+        XCTAssertEqual(try NPY.read(path: path("n.npy")).shape, [1, 256])
+        XCTAssertTrue(try String(contentsOfFile: path("n.npy.errors.jsonl"), encoding: .utf8).contains("non_finite"))
+        // A job that fails before its first unit leaves no partial folder.
+        XCTAssertEqual(try runVLM(["embed-image", img, "--model", path("nope"), "-o", path("f.npy")]).status, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("f.npy.partial")))
+        // "-" is stdin for an image too.
+        let stdinImage = try runVLM(["embed-image", "-", "--model", tiny, "--format", "tsv", "--quiet"], stdin: try Data(contentsOf: URL(fileURLWithPath: img)))
+        XCTAssertEqual(stdinImage.status, 0, stdinImage.stderr)
+        XCTAssertTrue(stdinImage.out.hasPrefix("-\t"))
+        // A control character in a name never reaches stderr raw.
+        try Data("x".utf8).write(to: URL(fileURLWithPath: path("esc\u{1B}[31mred.jpg")))
+        let esc = try runVLM(["embed-image", path("esc\u{1B}[31mred.jpg"), "--model", tiny, "--quiet"])
+        XCTAssertEqual(esc.status, 2)
+        XCTAssertFalse(esc.stderr.contains("\u{1B}"), esc.stderr)
+        XCTAssertTrue(esc.stderr.contains("esc\\x1B[31mred.jpg"), esc.stderr)
+        // A TSV pair whose path starts with "{".
+        try FileManager.default.copyItem(atPath: img, toPath: path("{brace}.jpg"))
+        let pair = try runVLM(["fuse", "--pairs", "-", "--image-model", tiny, "--text-model", bert, "--format", "tsv", "--quiet"],
+                              stdin: Data("\(path("{brace}.jpg"))\ta caption\n".utf8))
+        XCTAssertEqual(pair.status, 0, pair.stderr)
+        // A sidecar that is not a regular file is refused before any work.
+        XCTAssertEqual(mkfifo(path("s.npy.ids.txt"), 0o644), 0)
+        assertOneErrorLine(try runVLM(["embed-image", img, "--model", tiny, "-o", path("s.npy")]), ["s.npy.ids.txt", "a FIFO"])
+        XCTAssertEqual(FileStatus.of(path("s.npy.ids.txt"))?.kind, .fifo)
+        // OpenMP's list form of OMP_NUM_THREADS.
+        XCTAssertEqual(try runVLM(["embed-image", img, "--model", tiny, "--quiet"], env: ["OMP_NUM_THREADS": "2,1"]).status, 0)
     }
 }
 
