@@ -347,6 +347,9 @@ public struct LineReader {
         self.name = name
     }
 
+    /// True when the next line is already in the buffer (nextLine will not read).
+    public var hasBufferedLine: Bool { buffer[start...].contains(0x0A) }
+
     /// The next line's bytes without its end, or nil at the end of the input.
     public mutating func nextLine() throws -> [UInt8]? {
         var scanFrom = start

@@ -123,7 +123,11 @@ public final class RequestQueue: @unchecked Sendable {
             while true {
                 do {
                     guard let line = try reader.nextLine() else { break }
-                    condition.lock(); lines.append(line); condition.signal(); condition.unlock()
+                    // Lines that arrived together are queued together, so a batch written at
+                    // once is taken at once, whatever the scheduling.
+                    var arrived = [line]
+                    while reader.hasBufferedLine, let more = try reader.nextLine() { arrived.append(more) }
+                    condition.lock(); lines += arrived; condition.signal(); condition.unlock()
                 } catch {
                     condition.lock(); failure = error; condition.unlock()
                     break
