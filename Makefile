@@ -80,6 +80,7 @@ models:
 test: setup models fixtures
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build --disable-swift-testing
+	VLM_BINARY=$(CURDIR)/$(VLM) $(PY) -m pytest -q -p no:warnings python/tests
 
 # MARK: - Demo and benchmarks
 demo: build models

@@ -139,6 +139,10 @@ class Worker:
     def _start(self):
         self._child = _Child(self.argv, self.env)
         self.starts += 1
+        log = os.environ.get("VLM_WORKER_START_LOG")   # one line per child started, for tests and audits
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {self._child.proc.pid}\n")
 
     def close(self):
         if self._child is not None:

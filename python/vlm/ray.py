@@ -22,16 +22,27 @@ __all__ = ["ImageEmbedder", "TextEmbedder"]
 
 
 def _columns(batch, vectors, errors):
-    out = dict(batch)
-    out["embedding"] = vectors
-    error = np.full(len(vectors), None, dtype=object)
-    kind = np.full(len(vectors), None, dtype=object)
+    """The batch with "embedding" (a fixed-size list of float32), "error" and "error_kind"
+    (strings, null when the item worked) added, as a pyarrow Table: explicit types, so every
+    block of the dataset has the same schema even when all of a block's items worked."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    error = [None] * len(vectors)
+    kind = [None] * len(vectors)
     for i, k, m in errors:
         error[i] = m
         kind[i] = k
-    out["error"] = error
-    out["error_kind"] = kind
-    return out
+    columns, names = [], []
+    for name, values in batch.items():
+        values = np.asarray(values)
+        columns.append(ArrowTensorArray.from_numpy(values) if values.ndim > 1 else pa.array(list(values) if values.dtype == object else values))
+        names.append(name)
+    dim = vectors.shape[1]
+    columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim))
+    columns.append(pa.array(error, type=pa.string()))
+    columns.append(pa.array(kind, type=pa.string()))
+    return pa.Table.from_arrays(columns, names=names + ["embedding", "error", "error_kind"])
 
 
 class _Embedder:

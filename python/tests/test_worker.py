@@ -1,0 +1,87 @@
+"""vlm.Worker against the command line: the same vectors, errors as rows, a killed child
+restarted with nothing lost, an item that kills the child twice answered as an error."""
+import os
+import signal
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+import vlm
+from conftest import BERT, RESNET, VLM
+
+
+def cli_rows(args, tmp_path, name="ref.npy", stdin=None):
+    out = tmp_path / name
+    r = subprocess.run([VLM] + args + ["-o", str(out), "--quiet"], input=stdin, capture_output=True)
+    assert r.returncode in (0, 2), r.stderr
+    ids = (tmp_path / (name + ".ids.txt")).read_text().splitlines()
+    return np.load(out), ids
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_texts_images_pairs_equal_the_cli(tmp_path, photos):
+    good, broken = photos
+    texts = ["A cat on a couch.", "", "naïve café 東京", "a dog"] * 5
+    ref, _ = cli_rows(["embed-text", "--model", BERT, "--file", "-"], tmp_path, stdin="\n".join(texts).encode() + b"\n")
+    with vlm.Worker(text_model=BERT, image_model=RESNET) as w:
+        vectors, errors = w.embed_texts(texts)
+        assert errors == [] and vectors.dtype == np.float32 and vectors.shape == ref.shape
+        assert np.array_equal(vectors, ref), "the same batch as the CLI: the same bits"
+        paths = good[:5] + list(broken)
+        iv, ie = w.embed_images(paths)
+        iref, iids = cli_rows(["embed-image"] + good[:5] + ["--model", RESNET], tmp_path, "img.npy")
+        for k in range(5):
+            assert rel(iv[k], iref[iids.index(paths[k])]) <= 1e-6
+        assert np.isnan(iv[5:]).all()
+        assert [(i, kind) for i, kind, _ in ie] == [(5 + j, broken[p]) for j, p in enumerate(broken)]
+        bv, be = w.embed_image_bytes([open(good[1], "rb").read(), b"junk"])
+        assert rel(bv[0], iref[iids.index(good[1])]) <= 1e-6 and be[0][:2] == (1, "not_an_image")
+        pv, pe = w.embed_pairs(good[:3], texts[:3])
+        assert pe == [] and pv.shape == (3, 256 + 32)
+        assert rel(pv[:, 256:], ref[:3]) <= 1e-6
+    # Options map to flags by name: max_length=4 → --max-length 4, normalize=True → --normalize.
+    with vlm.Worker(text_model=BERT, max_length=4, normalize=True) as w:
+        v, _ = w.embed_texts(["one two three four five"])
+        assert abs(np.linalg.norm(v[0]) - 1) < 1e-5
+        assert w.info()["text_options"]["max_length"] == "4"
+
+
+def test_a_large_batch_does_not_deadlock(tmp_path):
+    texts = [f"caption number {i} " * 8 for i in range(20000)]
+    with vlm.Worker(text_model=BERT, max_length=8) as w:
+        v, e = w.embed_texts(texts)
+    assert v.shape == (20000, 32) and not e and not np.isnan(v).any()
+
+
+def test_killed_child_is_restarted_and_nothing_lost(tmp_path):
+    texts = [f"text {i} " * 20 for i in range(3000)]
+    ref, _ = cli_rows(["embed-text", "--model", BERT, "--file", "-"], tmp_path, stdin="\n".join(texts).encode() + b"\n")
+    with vlm.Worker(text_model=BERT) as w:
+        first = w.pid
+        killer = threading.Timer(0.3, lambda: os.kill(first, signal.SIGKILL))
+        killer.start()
+        v, e = w.embed_texts(texts)
+        killer.join()
+        assert w.starts >= 2, "the child was killed mid-run and restarted"
+        assert not e
+        assert max(rel(v[i], ref[i]) for i in range(len(texts))) <= 1e-6
+
+
+def test_an_item_that_kills_the_child_twice_is_an_error_row(monkeypatch):
+    monkeypatch.setenv("VLM_TEST_CRASH_ON_ID", "2")   # the worker aborts on the request with id "2"
+    with vlm.Worker(text_model=BERT) as w:
+        v, e = w.embed_texts(["a", "b", "poison", "d", "e"])
+    assert [(i, k) for i, k, _ in e] == [(2, "worker_crash")]
+    assert np.isnan(v[2]).all() and not np.isnan(v[[0, 1, 3, 4]]).any()
+
+
+def test_bad_options_fail_at_start():
+    with pytest.raises(vlm.WorkerError, match="no such model folder"):
+        vlm.Worker(text_model="/no/such/model")
+    with pytest.raises(vlm.WorkerError, match="max-length"):
+        vlm.Worker(text_model=BERT, max_length=1)
