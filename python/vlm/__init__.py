@@ -58,8 +58,10 @@ class _Child:
     """One running `vlm worker`: a writer thread feeds it requests while the caller reads."""
 
     def __init__(self, argv, env):
+        # Buffered pipes (an unbuffered readline reads a byte per system call); the writer
+        # flushes after each batch of requests.
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                     bufsize=0)
+                                     bufsize=1 << 20)
         self.last_error = ""
         # The child's stderr goes on to ours (Ray shows it in the actor's log); its last line is
         # kept for messages.
