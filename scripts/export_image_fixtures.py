@@ -98,6 +98,48 @@ def main():
         print(f"{filename}: {mode} {decoded.shape} -> {resized.shape}")
     with open(os.path.join(OUT, "cases.json"), "w") as f:
         json.dump(listing, f, indent=1)
+    export_draft(full)
+
+
+def large_cases():
+    """Phone-photo-sized JPEGs (baseline, progressive, gray, CMYK, odd sizes) for --draft."""
+    import skimage.data as data
+
+    rng = np.random.default_rng(8)
+
+    def photo(w, h):
+        im = Image.fromarray(data.astronaut()).resize((w, h), Image.BICUBIC)
+        noisy = np.asarray(im, np.float32) + rng.normal(0, 6, (h, w, 3))
+        return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+    big = photo(4032, 3024)
+    return [("large_4032x3024.jpg", lambda p: big.save(p, quality=92)),
+            ("large_progressive_3024x4032.jpg", lambda p: big.transpose(Image.ROTATE_90).save(p, quality=85, progressive=True)),
+            ("large_gray_2050x1537.jpg", lambda p: photo(2050, 1537).convert("L").save(p, quality=90)),
+            ("large_cmyk_1999x1201.jpg", lambda p: photo(1999, 1201).convert("CMYK").save(p, quality=90)),
+            ("medium_1100x700.jpg", lambda p: photo(1100, 700).save(p, quality=90))]
+
+
+def export_draft(full):
+    """What Pillow's draft does: Image.draft("RGB", (256, 256)) before convert("RGB") (a JPEG is
+    then decoded at 1/2, 1/4 or 1/8 scale; other formats are untouched), for every case above
+    and the large ones: <name>.draft.decoded.u8 and <name>.draft.tensor.npy; draft_cases.json."""
+    listing = []
+    files = [c["file"] for c in json.load(open(os.path.join(OUT, "cases.json")))]
+    for filename, write in large_cases():
+        write(os.path.join(OUT, filename))
+        files.append(filename)
+    for filename in files:
+        im = Image.open(os.path.join(OUT, filename))
+        im.draft("RGB", (256, 256))
+        rgb = im.convert("RGB")
+        name = filename.replace(".", "_")
+        np.asarray(rgb).tofile(os.path.join(OUT, f"{name}.draft.decoded.u8"))
+        np.save(os.path.join(OUT, f"{name}.draft.tensor.npy"), full(rgb).numpy().astype(np.float32))
+        listing.append({"name": name, "file": filename, "decoded": [rgb.size[1], rgb.size[0], 3]})
+        print(f"draft {filename}: {rgb.size}")
+    with open(os.path.join(OUT, "draft_cases.json"), "w") as f:
+        json.dump(listing, f, indent=1)
 
 
 if __name__ == "__main__":

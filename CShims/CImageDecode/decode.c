@@ -15,8 +15,26 @@ void vlm_image_free(vlm_image *image) {
     if (image && image->pixels) { free(image->pixels); image->pixels = NULL; }
 }
 
+void vlm_decode_buffers_free(vlm_decode_buffers *b) {
+    if (!b) return;
+    free(b->rgb); free(b->raw);
+    if (b->tj) tjDestroy((tjhandle)b->tj);
+    memset(b, 0, sizeof *b);
+}
+
+/// At least n bytes in *p (capacity *cap), grown and kept: a job of large images faults in its
+/// buffers once, not per image. NULL when out of memory.
+static uint8_t *reserve(uint8_t **p, size_t *cap, size_t n) {
+    if (n <= *cap) return *p;
+    size_t want = n + n / 8;
+    uint8_t *q = realloc(*p, want);
+    if (!q) return NULL;
+    *p = q; *cap = want;
+    return q;
+}
+
 static vlm_decode_status fail(vlm_image *out, vlm_decode_status s, const char *msg) {
-    vlm_image_free(out);
+    out->pixels = NULL;
     snprintf(out->message, sizeof out->message, "%s", msg ? msg : "");
     return s;
 }
@@ -42,39 +60,48 @@ static int jpeg_has_adobe_marker(const uint8_t *d, size_t n) {
 static inline uint8_t clip8(int v) { return v < 0 ? 0 : (v > 255 ? 255 : (uint8_t)v); }
 static inline int muldiv255(int a, int b) { int t = a * b + 128; return ((t >> 8) + t) >> 8; }
 
-static vlm_decode_status decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_image *out) {
+/// Pillow's Image.draft(mode, (size, size)) for a JPEG: the largest of 8, 4, 2 (else 1) not above
+/// min(width // size, height // size) (PIL/JpegImagePlugin.py, draft).
+int vlm_draft_scale(int width, int height, int size) {
+    if (size <= 0) return 1;
+    int scale = width / size < height / size ? width / size : height / size;
+    return scale >= 8 ? 8 : scale >= 4 ? 4 : scale >= 2 ? 2 : 1;
+}
+
+static vlm_decode_status decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels, int draft,
+                                     vlm_decode_buffers *buf, vlm_image *out) {
     snprintf(out->format, sizeof out->format, "jpeg");
-    tjhandle tj = tjInitDecompress();
+    if (!buf->tj) buf->tj = tjInitDecompress();
+    tjhandle tj = (tjhandle)buf->tj;
     if (!tj) return fail(out, VLM_DECODE_NO_MEMORY, "cannot start the JPEG decoder");
     int w = 0, h = 0, subsamp = 0, cs = 0;
     if (tjDecompressHeader3(tj, data, (unsigned long)size, &w, &h, &subsamp, &cs) != 0) {
-        vlm_decode_status s = fail(out, VLM_DECODE_CORRUPT, tjGetErrorStr2(tj));
-        tjDestroy(tj);
-        return s;
+        return fail(out, VLM_DECODE_CORRUPT, tjGetErrorStr2(tj));
     }
+    if (w <= 0 || h <= 0) { out->width = w; out->height = h; return fail(out, VLM_DECODE_CORRUPT, "zero-sized JPEG"); }
+    // With a draft, the DCT scale libjpeg decodes at (1/2, 1/4, 1/8): the output is
+    // ceil(w / s) × ceil(h / s), as TurboJPEG's TJSCALED and Pillow compute it.
+    int s = vlm_draft_scale(w, h, draft);
+    out->scale = s;
+    w = (w + s - 1) / s;
+    h = (h + s - 1) / s;
     out->width = w; out->height = h; out->source_bits = 8;
-    if (w <= 0 || h <= 0) { tjDestroy(tj); return fail(out, VLM_DECODE_CORRUPT, "zero-sized JPEG"); }
-    if ((uint64_t)w * (uint64_t)h > max_pixels) { tjDestroy(tj); return VLM_DECODE_TOO_LARGE; }
+    if ((uint64_t)w * (uint64_t)h > max_pixels) return VLM_DECODE_TOO_LARGE;
     int cmyk = (cs == TJCS_CMYK || cs == TJCS_YCCK);
     int gray = (cs == TJCS_GRAY);
     int pf = cmyk ? TJPF_CMYK : (gray ? TJPF_GRAY : TJPF_RGB);
     int ch = cmyk ? 4 : (gray ? 1 : 3);
     out->source_channels = ch;
-    uint8_t *raw = malloc((size_t)w * h * ch);
-    out->pixels = malloc((size_t)w * h * 3);
-    if (!raw || !out->pixels) { free(raw); tjDestroy(tj); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
-    // Default flags: accurate (ISLOW) IDCT and fancy upsampling, as Pillow's libjpeg does.
-    if (tjDecompress2(tj, data, (unsigned long)size, raw, w, 0, h, pf, 0) != 0) {
-        // Warnings (e.g. a truncated file that still decodes partly) are errors here:
-        // a half-grey image must not pass as a feature vector.
-        vlm_decode_status s = fail(out, VLM_DECODE_CORRUPT, tjGetErrorStr2(tj));
-        free(raw);
-        tjDestroy(tj);
-        return s;
-    }
-    tjDestroy(tj);
     size_t n = (size_t)w * h;
-    uint8_t *px = out->pixels;
+    uint8_t *px = reserve(&buf->rgb, &buf->rgb_capacity, n * 3);
+    uint8_t *raw = ch == 3 ? px : reserve(&buf->raw, &buf->raw_capacity, n * ch);
+    if (!px || !raw) return fail(out, VLM_DECODE_NO_MEMORY, "out of memory");
+    // Default flags: accurate (ISLOW) IDCT and fancy upsampling, as Pillow's libjpeg does.
+    // Warnings (e.g. a truncated file that still decodes partly) are errors here: a half-grey
+    // image must not pass as a feature vector. RGB goes straight into the output buffer.
+    if (tjDecompress2(tj, data, (unsigned long)size, raw, w, 0, h, pf, 0) != 0) {
+        return fail(out, VLM_DECODE_CORRUPT, tjGetErrorStr2(tj));
+    }
     if (gray) {
         for (size_t i = 0; i < n; i++) px[3 * i] = px[3 * i + 1] = px[3 * i + 2] = raw[i];
     } else if (cmyk) {
@@ -87,10 +114,8 @@ static vlm_decode_status decode_jpeg(const uint8_t *data, size_t size, uint64_t 
             px[3 * i + 1] = clip8(nk - muldiv255(m, nk));
             px[3 * i + 2] = clip8(nk - muldiv255(y, nk));
         }
-    } else {
-        memcpy(px, raw, n * 3);
     }
-    free(raw);
+    out->pixels = px;
     return VLM_DECODE_OK;
 }
 
@@ -118,17 +143,17 @@ static void png_on_error(png_structp png, png_const_charp msg) {
 
 static void png_on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
 
-static vlm_decode_status decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_image *out) {
+static vlm_decode_status decode_png(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_decode_buffers *buf,
+                                    vlm_image *out) {
     png_reader reader = { data, size, 0, "", {{0}} };
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, png_on_error, png_on_warning);
     if (!png) return fail(out, VLM_DECODE_NO_MEMORY, "cannot start the PNG decoder");
     png_infop info = png_create_info_struct(png);
-    uint8_t *volatile raw = NULL;
     png_bytep *volatile rows = NULL;
     snprintf(out->format, sizeof out->format, "png");
     if (!info) { png_destroy_read_struct(&png, NULL, NULL); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
     if (setjmp(reader.jump)) {
-        free(raw); free(rows);
+        free(rows);
         png_destroy_read_struct(&png, &info, NULL);
         return fail(out, VLM_DECODE_CORRUPT, reader.message);
     }
@@ -150,16 +175,15 @@ static vlm_decode_status decode_png(const uint8_t *data, size_t size, uint64_t m
     int ch = png_get_channels(png, info);
     size_t rowbytes = png_get_rowbytes(png, info);
     out->source_channels = (type == PNG_COLOR_TYPE_PALETTE) ? 3 : ch;
-    raw = malloc(rowbytes * h);
+    uint8_t *raw = reserve(&buf->raw, &buf->raw_capacity, rowbytes * h);
+    uint8_t *px = reserve(&buf->rgb, &buf->rgb_capacity, (size_t)w * h * 3);
     rows = malloc(sizeof(png_bytep) * h);
-    if (!raw || !rows) { free(raw); free(rows); png_destroy_read_struct(&png, &info, NULL); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
+    if (!raw || !px || !rows) { free(rows); png_destroy_read_struct(&png, &info, NULL); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
     for (png_uint_32 y = 0; y < h; y++) rows[y] = raw + y * rowbytes;
     png_read_image(png, rows);
     png_read_end(png, NULL);
     png_destroy_read_struct(&png, &info, NULL);
-    out->pixels = malloc((size_t)w * h * 3);
-    if (!out->pixels) { free(raw); free(rows); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
-    uint8_t *px = out->pixels;
+    out->scale = 1;
     for (png_uint_32 y = 0; y < h; y++) {
         const uint8_t *src = rows[y];
         uint8_t *dst = px + (size_t)y * w * 3;
@@ -176,14 +200,29 @@ static vlm_decode_status decode_png(const uint8_t *data, size_t size, uint64_t m
             dst[3 * x] = r; dst[3 * x + 1] = g; dst[3 * x + 2] = b;
         }
     }
-    free(raw); free(rows);
+    free(rows);
+    out->pixels = px;
     return VLM_DECODE_OK;
 }
 
-vlm_decode_status vlm_decode_image(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_image *out) {
+vlm_decode_status vlm_decode_image_into(const uint8_t *data, size_t size, uint64_t max_pixels, int draft_size,
+                                        vlm_decode_buffers *buffers, vlm_image *out) {
     memset(out, 0, sizeof *out);
     static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
-    if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, size, max_pixels, out);
-    if (size >= 8 && memcmp(data, png_magic, 8) == 0) return decode_png(data, size, max_pixels, out);
+    if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, size, max_pixels, draft_size, buffers, out);
+    if (size >= 8 && memcmp(data, png_magic, 8) == 0) return decode_png(data, size, max_pixels, buffers, out);
     return fail(out, VLM_DECODE_UNKNOWN_FORMAT, "");
+}
+
+vlm_decode_status vlm_decode_image(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_image *out) {
+    vlm_decode_buffers b = {0};
+    vlm_decode_status s = vlm_decode_image_into(data, size, max_pixels, 0, &b, out);
+    if (s == VLM_DECODE_OK) {
+        // The image takes the pixel buffer; the rest goes.
+        if (out->pixels == b.raw) b.raw = NULL; else b.rgb = NULL;
+    } else {
+        out->pixels = NULL;
+    }
+    vlm_decode_buffers_free(&b);
+    return s;
 }

@@ -63,12 +63,23 @@ public enum ImageDecoder {
         try decode(path: RawPath(path), maxPixels: maxPixels)
     }
 
-    /// Decodes the file at `path`. A regular file is read whole; anything else (a FIFO,
-    /// /dev/stdin, process substitution's /dev/fd/N) is read as a stream when
-    /// `regularOnly` is false, and refused without being opened when it is true (files met while
-    /// walking a folder: opening a FIFO would block). The bytes land in a buffer kept per
-    /// thread, so a job of large files does not fault in fresh memory for every one.
-    public static func decode(path: RawPath, maxPixels: UInt64 = defaultMaxPixels, regularOnly: Bool = false) throws -> RGBImage {
+    public static func decode(path: RawPath, maxPixels: UInt64 = defaultMaxPixels, regularOnly: Bool = false, draft: Int? = nil) throws -> RGBImage {
+        try withDecoded(path: path, maxPixels: maxPixels, regularOnly: regularOnly, draft: draft) { $0.copy() }
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer, name: String, maxPixels: UInt64 = defaultMaxPixels, draft: Int? = nil) throws -> RGBImage {
+        try withDecoded(bytes, name: name, maxPixels: maxPixels, draft: draft) { $0.copy() }
+    }
+
+    /// body(the decoded image) for the file at `path`, the pixels in this thread's decode
+    /// buffers (valid only inside body). A regular file is read whole; anything else (a FIFO,
+    /// /dev/stdin, process substitution's /dev/fd/N) is read as a stream when `regularOnly` is
+    /// false, and refused without being opened when it is true (files met while walking a
+    /// folder: opening a FIFO would block). The file's bytes and the pixels both land in
+    /// buffers kept per thread, so a job of large files does not fault in fresh memory for
+    /// every one. `draft`: decode a JPEG at Pillow's draft scale for that size.
+    public static func withDecoded<R>(path: RawPath, maxPixels: UInt64 = defaultMaxPixels, regularOnly: Bool = false, draft: Int? = nil,
+                                      _ body: (ImageView) throws -> R) throws -> R {
         let name = path.description
         guard let st = FileStatus.of(path) else { throw ImageError.unreadable(path: name, reason: errnoMessage()) }
         switch st.kind {
@@ -78,30 +89,31 @@ public enum ImageDecoder {
             if regularOnly { throw ImageError.notAFile(path: name, kind: st.kind.phrase) }
         }
         // A compressed image larger than this cannot be under the pixel limit (JPEG/PNG never
-        // take more than ~4 bytes a pixel plus metadata).
-        let byteLimit = Int(min(UInt64(1) << 34, maxPixels.multipliedReportingOverflow(by: 8).partialValue &+ (64 << 20)))
+        // take more than ~4 bytes a pixel plus metadata; a draft decodes at most 1/64 of them).
+        let bound = maxPixels.multipliedReportingOverflow(by: draft == nil ? 8 : 512).partialValue
+        let byteLimit = Int(min(UInt64(1) << 34, bound &+ (64 << 20)))
         do {
             return try FileBytes.read(path, limit: byteLimit, name: name) { bytes in
-                if bytes.isEmpty { throw ImageError.empty(path: name) }
-                return try decode(bytes, name: name, maxPixels: maxPixels)
+                try withDecoded(bytes, name: name, maxPixels: maxPixels, draft: draft, body)
             }
         } catch IOError.cannotOpen(_, let reason) {
             throw ImageError.unreadable(path: name, reason: reason)
         }
     }
 
-    public static func decode(_ bytes: UnsafeRawBufferPointer, name: String, maxPixels: UInt64 = defaultMaxPixels) throws -> RGBImage {
+    /// body(the decoded image) for encoded bytes, the pixels in this thread's decode buffers.
+    public static func withDecoded<R>(_ bytes: UnsafeRawBufferPointer, name: String, maxPixels: UInt64 = defaultMaxPixels,
+                                      draft: Int? = nil, _ body: (ImageView) throws -> R) throws -> R {
         if bytes.isEmpty { throw ImageError.empty(path: name) }
+        let arena = DecodeArena.current
         var img = vlm_image()
-        let status = vlm_decode_image(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, maxPixels, &img)
-        defer { vlm_image_free(&img) }
+        let status = vlm_decode_image_into(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, maxPixels,
+                                           Int32(clamping: draft ?? 0), &arena.buffers, &img)
         let format = withUnsafeBytes(of: img.format) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let message = withUnsafeBytes(of: img.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         switch status {
         case VLM_DECODE_OK:
-            let n = Int(img.width) * Int(img.height) * 3
-            let pixels = [UInt8](UnsafeBufferPointer(start: img.pixels, count: n))
-            return RGBImage(width: Int(img.width), height: Int(img.height), pixels: pixels)
+            return try body(ImageView(pixels: UnsafePointer(img.pixels!), width: Int(img.width), height: Int(img.height), scale: Int(img.scale)))
         case VLM_DECODE_UNKNOWN_FORMAT:
             throw ImageError.notAnImage(path: name)
         case VLM_DECODE_TOO_LARGE:
@@ -111,5 +123,40 @@ public enum ImageDecoder {
         default:
             throw ImageError.corrupt(path: name, format: format, reason: message.trimmingCharacters(in: .whitespacesAndNewlines))
         }
+    }
+
+    /// Pillow's draft scale (1, 2, 4, 8) for a width × height JPEG and a requested size.
+    public static func draftScale(width: Int, height: Int, size: Int) -> Int {
+        Int(vlm_draft_scale(Int32(clamping: width), Int32(clamping: height), Int32(clamping: size)))
+    }
+}
+
+/// A decoded image in a buffer someone else owns: interleaved 8-bit RGB, row-major.
+public struct ImageView {
+    public let pixels: UnsafePointer<UInt8>
+    public let width: Int, height: Int
+    /// The DCT scale a draft decoded it at (1: full size).
+    public let scale: Int
+
+    public init(pixels: UnsafePointer<UInt8>, width: Int, height: Int, scale: Int = 1) {
+        (self.pixels, self.width, self.height, self.scale) = (pixels, width, height, scale)
+    }
+
+    public func copy() -> RGBImage {
+        RGBImage(width: width, height: height, pixels: [UInt8](UnsafeBufferPointer(start: pixels, count: width * height * 3)))
+    }
+}
+
+/// The C decoder's buffers for this thread: kept for the thread's life.
+final class DecodeArena {
+    var buffers = vlm_decode_buffers()
+    deinit { vlm_decode_buffers_free(&buffers) }
+
+    static var current: DecodeArena {
+        let d = Thread.current.threadDictionary
+        if let a = d["vlm.decode"] as? DecodeArena { return a }
+        let a = DecodeArena()
+        d["vlm.decode"] = a
+        return a
     }
 }

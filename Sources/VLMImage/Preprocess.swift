@@ -41,17 +41,84 @@ public struct Preprocessing: Equatable, Sendable {
 
     /// The (3, crop, crop) float32 tensor the model sees, in CHW order.
     public func tensor(_ image: RGBImage) -> [Float] {
-        let resized = resizeShorterSide(image, to: resize)
-        let cropped = centerCrop(resized, width: crop, height: crop)
-        var out = [Float](repeating: 0, count: 3 * crop * crop)
-        let plane = crop * crop
-        for c in 0..<3 {
-            let m = mean[c], s = std[c]
-            for i in 0..<plane {
-                out[c * plane + i] = (Float(cropped.pixels[i * 3 + c]) / 255 - m) / s
+        image.pixels.withUnsafeBufferPointer { tensor(ImageView(pixels: $0.baseAddress!, width: image.width, height: image.height)) }
+    }
+
+    /// The same for an image in someone else's buffer: the resize runs in this thread's kept
+    /// buffers (no fresh memory per image), and the crop and normalisation read the resized
+    /// pixels straight into the output.
+    public func tensor(_ view: ImageView) -> [Float] {
+        let (w, h) = resizedSize(width: view.width, height: view.height, shorter: resize)
+        return ResizeBuffers.current.resize(view, width: w, height: h) { resized in
+            var out = [Float](repeating: 0, count: 3 * crop * crop)
+            // CenterCrop on a PIL image: zero-padded (centred, the extra column/row right and
+            // bottom) when smaller than the crop, then cut at int(round((size − crop) / 2)).
+            let padL = crop > w ? (crop - w) / 2 : 0, padT = crop > h ? (crop - h) / 2 : 0
+            let pw = max(w, crop), ph = max(h, crop)
+            let left = pythonRound(Double(pw - crop) / 2) - padL, top = pythonRound(Double(ph - crop) / 2) - padT
+            let plane = crop * crop
+            out.withUnsafeMutableBufferPointer { o in
+                for c in 0..<3 {
+                    let zero = (0 - mean[c]) / std[c]
+                    for y in 0..<crop {
+                        let sy = top + y
+                        let dst = o.baseAddress! + c * plane + y * crop
+                        if sy < 0 || sy >= h {
+                            for x in 0..<crop { dst[x] = zero }
+                            continue
+                        }
+                        let row = resized.pixels + sy * w * 3
+                        for x in 0..<crop {
+                            let sx = left + x
+                            dst[x] = sx < 0 || sx >= w ? zero : (Float(row[sx * 3 + c]) / 255 - mean[c]) / std[c]
+                        }
+                    }
+                }
             }
+            return out
         }
-        return out
+    }
+}
+
+/// The two intermediate images of a resize, kept per thread and grown as needed.
+final class ResizeBuffers {
+    private var horizontal: UnsafeMutablePointer<UInt8>?, horizontalCapacity = 0
+    private var vertical: UnsafeMutablePointer<UInt8>?, verticalCapacity = 0
+
+    deinit { horizontal?.deallocate(); vertical?.deallocate() }
+
+    static var current: ResizeBuffers {
+        let d = Thread.current.threadDictionary
+        if let b = d["vlm.resize"] as? ResizeBuffers { return b }
+        let b = ResizeBuffers()
+        d["vlm.resize"] = b
+        return b
+    }
+
+    private static func reserve(_ p: inout UnsafeMutablePointer<UInt8>?, _ cap: inout Int, _ n: Int) -> UnsafeMutablePointer<UInt8> {
+        if let p, cap >= n { return p }
+        p?.deallocate()
+        cap = max(n, 1)
+        p = UnsafeMutablePointer<UInt8>.allocate(capacity: cap)
+        return p!
+    }
+
+    /// body(image resized to width × height by Pillow's bilinear resample), horizontal pass
+    /// first, each pass skipped when its size does not change.
+    func resize<R>(_ image: ImageView, width outW: Int, height outH: Int, _ body: (ImageView) -> R) -> R {
+        precondition(outW > 0 && outH > 0)
+        var current = image
+        if outW != current.width {
+            let dst = Self.reserve(&horizontal, &horizontalCapacity, outW * current.height * 3)
+            resampleHorizontal(current, into: dst, width: outW)
+            current = ImageView(pixels: dst, width: outW, height: current.height)
+        }
+        if outH != current.height {
+            let dst = Self.reserve(&vertical, &verticalCapacity, current.width * outH * 3)
+            resampleVertical(current, into: dst, height: outH)
+            current = ImageView(pixels: dst, width: current.width, height: outH)
+        }
+        return body(current)
     }
 }
 
@@ -127,57 +194,53 @@ func clip8(_ v: Int) -> UInt8 {
 
 /// Pillow's Image.resize((width, height), BILINEAR) on an RGB image.
 public func resizeBilinear(_ image: RGBImage, width outW: Int, height outH: Int) -> RGBImage {
-    precondition(outW > 0 && outH > 0)
-    var current = image
-    // Horizontal pass first, then vertical, each skipped when that size does not change.
-    if outW != current.width {
-        let taps = resampleTaps(inSize: current.width, outSize: outW)
-        let h = current.height, inW = current.width
-        var out = [UInt8](repeating: 0, count: outW * h * 3)
-        current.pixels.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                Threads.parallelFor(h, minChunk: 8) { rows in
-                    for y in rows {
-                        let row = src.baseAddress! + y * inW * 3
-                        for x in 0..<outW {
-                            var r = 1 << (precisionBits - 1), g = r, b = r
-                            let s = taps.start[x], wbase = x * taps.stride
-                            for i in 0..<taps.count[x] {
-                                let w = Int(taps.weights[wbase + i]), p = row + (s + i) * 3
-                                r += Int(p[0]) * w; g += Int(p[1]) * w; b += Int(p[2]) * w
-                            }
-                            let o = (y * outW + x) * 3
-                            dst[o] = clip8(r); dst[o + 1] = clip8(g); dst[o + 2] = clip8(b)
-                        }
+    image.pixels.withUnsafeBufferPointer { p in
+        ResizeBuffers.current.resize(ImageView(pixels: p.baseAddress!, width: image.width, height: image.height), width: outW, height: outH) {
+            $0.copy()
+        }
+    }
+}
+
+/// The horizontal pass: each row of `image` to `outW` pixels, into dst (outW × height × 3).
+func resampleHorizontal(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, width outW: Int) {
+    let taps = resampleTaps(inSize: image.width, outSize: outW)
+    let h = image.height, inW = image.width, src = image.pixels
+    taps.weights.withUnsafeBufferPointer { wts in
+        Threads.parallelFor(h, minChunk: 8) { rows in
+            for y in rows {
+                let row = src + y * inW * 3
+                let out = dst + y * outW * 3
+                for x in 0..<outW {
+                    var r = 1 << (precisionBits - 1), g = r, b = r
+                    let s = taps.start[x], wbase = x * taps.stride
+                    for i in 0..<taps.count[x] {
+                        let w = Int(wts[wbase + i]), p = row + (s + i) * 3
+                        r += Int(p[0]) * w; g += Int(p[1]) * w; b += Int(p[2]) * w
                     }
+                    out[x * 3] = clip8(r); out[x * 3 + 1] = clip8(g); out[x * 3 + 2] = clip8(b)
                 }
             }
         }
-        current = RGBImage(width: outW, height: h, pixels: out)
     }
-    if outH != current.height {
-        let taps = resampleTaps(inSize: current.height, outSize: outH)
-        let w = current.width
-        var out = [UInt8](repeating: 0, count: w * outH * 3)
-        current.pixels.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                Threads.parallelFor(outH, minChunk: 8) { rows in
-                    for y in rows {
-                        let s = taps.start[y], wbase = y * taps.stride
-                        for x in 0..<(w * 3) {
-                            var acc = 1 << (precisionBits - 1)
-                            for i in 0..<taps.count[y] {
-                                acc += Int(src[(s + i) * w * 3 + x]) * Int(taps.weights[wbase + i])
-                            }
-                            dst[y * w * 3 + x] = clip8(acc)
-                        }
-                    }
+}
+
+/// The vertical pass: each column of `image` to `outH` pixels, into dst (width × outH × 3).
+func resampleVertical(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, height outH: Int) {
+    let taps = resampleTaps(inSize: image.height, outSize: outH)
+    let w = image.width, src = image.pixels
+    taps.weights.withUnsafeBufferPointer { wts in
+        Threads.parallelFor(outH, minChunk: 8) { rows in
+            for y in rows {
+                let s = taps.start[y], wbase = y * taps.stride, n = taps.count[y]
+                let out = dst + y * w * 3
+                for x in 0..<(w * 3) {
+                    var acc = 1 << (precisionBits - 1)
+                    for i in 0..<n { acc += Int(src[(s + i) * w * 3 + x]) * Int(wts[wbase + i]) }
+                    out[x] = clip8(acc)
                 }
             }
         }
-        current = RGBImage(width: w, height: outH, pixels: out)
     }
-    return current
 }
 
 // MARK: - Center crop

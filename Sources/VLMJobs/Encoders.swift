@@ -83,29 +83,31 @@ public final class ImageRowEncoder: RowEncoder {
     public let preprocessing: Preprocessing
     public let maxPixels: UInt64
     public let layer: ImageLayer
+    /// Decode JPEGs at the DCT scale Pillow's Image.draft("RGB", (resize, resize)) picks.
+    public let draft: Bool
 
-    public init(net: ResNet, preprocessing: Preprocessing, maxPixels: UInt64, layer: ImageLayer) throws {
+    public init(net: ResNet, preprocessing: Preprocessing, maxPixels: UInt64, layer: ImageLayer, draft: Bool = false) throws {
         if layer == .logits && net.config.numClasses == nil {
             throw InputError("\(net.sourceName): the checkpoint has no fc layer, so there are no logits; use the pooled layer")
         }
-        (self.net, self.preprocessing, self.maxPixels, self.layer) = (net, preprocessing, maxPixels, layer)
+        (self.net, self.preprocessing, self.maxPixels, self.layer, self.draft) = (net, preprocessing, maxPixels, layer, draft)
     }
 
     public var dim: Int { layer == .pooled ? net.config.featureSize : net.config.numClasses! }
 
     public var settings: [String: String] {
-        ["layer": layer.rawValue, "max_pixels": "\(maxPixels)",
+        ["layer": layer.rawValue, "max_pixels": "\(maxPixels)", "draft": "\(draft)",
          "preprocessing": "resize \(preprocessing.resize), crop \(preprocessing.crop), mean \(preprocessing.mean), std \(preprocessing.std)"]
     }
 
     /// Decodes and preprocesses the items in parallel (each image on one thread).
     public func prepare(_ items: [(id: [UInt8], value: ImageInput)]) -> PreparedImages {
-        Self.preprocess(items, preprocessing: preprocessing, maxPixels: maxPixels)
+        Self.preprocess(items, preprocessing: preprocessing, maxPixels: maxPixels, draft: draft)
     }
 
     /// (good, 3, crop, crop) tensors of the items that decode, and each other item's error.
     public static func preprocess(_ items: [(id: [UInt8], value: ImageInput)], preprocessing: Preprocessing,
-                                  maxPixels: UInt64) -> PreparedImages {
+                                  maxPixels: UInt64, draft: Bool = false) -> PreparedImages {
         let per = 3 * preprocessing.crop * preprocessing.crop
         var slots = [[Float]?](repeating: nil, count: items.count)
         var errs = [ItemError?](repeating: nil, count: items.count)
@@ -114,13 +116,15 @@ public final class ImageRowEncoder: RowEncoder {
                 let sp = s.baseAddress!, ep = e.baseAddress!
                 DispatchQueue.concurrentPerform(iterations: items.count) { k in
                     do {
-                        let image = try decode(items[k].value, id: items[k].id, maxPixels: maxPixels)
-                        let need = preprocessing.bufferPixels(width: image.width, height: image.height)
-                        if need > maxPixels {
-                            throw ImageError.tooLargeToResize(path: RawPath.display(items[k].id), width: image.width, height: image.height,
-                                                              pixels: need, limit: maxPixels)
+                        sp[k] = try withDecoded(items[k].value, id: items[k].id, maxPixels: maxPixels,
+                                                draft: draft ? preprocessing.resize : nil) { image in
+                            let need = preprocessing.bufferPixels(width: image.width, height: image.height)
+                            if need > maxPixels {
+                                throw ImageError.tooLargeToResize(path: RawPath.display(items[k].id), width: image.width, height: image.height,
+                                                                  pixels: need, limit: maxPixels)
+                            }
+                            return preprocessing.tensor(image)
                         }
-                        sp[k] = preprocessing.tensor(image)
                     } catch let error as ImageError {
                         ep[k] = ItemError(id: items[k].id, kind: error.kind, message: error.description)
                     } catch {
@@ -135,7 +139,7 @@ public final class ImageRowEncoder: RowEncoder {
         return PreparedImages(tensor: tensor, failures: errs)
     }
 
-    static func decode(_ input: ImageInput, id: [UInt8], maxPixels: UInt64) throws -> RGBImage {
+    static func withDecoded<R>(_ input: ImageInput, id: [UInt8], maxPixels: UInt64, draft: Int?, _ body: (ImageView) throws -> R) throws -> R {
         switch input {
         case .file(let path, let walked):
             if path.bytes == [0x2D] && !walked {   // "-": the image on stdin
@@ -143,11 +147,11 @@ public final class ImageRowEncoder: RowEncoder {
                 do { data = try InputFile("-", what: "the image").readAll(limit: 1 << 34) } catch let IOError.cannotOpen(_, reason) {
                     throw ImageError.unreadable(path: "<stdin>", reason: reason)
                 }
-                return try data.withUnsafeBytes { try ImageDecoder.decode($0, name: "<stdin>", maxPixels: maxPixels) }
+                return try data.withUnsafeBytes { try ImageDecoder.withDecoded($0, name: "<stdin>", maxPixels: maxPixels, draft: draft, body) }
             }
-            return try ImageDecoder.decode(path: path, maxPixels: maxPixels, regularOnly: walked)
+            return try ImageDecoder.withDecoded(path: path, maxPixels: maxPixels, regularOnly: walked, draft: draft, body)
         case .bytes(let data):
-            return try data.withUnsafeBytes { try ImageDecoder.decode($0, name: RawPath.display(id), maxPixels: maxPixels) }
+            return try data.withUnsafeBytes { try ImageDecoder.withDecoded($0, name: RawPath.display(id), maxPixels: maxPixels, draft: draft, body) }
         }
     }
 

@@ -59,7 +59,7 @@ struct EmbedImage: ParsableCommand {
         let backend = try engine.configure()
         let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images", allowNonFinite: engine.allowNonfinite)
         let net = try loadResNet(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
-        let images = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels, layer: layer)
+        let images = try imageOptions.encoder(net, layer: layer)
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {
             let input = try readInputNPY(inputNPY, channels: net.config.inChannels)

@@ -67,8 +67,7 @@ struct Fuse: ParsableCommand {
             source = PairSource(lines: lines, range: job.slice(lines.lineCount))
         }
         let net = try loadResNet(imageModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
-        let images = try ImageRowEncoder(net: net, preprocessing: imageOptions.preprocessing, maxPixels: imageOptions.maxPixels,
-                                         layer: imageLayer)
+        let images = try imageOptions.encoder(net, layer: imageLayer)
         let texts = try textOptions.encoder(try loadTextEncoder(textModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite), batchSize: batchSize, pairs: false)
         defer { reportTruncation(texts, of: source.count) }
         try batch.run(source, PairRowEncoder(images: images, texts: texts, normalizeParts: normalizeParts), unitSize: batchSize,

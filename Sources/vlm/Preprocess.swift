@@ -30,7 +30,7 @@ struct PreprocessCommand: ParsableCommand {
         let prepared = ImageRowEncoder.preprocess(try ImageFileSource(paths: paths).items(0..<paths.count).compactMap {
             if case .value(let v) = $0.content { return ($0.id, v) }
             return nil
-        }, preprocessing: pre, maxPixels: imageOptions.maxPixels)
+        }, preprocessing: pre, maxPixels: imageOptions.maxPixels, draft: imageOptions.draft)
         if let e = prepared.failures.compactMap({ $0 }).first { throw InputError(e.message) }
         let data = NPY.encode(Tensor(shape: [paths.count, 3, pre.crop, pre.crop], data: prepared.tensor))
         if let sink = try target.openStream() { try sink.write(data) } else { try writeAtomically(data, to: output) }

@@ -165,8 +165,7 @@ final class WorkerModels {
 
     func images() throws -> ImageRowEncoder {
         if let imageRows { return imageRows }
-        let e = try ImageRowEncoder(net: try resnet(), preprocessing: command.imageOptions.preprocessing,
-                                    maxPixels: command.imageOptions.maxPixels, layer: command.layer)
+        let e = try command.imageOptions.encoder(try resnet(), layer: command.layer)
         imageRows = e
         return e
     }
@@ -180,8 +179,7 @@ final class WorkerModels {
 
     func pairs() throws -> PairRowEncoder {
         if let pairRows { return pairRows }
-        let i = try ImageRowEncoder(net: try resnet(), preprocessing: command.imageOptions.preprocessing,
-                                    maxPixels: command.imageOptions.maxPixels, layer: command.imageLayer)
+        let i = try command.imageOptions.encoder(try resnet(), layer: command.imageLayer)
         let t = try command.text.encoder(try bert(), batchSize: command.imageBatchSize, pairs: false)
         let e = PairRowEncoder(images: i, texts: t, normalizeParts: command.normalizeParts)
         pairRows = e

@@ -73,6 +73,38 @@ final class ImageParityTests: XCTestCase {
     }
 }
 
+final class DraftParityTests: XCTestCase {
+    /// --draft against Pillow's Image.draft("RGB", (256, 256)) + torchvision, on every case and
+    /// on phone-sized JPEGs (baseline, progressive, gray, CMYK): the same scale and size, the
+    /// same decoded pixels (libjpeg's scaled IDCT), the tensor within one uint8 step.
+    func testDraftEqualsPillowDraft() throws {
+        struct DraftCase: Decodable { let name: String, file: String, decoded: [Int] }
+        let data = try Data(contentsOf: imageFixtures.appendingPathComponent("draft_cases.json"))
+        let cases = try JSONDecoder().decode([DraftCase].self, from: data)
+        XCTAssertGreaterThanOrEqual(cases.count, 25)
+        let pre = Preprocessing()
+        var scaled = 0
+        for c in cases {
+            let path = imageFixtures.appendingPathComponent(c.file).path
+            let (img, tensor) = try ImageDecoder.withDecoded(path: RawPath(path), draft: 256) { ($0.copy(), pre.tensor($0)) }
+            XCTAssertEqual([img.height, img.width, 3], c.decoded, c.name)
+            let ref = [UInt8](try Data(contentsOf: imageFixtures.appendingPathComponent("\(c.name).draft.decoded.u8")))
+            let maxPixelDiff = zip(img.pixels, ref).map { abs(Int($0) - Int($1)) }.max() ?? 0
+            XCTAssertLessThanOrEqual(maxPixelDiff, 1, "\(c.name): decoded pixels differ by up to \(maxPixelDiff)")
+            let t = try NPY.read(path: imageFixtures.appendingPathComponent("\(c.name).draft.tensor.npy").path)
+            XCTAssertLessThanOrEqual(zip(tensor, t.data).map { abs($0 - $1) }.max()!, 0.0176, "\(c.name): one uint8 step")
+            if c.file.hasSuffix(".jpg"), let full = try? ImageDecoder.decode(path: path), full.width > img.width { scaled += 1 }
+        }
+        XCTAssertGreaterThanOrEqual(scaled, 6, "the large JPEGs really were decoded at a reduced scale")
+        // Pillow's rule: the largest of 8, 4, 2 not above min(w // size, h // size).
+        XCTAssertEqual(ImageDecoder.draftScale(width: 4032, height: 3024, size: 256), 8)
+        XCTAssertEqual(ImageDecoder.draftScale(width: 4032, height: 3024, size: 232), 8)
+        XCTAssertEqual(ImageDecoder.draftScale(width: 2047, height: 3000, size: 256), 4)
+        XCTAssertEqual(ImageDecoder.draftScale(width: 511, height: 600, size: 256), 1)
+        XCTAssertEqual(ImageDecoder.draftScale(width: 512, height: 513, size: 256), 2)
+    }
+}
+
 final class ImageDecodeErrorTests: XCTestCase {
     var dir: URL!
     override func setUpWithError() throws {

@@ -15,16 +15,39 @@ typedef enum {
 } vlm_decode_status;
 
 typedef struct {
-    uint8_t *pixels;       // width × height × 3 RGB, malloc'ed; free with vlm_image_free
+    uint8_t *pixels;       // width × height × 3 RGB (vlm_decode_image: malloc'ed, free with
+                           // vlm_image_free; vlm_decode_image_into: inside the buffers)
     int width, height;
     int source_channels;   // channels in the file (1 gray, 2 gray+alpha, 3, 4 RGBA or CMYK)
     int source_bits;       // 8 or 16 (PNG), 8 (JPEG)
+    int scale;             // the DCT scale a draft decoded a JPEG at (1, 2, 4, 8)
     char format[8];        // "jpeg" or "png"
     char message[200];     // on failure, the codec's own words
 } vlm_image;
 
-/// Decodes `data` (JPEG or PNG) into `out`; refuses images over `max_pixels` before decoding.
+/// Buffers a decoder keeps between images (one set per thread): grown as needed, never
+/// shrunk, so decoding many large images allocates and page-faults once. Zero-initialise;
+/// release with vlm_decode_buffers_free.
+typedef struct {
+    uint8_t *rgb; size_t rgb_capacity;
+    uint8_t *raw; size_t raw_capacity;
+    void *tj;              // the TurboJPEG handle
+} vlm_decode_buffers;
+
+void vlm_decode_buffers_free(vlm_decode_buffers *buffers);
+
+/// Decodes `data` (JPEG or PNG) into `buffers`: out->pixels points into them, valid until the
+/// next call with the same buffers. Refuses images over `max_pixels` (after the draft scale)
+/// before decoding. draft_size > 0 decodes a JPEG at the DCT scale Pillow's
+/// Image.draft("RGB", (draft_size, draft_size)) picks (see vlm_draft_scale); PNGs ignore it.
+vlm_decode_status vlm_decode_image_into(const uint8_t *data, size_t size, uint64_t max_pixels, int draft_size,
+                                        vlm_decode_buffers *buffers, vlm_image *out);
+
+/// The same into freshly allocated pixels that `out` owns (free with vlm_image_free).
 vlm_decode_status vlm_decode_image(const uint8_t *data, size_t size, uint64_t max_pixels, vlm_image *out);
+
+/// Pillow's draft scale for a width × height JPEG and a requested size (1, 2, 4 or 8).
+int vlm_draft_scale(int width, int height, int size);
 
 void vlm_image_free(vlm_image *image);
 
