@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "VLMCore", dependencies: ["COpenBLAS", "CKernels"]),
         .target(name: "VLMIO", dependencies: ["VLMCore", "CKernels"]),
         .target(name: "VLMTokenizer", dependencies: ["VLMCore"]),
-        .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode"]),
+        .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode", "CKernels"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
         // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.
         .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),

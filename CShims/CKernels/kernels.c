@@ -247,3 +247,61 @@ float vlm_fma_chains(long iterations, int *lanes) {
     default: return fma_chains_base(iterations, lanes);
     }
 }
+
+// MARK: - Pillow's bilinear resample, 8-bit RGB (the passes of VLMImage's resize)
+
+// One horizontal pass over rows [y0, y1): out[y][x] = clip8(Σ_i in[y][start[x] + i] · w[x][i]),
+// fixed point with `precision` fractional bits, each of the three channels. int32 sums, as
+// Pillow's Resample.c (its weights are normalised so a sum of 255·2^precision fits).
+INLINE void body_vlm_resample_horizontal_rgb(uint8_t *out, const uint8_t *in, size_t in_width, size_t out_width,
+                                             size_t y0, size_t y1, const int32_t *start, const int32_t *count,
+                                             const int32_t *weights, size_t stride, int precision) {
+    const int32_t half = 1 << (precision - 1);
+    for (size_t y = y0; y < y1; y++) {
+        const uint8_t *row = in + y * in_width * 3;
+        uint8_t *o = out + y * out_width * 3;
+        for (size_t x = 0; x < out_width; x++) {
+            const uint8_t *p = row + (size_t)start[x] * 3;
+            const int32_t *w = weights + x * stride;
+            int32_t r = half, g = half, b = half;
+            for (int32_t i = 0; i < count[x]; i++) {
+                r += p[3 * i] * w[i]; g += p[3 * i + 1] * w[i]; b += p[3 * i + 2] * w[i];
+            }
+            r >>= precision; g >>= precision; b >>= precision;
+            o[3 * x] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+            o[3 * x + 1] = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g);
+            o[3 * x + 2] = (uint8_t)(b < 0 ? 0 : b > 255 ? 255 : b);
+        }
+    }
+}
+DISPATCH(void, vlm_resample_horizontal_rgb, (uint8_t *out, const uint8_t *in, size_t in_width, size_t out_width, size_t y0,
+                                             size_t y1, const int32_t *start, const int32_t *count, const int32_t *weights,
+                                             size_t stride, int precision),
+         (out, in, in_width, out_width, y0, y1, start, count, weights, stride, precision))
+
+// One vertical pass over output rows [y0, y1): out[y][j] = clip8(Σ_i in[start[y] + i][j] · w[y][i])
+// for every byte j of a row (row_bytes = width·3). The taps run outermost, so the loop over a
+// row's bytes is contiguous and vectorises; `acc` holds row_bytes int32.
+INLINE void body_vlm_resample_vertical(uint8_t *out, const uint8_t *in, size_t row_bytes, size_t y0, size_t y1,
+                                       const int32_t *start, const int32_t *count, const int32_t *weights, size_t stride,
+                                       int precision, int32_t *acc) {
+    const int32_t half = 1 << (precision - 1);
+    for (size_t y = y0; y < y1; y++) {
+        for (size_t j = 0; j < row_bytes; j++) acc[j] = half;
+        const int32_t *w = weights + y * stride;
+        for (int32_t i = 0; i < count[y]; i++) {
+            const uint8_t *src = in + ((size_t)start[y] + (size_t)i) * row_bytes;
+            const int32_t wi = w[i];
+            for (size_t j = 0; j < row_bytes; j++) acc[j] += src[j] * wi;
+        }
+        uint8_t *o = out + y * row_bytes;
+        for (size_t j = 0; j < row_bytes; j++) {
+            int32_t v = acc[j] >> precision;
+            o[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+}
+DISPATCH(void, vlm_resample_vertical, (uint8_t *out, const uint8_t *in, size_t row_bytes, size_t y0, size_t y1,
+                                       const int32_t *start, const int32_t *count, const int32_t *weights, size_t stride,
+                                       int precision, int32_t *acc),
+         (out, in, row_bytes, y0, y1, start, count, weights, stride, precision, acc))

@@ -9,6 +9,7 @@
 //   Normalize        (x − mean)/std, ImageNet mean and std
 // Upstream: torchvision/transforms/functional.py and _functional_pil.py.
 
+import CKernels
 import Foundation
 import VLMCore
 
@@ -202,22 +203,16 @@ public func resizeBilinear(_ image: RGBImage, width outW: Int, height outH: Int)
 }
 
 /// The horizontal pass: each row of `image` to `outW` pixels, into dst (outW × height × 3).
+/// The loops are C built per instruction set (CShims/CKernels), rows split over the threads.
 func resampleHorizontal(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, width outW: Int) {
     let taps = resampleTaps(inSize: image.width, outSize: outW)
-    let h = image.height, inW = image.width, src = image.pixels
-    taps.weights.withUnsafeBufferPointer { wts in
-        Threads.parallelFor(h, minChunk: 8) { rows in
-            for y in rows {
-                let row = src + y * inW * 3
-                let out = dst + y * outW * 3
-                for x in 0..<outW {
-                    var r = 1 << (precisionBits - 1), g = r, b = r
-                    let s = taps.start[x], wbase = x * taps.stride
-                    for i in 0..<taps.count[x] {
-                        let w = Int(wts[wbase + i]), p = row + (s + i) * 3
-                        r += Int(p[0]) * w; g += Int(p[1]) * w; b += Int(p[2]) * w
-                    }
-                    out[x * 3] = clip8(r); out[x * 3 + 1] = clip8(g); out[x * 3 + 2] = clip8(b)
+    let starts = taps.start.map { Int32($0) }, counts = taps.count.map { Int32($0) }
+    starts.withUnsafeBufferPointer { st in
+        counts.withUnsafeBufferPointer { ct in
+            taps.weights.withUnsafeBufferPointer { wts in
+                Threads.parallelFor(image.height, minChunk: 64) { rows in
+                    vlm_resample_horizontal_rgb(dst, image.pixels, image.width, outW, rows.lowerBound, rows.upperBound,
+                                                st.baseAddress!, ct.baseAddress!, wts.baseAddress!, taps.stride, Int32(precisionBits))
                 }
             }
         }
@@ -227,16 +222,17 @@ func resampleHorizontal(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8
 /// The vertical pass: each column of `image` to `outH` pixels, into dst (width × outH × 3).
 func resampleVertical(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, height outH: Int) {
     let taps = resampleTaps(inSize: image.height, outSize: outH)
-    let w = image.width, src = image.pixels
-    taps.weights.withUnsafeBufferPointer { wts in
-        Threads.parallelFor(outH, minChunk: 8) { rows in
-            for y in rows {
-                let s = taps.start[y], wbase = y * taps.stride, n = taps.count[y]
-                let out = dst + y * w * 3
-                for x in 0..<(w * 3) {
-                    var acc = 1 << (precisionBits - 1)
-                    for i in 0..<n { acc += Int(src[(s + i) * w * 3 + x]) * Int(wts[wbase + i]) }
-                    out[x] = clip8(acc)
+    let starts = taps.start.map { Int32($0) }, counts = taps.count.map { Int32($0) }
+    let rowBytes = image.width * 3
+    starts.withUnsafeBufferPointer { st in
+        counts.withUnsafeBufferPointer { ct in
+            taps.weights.withUnsafeBufferPointer { wts in
+                Threads.parallelFor(outH, minChunk: 16) { rows in
+                    var acc = [Int32](repeating: 0, count: rowBytes)
+                    acc.withUnsafeMutableBufferPointer { a in
+                        vlm_resample_vertical(dst, image.pixels, rowBytes, rows.lowerBound, rows.upperBound, st.baseAddress!,
+                                              ct.baseAddress!, wts.baseAddress!, taps.stride, Int32(precisionBits), a.baseAddress!)
+                    }
                 }
             }
         }

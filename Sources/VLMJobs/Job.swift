@@ -274,8 +274,9 @@ public final class Job {
         var next = schedule(start)
         while let current = next {
             let unit = try current.wait().get()
-            next = schedule(unit.index + 1)
+            if overlapUnits { next = schedule(unit.index + 1) }
             var encoded = try encoder.encode(unit.prepared)
+            if !overlapUnits { next = schedule(unit.index + 1) }
             if !allowNonFinite {
                 let valueIds = unit.items.compactMap { item -> [UInt8]? in if case .value = item.content { return item.id }; return nil }
                 encoded = encoded.rejectingNonFinite(dim: encoder.dim, ids: valueIds)
@@ -295,6 +296,10 @@ public final class Job {
             try body(unit.index, UnitOutcome(rows: encoded.rows, ids: ids, errors: errors, inputDigest: identityDigest(unit.items)))
         }
     }
+
+    /// Whether the next unit is prepared while the model runs (the default), or only after
+    /// (VLM_OVERLAP_UNITS=0: the balance experiment in BENCHMARKS.md).
+    static let overlapUnits = ProcessInfo.processInfo.environment["VLM_OVERLAP_UNITS"] != "0"
 
     static func identityDigest<V>(_ items: [JobItem<V>]) -> String {
         var h = SHA256()

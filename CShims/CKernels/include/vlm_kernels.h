@@ -38,6 +38,16 @@ const char *vlm_isa_name(void);
 /// depends on every chain.
 float vlm_fma_chains(long iterations, int *lanes);
 
+/// Pillow's bilinear resample passes on 8-bit RGB, fixed point with `precision` fractional
+/// bits (Pillow's Resample.c): the horizontal pass over rows [y0, y1) of an in_width-wide image
+/// to out_width pixels, and the vertical pass producing output rows [y0, y1) (acc: row_bytes
+/// int32 of scratch). start/count/weights: per output position, the first input index, the
+/// number of taps and `stride` weights.
+void vlm_resample_horizontal_rgb(uint8_t *out, const uint8_t *in, size_t in_width, size_t out_width, size_t y0, size_t y1,
+                                 const int32_t *start, const int32_t *count, const int32_t *weights, size_t stride, int precision);
+void vlm_resample_vertical(uint8_t *out, const uint8_t *in, size_t row_bytes, size_t y0, size_t y1, const int32_t *start,
+                           const int32_t *count, const int32_t *weights, size_t stride, int precision, int32_t *acc);
+
 /// SHA-256 (FIPS 180-4), streaming: init, update any number of times, final.
 typedef struct {
     uint32_t h[8];
