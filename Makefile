@@ -60,7 +60,11 @@ $(GENERATED)/images/cases.json: scripts/export_image_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/images
 	$(PY) scripts/export_image_fixtures.py
 
-fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json
+$(GENERATED)/pca/done: scripts/export_pca_fixtures.py $(VENV)/.stamp
+	rm -rf $(GENERATED)/pca
+	$(PY) scripts/export_pca_fixtures.py
+
+fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done
 
 # The committed small fixtures; rerun after changing the export scripts.
 fixtures-small: $(VENV)/.stamp models
@@ -101,6 +105,9 @@ bench: build models fixtures $(VENV)/.stamp-bench
 	$(VLM) bench bert-base --batch 8 --seq 128 --backend both
 	$(VLM) bench minilm --sentences 1000 --backend both
 	$(PY) Benchmarks/peers.py run
+	$(PY) Benchmarks/worker.py
+	$(PY) Benchmarks/e2e.py run --rounds 2
+	$(PY) Benchmarks/pca.py
 
 # MARK: - Fuzzing (libFuzzer + AddressSanitizer; not part of `make test`, whose corpus replay
 # test runs every seed and kept crash input through the same harness).

@@ -303,6 +303,21 @@ public final class InputFile {
         }
     }
 
+    /// Exactly `count` bytes at `offset` of a regular file into `buffer` (pread: the file's
+    /// position is untouched); fewer bytes there is an error.
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError.cannotOpen(path: name, reason: "read failed: \(errnoMessage())")
+            }
+            if n == 0 { throw IOError.cannotOpen(path: name, reason: "ended early (was it changed while it was read?)") }
+            done += n
+        }
+    }
+
     /// Seeks a regular file to `offset` from its start.
     public func seek(to offset: UInt64) throws {
         if lseek(fd, off_t(offset), SEEK_SET) < 0 { throw IOError.cannotOpen(path: name, reason: "seek failed: \(errnoMessage())") }

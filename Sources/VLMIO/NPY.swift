@@ -30,6 +30,25 @@ public enum NPY {
     }
 
     public static func parse(_ raw: UnsafeRawBufferPointer, path: String) throws -> Tensor {
+        let layout = try self.layout(raw, path: path, fileSize: raw.count)
+        let count = layout.count
+        var data = [Float](repeating: 0, count: count)
+        data.withUnsafeMutableBytes { dst in
+            if count > 0 { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[layout.dataOffset..<(layout.dataOffset + count * 4)])) }
+        }
+        return Tensor(shape: layout.shape, data: data)
+    }
+
+    /// Where a float32 C-order array's values are: its shape and the offset of its data.
+    public struct Layout: Equatable, Sendable {
+        public let shape: [Int]
+        public let dataOffset: Int
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    /// The layout from a file's first bytes (`raw`: at least the header), checked against its
+    /// size: a float32, C-order array whose data the file holds.
+    public static func layout(_ raw: UnsafeRawBufferPointer, path: String, fileSize: Int) throws -> Layout {
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         guard raw.count >= 10, Array(raw[0..<6]) == magic else {
             throw NPYError.notNPY(path: path, reason: "missing the \\x93NUMPY magic")
@@ -63,13 +82,9 @@ public enum NPY {
             count = p
         }
         let dataStart = headerStart + headerLen
-        let available = raw.count - dataStart
+        let available = fileSize - dataStart
         guard available >= count * 4 else { throw NPYError.truncated(path: path, expected: count * 4, got: available) }
-        var data = [Float](repeating: 0, count: count)
-        data.withUnsafeMutableBytes { dst in
-            if count > 0 { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataStart..<(dataStart + count * 4)])) }
-        }
-        return Tensor(shape: shape, data: data)
+        return Layout(shape: shape, dataOffset: dataStart)
     }
 
     /// Pulls descr, fortran_order and shape out of the dict literal.

@@ -291,3 +291,49 @@ public final class PairRowEncoder: RowEncoder {
 extension Dictionary {
     func mapKeys(_ f: (Key) -> Key) -> [Key: Value] { Dictionary(uniqueKeysWithValues: map { (f($0.key), $0.value) }) }
 }
+
+// MARK: - Projection
+
+/// Another encoder's rows, projected by a PCA fitted with `vlm pca fit` (one GEMM per batch,
+/// after the model's own normalisation) and/or L2-normalised (`--normalize-output`): what
+/// `--pca` does on every embed command and the worker, so a job with --pca equals embed
+/// followed by `vlm pca apply`.
+public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
+    public let inner: Inner
+    public let pca: PCAModel?
+    let projection: PCAProjection?
+    public let normalizeOutput: Bool
+
+    /// `pca` must take the inner encoder's rows (its dim_in equals their width).
+    public init(_ inner: Inner, pca: PCAModel?, pcaName: String = "the PCA file", normalizeOutput: Bool, backend: any Backend) throws {
+        if let pca, pca.dimIn != inner.dim {
+            throw InputError("\(pcaName): the PCA takes \(pca.dimIn)-d rows, but this model's rows are \(inner.dim)-d (fit it on this model's features)")
+        }
+        (self.inner, self.pca, self.normalizeOutput) = (inner, pca, normalizeOutput)
+        projection = pca?.projection(backend)
+    }
+
+    public var dim: Int { projection?.dimOut ?? inner.dim }
+
+    public var settings: [String: String] {
+        var s = inner.settings
+        // Only when set, so the fingerprints of jobs without them are what they were.
+        if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
+        if normalizeOutput { s["normalize_output"] = "true" }
+        return s
+    }
+
+    public func prepare(_ items: [(id: [UInt8], value: Inner.Value)]) -> Inner.Prepared { inner.prepare(items) }
+
+    public func encode(_ prepared: Inner.Prepared) throws -> EncodedBatch {
+        var batch = try inner.encode(prepared)
+        project(&batch.rows)
+        return batch
+    }
+
+    /// Rows of the inner width, projected and normalised as set, in place.
+    public func project(_ rows: inout [Float]) {
+        if let projection { rows = projection.apply(centring: &rows, normalize: false) }
+        if normalizeOutput { l2NormalizeRows(&rows, dim: dim) }
+    }
+}

@@ -44,6 +44,7 @@ struct EmbedImage: ParsableCommand {
     var batchSize: Int = 16
 
     @OptionGroup var out: OutputOptions
+    @OptionGroup var projection: ProjectionOptions
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var job: JobOptions
     @OptionGroup var engine: EngineOptions
@@ -58,13 +59,14 @@ struct EmbedImage: ParsableCommand {
     func run() throws {
         let backend = try engine.configure()
         let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images", allowNonFinite: engine.allowNonfinite)
+        let pca = try projection.load()
         let net = try loadResNet(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let images = try imageOptions.encoder(net, layer: layer)
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {
             let input = try readInputNPY(inputNPY, channels: net.config.inChannels)
             let source = TensorRowSource(rows: job.slice(input.shape[0]), fileIdentity: Array(modelIdentity(inputNPY).utf8))
-            try batch.run(source, TensorRowEncoder(images: images, input: input), unitSize: batchSize, backend: backend, models: models)
+            try batch.run(source, projection.wrap(TensorRowEncoder(images: images, input: input), pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
             return
         }
         let paths = try listImages(images: self.images, list: list, list0: list0)
@@ -72,7 +74,7 @@ struct EmbedImage: ParsableCommand {
             throw InputError("no images in \((self.images + [list, list0].compactMap { $0 }).joined(separator: ", ")) (folders are searched for .jpg, .jpeg, .jpe and .png)")
         }
         let source = ImageFileSource(paths: paths.slice(job.slice(paths.count)))
-        try batch.run(source, images, unitSize: batchSize, backend: backend, models: models)
+        try batch.run(source, projection.wrap(images, pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
     }
 }
 

@@ -33,6 +33,7 @@ struct EmbedText: ParsableCommand {
     var batchSize: Int = TextEncoder.defaultBatchSize
 
     @OptionGroup var out: OutputOptions
+    @OptionGroup var projection: ProjectionOptions
     @OptionGroup var job: JobOptions
     @OptionGroup var engine: EngineOptions
 
@@ -45,10 +46,11 @@ struct EmbedText: ParsableCommand {
         let batch = try BatchJob(command: "embed-text", output: out, options: job, unitName: "texts", allowNonFinite: engine.allowNonfinite)
         let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: job.resume, quiet: job.quiet)
         guard lines.lineCount > 0 else { throw InputError("\(lines.name): no texts to embed") }
+        let pca = try projection.load()
         let enc = try loadTextEncoder(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let rows = try text.encoder(enc, batchSize: batchSize, pairs: input.jsonlPairField != nil)
         let source = TextSource(lines: lines, range: job.slice(lines.lineCount), format: input.format)
         defer { reportTruncation(rows, of: source.count) }
-        try batch.run(source, rows, unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])
+        try batch.run(source, projection.wrap(rows, pca: pca, backend: backend), unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])
     }
 }

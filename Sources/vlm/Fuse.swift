@@ -45,6 +45,7 @@ struct Fuse: ParsableCommand {
     var batchSize: Int = 16
 
     @OptionGroup var out: OutputOptions
+    @OptionGroup var projection: ProjectionOptions
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var job: JobOptions
     @OptionGroup var engine: EngineOptions
@@ -66,11 +67,12 @@ struct Fuse: ParsableCommand {
             guard lines.lineCount > 0 else { throw InputError("\(lines.name): no pairs") }
             source = PairSource(lines: lines, range: job.slice(lines.lineCount))
         }
+        let pca = try projection.load()
         let net = try loadResNet(imageModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
         let images = try imageOptions.encoder(net, layer: imageLayer)
         let texts = try textOptions.encoder(try loadTextEncoder(textModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite), batchSize: batchSize, pairs: false)
         defer { reportTruncation(texts, of: source.count) }
-        try batch.run(source, PairRowEncoder(images: images, texts: texts, normalizeParts: normalizeParts), unitSize: batchSize,
+        try batch.run(source, projection.wrap(PairRowEncoder(images: images, texts: texts, normalizeParts: normalizeParts), pca: pca, backend: backend), unitSize: batchSize,
                       backend: backend, models: [imageModel ?? resolveModelsFolder(defaultResNetName), textModel ?? defaultTextModel()])
     }
 }

@@ -57,6 +57,7 @@ struct WorkerCommand: ParsableCommand {
 
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var text: TextModelOptions
+    @OptionGroup var projection: ProjectionOptions
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
@@ -67,7 +68,7 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let models = WorkerModels(command: self, backend: backend)
+        let models = WorkerModels(command: self, backend: backend, pca: try projection.load())
         try models.loadNamed()
         let queue = RequestQueue(try InputFile("-", what: "the requests"))
         let crashOn = ProcessInfo.processInfo.environment["VLM_TEST_CRASH_ON_ID"]
@@ -135,13 +136,15 @@ struct WorkerCommand: ParsableCommand {
 final class WorkerModels {
     let command: WorkerCommand
     let backend: any Backend
+    /// --pca: applied to every kind of request whose vectors it fits.
+    let pca: PCAModel?
     private var net: Result<ResNet, Error>?
     private var textEncoder: Result<TextEncoder, Error>?
-    private var imageRows: ImageRowEncoder?, pairImages: ImageRowEncoder?
-    private var textRows: TextRowEncoder?, pairTexts: TextRowEncoder?
-    private var pairRows: PairRowEncoder?
+    private var imageRows: ProjectedRowEncoder<ImageRowEncoder>?
+    private var textRows: ProjectedRowEncoder<TextRowEncoder>?
+    private var pairRows: ProjectedRowEncoder<PairRowEncoder>?
 
-    init(command: WorkerCommand, backend: any Backend) { (self.command, self.backend) = (command, backend) }
+    init(command: WorkerCommand, backend: any Backend, pca: PCAModel?) { (self.command, self.backend, self.pca) = (command, backend, pca) }
 
     /// Loads the models named by flags now, so a bad path ends the worker at start.
     func loadNamed() throws {
@@ -163,25 +166,25 @@ final class WorkerModels {
         return try textEncoder!.get()
     }
 
-    func images() throws -> ImageRowEncoder {
+    func images() throws -> ProjectedRowEncoder<ImageRowEncoder> {
         if let imageRows { return imageRows }
-        let e = try command.imageOptions.encoder(try resnet(), layer: command.layer)
+        let e = try command.projection.wrap(try command.imageOptions.encoder(try resnet(), layer: command.layer), pca: pca, backend: backend)
         imageRows = e
         return e
     }
 
-    func texts() throws -> TextRowEncoder {
+    func texts() throws -> ProjectedRowEncoder<TextRowEncoder> {
         if let textRows { return textRows }
-        let e = try command.text.encoder(try bert(), batchSize: command.textBatchSize, pairs: false)
+        let e = try command.projection.wrap(try command.text.encoder(try bert(), batchSize: command.textBatchSize, pairs: false), pca: pca, backend: backend)
         textRows = e
         return e
     }
 
-    func pairs() throws -> PairRowEncoder {
+    func pairs() throws -> ProjectedRowEncoder<PairRowEncoder> {
         if let pairRows { return pairRows }
         let i = try command.imageOptions.encoder(try resnet(), layer: command.imageLayer)
         let t = try command.text.encoder(try bert(), batchSize: command.imageBatchSize, pairs: false)
-        let e = PairRowEncoder(images: i, texts: t, normalizeParts: command.normalizeParts)
+        let e = try command.projection.wrap(PairRowEncoder(images: i, texts: t, normalizeParts: command.normalizeParts), pca: pca, backend: backend)
         pairRows = e
         return e
     }

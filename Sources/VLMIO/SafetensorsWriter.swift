@@ -1,0 +1,46 @@
+// Writing safetensors files (https://github.com/huggingface/safetensors, "Format"): an 8-byte
+// little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__":
+// {string: string}} padded with spaces to a multiple of 8 bytes, then the tensors' bytes.
+
+import Foundation
+import VLMCore
+
+public enum SafetensorsWriter {
+    public struct Entry {
+        public var name: String
+        public var dtype: DType
+        public var shape: [Int]
+        /// Little-endian bytes of `dtype`, shape.reduce(1, *) of them.
+        public var data: Data
+
+        public init(name: String, dtype: DType, shape: [Int], data: Data) {
+            precondition(data.count == shape.reduce(1, *) * dtype.byteSize, "\(name): \(data.count) bytes for \(shape) \(dtype)")
+            (self.name, self.dtype, self.shape, self.data) = (name, dtype, shape, data)
+        }
+
+        /// float32 values.
+        public init(name: String, shape: [Int], floats: [Float]) {
+            self.init(name: name, dtype: .F32, shape: shape, data: floats.withUnsafeBytes { Data($0) })
+        }
+    }
+
+    /// The file's bytes: tensors in the order given, each right after the one before.
+    public static func encode(_ entries: [Entry], metadata: [String: String] = [:]) -> Data {
+        var header: [String: JSONValue] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+        var offset = 0
+        for e in entries {
+            header[e.name] = .object(["dtype": .string(e.dtype.rawValue), "shape": .array(e.shape.map { .integer(Int64($0)) }),
+                                      "data_offsets": .array([.integer(Int64(offset)), .integer(Int64(offset + e.data.count))])])
+            offset += e.data.count
+        }
+        var json = Array(JSONValue.object(header).jsonText.utf8)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data()
+        var length = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+        out.append(contentsOf: json)
+        for e in entries { out.append(e.data) }
+        return out
+    }
+}

@@ -1,0 +1,115 @@
+// Rows of feature files as a job's items (`vlm pca apply`): one item per row, across any
+// number of .npy / .f32 files read in chunks, with the ids of each file's `<file>.ids.txt`
+// sidecar (what embed writes beside binary output) or, without one, the row number.
+
+import Foundation
+import VLMCore
+import VLMIO
+
+/// Every row of the files, in order.
+public final class FeatureRowSource: ItemSource {
+    public let files: [FeatureFile]
+    /// Each file's first row in the concatenation, and the total at the end.
+    let starts: [Int]
+    let ids: [TextLines?]
+    public let range: Range<Int>
+    private let identities: [UInt8]
+
+    /// `range`: the rows (of the concatenation) this job takes (a shard).
+    public init(files: [FeatureFile], range: Range<Int>? = nil) throws {
+        self.files = files
+        var s = [0]
+        for f in files { s.append(s.last! + f.rows) }
+        starts = s
+        self.range = range ?? 0..<s.last!
+        ids = try files.map { f in
+            let sidecar = f.path + ".ids.txt"
+            guard FileStatus.of(sidecar)?.kind == .regular else { return nil }
+            let lines = try TextLines(sidecar, spool: nil, reuseSpool: false, quiet: true)
+            guard lines.lineCount == f.rows else {
+                throw InputError("\(sidecar): \(lines.lineCount) ids for the \(f.rows) rows of \(f.path); remove it or give the ids of every row")
+            }
+            return lines
+        }
+        identities = Array(files.map { modelIdentity($0.path) + (FileStatus.of($0.path + ".ids.txt") != nil ? "+ids" : "") }.joined(separator: "\u{0}").utf8)
+    }
+
+    public var count: Int { range.count }
+    public var definition: [UInt8] { identities + Array("\(range)".utf8) }
+
+    /// The file and the row in it of row `i` of the concatenation.
+    func locate(_ i: Int) -> (file: Int, row: Int) {
+        var lo = 0, hi = files.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if starts[mid] <= i { lo = mid } else { hi = mid - 1 }
+        }
+        return (lo, i - starts[lo])
+    }
+
+    public func items(_ r: Range<Int>) throws -> [JobItem<FeatureRow>] {
+        var out: [JobItem<FeatureRow>] = []
+        out.reserveCapacity(r.count)
+        var i = range.lowerBound + r.lowerBound
+        let end = range.lowerBound + r.upperBound
+        while i < end {
+            let (f, row) = locate(i)
+            let n = min(end - i, files[f].rows - row)
+            let names: [[UInt8]]
+            if let lines = ids[f] {
+                names = try lines.lines(row..<(row + n)).map { line in
+                    let text = String(decoding: line.bytes, as: UTF8.self)
+                    return RawPath.unescape(text) ?? line.bytes
+                }
+            } else {
+                let prefix = files.count > 1 ? files[f].path + ":" : ""
+                names = (row..<(row + n)).map { Array((prefix + String($0)).utf8) }
+            }
+            for k in 0..<n {
+                out.append(JobItem(id: names[k], identity: Array("\(f):\(row + k)".utf8) + names[k],
+                                   content: .value(FeatureRow(file: f, row: row + k))))
+            }
+            i += n
+        }
+        return out
+    }
+}
+
+public struct FeatureRow: Sendable {
+    public var file: Int, row: Int
+}
+
+/// The rows themselves, read with one pread per run of consecutive rows.
+public final class FeatureRowEncoder: RowEncoder {
+    public let files: [FeatureFile]
+    public let dim: Int
+
+    public init(files: [FeatureFile]) {
+        precondition(!files.isEmpty)
+        (self.files, dim) = (files, files[0].dim)
+    }
+
+    public var settings: [String: String] { [:] }
+
+    public func prepare(_ items: [(id: [UInt8], value: FeatureRow)]) -> Result<[Float], Error> {
+        Result {
+            // Every value is read into it (no zero fill first: the rows are a unit's tens of MB).
+            try [Float](unsafeUninitializedCapacity: items.count * dim) { o, initialized in
+                initialized = o.count
+                var k = 0
+                while k < items.count {
+                    var n = 1
+                    let first = items[k].value
+                    while k + n < items.count, items[k + n].value.file == first.file, items[k + n].value.row == first.row + n { n += 1 }
+                    try files[first.file].read(first.row..<(first.row + n), into: o.baseAddress! + k * dim)
+                    k += n
+                }
+            }
+        }
+    }
+
+    public func encode(_ prepared: Result<[Float], Error>) throws -> EncodedBatch {
+        let rows = try prepared.get()
+        return EncodedBatch(rows: rows, failures: [ItemError?](repeating: nil, count: rows.count / dim))
+    }
+}

@@ -1,0 +1,195 @@
+// PCA and whitening of feature vectors, as scikit-learn's PCA(svd_solver="covariance_eigh")
+// computes them: the mean and the sample covariance of the rows (one streaming pass,
+// VLMCore.CovarianceAccumulator), its top eigenvectors as components with svd_flip's sign
+// (u_based_decision=False: each component's largest-magnitude entry positive), the eigenvalues
+// as explained_variance_, their share of the total variance (the covariance's trace) as
+// explained_variance_ratio_. A float n_components picks the smallest K whose cumulative ratio
+// exceeds it (numpy searchsorted, side="right", + 1). Upstream: sklearn/decomposition/_pca.py.
+//
+// Saved as safetensors: mean (D), components (K, D), explained_variance (K),
+// explained_variance_ratio (K); metadata rows, dim_in, whiten, vlm_version.
+
+import Foundation
+import VLMCore
+import VLMIO
+
+public enum PCADimension: Equatable, Sendable {
+    case count(Int)
+    /// In (0, 1): the smallest K whose cumulative explained-variance ratio exceeds it.
+    case fraction(Double)
+}
+
+public struct PCAError: VLMError {
+    public let description: String
+}
+
+public struct PCAModel: Sendable {
+    public var mean: [Float]
+    /// (k, dimIn), row-major.
+    public var components: [Float]
+    public var explainedVariance: [Float]
+    public var explainedVarianceRatio: [Float]
+    public var whiten: Bool
+    public var rows: Int
+    public var dimIn: Int
+    /// SHA-256 of the file it was loaded from (resume fingerprints); nil when fitted here.
+    public var fileDigest: String?
+    public var k: Int { explainedVariance.count }
+
+    /// A component whose variance is at most this share of the largest has no variance: the
+    /// float32 covariance does not resolve less (rank-deficient rows leave "zero" eigenvalues of
+    /// ~1e-7 of the largest, rounding noise). They are reported, and whitening maps them to 0
+    /// instead of dividing by √noise (scikit-learn divides, giving huge or infinite values).
+    public static let zeroVarianceShare = 1e-6
+
+    /// Fits to the accumulated rows.
+    public static func fit(_ acc: CovarianceAccumulator, dimension: PCADimension, whiten: Bool,
+                           solver: EigenSolver = .auto) throws -> PCAModel {
+        let d = acc.dim, n = acc.count
+        guard n >= 2 else { throw PCAError(description: "PCA needs at least 2 rows, got \(n)") }
+        var cov = acc.covariance()
+        let total = (0..<d).reduce(0.0) { $0 + cov[$1 * d + $1] }
+        var k: Int
+        var wanted: Int
+        switch dimension {
+        case .count(let c):
+            guard c >= 1 else { throw PCAError(description: "--dim must be at least 1") }
+            guard c <= d else { throw PCAError(description: "--dim \(c) is more than the \(d) dimensions of the rows") }
+            guard c <= n - 1 else { throw PCAError(description: "--dim \(c) needs at least \(c + 1) rows; there are \(n)") }
+            (k, wanted) = (c, c)
+        case .fraction(let f):
+            guard f > 0 && f < 1 else { throw PCAError(description: "--dim as a fraction must be in (0, 1), got \(f)") }
+            (k, wanted) = (0, min(d, n - 1))
+        }
+        let (values, vectors) = try symmetricEigen(&cov, n: d, top: wanted, solver: dimension == .count(wanted) ? solver : .dsyevd)
+        let variances = values.map { max($0, 0) }
+        let ratios = variances.map { total > 0 ? $0 / total : 0 }
+        if case .fraction(let f) = dimension {
+            // numpy.searchsorted(cumsum, f, side="right") + 1, as scikit-learn does.
+            var cum = 0.0
+            k = ratios.count
+            for (i, r) in ratios.enumerated() {
+                cum += r
+                if cum > f { k = i + 1; break }
+            }
+            k = min(k, ratios.count)
+        }
+        var components = [Float](repeating: 0, count: k * d)
+        for c in 0..<k {
+            let row = vectors[(c * d)..<((c + 1) * d)]
+            let big = row.indices.max { abs(row[$0]) < abs(row[$1]) }!
+            let sign: Double = row[big] < 0 ? -1 : 1
+            for j in 0..<d { components[c * d + j] = Float(sign * row[row.startIndex + j]) }
+        }
+        return PCAModel(mean: acc.mean.map { Float($0) }, components: components, explainedVariance: variances.prefix(k).map { Float($0) },
+                        explainedVarianceRatio: ratios.prefix(k).map { Float($0) }, whiten: whiten, rows: n, dimIn: d)
+    }
+
+    /// Whether component c has no variance (see `zeroVarianceShare`).
+    public func hasNoVariance(_ c: Int) -> Bool {
+        Double(explainedVariance[c]) <= Double(explainedVariance.first ?? 0) * PCAModel.zeroVarianceShare
+    }
+
+    /// Components without variance: the rows span fewer dimensions (rank-deficient data).
+    public var zeroVarianceCount: Int { (0..<k).filter(hasNoVariance).count }
+
+    // MARK: Saving and loading
+
+    public func encoded(version: String) -> Data {
+        SafetensorsWriter.encode([
+            .init(name: "mean", shape: [dimIn], floats: mean),
+            .init(name: "components", shape: [k, dimIn], floats: components),
+            .init(name: "explained_variance", shape: [k], floats: explainedVariance),
+            .init(name: "explained_variance_ratio", shape: [k], floats: explainedVarianceRatio),
+        ], metadata: ["rows": "\(rows)", "dim_in": "\(dimIn)", "whiten": whiten ? "true" : "false", "vlm_version": version])
+    }
+
+    public static func load(path: String) throws -> PCAModel {
+        let f = try SafetensorsFile(path: path)
+        func t(_ name: String) throws -> Tensor {
+            guard f.tensors[name] != nil else { throw PCAError(description: "\(path): not a PCA file: no tensor '\(name)' (make one with vlm pca fit)") }
+            return try f.floatTensor(name)
+        }
+        let mean = try t("mean"), comp = try t("components"), ev = try t("explained_variance")
+        let ratio = f.tensors["explained_variance_ratio"] != nil ? try t("explained_variance_ratio") : ev
+        guard mean.rank == 1, comp.rank == 2, comp.shape[1] == mean.count, ev.rank == 1, ev.count == comp.shape[0], ratio.count == ev.count,
+              comp.shape[0] >= 1 else {
+            throw PCAError(description: "\(path): not a PCA file: mean \(mean.shape), components \(comp.shape), explained_variance \(ev.shape) do not fit together")
+        }
+        for (name, x) in [("mean", mean), ("components", comp), ("explained_variance", ev)] where x.data.contains(where: { !$0.isFinite }) {
+            throw PCAError(description: "\(path): tensor '\(name)' holds NaN or infinity")
+        }
+        let whiten: Bool
+        switch f.metadata["whiten"] {
+        case "true"?, "True"?, "1"?: whiten = true
+        case nil, "false"?, "False"?, "0"?: whiten = false
+        case let v?: throw PCAError(description: "\(path): metadata whiten is '\(v)', not true or false")
+        }
+        return PCAModel(mean: mean.data, components: comp.data, explainedVariance: ev.data, explainedVarianceRatio: ratio.data,
+                        whiten: whiten, rows: Int(f.metadata["rows"] ?? "") ?? 0, dimIn: mean.count,
+                        fileDigest: try SHA256.hexDigest(ofFile: path))
+    }
+
+    // MARK: Projecting
+
+    /// The projection prepared for `backend`: rows ↦ (x − mean) · componentsᵀ, divided by
+    /// √variance when whitening (0 for components without variance, see `zeroVarianceShare`).
+    public func projection(_ backend: any Backend) -> PCAProjection {
+        var w = components
+        if whiten {
+            for c in 0..<k {
+                let s: Float = hasNoVariance(c) ? 0 : Float(1 / Double(explainedVariance[c]).squareRoot())
+                for j in 0..<dimIn { w[c * dimIn + j] *= s }
+            }
+        }
+        return PCAProjection(backend: backend, mean: mean,
+                             weights: backend.prepareLinear(weight: w, bias: nil, inFeatures: dimIn, outFeatures: k))
+    }
+}
+
+/// A PCA projection ready to run: one GEMM per batch of rows.
+public struct PCAProjection: @unchecked Sendable {
+    let backend: any Backend
+    let mean: [Float]
+    let weights: LinearWeights
+    public var dimIn: Int { weights.inFeatures }
+    public var dimOut: Int { weights.outFeatures }
+
+    /// (n, dimOut) for rows (n, dimIn); `normalize`: each output row L2-normalised.
+    public func apply(_ rows: [Float], normalize: Bool) -> [Float] {
+        var centred = rows
+        return apply(centring: &centred, normalize: normalize)
+    }
+
+    /// As `apply`, centring `rows` in place (no copy of a batch's rows): they are overwritten.
+    public func apply(centring rows: inout [Float], normalize: Bool) -> [Float] {
+        let n = rows.count / dimIn, d = dimIn
+        guard n > 0 else { return [] }
+        rows.withUnsafeMutableBufferPointer { c in
+            mean.withUnsafeBufferPointer { m in
+                Threads.parallelFor(n, minChunk: 64) { range in
+                    for i in range { for j in 0..<d { c[i * d + j] -= m[j] } }
+                }
+            }
+        }
+        var out = [Float](repeating: 0, count: n * dimOut)
+        out.withUnsafeMutableBufferPointer { o in
+            rows.withUnsafeBufferPointer { c in backend.linear(out: o.baseAddress!, inp: c.baseAddress!, rows: n, weights: weights) }
+        }
+        if normalize { l2NormalizeRows(&out, dim: dimOut) }
+        return out
+    }
+}
+
+/// Each row of `rows` (n × dim) L2-normalised in place, as `l2Normalize` does one vector.
+public func l2NormalizeRows(_ rows: inout [Float], dim: Int) {
+    guard dim > 0 else { return }
+    rows.withUnsafeMutableBufferPointer { r in
+        for start in stride(from: 0, to: r.count, by: dim) {
+            var s = 0.0
+            for j in start..<(start + dim) { s += Double(r[j]) * Double(r[j]) }
+            let n = Swift.max(s.squareRoot(), 1e-12)
+            for j in start..<(start + dim) { r[j] = Float(Double(r[j]) / n) }
+        }
+    }
+}
