@@ -48,6 +48,10 @@ public struct PCAModel: Sendable {
         let d = acc.dim, n = acc.count
         guard n >= 2 else { throw PCAError(description: "PCA needs at least 2 rows, got \(n)") }
         var cov = acc.covariance()
+        // Finite values whose squares overflow float32 (|x| ≳ 1e19) make the chunk Grams infinite.
+        guard cov.allSatisfy(\.isFinite) else {
+            throw PCAError(description: "the rows' covariance overflows float32 (values too large to square); scale the features first")
+        }
         let total = (0..<d).reduce(0.0) { $0 + cov[$1 * d + $1] }
         var k: Int
         var wanted: Int
@@ -62,6 +66,9 @@ public struct PCAModel: Sendable {
             (k, wanted) = (0, min(d, n - 1))
         }
         let (values, vectors) = try symmetricEigen(&cov, n: d, top: wanted, solver: dimension == .count(wanted) ? solver : .dsyevd)
+        guard values.allSatisfy(\.isFinite), vectors.allSatisfy(\.isFinite) else {
+            throw PCAError(description: "the eigen-decomposition gave NaN or infinity")
+        }
         let variances = values.map { max($0, 0) }
         let ratios = variances.map { total > 0 ? $0 / total : 0 }
         if case .fraction(let f) = dimension {
@@ -116,8 +123,12 @@ public struct PCAModel: Sendable {
               comp.shape[0] >= 1 else {
             throw PCAError(description: "\(path): not a PCA file: mean \(mean.shape), components \(comp.shape), explained_variance \(ev.shape) do not fit together")
         }
-        for (name, x) in [("mean", mean), ("components", comp), ("explained_variance", ev)] where x.data.contains(where: { !$0.isFinite }) {
+        for (name, x) in [("mean", mean), ("components", comp), ("explained_variance", ev), ("explained_variance_ratio", ratio)]
+        where x.data.contains(where: { !$0.isFinite }) {
             throw PCAError(description: "\(path): tensor '\(name)' holds NaN or infinity")
+        }
+        if ev.data.contains(where: { $0 < 0 }) {
+            throw PCAError(description: "\(path): tensor 'explained_variance' holds a negative variance")
         }
         let whiten: Bool
         switch f.metadata["whiten"] {

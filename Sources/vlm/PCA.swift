@@ -91,7 +91,7 @@ struct PCAFit: ParsableCommand {
         let d = files[0].dim
         let total = files.reduce(0) { $0 + $1.rows }
         if case .count(let k) = dim {
-            if k > d { throw OptionError("--dim \(k) is more than the \(d) values of each row") }
+            if k > d { throw OptionError("\(files[0].path): --dim \(k) is more than the \(d) values of each row") }
             if k > total - 1 { throw InputError("\(features.joined(separator: ", ")): --dim \(k) needs at least \(k + 1) rows; there are \(total)") }
         } else if total < 2 {
             throw InputError("\(features.joined(separator: ", ")): PCA needs at least 2 rows; there are \(total)")
@@ -120,7 +120,12 @@ struct PCAFit: ParsableCommand {
                 start += n
             }
         }
-        let model = try PCAModel.fit(acc, dimension: dim, whiten: whiten, solver: solver)
+        let model: PCAModel
+        do {
+            model = try PCAModel.fit(acc, dimension: dim, whiten: whiten, solver: solver)
+        } catch let e as VLMError {
+            throw InputError("\(features.joined(separator: ", ")): \(e.description)")
+        }
         let data = model.encoded(version: VLM.configuration.version)
         if let sink = try target.openStream() { try sink.write(data) } else { try writeAtomically(data, to: output) }
         if !quiet {
@@ -193,6 +198,7 @@ struct PCAApply: ParsableCommand {
 func openFeatureFiles(_ paths: [String], dimIn: Int?) throws -> [FeatureFile] {
     let files = try paths.map { try FeatureFile(path: $0, dimIn: dimIn) }
     for f in files {
+        if f.dim > Limits.maxFeatureDim { throw InputError("\(f.path): rows of \(f.dim) values; vlm pca takes at most \(Limits.maxFeatureDim)") }
         if f.rows == 0 { throw InputError("\(f.path): no rows (an empty feature file)") }
         if f.dim != files[0].dim {
             throw InputError("\(f.path): rows of \(f.dim) values, but \(files[0].path) has rows of \(files[0].dim); all feature files must have the same width")

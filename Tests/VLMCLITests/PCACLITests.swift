@@ -201,7 +201,22 @@ final class PCACLITests: XCTestCase {
         let usage = try runVLM(["pca", "fit", a, "--dim", "1.5", "-o", path("o.safetensors")])
         XCTAssertEqual(usage.status, 64)
         XCTAssertTrue(usage.stderr.hasPrefix("Error: --dim as a fraction must be in (0, 1), got 1.5\n"), usage.stderr)
+        // Finite values too large to square in float32; a header claiming absurdly wide rows
+        // (a sparse file of the size it implies).
+        let huge = try writeNPY("huge.npy", rows: 3, dim: 2) { i, j in i == 1 && j == 0 ? 1e20 : Float(i * j) }
+        assertOneLine(try runVLM(["pca", "fit", huge, "--dim", "1", "-o", path("o.safetensors")]), status: 1, ["huge.npy", "overflows"])
+        var wide = NPY.header(shape: [2, 812_000_000])
+        let dataStart = wide.count
+        wide.append(Data(count: 16))
+        try wide.write(to: URL(fileURLWithPath: path("wide.npy")))
+        XCTAssertEqual(truncate(path("wide.npy"), off_t(dataStart + 2 * 812_000_000 * 4)), 0)
+        assertOneLine(try runVLM(["pca", "fit", path("wide.npy"), "--dim", "1", "-o", path("o.safetensors")]), status: 1, ["wide.npy", "812000000 values"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("o.safetensors")), "no output from a failed fit")
+        // A PCA file with a negative variance.
+        try writeSafetensors([("mean", Tensor(shape: [8], data: [Float](repeating: 0, count: 8))),
+                              ("components", Tensor(shape: [1, 8], data: [Float](repeating: 0.35, count: 8))),
+                              ("explained_variance", Tensor(shape: [1], data: [-1]))], to: path("neg.safetensors"))
+        assertOneLine(try runVLM(["pca", "apply", path("neg.safetensors"), a, "-o", path("y.npy")]), status: 1, ["neg.safetensors", "negative variance"])
         // A PCA file whose dimension does not fit: pca apply, and every embed command.
         let r = try runVLM(["pca", "fit", a, "--dim", "3", "-o", path("p8.safetensors"), "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
