@@ -152,11 +152,14 @@ final class DecodeArena {
     var buffers = vlm_decode_buffers()
     deinit { vlm_decode_buffers_free(&buffers) }
 
-    static var current: DecodeArena {
-        let d = Thread.current.threadDictionary
-        if let a = d["vlm.decode"] as? DecodeArena { return a }
-        let a = DecodeArena()
-        d["vlm.decode"] = a
-        return a
-    }
+    static var current: DecodeArena { perThread("vlm.decode", DecodeArena.init) }
+}
+
+/// The object kept under `key` for the calling thread, made on its first use there.
+func perThread<T: AnyObject>(_ key: String, _ make: () -> T) -> T {
+    let d = Thread.current.threadDictionary
+    if let x = d[key] as? T { return x }
+    let x = make()
+    d[key] = x
+    return x
 }

@@ -88,13 +88,7 @@ final class ResizeBuffers {
 
     deinit { horizontal?.deallocate(); vertical?.deallocate() }
 
-    static var current: ResizeBuffers {
-        let d = Thread.current.threadDictionary
-        if let b = d["vlm.resize"] as? ResizeBuffers { return b }
-        let b = ResizeBuffers()
-        d["vlm.resize"] = b
-        return b
-    }
+    static var current: ResizeBuffers { perThread("vlm.resize", ResizeBuffers.init) }
 
     private static func reserve(_ p: inout UnsafeMutablePointer<UInt8>?, _ cap: inout Int, _ n: Int) -> UnsafeMutablePointer<UInt8> {
         if let p, cap >= n { return p }
