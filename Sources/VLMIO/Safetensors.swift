@@ -177,35 +177,48 @@ public final class SafetensorsFile {
 
     public func floatTensor(_ info: TensorInfo) throws -> Tensor {
         guard info.dtype.isFloat else { throw SafetensorsError.notFloat(path: path, tensor: info.name, dtype: info.dtype) }
-        let n = info.count
-        var out = [Float](repeating: 0, count: n)
+        var out = [Float](repeating: 0, count: info.count)
         file.withBytes { raw in
-            let src = raw.baseAddress! + dataStart + info.begin
-            out.withUnsafeMutableBufferPointer { dst in
-                switch info.dtype {
-                case .F32:
-                    memcpy(dst.baseAddress!, src, n * 4)
-                    for i in 0..<n { dst[i] = Float(bitPattern: UInt32(littleEndian: dst[i].bitPattern)) }
-                case .F16:
-                    for i in 0..<n {
-                        let bits = UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                        dst[i] = Float(Float16(bitPattern: bits))
-                    }
-                case .BF16:
-                    for i in 0..<n {
-                        let bits = UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                        dst[i] = Float(bitPattern: UInt32(bits) << 16)
-                    }
-                case .F64:
-                    for i in 0..<n {
-                        let bits = UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
-                        dst[i] = Float(Double(bitPattern: bits))
-                    }
-                default:
-                    preconditionFailure("unreachable: non-float dtype passed the isFloat check")
-                }
-            }
+            out.withUnsafeMutableBufferPointer { info.dtype.convertToFloat(raw.baseAddress! + dataStart + info.begin, into: $0) }
         }
         return Tensor(shape: info.shape, data: out)
+    }
+
+    /// The tensor's bytes as stored (little-endian `dtype`).
+    public func storedBytes(_ name: String) throws -> Data {
+        guard let info = tensors[name] else { throw SafetensorsError.noSuchTensor(path: path, tensor: name) }
+        return file.withBytes { Data($0[(dataStart + info.begin)..<(dataStart + info.end)]) }
+    }
+}
+
+extension DType {
+    /// Converts `dst.count` little-endian values of this float dtype at `src` to Float32: exact
+    /// for F16 and BF16, rounded to nearest for F64. The one conversion every checkpoint reader
+    /// uses, so the same stored bits give the same floats whatever the file format.
+    public func convertToFloat(_ src: UnsafeRawPointer, into dst: UnsafeMutableBufferPointer<Float>) {
+        let n = dst.count
+        guard n > 0 else { return }
+        switch self {
+        case .F32:
+            memcpy(dst.baseAddress!, src, n * 4)
+            for i in 0..<n { dst[i] = Float(bitPattern: UInt32(littleEndian: dst[i].bitPattern)) }
+        case .F16:
+            for i in 0..<n {
+                let bits = UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                dst[i] = Float(Float16(bitPattern: bits))
+            }
+        case .BF16:
+            for i in 0..<n {
+                let bits = UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                dst[i] = Float(bitPattern: UInt32(bits) << 16)
+            }
+        case .F64:
+            for i in 0..<n {
+                let bits = UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+                dst[i] = Float(Double(bitPattern: bits))
+            }
+        default:
+            preconditionFailure("convertToFloat on \(self), not a float dtype")
+        }
     }
 }

@@ -26,13 +26,22 @@ public enum SafetensorsWriter {
 
     /// The file's bytes: tensors in the order given, each right after the one before.
     public static func encode(_ entries: [Entry], metadata: [String: String] = [:]) -> Data {
+        var out = header(entries.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
+        for e in entries { out.append(e.data) }
+        return out
+    }
+
+    /// The length and JSON header for tensors written in this order right after it (each
+    /// `shape.reduce(1, *) * dtype.byteSize` bytes), for writers that stream the data.
+    public static func header(_ tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]) -> Data {
         var header: [String: JSONValue] = [:]
         if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
         var offset = 0
-        for e in entries {
-            header[e.name] = .object(["dtype": .string(e.dtype.rawValue), "shape": .array(e.shape.map { .integer(Int64($0)) }),
-                                      "data_offsets": .array([.integer(Int64(offset)), .integer(Int64(offset + e.data.count))])])
-            offset += e.data.count
+        for t in tensors {
+            let bytes = t.shape.reduce(1, *) * t.dtype.byteSize
+            header[t.name] = .object(["dtype": .string(t.dtype.rawValue), "shape": .array(t.shape.map { .integer(Int64($0)) }),
+                                      "data_offsets": .array([.integer(Int64(offset)), .integer(Int64(offset + bytes))])])
+            offset += bytes
         }
         var json = Array(JSONValue.object(header).jsonText.utf8)
         while json.count % 8 != 0 { json.append(0x20) }
@@ -40,7 +49,6 @@ public enum SafetensorsWriter {
         var length = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
         out.append(contentsOf: json)
-        for e in entries { out.append(e.data) }
         return out
     }
 }

@@ -132,7 +132,7 @@ public struct TextModelFolder {
             throw IOError.cannotOpen(path: folder, reason: errno == ENOENT ? "no such model folder" : errnoMessage())
         }
         guard st.kind == .directory else {
-            throw IOError.cannotOpen(path: folder, reason: "not a folder (a text model is a folder with config.json, model.safetensors and vocab.txt or tokenizer.json)")
+            throw IOError.cannotOpen(path: folder, reason: "not a folder (a text model is a folder with config.json, model.safetensors or pytorch_model.bin, and vocab.txt or tokenizer.json)")
         }
         let configPath = (folder as NSString).appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: configPath) else {
@@ -182,10 +182,7 @@ public final class TextEncoder {
         let files = try TextModelFolder(folder: folder)
         self.files = files
         let config = files.config
-        guard FileManager.default.fileExists(atPath: files.path("model.safetensors")) else {
-            throw WeightError.unrecognized(source: folder, reason: "no model.safetensors in this model folder")
-        }
-        let weights = try SafetensorsFile(path: files.path("model.safetensors"))
+        let weights = try openWeights(try weightsInFolder(folder))
         do {
             model = try BertModel(config: config, source: weights, backend: backend, allowNonFinite: allowNonFinite)
         } catch let WeightError.shapeMismatch(source, key, expected, got) {

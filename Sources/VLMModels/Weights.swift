@@ -1,4 +1,5 @@
 // The one scoped weight reader every model loads through (after candle's VarBuilder): a reader
+import Foundation
 // carries a key prefix, `pp("layer1").pp("0")` scopes it, and `tensor("conv1.weight", …)` asks for
 // the checkpoint key "layer1.0.conv1.weight". Missing tensors, wrong shapes and — after loading —
 // unused tensors are distinct errors naming the file and the key.
@@ -17,7 +18,36 @@ public protocol TensorSource: AnyObject {
 extension SafetensorsFile: TensorSource {
     public var sourceName: String { path }
     public var keys: [String] { names }
-    public func shape(of key: String) -> [Int]? { tensors[key]?.shape }
+}
+
+extension TorchCheckpoint: TensorSource {
+    public var sourceName: String { path }
+    public var keys: [String] { tensorNames }
+}
+
+/// A checkpoint of either kind, as a tensor source: safetensors, or a torch.save file.
+public func openWeights(_ path: String) throws -> any TensorSource & Checkpoint {
+    let c = try Checkpoints.open(path)
+    if let s = c as? SafetensorsFile { return s }
+    return c as! TorchCheckpoint
+}
+
+/// The weights file in a model folder: model.safetensors; else pytorch_model.bin (Hugging Face's
+/// torch.save file); else the folder's one .pth or .pt file. Anything else is an error saying
+/// what was found.
+public func weightsInFolder(_ folder: String) throws -> String {
+    func p(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
+    for name in ["model.safetensors", "pytorch_model.bin"] where FileStatus.of(p(name)) != nil { return p(name) }
+    let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+    let torch = names.filter { ($0.hasSuffix(".pth") || $0.hasSuffix(".pt")) && !$0.hasPrefix(".") }
+    if torch.count == 1 { return p(torch[0]) }
+    if torch.count > 1 {
+        throw WeightError.unrecognized(source: folder, reason: "\(torch.count) checkpoints in this folder (\(torch.prefix(4).joined(separator: ", "))\(torch.count > 4 ? ", …" : "")); pass --model with the one to use")
+    }
+    if let index = names.first(where: { $0.hasSuffix(".index.json") }) {
+        throw WeightError.unrecognized(source: folder, reason: "a sharded checkpoint (\(index)) is not supported; merge the shards into one file")
+    }
+    throw WeightError.unrecognized(source: folder, reason: "no model.safetensors, pytorch_model.bin or .pth/.pt checkpoint in this folder")
 }
 
 /// A state dict held in memory.

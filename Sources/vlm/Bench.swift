@@ -295,7 +295,7 @@ struct Bench: ParsableCommand {
         var folder = model
         if folder == nil && workload == "minilm" {
             let real = defaultTextModel()
-            if FileManager.default.fileExists(atPath: (real as NSString).appendingPathComponent("model.safetensors")) { folder = real }
+            if (try? weightsInFolder(real)) != nil { folder = real }
         }
         if isTextJob {
             guard let folder else {

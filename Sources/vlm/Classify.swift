@@ -17,7 +17,7 @@ struct Classify: ParsableCommand {
     @Argument(help: "Image files or folders.")
     var images: [String]
 
-    @Option(help: "ResNet checkpoint (folder, .safetensors, or synthetic:resnet50). Default: models/resnet50.")
+    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50). Default: models/resnet50.")
     var model: String?
 
     @Option(parsing: .unconditional, help: "How many labels per image.")

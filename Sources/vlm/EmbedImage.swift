@@ -34,7 +34,7 @@ struct EmbedImage: ParsableCommand {
     @Option(name: .customLong("input-npy"), help: "Preprocessed images: float32 .npy of shape (N, 3, H, W); - for stdin.")
     var inputNPY: String?
 
-    @Option(help: "A folder holding model.safetensors, a .safetensors file (torchvision/timm ResNet), or synthetic:resnet50. Default: models/resnet50.")
+    @Option(help: "A ResNet checkpoint (.safetensors, or torch.save .pth/.pt/.bin: torchvision/timm layout), a model folder holding one, or synthetic:resnet50. Default: models/resnet50.")
     var model: String?
 
     @Option(help: "Which output: pooled (global-average-pool features) or logits (fc output).")

@@ -24,7 +24,7 @@ struct EmbedText: ParsableCommand {
 
     @OptionGroup var input: TextInputOptions
 
-    @Option(help: "A model folder: config.json, model.safetensors, vocab.txt or tokenizer.json.")
+    @Option(help: "A model folder: config.json, model.safetensors (or pytorch_model.bin), vocab.txt or tokenizer.json.")
     var model: String?
 
     @OptionGroup var text: TextModelOptions

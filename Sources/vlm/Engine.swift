@@ -133,22 +133,20 @@ func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false, allo
         return try ResNet(source: source, backend: backend, allowNonFinite: allowNonFinite)
     }
     let file = try weightsFile(spec, defaultName: defaultResNetName)
-    return try ResNet(source: try SafetensorsFile(path: file), backend: backend, allowNonFinite: allowNonFinite)
+    return try ResNet(source: try openWeights(file), backend: backend, allowNonFinite: allowNonFinite)
 }
 
-/// A model argument's weights: the folder's model.safetensors, or the file itself.
+/// A model argument's weights: the file itself, or the folder's weights (`weightsInFolder`).
 func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
     guard let st = FileStatus.of(path) else {
         let code = errno
         if let defaultName, path == resolveModelsFolder(defaultName) {
-            throw InputError("\(path): no such folder; pass --model DIR|FILE.safetensors (torchvision or timm ResNet weights), or --model synthetic:resnet50")
+            throw InputError("\(path): no such folder; run `vlm models fetch \(defaultName)`, or pass --model DIR|FILE (.safetensors, .pth, .pt or .bin: torchvision or timm ResNet weights), or --model synthetic:resnet50")
         }
         throw IOError.cannotOpen(path: path, reason: code == ENOENT ? "no such file or folder" : errnoMessage(code))
     }
     if st.kind == .directory {
-        let file = (path as NSString).appendingPathComponent("model.safetensors")
-        guard FileStatus.of(file) != nil else { throw InputError("\(path): no model.safetensors in this folder") }
-        return file
+        return try weightsInFolder(path)
     }
     return path
 }

@@ -27,7 +27,7 @@ struct Fuse: ParsableCommand {
     @Option(help: "Pairs: TSV (path<TAB>text) or JSON lines with \"image\" and \"text\"; - for stdin.")
     var pairs: String?
 
-    @Option(help: "ResNet checkpoint (folder, .safetensors, or synthetic:resnet50). Default: models/resnet50.")
+    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50). Default: models/resnet50.")
     var imageModel: String?
 
     @Option(help: "BERT-family model folder. Default: models/all-MiniLM-L6-v2.")

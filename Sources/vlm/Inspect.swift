@@ -10,24 +10,23 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List a checkpoint's tensors (dtype, shape) and the architecture vlm recognises.")
 
-    @Argument(help: "A .safetensors file, or a folder holding model.safetensors.")
+    @Argument(help: "A checkpoint (.safetensors, or a torch.save .pth/.pt/.bin), or a model folder holding one.")
     var path: String
 
     @Flag(help: "Print the summary only, not every tensor.")
     var summary = false
 
     func run() throws {
-        let file = try SafetensorsFile(path: try weightsFile(path))
+        let file = try openWeights(try weightsFile(path))
         var out = ""
+        let infos = file.tensorNames.map { (name: $0, dtype: file.dtype(of: $0)!, shape: file.shape(of: $0)!) }
         if !summary {
-            for name in file.names {
-                let t = file.tensors[name]!
-                out += "\(name)\t\(t.dtype.rawValue)\t\(t.shape)\n"
-            }
+            for t in infos { out += "\(t.name)\t\(t.dtype.rawValue)\t\(t.shape)\n" }
         }
-        let params = file.tensors.values.filter { $0.dtype.isFloat }.reduce(0) { $0 + $1.count }
-        let dtypes = Dictionary(grouping: file.tensors.values, by: \.dtype).map { "\($0.key.rawValue)×\($0.value.count)" }.sorted()
-        out += "file: \(file.path)\ntensors: \(file.tensors.count) (\(dtypes.joined(separator: ", "))), float parameters: \(params)\n"
+        let params = infos.filter { $0.dtype.isFloat }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let dtypes = Dictionary(grouping: infos, by: \.dtype).map { "\($0.key.rawValue)×\($0.value.count)" }.sorted()
+        out += "file: \(file.path)\nformat: \(file.formatName)\(file.layoutNote.map { " (\($0))" } ?? "")\n"
+        out += "tensors: \(infos.count) (\(dtypes.joined(separator: ", "))), float parameters: \(params)\n"
         if let bert = describeBERT(file) {
             out += "architecture: " + bert + "\n"
             try FileSink.standardOutput.write(out)
@@ -48,14 +47,14 @@ struct Inspect: ParsableCommand {
 
 /// "BERT, 6 layers, hidden 384, …" when the keys are a BERT-family encoder's (with or without
 /// the `bert.` prefix); nil otherwise.
-func describeBERT(_ file: SafetensorsFile) -> String? {
-    let map = BertKeyMap(keys: file.names).canonical
-    guard let word = map["embeddings.word_embeddings.weight"].flatMap({ file.tensors[$0]?.shape }), word.count == 2 else { return nil }
+func describeBERT(_ file: any Checkpoint) -> String? {
+    let map = BertKeyMap(keys: file.tensorNames).canonical
+    guard let word = map["embeddings.word_embeddings.weight"].flatMap({ file.shape(of: $0) }), word.count == 2 else { return nil }
     let layers = Set(map.keys.compactMap { k -> Int? in
         guard k.hasPrefix("encoder.layer.") else { return nil }
         return Int(k.dropFirst("encoder.layer.".count).prefix { $0.isNumber })
     }).count
-    let inter = map["encoder.layer.0.intermediate.dense.weight"].flatMap { file.tensors[$0]?.shape.first }
+    let inter = map["encoder.layer.0.intermediate.dense.weight"].flatMap { file.shape(of: $0)?.first }
     var s = "BERT-family encoder (Hugging Face layout), \(layers) layers, hidden \(word[1]), vocabulary \(word[0])"
     if let inter { s += ", intermediate \(inter)" }
     s += map["pooler.dense.weight"] != nil ? ", with a pooler" : ", no pooler"

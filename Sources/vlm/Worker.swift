@@ -28,7 +28,7 @@ struct WorkerCommand: ParsableCommand {
         when the batch is the same). Threads: --threads, else $VLM_THREADS, else $OMP_NUM_THREADS.
         """)
 
-    @Option(help: "ResNet checkpoint for image requests (folder, .safetensors, synthetic:resnet50). Default: models/resnet50, loaded on first use.")
+    @Option(help: "ResNet checkpoint for image requests (folder, .safetensors, .pth/.pt/.bin, synthetic:resnet50). Default: models/resnet50, loaded on first use.")
     var imageModel: String?
 
     @Option(help: "BERT-family model folder for text requests. Default: models/all-MiniLM-L6-v2, loaded on first use.")

@@ -1,0 +1,401 @@
+// PyTorch checkpoints without Python: both formats torch.save writes, read through the
+// restricted unpickler (Pickle.swift), never executed.
+//   zip (torch ≥ 1.6): <prefix>/data.pkl, <prefix>/data/<key> storages (stored, aligned),
+//       <prefix>/byteorder, <prefix>/version — read in place from a memory mapping.
+//   legacy (_use_new_zipfile_serialization=False, torch < 1.6): five pickles in a row (magic
+//       number, protocol version, sys info, the object, the storage keys), then each storage as an
+//       8-byte element count and its raw bytes, in the order of the keys.
+// The state dict may be wrapped ({"state_dict": …}, {"model": …}) and its keys may carry
+// DataParallel's "module." prefix. Tensors are windows (offset, sizes, strides) on storages that
+// several tensors may share; every window is checked against its storage. Format:
+// torch/serialization.py (`_save`, `_legacy_save`, `_load`, `_legacy_load`).
+
+import Foundation
+import VLMCore
+
+/// A file of named tensors: safetensors or a torch checkpoint.
+public protocol Checkpoint: AnyObject {
+    var path: String { get }
+    /// "safetensors", "torch zip (torch.save)", …
+    var formatName: String { get }
+    /// Tensor names in the order the file holds them.
+    var tensorNames: [String] { get }
+    func dtype(of name: String) -> DType?
+    func shape(of name: String) -> [Int]?
+    /// The tensor converted to Float32 (float dtypes only).
+    func floatTensor(_ name: String) throws -> Tensor
+    /// The tensor's elements, contiguous and little-endian, in its own dtype.
+    func storedBytes(_ name: String) throws -> Data
+    /// How the tensors were found, when not at the top level ("under 'state_dict'; 'module.' removed").
+    var layoutNote: String? { get }
+}
+
+extension SafetensorsFile: Checkpoint {
+    public var formatName: String { "safetensors" }
+    public var tensorNames: [String] { names }
+    public func dtype(of name: String) -> DType? { tensors[name]?.dtype }
+    public func shape(of name: String) -> [Int]? { tensors[name]?.shape }
+    public var layoutNote: String? { nil }
+}
+
+public enum Checkpoints {
+    /// Opens `path` by what its bytes are: a zip archive or a pickle is a torch checkpoint,
+    /// anything else is read as safetensors (whose errors then explain what is wrong).
+    public static func open(_ path: String) throws -> Checkpoint {
+        let file = try MappedFile(path: path)
+        let kind: TorchCheckpoint.Format? = file.withBytes { b in
+            if ZipArchive.looksLikeZip(b) { return .zip }
+            if b.count >= 2 && b[0] == 0x80 && b[1] <= 5 { return .legacy }
+            return nil
+        }
+        if let kind { return try TorchCheckpoint(file: file, format: kind) }
+        let isTar = file.withBytes { b in b.count >= 262 && Array(b[257..<262]) == Array("ustar".utf8) }
+        if isTar {
+            throw TorchCheckpointError(path, "a tar-format checkpoint (torch before 0.4) is not supported; load it in PyTorch and save it again with torch.save")
+        }
+        return try SafetensorsFile(path: path)
+    }
+}
+
+public struct TorchCheckpointError: VLMError, Equatable {
+    public let description: String
+    public init(_ path: String, _ message: String) { description = "\(path): \(message)" }
+}
+
+public struct TorchTensorInfo: Equatable, Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let strides: [Int]
+    /// Element offset from the start of the storage's bytes.
+    public let offset: Int
+    public let storageKey: String
+    public var count: Int { shape.reduce(1, *) }
+
+    /// Row-major with no gaps (sizes of 1 may have any stride).
+    public var isContiguous: Bool {
+        var expected = 1
+        for (d, s) in zip(shape, strides).reversed() where d != 1 {
+            if s != expected { return false }
+            expected *= d
+        }
+        return true
+    }
+}
+
+public final class TorchCheckpoint: Checkpoint {
+    public enum Format: String, Sendable { case zip, legacy }
+
+    public let path: String
+    public let format: Format
+    public let tensors: [String: TorchTensorInfo]
+    public let tensorNames: [String]
+    public let layoutNote: String?
+    private let file: MappedFile
+    /// Byte ranges of each storage in the file.
+    private let storages: [String: Range<Int>]
+
+    public var formatName: String { format == .zip ? "torch zip archive (torch.save)" : "torch legacy format (torch.save before 1.6)" }
+
+    public convenience init(path: String) throws {
+        let file = try MappedFile(path: path)
+        guard let format: Format = file.withBytes({ ZipArchive.looksLikeZip($0) ? .zip : $0.first == 0x80 ? .legacy : nil }) else {
+            throw TorchCheckpointError(path, "not a torch checkpoint (neither a zip archive nor a pickle)")
+        }
+        try self.init(file: file, format: format)
+    }
+
+    init(file: MappedFile, format: Format) throws {
+        self.file = file
+        self.format = format
+        path = file.path
+        let path = file.path
+        let (root, refs, ranges): (PickleValue, Unpickled, [String: Range<Int>]) = try file.withBytes { b in
+            format == .zip ? try TorchCheckpoint.readZip(b, path: path) : try TorchCheckpoint.readLegacy(b, path: path)
+        }
+        defer { refs.release() }
+        storages = ranges
+        let (dict, note) = try TorchCheckpoint.findStateDict(root, path: path)
+
+        // Names, with DataParallel's prefix removed when every key carries it.
+        var named: [(String, TorchTensorRef)] = []
+        for (k, v) in dict.entries {
+            guard let key = k.stringValue else { throw TorchCheckpointError(path, "a state dict key that is \(k.kind), not a string") }
+            guard case .tensor(let t) = v else { throw TorchCheckpointError(path, "state dict entry '\(key)' is \(v.kind), not a tensor") }
+            named.append((key, t))
+        }
+        var notes = note.map { [$0] } ?? []
+        if named.allSatisfy({ $0.0.hasPrefix("module.") }) {
+            named = named.map { (String($0.0.dropFirst("module.".count)), $0.1) }
+            notes.append("the 'module.' prefix (DataParallel) removed")
+        }
+        layoutNote = notes.isEmpty ? nil : notes.joined(separator: "; ")
+
+        var infos: [String: TorchTensorInfo] = [:]
+        var order: [String] = []
+        var storageDType: [String: DType] = [:]
+        for (name, t) in named {
+            let s = t.storage
+            if let d = storageDType[s.key], d != s.dtype {
+                throw TorchCheckpointError(path, "storage '\(s.key)' is read as both \(d.rawValue) and \(s.dtype.rawValue)")
+            }
+            storageDType[s.key] = s.dtype
+            guard let range = ranges[s.key] else { throw TorchCheckpointError(path, "tensor '\(name)': its storage '\(s.key)' is not in the file") }
+            let info = try TorchCheckpoint.check(t, name: name, storageBytes: range.count, path: path)
+            guard infos[name] == nil else { throw TorchCheckpointError(path, "tensor '\(name)' appears twice") }
+            infos[name] = info
+            order.append(name)
+        }
+        tensors = infos
+        tensorNames = order
+    }
+
+    /// The window's bounds against its storage: every element it reaches must be stored.
+    static func check(_ t: TorchTensorRef, name: String, storageBytes: Int, path: String) throws -> TorchTensorInfo {
+        let s = t.storage
+        let es = s.dtype.byteSize
+        let available = s.viewSize ?? s.numel
+        var count = 1, last = t.offset
+        var overflow = false
+        for (d, st) in zip(t.shape, t.strides) {
+            var o1 = false, o2 = false
+            (count, o1) = count.multipliedReportingOverflow(by: d)
+            if d > 0 {
+                let (step, o3) = (d - 1).multipliedReportingOverflow(by: st)
+                (last, o2) = last.addingReportingOverflow(step)
+                overflow = overflow || o3
+            }
+            overflow = overflow || o1 || o2
+        }
+        if overflow { throw TorchCheckpointError(path, "tensor '\(name)': size \(t.shape) with stride \(t.strides) overflows") }
+        let (absolute, o) = s.viewOffset.addingReportingOverflow(t.offset)
+        if count > 0 && (last >= available || o) {
+            throw TorchCheckpointError(path, "tensor '\(name)' (size \(t.shape), stride \(t.strides), offset \(t.offset)) needs \(last + 1) elements but its storage '\(s.key)' holds \(available); the file is damaged or truncated")
+        }
+        let (needBytes, o4) = s.numel.multipliedReportingOverflow(by: es)
+        if o4 || needBytes > storageBytes {
+            throw TorchCheckpointError(path, "storage '\(s.key)' holds \(storageBytes) bytes but its pickle says \(s.numel) \(s.dtype.rawValue) elements (\(o4 ? "overflow" : "\(needBytes) bytes")); the file is damaged or truncated")
+        }
+        return TorchTensorInfo(name: name, dtype: s.dtype, shape: t.shape, strides: t.strides, offset: absolute, storageKey: s.key)
+    }
+
+    // MARK: - The two containers
+
+    /// The unpickled values (kept alive until the tensors are read from them).
+    final class Unpickled {
+        var picklers: [Unpickler] = []
+        func release() { for i in picklers.indices { picklers[i].release() } }
+    }
+
+    static func readZip(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>]) {
+        let zip = try ZipArchive(bytes: b, path: path)
+        if zip.entries.contains(where: { $0.name.hasSuffix("/constants.pkl") || $0.name.split(separator: "/").dropFirst().first == "code" }) {
+            throw TorchCheckpointError(path, "a TorchScript archive (torch.jit.save), not a torch.save checkpoint; save the model's state_dict() with torch.save")
+        }
+        let pickles = zip.entries.filter { $0.name.hasSuffix("/data.pkl") && $0.name.split(separator: "/").count == 2 }
+        guard pickles.count == 1, let pkl = pickles.first else {
+            throw TorchCheckpointError(path, pickles.isEmpty ? "a zip archive without <name>/data.pkl: not a torch.save checkpoint"
+                                                               : "a zip archive with \(pickles.count) data.pkl entries: not one torch.save checkpoint")
+        }
+        let prefix = String(pkl.name.dropLast("data.pkl".count))
+        if let order = zip.entry(prefix + "byteorder") {
+            let text = String(decoding: b[try zip.storedRange(order)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard text == "little" else {
+                throw TorchCheckpointError(path, "byteorder is '\(text.prefix(20))'; only little-endian checkpoints are read (load and re-save it on a little-endian machine)")
+            }
+        }
+        let range = try zip.storedRange(pkl)
+        var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[range]), path: path + " (" + pkl.name + ")")
+        let refs = Unpickled()
+        let root: PickleValue
+        do { root = try u.load() } catch { u.release(); throw error }
+        refs.picklers.append(u)
+        var ranges: [String: Range<Int>] = [:]
+        for key in storageKeys(root) {
+            guard !key.contains("/"), !key.contains(".."), let e = zip.entry(prefix + "data/" + key) else {
+                refs.release()
+                throw TorchCheckpointError(path, "storage '\(key.prefix(80))' has no entry \(prefix)data/\(key.prefix(80)) in the archive")
+            }
+            do { ranges[key] = try zip.storedRange(e) } catch { refs.release(); throw error }
+        }
+        return (root, refs, ranges)
+    }
+
+    static func readLegacy(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>]) {
+        let refs = Unpickled()
+        var pos = 0
+        func next(_ what: String) throws -> PickleValue {
+            var u = Unpickler(bytes: b, path: path, start: pos)
+            do {
+                let v = try u.load()
+                pos = u.end
+                refs.picklers.append(u)
+                return v
+            } catch {
+                u.release()
+                throw error
+            }
+        }
+        do {
+            // 0x1950a86a20f9469cfc6c, little-endian, as LONG1 writes it.
+            let magic: [UInt8] = [0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
+            guard case .bigInt(let m) = try next("the magic number"), m == magic else {
+                throw TorchCheckpointError(path, "a pickle, but not a torch checkpoint (no torch.save magic number)")
+            }
+            guard try next("the protocol version").intValue == 1001 else {
+                throw TorchCheckpointError(path, "a torch legacy checkpoint of a protocol version other than 1001")
+            }
+            let sysInfo = try next("the system information")
+            if case .dict(let d) = sysInfo, case .bool(false)? = d["little_endian"] {
+                throw TorchCheckpointError(path, "written on a big-endian machine; only little-endian checkpoints are read")
+            }
+            let root = try next("the object")
+            guard case .list(let keyList) = try next("the storage keys") else {
+                throw TorchCheckpointError(path, "the storage key list after the object is missing")
+            }
+            var dtypes: [String: DType] = [:]
+            var numels: [String: Int] = [:]
+            collectStorages(root) { dtypes[$0.key] = $0.dtype; numels[$0.key] = $0.numel }
+            var ranges: [String: Range<Int>] = [:]
+            for k in keyList.items {
+                guard let key = k.stringValue, let dtype = dtypes[key] else {
+                    throw TorchCheckpointError(path, "the storage list names \(k.stringValue.map { "'\($0.prefix(80))'" } ?? k.kind), which no tensor uses")
+                }
+                guard pos <= b.count - 8 else { throw TorchCheckpointError(path, "storage '\(key)' is cut off (truncated file)") }
+                let n = UInt64(littleEndian: b.loadUnaligned(fromByteOffset: pos, as: UInt64.self))
+                pos += 8
+                let (bytes, o) = Int(clamping: n).multipliedReportingOverflow(by: dtype.byteSize)
+                guard !o, n <= UInt64(Int.max), bytes <= b.count - pos else {
+                    throw TorchCheckpointError(path, "storage '\(key)' claims \(n) elements, more than the file holds (truncated file)")
+                }
+                guard Int(n) == numels[key] else {
+                    throw TorchCheckpointError(path, "storage '\(key)' holds \(n) elements but its pickle says \(numels[key] ?? 0)")
+                }
+                ranges[key] = pos..<(pos + bytes)
+                pos += bytes
+            }
+            return (root, refs, ranges)
+        } catch {
+            refs.release()
+            throw error
+        }
+    }
+
+    /// Storage keys in the order tensors name them.
+    static func storageKeys(_ v: PickleValue) -> [String] {
+        var seen = Set<String>(), out: [String] = []
+        collectStorages(v) { if seen.insert($0.key).inserted { out.append($0.key) } }
+        return out
+    }
+
+    /// Visits every storage reachable from `v` (containers are visited once each).
+    static func collectStorages(_ v: PickleValue, _ body: (TorchStorageRef) -> Void) {
+        var visited = Set<ObjectIdentifier>()
+        var work = [v]
+        while let x = work.popLast() {
+            switch x {
+            case .tensor(let t): body(t.storage)
+            case .storage(let s): body(s)
+            case .tuple(let t): if visited.insert(ObjectIdentifier(t)).inserted { work.append(contentsOf: t.items) }
+            case .list(let l): if visited.insert(ObjectIdentifier(l)).inserted { work.append(contentsOf: l.items) }
+            case .dict(let d): if visited.insert(ObjectIdentifier(d)).inserted { for e in d.entries { work.append(e.key); work.append(e.value) } }
+            default: break
+            }
+        }
+    }
+
+    /// Wrapper keys checked, in order, when the top level is not itself a state dict.
+    public static let wrapperKeys = ["state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params"]
+
+    static func isStateDict(_ v: PickleValue) -> PickleDict? {
+        guard case .dict(let d) = v, !d.entries.isEmpty, d.entries.allSatisfy({ if case .tensor = $0.value { return $0.key.stringValue != nil }; return false }) else { return nil }
+        return d
+    }
+
+    static func findStateDict(_ root: PickleValue, path: String) throws -> (PickleDict, String?) {
+        if let d = isStateDict(root) { return (d, nil) }
+        guard case .dict(let top) = root else {
+            if case .tensor = root { throw TorchCheckpointError(path, "holds a single tensor, not a state dict of named tensors") }
+            throw TorchCheckpointError(path, "holds \(root.kind), not a state dict of named tensors")
+        }
+        for k in wrapperKeys {
+            if let v = top[k], let d = isStateDict(v) { return (d, "the state dict under '\(k)'") }
+        }
+        let nested = top.entries.compactMap { e -> (String, PickleDict)? in
+            guard let k = e.key.stringValue, let d = isStateDict(e.value) else { return nil }
+            return (k, d)
+        }
+        if nested.count == 1 { return (nested[0].1, "the state dict under '\(nested[0].0)'") }
+        let keys = top.entries.prefix(8).map { $0.key.stringValue.map { "'\($0.prefix(40))'" } ?? $0.key.kind }.joined(separator: ", ")
+        if nested.count > 1 {
+            throw TorchCheckpointError(path, "holds several state dicts (\(nested.map { "'\($0.0)'" }.joined(separator: ", "))); convert the one you want in PyTorch")
+        }
+        throw TorchCheckpointError(path, top.entries.isEmpty ? "holds an empty dict: no tensors"
+                                                             : "holds a dict (keys \(keys)\(top.entries.count > 8 ? ", …" : "")) with no state dict of tensors in it")
+    }
+
+    // MARK: - Tensors
+
+    public func dtype(of name: String) -> DType? { tensors[name]?.dtype }
+    public func shape(of name: String) -> [Int]? { tensors[name]?.shape }
+
+    public func floatTensor(_ name: String) throws -> Tensor {
+        guard let info = tensors[name] else { throw SafetensorsError.noSuchTensor(path: path, tensor: name) }
+        guard info.dtype.isFloat else { throw SafetensorsError.notFloat(path: path, tensor: name, dtype: info.dtype) }
+        var out = [Float](repeating: 0, count: info.count)
+        withElements(info) { src in out.withUnsafeMutableBufferPointer { info.dtype.convertToFloat(src, into: $0) } }
+        return Tensor(shape: info.shape, data: out)
+    }
+
+    public func storedBytes(_ name: String) throws -> Data {
+        guard let info = tensors[name] else { throw SafetensorsError.noSuchTensor(path: path, tensor: name) }
+        var out = Data()
+        withElements(info) { out = Data(bytes: $0, count: info.count * info.dtype.byteSize) }
+        return out
+    }
+
+    /// The tensor's elements, contiguous: in place in the mapping when the window is contiguous,
+    /// else gathered into a temporary buffer.
+    private func withElements(_ info: TorchTensorInfo, _ body: (UnsafeRawPointer) -> Void) {
+        let es = info.dtype.byteSize
+        let storage = storages[info.storageKey]!
+        file.withBytes { b in
+            let base = b.baseAddress! + storage.lowerBound
+            if info.isContiguous {
+                body(base + info.offset * es)
+                return
+            }
+            let gathered = UnsafeMutableRawPointer.allocate(byteCount: max(1, info.count * es), alignment: 16)
+            defer { gathered.deallocate() }
+            TorchCheckpoint.gather(gathered, base + info.offset * es, shape: info.shape, strides: info.strides, elementSize: es)
+            body(UnsafeRawPointer(gathered))
+        }
+    }
+
+    /// dst (contiguous, shape) ← src (element strides); an odometer over all but the last dimension.
+    static func gather(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, shape: [Int], strides: [Int], elementSize es: Int) {
+        let n = shape.reduce(1, *)
+        guard n > 0 else { return }
+        let rank = shape.count
+        let inner = rank > 0 ? shape[rank - 1] : 1, innerStride = rank > 0 ? strides[rank - 1] : 0
+        var index = [Int](repeating: 0, count: max(0, rank - 1))
+        var out = 0
+        while out < n {
+            var srcOffset = 0
+            for d in 0..<index.count { srcOffset += index[d] * strides[d] }
+            if innerStride == 1 {
+                memcpy(dst + out * es, src + srcOffset * es, inner * es)
+            } else {
+                for i in 0..<inner { memcpy(dst + (out + i) * es, src + (srcOffset + i * innerStride) * es, es) }
+            }
+            out += inner
+            var d = index.count - 1
+            while d >= 0 {
+                index[d] += 1
+                if index[d] < shape[d] { break }
+                index[d] = 0
+                d -= 1
+            }
+        }
+    }
+}

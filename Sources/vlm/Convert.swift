@@ -1,0 +1,95 @@
+// `vlm convert IN -o OUT.safetensors`: a checkpoint vlm reads (a torch.save .pth/.pt/.bin, or
+// safetensors) written as a standard safetensors file — the state dict as vlm finds it (unwrapped,
+// DataParallel's prefix removed), keys in the checkpoint's order, dtypes kept unless --dtype
+// changes the float ones. Written atomically, one tensor at a time.
+
+import ArgumentParser
+import Foundation
+import VLMCore
+import VLMIO
+import VLMJobs
+import VLMModels
+
+enum ConvertDType: String, ExpressibleByArgument, CaseIterable {
+    case f16, bf16, f32
+    var dtype: DType { self == .f16 ? .F16 : self == .bf16 ? .BF16 : .F32 }
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a checkpoint (torch.save .pth/.pt/.bin, or safetensors) as a safetensors file.",
+        discussion: """
+        The state dict is read without running its pickle (only the globals torch.save writes for \
+        tensors are allowed); a wrapped one ({"state_dict": …}, {"model": …}) is unwrapped and a \
+        DataParallel 'module.' prefix removed. Keys and their order are kept; so are dtypes, unless \
+        --dtype converts the float tensors (F64, F32, F16, BF16) — integer tensors such as \
+        BatchNorm's num_batches_tracked stay as they are. Rounding is to nearest even, as PyTorch's \
+        .to(dtype). The output loads with safetensors.torch.load_file.
+        """)
+
+    @Argument(help: "The checkpoint: a file, or a model folder holding one.")
+    var input: String
+
+    @Option(name: [.customShort("o"), .long], help: "The safetensors file to write, or - for stdout.")
+    var output: String
+
+    @Option(help: "Store every float tensor as f16, bf16 or f32. Default: each tensor's own dtype.")
+    var dtype: ConvertDType?
+
+    @Flag(help: "No notes on stderr.")
+    var quiet = false
+
+    func run() throws {
+        let source = try Checkpoints.open(try weightsFile(input))
+        let target = try OutputTarget.resolve(output)
+        if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
+        let names = source.tensorNames
+        func outType(_ d: DType) -> DType { (dtype != nil && d.isFloat) ? dtype!.dtype : d }
+        let header = SafetensorsWriter.header(names.map { ($0, outType(source.dtype(of: $0)!), source.shape(of: $0)!) },
+                                              metadata: ["format": "pt"])
+        func writeAll(_ write: (Data) throws -> Void) throws {
+            try write(header)
+            for name in names {
+                let from = source.dtype(of: name)!
+                let to = outType(from)
+                try write(to == from ? try source.storedBytes(name) : converted(try source.floatTensor(name).data, to: to))
+            }
+        }
+        if let sink = try target.openStream() {
+            try writeAll { try sink.write($0) }
+        } else {
+            let writer = try AtomicFileWriter(path: output)
+            defer { writer.discard() }
+            try writeAll { try writer.write($0) }
+            try writer.commit()
+        }
+        if !quiet {
+            let layout = source.layoutNote.map { " (\($0))" } ?? ""
+            note("vlm: wrote \(names.count) tensors from \(source.path) [\(source.formatName)\(layout)] to \(output)\(dtype.map { " as \($0.rawValue)" } ?? "")")
+        }
+    }
+
+    /// Float32 values as little-endian `to` (F32, F16 or BF16), rounded to nearest even.
+    func converted(_ values: [Float], to: DType) -> Data {
+        switch to {
+        case .F32:
+            return values.withUnsafeBytes { Data($0) }
+        case .F16:
+            let h = values.map { Float16($0).bitPattern.littleEndian }
+            return h.withUnsafeBytes { Data($0) }
+        case .BF16:
+            let h = values.map { bfloat16Bits($0).littleEndian }
+            return h.withUnsafeBytes { Data($0) }
+        default:
+            preconditionFailure("convert to \(to)")
+        }
+    }
+}
+
+/// bfloat16 by round-to-nearest-even of the float32 bits, NaN as 0x7FC0 — what PyTorch's
+/// c10::BFloat16(float) does (c10/util/BFloat16.h, round_to_nearest_even).
+func bfloat16Bits(_ f: Float) -> UInt16 {
+    if f.isNaN { return 0x7FC0 }
+    let bits = f.bitPattern
+    return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+}

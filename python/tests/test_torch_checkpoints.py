@@ -1,0 +1,358 @@
+"""PyTorch checkpoints read without Python (issue 14), against torch itself: every form torch.save
+writes — zip and legacy; F32, F16, BF16, F64; views with offsets, transposes and channels-last
+strides; storages shared between tensors; nn.Parameter; pickle protocols 2 and 4; DataParallel's
+prefix; wrapped dicts — gives the same output bits as its safetensors twin, for ResNets
+(embed-image) and BERT (embed-text). `vlm convert` writes files safetensors.torch.load_file reads
+back equal to the checkpoint. Malicious pickles are refused with one line and nothing executed.
+Every checkpoint is written here by torch.save, in the test's own temporary folder."""
+import collections
+import io
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import BERT, IMAGES, ROOT, VLM
+
+RESNETS = {name: os.path.join(ROOT, "Tests", "Fixtures", "resnet", name) for name in ["bottleneck_f32", "basic_f16", "basic_bf16"]}
+MINILM = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
+
+
+def run(*args, check=True):
+    r = subprocess.run([VLM, *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    for name in ["astronaut.jpg", "chelsea.png", "coffee.jpg"]:
+        shutil.copy(os.path.join(IMAGES, name), d / name)
+    return d
+
+
+def embed_image(model, images, out):
+    run("embed-image", images, "--model", model, "-o", out, "--quiet")
+    return open(out, "rb").read()
+
+
+# MARK: - The forms torch.save writes
+
+def channels_last_and_transposed(sd):
+    """Every 4-d weight saved channels-last (or, for 1×1 kernels, with its channel axes swapped), every 2-d one transposed."""
+    out = collections.OrderedDict()
+    for k, v in sd.items():
+        if v.dim() == 4:
+            out[k] = v.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+            if out[k].is_contiguous():  # a 1×1 kernel: channels-last is contiguous, so swap the channel axes
+                out[k] = v.transpose(0, 1).contiguous().transpose(0, 1)
+        elif v.dim() == 2:
+            out[k] = v.t().contiguous().t()
+        else:
+            out[k] = v
+    assert all(not v.is_contiguous() for v in out.values() if v.dim() >= 2 and min(v.shape[:2]) > 1)
+    return out
+
+
+def one_shared_storage(sd):
+    """All tensors of a dtype are windows, at offsets, on one storage (a gap between each)."""
+    out = collections.OrderedDict()
+    by_dtype = collections.defaultdict(list)
+    for k, v in sd.items():
+        by_dtype[v.dtype].append(k)
+    for dtype, keys in by_dtype.items():
+        total = sum(sd[k].numel() + 3 for k in keys)
+        flat = torch.zeros(total, dtype=dtype)
+        at = 1
+        for k in keys:
+            n = sd[k].numel()
+            flat[at:at + n] = sd[k].reshape(-1)
+            out[k] = flat[at:at + n].view(sd[k].shape)
+            at += n + 3
+    assert len({v.untyped_storage().data_ptr() for v in out.values()}) == len(by_dtype)
+    return collections.OrderedDict((k, out[k]) for k in sd)
+
+
+def as_parameters(sd):
+    return collections.OrderedDict((k, torch.nn.Parameter(v, requires_grad=v.is_floating_point())) for k, v in sd.items())
+
+
+VARIANTS = {
+    "zip": lambda sd, p: torch.save(sd, p),
+    "legacy": lambda sd, p: torch.save(sd, p, _use_new_zipfile_serialization=False),
+    "views": lambda sd, p: torch.save(channels_last_and_transposed(sd), p),
+    "views-legacy": lambda sd, p: torch.save(channels_last_and_transposed(sd), p, _use_new_zipfile_serialization=False),
+    "shared": lambda sd, p: torch.save(one_shared_storage(sd), p),
+    "shared-legacy": lambda sd, p: torch.save(one_shared_storage(sd), p, _use_new_zipfile_serialization=False),
+    "parameters": lambda sd, p: torch.save(as_parameters(sd), p),
+    "protocol4": lambda sd, p: torch.save(sd, p, pickle_protocol=4),
+    "dataparallel": lambda sd, p: torch.save(collections.OrderedDict(("module." + k, v) for k, v in sd.items()), p),
+    "wrapped": lambda sd, p: torch.save({"epoch": 7, "arch": "resnet", "best_acc1": 0.5, "state_dict": sd,
+                                         "optimizer": {"state": {0: {"momentum_buffer": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}}, p),
+    "wrapped-model-dataparallel": lambda sd, p: torch.save({"model": collections.OrderedDict(("module." + k, v) for k, v in sd.items()), "step": 3}, p,
+                                                           _use_new_zipfile_serialization=False),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("model", sorted(RESNETS))
+def test_resnet_checkpoints_equal_their_safetensors_twin(tmp_path, images, model, variant):
+    twin = os.path.join(RESNETS[model], "model.safetensors")
+    sd = load_file(twin)
+    ckpt = tmp_path / f"{variant}.pth"
+    VARIANTS[variant](sd, ckpt)
+    want = embed_image(twin, images, tmp_path / "twin.npy")
+    got = embed_image(ckpt, images, tmp_path / "ckpt.npy")
+    assert got == want, f"{model} {variant}: outputs differ from the safetensors twin"
+    # inspect lists the same tensors, dtypes and shapes as torch.load.
+    listed = [line.split("\t") for line in run("inspect", ckpt).stdout.splitlines() if "\t" in line]
+    assert [(n, d, s) for n, d, s in listed] == [
+        (k, {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.int64": "I64"}[str(v.dtype)],
+         str(list(v.shape))) for k, v in sd.items()]
+
+
+def test_f64_checkpoint_is_converted_as_its_f64_twin(tmp_path, images):
+    sd = {k: (v.double() if v.is_floating_point() else v) for k, v in load_file(os.path.join(RESNETS["bottleneck_f32"], "model.safetensors")).items()}
+    save_file(sd, tmp_path / "twin.safetensors")
+    torch.save(sd, tmp_path / "f64.pt")
+    assert embed_image(tmp_path / "f64.pt", images, tmp_path / "a.npy") == embed_image(tmp_path / "twin.safetensors", images, tmp_path / "b.npy")
+
+
+def test_model_folders_find_their_torch_checkpoint(tmp_path, images):
+    twin = os.path.join(RESNETS["basic_f16"], "model.safetensors")
+    want = embed_image(twin, images, tmp_path / "twin.npy")
+    sd = load_file(twin)
+    one = tmp_path / "one"
+    one.mkdir()
+    torch.save(sd, one / "resnet-0123abcd.pth")
+    assert embed_image(one, images, tmp_path / "one.npy") == want
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    torch.save(sd, hf / "pytorch_model.bin")
+    assert embed_image(hf, images, tmp_path / "hf.npy") == want
+    torch.save(sd, one / "second.pt")
+    r = run("embed-image", images, "--model", one, "-o", tmp_path / "x.npy", check=False)
+    assert r.returncode == 1 and "2 checkpoints in this folder" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def bert_folder(src, dst, save):
+    """A copy of a Hugging Face model folder whose weights are pytorch_model.bin."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.npy"))
+    save(load_file(os.path.join(src, "model.safetensors")), dst / "pytorch_model.bin")
+    return dst
+
+
+@pytest.mark.parametrize("variant", ["zip", "legacy", "views", "shared-legacy"])
+def test_bert_pytorch_model_bin_equals_safetensors(tmp_path, variant):
+    texts = "A cat sat on the mat.\nnaïve café, 東京 and emoji 🎉\n\nthe quick brown fox jumps over the lazy dog " * 3 + "\n"
+    folder = bert_folder(BERT, tmp_path / "bert", VARIANTS[variant])
+    r = subprocess.run([VLM, "embed-text", "--model", str(folder), "-o", str(tmp_path / "bin.npy"), "--quiet"], input=texts, text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([VLM, "embed-text", "--model", BERT, "-o", str(tmp_path / "twin.npy"), "--quiet"], input=texts, text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert open(tmp_path / "bin.npy", "rb").read() == open(tmp_path / "twin.npy", "rb").read()
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MINILM, "model.safetensors")), reason="make models fetches all-MiniLM-L6-v2")
+def test_real_minilm_as_a_legacy_pytorch_model_bin(tmp_path):
+    """The real all-MiniLM-L6-v2 weights in the oldest form its repository could ship."""
+    folder = bert_folder(MINILM, tmp_path / "minilm", VARIANTS["legacy"])
+    texts = "A man is eating food.\nA man is riding a horse.\nThe new movie is awesome.\n"
+    outs = []
+    for m in [MINILM, folder]:
+        r = subprocess.run([VLM, "embed-text", "--model", str(m), "-o", str(tmp_path / "o.npy"), "--quiet"], input=texts, text=True, capture_output=True)
+        assert r.returncode == 0, r.stderr
+        outs.append(open(tmp_path / "o.npy", "rb").read())
+    assert outs[0] == outs[1]
+
+
+# MARK: - vlm convert
+
+@pytest.mark.parametrize("dtype", [None, "f16", "bf16", "f32"])
+@pytest.mark.parametrize("variant", ["zip", "legacy", "views", "shared", "wrapped-model-dataparallel"])
+def test_convert_reads_back_equal_with_safetensors(tmp_path, variant, dtype):
+    sd = load_file(os.path.join(RESNETS["basic_bf16"], "model.safetensors"))
+    sd["extra.f64"] = torch.linspace(-3, 3, 17, dtype=torch.float64) / 7
+    sd["extra.f32"] = torch.tensor([1.0, float("inf"), -0.0, 1e-40, 65520.0, 3.0e38, 1.00048828125])
+    ckpt = tmp_path / "in.pth"
+    VARIANTS[variant](sd, ckpt)
+    out = tmp_path / "out.safetensors"
+    run("convert", ckpt, "-o", out, *(["--dtype", dtype] if dtype else []), "--quiet")
+    got = load_file(out)
+    assert list(got) == list(sd), "keys kept, in the checkpoint's order"
+    to = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}.get(dtype)
+    for k, v in sd.items():
+        want = v.to(to) if to is not None and v.is_floating_point() else v
+        assert got[k].dtype == want.dtype, k
+        assert got[k].shape == want.shape, k
+        assert torch.equal(got[k].view(torch.uint8) if got[k].dim() else got[k], want.contiguous().view(torch.uint8) if want.dim() else want), k
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], "no temporary file left behind"
+
+
+def test_convert_refuses_what_it_cannot_read_and_leaves_nothing(tmp_path):
+    (tmp_path / "bad.pth").write_bytes(b"\x80\x02}q\x00.")  # a pickle without torch's magic number
+    r = run("convert", tmp_path / "bad.pth", "-o", tmp_path / "out.safetensors", check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and "bad.pth" in r.stderr
+    assert os.listdir(tmp_path) == ["bad.pth"]
+
+
+# MARK: - Malicious pickles: refused, one line, nothing executed
+
+def torch_zip(path, pkl, storages=None, name="archive", compress=None):
+    """A zip laid out as torch.save's, around any data.pkl bytes."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}/data.pkl", pkl)
+        z.writestr(f"{name}/byteorder", "little")
+        for key, data in (storages or {}).items():
+            z.writestr(zipfile.ZipInfo(f"{name}/data/{key}"), data, compress_type=compress or zipfile.ZIP_STORED)
+        z.writestr(f"{name}/version", "3\n")
+
+
+def legacy_stream(obj_pickle):
+    """Legacy torch.save framing around one pickled object, with no storages."""
+    head = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2) + pickle.dumps(1001, protocol=2)
+    head += pickle.dumps({"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2)
+    return head + obj_pickle + pickle.dumps([], protocol=2)
+
+
+def payloads(marker):
+    """(name, pickle bytes, the text the refusal must name), each a live attack if unpickled."""
+    cmd = f"touch {marker}"
+
+    class System:
+        def __reduce__(self):
+            return (os.system, (cmd,))
+
+    class Eval:
+        def __reduce__(self):
+            return (eval, (f"__import__('os').system({cmd!r})",))
+
+    class Exec:
+        def __reduce__(self):
+            return (exec, (f"import os; os.system({cmd!r})",))
+
+    class Popen:
+        def __reduce__(self):
+            return (subprocess.Popen, (["touch", str(marker)],))
+
+    class Getattr:
+        def __reduce__(self):
+            return (getattr, ("", "join"))
+
+    out = []
+    for cls, named in [(System, "system'"), (Eval, "eval'"), (Exec, "exec'"), (Popen, "Popen'"), (Getattr, "getattr'")]:
+        for proto in (2, 4):
+            out.append((f"{cls.__name__}-p{proto}", pickle.dumps({"w": cls()}, protocol=proto), named))
+    # A REDUCE nested inside an allowed call: _rebuild_tensor_v2's arguments hold os.system(...).
+    inner = pickle.dumps(System(), protocol=2)[2:-1]
+    nested = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(" + inner + b"K\x00)))\x89ccollections\nOrderedDict\n)Rtq\x00R.")
+    out.append(("nested-reduce", nested, "system"))
+    # INST and OBJ (protocol 0/1 instance creation), and a BUILD on a list.
+    out.append(("inst", f"(S'{cmd}'\nios\nsystem\n.".encode(), "INST"))
+    out.append(("obj", b"(cos\nsystem\nS'" + cmd.encode() + b"'\no.", "system"))
+    out.append(("build-on-list", b"\x80\x02]}b.", "BUILD on a list"))
+    out.append(("reduce-on-storage", b"\x80\x02ctorch\nFloatStorage\n)R.", "REDUCE on torch.FloatStorage"))
+    out.append(("ext", b"\x80\x02\x82\x01.", "EXT"))
+    out.append(("newobj-ex", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x8c\x06system\x93)}\x92.", "system"))
+    return out
+
+
+def assert_refused(r, path, names):
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("vlm: error: ") and str(path) in lines[0], r.stderr
+    assert names in lines[0], (names, lines[0])
+
+
+def test_the_payloads_are_live(tmp_path):
+    """Guards the test itself: Python's own unpickler does run these payloads."""
+    marker = tmp_path / "ran"
+    for name, data, _ in payloads(marker):
+        if name in ("System-p2", "Popen-p4", "Eval-p2"):
+            marker.unlink(missing_ok=True)
+            obj = pickle.loads(data)
+            if isinstance(obj.get("w"), subprocess.Popen):
+                obj["w"].wait()
+            assert marker.exists(), name
+    marker.unlink()
+
+
+def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path, images):
+    marker = tmp_path / "ran"
+    for name, data, named in payloads(marker):
+        for form, write in [("zip", lambda p: torch_zip(p, data)), ("legacy", lambda p: p.write_bytes(legacy_stream(data)))]:
+            path = tmp_path / f"{name}.{form}.pth"
+            write(path)
+            for cmd in (["inspect", path], ["convert", path, "-o", tmp_path / "out.safetensors"],
+                        ["embed-image", images, "--model", path, "-o", tmp_path / "out.npy"]):
+                r = run(*cmd, check=False)
+                assert_refused(r, path, named)
+            assert not marker.exists(), f"{name} ({form}) ran"
+            assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_hostile_streams_and_archives_are_refused(tmp_path):
+    sd = {"a": torch.arange(6, dtype=torch.float32).view(2, 3), "b": torch.ones(4, dtype=torch.float16)}
+    good = tmp_path / "good.pth"
+    torch.save(sd, good)
+    with zipfile.ZipFile(good) as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        storages = {n.rsplit("/", 1)[1]: z.read(n) for n in z.namelist() if "/data/" in n}
+    cases = []
+    # A huge memo index put and then asked for: stored in a dict, never an array of that size.
+    p = tmp_path / "memo.pth"; torch_zip(p, b"\x80\x02}r\xff\xff\xff\xffj\xfe\xff\xff\xff.", storages); cases.append((p, "memo index 4294967294"))
+    # Truncated data.pkl at several cuts.
+    for cut in (1, 2, 30, len(pkl) // 2, len(pkl) - 1):
+        p = tmp_path / f"cut{cut}.pth"; torch_zip(p, pkl[:cut], storages); cases.append((p, "truncated"))
+    # A storage shorter than its tensor needs.
+    p = tmp_path / "short.pth"; torch_zip(p, pkl, {k: v[:-2] for k, v in storages.items()}); cases.append((p, "damaged or truncated"))
+    # An entry escaping the archive.
+    p = tmp_path / "escape.pth"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("../../escaped/data/0", storages["0"])
+    cases.append((p, "escapes the archive"))
+    # A zip bomb: a storage entry deflated from 256 MiB of zeros.
+    p = tmp_path / "bomb.pth"
+    torch_zip(p, pkl, {"0": bytes(256 << 20), "1": storages["1"]}, compress=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(p) < 2 << 20
+    cases.append((p, "deflate-compressed"))
+    # A single tensor, and a dict without tensors.
+    p = tmp_path / "tensor.pth"; torch.save(torch.ones(3), p); cases.append((p, "single tensor"))
+    p = tmp_path / "empty.pth"; torch.save({}, p); cases.append((p, "no tensors"))
+    # A TorchScript archive.
+    p = tmp_path / "script.pt"; torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), p); cases.append((p, "TorchScript"))
+    for path, named in cases:
+        assert_refused(run("inspect", path, check=False), path, named)
+    # Every cut of a legacy file is an error, never a crash.
+    legacy = tmp_path / "legacy.pth"
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    data = legacy.read_bytes()
+    for cut in range(1, len(data), 7):
+        (tmp_path / "cut.pth").write_bytes(data[:cut])
+        r = run("inspect", tmp_path / "cut.pth", check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, (cut, r.returncode, r.stderr)
+
+
+def test_zip64_archives_are_read(tmp_path):
+    """More than 65,535 entries: Python's zipfile writes the ZIP64 end records."""
+    sd = {"w": torch.arange(12, dtype=torch.float32).view(3, 4).t()}
+    torch.save(sd, tmp_path / "small.pth")
+    with zipfile.ZipFile(tmp_path / "small.pth") as src, zipfile.ZipFile(tmp_path / "z64.pth", "w") as dst:
+        for n in src.namelist():
+            dst.writestr(src.getinfo(n), src.read(n))
+        for k in range(65_540):
+            dst.writestr(f"small/extra/{k}", b"")
+    with open(tmp_path / "z64.pth", "rb") as f:
+        assert b"PK\x06\x06" in f.read()[-200:]
+    run("convert", tmp_path / "z64.pth", "-o", tmp_path / "z.safetensors", "--quiet")
+    assert torch.equal(load_file(tmp_path / "z.safetensors")["w"], sd["w"])
