@@ -20,7 +20,7 @@ VLM := .build/release/vlm
 PREFIX ?= /usr/local
 
 FUZZ_SECONDS ?= 120
-FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines
+FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines FuzzPickle FuzzTorch
 
 .PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install fuzz fuzz-build
 

@@ -69,5 +69,47 @@ def main():
     put("jsonl", "pairs.tsv", b"img.jpg\tA caption\n{\"image\": \"a.png\", \"text\": \"b\"}\nno tab\n")
 
 
+def torch_seeds():
+    """Checkpoints written by torch.save (zip and legacy, views, shared storages, Parameters,
+    protocol 4, a wrapped dict) for the torch target, their data.pkl streams for the pickle
+    target, and a few hostile streams the unpickler must refuse."""
+    import collections
+    import pickle
+    import tempfile
+    import zipfile
+
+    import torch
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(3, 2, 1, 1, generator=g)
+    base = torch.randn(20, generator=g)
+    sd = collections.OrderedDict([("conv.weight", w), ("fc.weight", torch.randn(2, 3, generator=g).t()),
+                                  ("bn.running_mean", base[2:5]), ("bn.running_var", base[8:11]),
+                                  ("h", torch.ones(2, 2, dtype=torch.float16)), ("b", torch.zeros(3, dtype=torch.bfloat16)),
+                                  ("bn.num_batches_tracked", torch.tensor(7))])
+    forms = {
+        "zip.pth": lambda p: torch.save(sd, p),
+        "legacy.pth": lambda p: torch.save(sd, p, _use_new_zipfile_serialization=False),
+        "protocol4.pth": lambda p: torch.save(sd, p, pickle_protocol=4),
+        "params.pth": lambda p: torch.save(collections.OrderedDict((k, torch.nn.Parameter(v, requires_grad=False)) for k, v in sd.items()), p),
+        "wrapped.pth": lambda p: torch.save({"state_dict": collections.OrderedDict(("module." + k, v) for k, v in sd.items()), "epoch": 1}, p),
+    }
+    with tempfile.TemporaryDirectory() as d:
+        for name, write in forms.items():
+            path = os.path.join(d, name)
+            write(path)
+            data = open(path, "rb").read()
+            put("torch", name, data)
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as z:
+                    put("pickle", name.replace(".pth", ".pkl"), z.read(next(n for n in z.namelist() if n.endswith("/data.pkl"))))
+            else:
+                put("pickle", "legacy_magic.pkl", data[:15])
+    put("pickle", "global_system.pkl", b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00truep\x85R.")
+    put("pickle", "protocol0.pkl", b"(dp0\nS'a'\np1\n(lp2\nI1\naF2.5\naL7L\naV\\u00e9\np3\nas.")
+    put("pickle", "memo.pkl", b"\x80\x04\x95\x0a\x00\x00\x00\x00\x00\x00\x00]\x94h\x00\x8c\x01a\x94e\x8f(K\x01\x90.")
+    put("pickle", "nested.pkl", b"\x80\x02" + b"]" * 40 + b"a" * 39 + b".")
+
+
 if __name__ == "__main__":
     main()
+    torch_seeds()

@@ -13,6 +13,7 @@ import VLMTokenizer
 public enum FuzzHarness {
     public static let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
         "npy": npy, "safetensors": safetensors, "tokenizer": tokenizer, "image": image, "jsonl": jsonl,
+        "pickle": pickle, "torch": torch,
     ]
 
     /// A scratch folder per process for targets whose parsers read files.
@@ -83,5 +84,24 @@ public enum FuzzHarness {
             _ = try? TextSource(lines: lines, range: 0..<n, format: format).items(0..<n)
         }
         _ = try? PairSource(lines: lines, range: 0..<n).items(0..<n)
+    }
+
+    /// The restricted unpickler on raw bytes: every opcode path, the allow-list, the memo and
+    /// the nesting bound; then the walk that finds a state dict's storages.
+    public static func pickle(_ b: UnsafeRawBufferPointer) {
+        var u = Unpickler(bytes: b, path: "fuzz.pkl")
+        if let v = try? u.load() { _ = TorchCheckpoint.storageKeysForFuzzing(v) }
+        u.release()
+    }
+
+    /// A torch checkpoint file: the zip reader (central directory, ZIP64, local headers) or the
+    /// legacy framing, the state dict search, every window checked against its storage, and
+    /// every tensor of up to 2^20 elements read (strided ones gathered).
+    public static func torch(_ b: UnsafeRawBufferPointer) {
+        guard let c = try? TorchCheckpoint(path: file("f.pth", b)) else { return }
+        for name in c.tensorNames.prefix(64) where (c.tensors[name]?.count ?? 0) <= 1 << 20 {
+            _ = try? c.storedBytes(name)
+            if c.tensors[name]!.dtype.isFloat { _ = try? c.floatTensor(name) }
+        }
     }
 }

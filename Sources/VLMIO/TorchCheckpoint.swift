@@ -281,6 +281,9 @@ public final class TorchCheckpoint: Checkpoint {
         }
     }
 
+    /// `storageKeys`, for the fuzz harness.
+    public static func storageKeysForFuzzing(_ v: PickleValue) -> [String] { storageKeys(v) }
+
     /// Storage keys in the order tensors name them.
     static func storageKeys(_ v: PickleValue) -> [String] {
         var seen = Set<String>(), out: [String] = []
