@@ -8,9 +8,10 @@ OUT=demo-out
 mkdir -p "$OUT"
 bash scripts/fetch_demo_photos.sh "$OUT/photos"
 
-if [ -f models/resnet50/model.safetensors ]; then
+weights=$(ls models/resnet50/model.safetensors models/resnet50/*.pth models/resnet50/*.pt 2>/dev/null | head -1 || true)
+if [ -n "$weights" ]; then
   IMAGE_MODEL=models/resnet50; TAG=""
-  echo "== ResNet-50 weights: models/resnet50/model.safetensors"
+  echo "== ResNet-50 weights: $weights"
 else
   IMAGE_MODEL=synthetic:resnet50; TAG=".SYNTHETIC"
   echo "== No real ResNet-50 weights in models/resnet50/ (see models/README.md; vlm models fetch resnet50)."

@@ -62,7 +62,7 @@ struct Classify: ParsableCommand {
         guard names.count == classes else {
             throw InputError("\(labelsPath): \(names.count) labels, but the checkpoint's fc has \(classes) classes")
         }
-        let encoder = try imageOptions.encoder(net, layer: .logits)
+        let encoder = try imageOptions.encoder(net, layer: .logits, model: model)
         let source = ImageFileSource(paths: try listImages(images: images, list: nil, list0: nil))
         var failures = 0
         try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0, allowNonFinite: engine.allowNonfinite) { _, unit in

@@ -61,7 +61,7 @@ struct EmbedImage: ParsableCommand {
         let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images", allowNonFinite: engine.allowNonfinite)
         let pca = try projection.load()
         let net = try loadResNet(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
-        let images = try imageOptions.encoder(net, layer: layer)
+        let images = try imageOptions.encoder(net, layer: layer, model: model)
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {
             let input = try readInputNPY(inputNPY, channels: net.config.inChannels)

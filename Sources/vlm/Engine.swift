@@ -121,7 +121,7 @@ let defaultTextModelName = "all-MiniLM-L6-v2"
 /// weights ("synthetic:resnet50[:SEED]", any depth) for demos and benchmarks; nil spec: the
 /// default model.
 func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> ResNet {
-    let spec = spec ?? resolveModelsFolder(defaultResNetName)
+    let spec = resolveModelSpec(spec, defaultName: defaultResNetName)
     if spec.hasPrefix("synthetic:") {
         let parts = spec.split(separator: ":").map(String.init)
         guard parts.count >= 2, parts.count <= 3, parts[1].hasPrefix("resnet"), let depth = Int(parts[1].dropFirst(6)),
@@ -154,7 +154,7 @@ func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
 func defaultTextModel() -> String { resolveModelsFolder(defaultTextModelName) }
 
 func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> TextEncoder {
-    let path = folder ?? defaultTextModel()
+    let path = resolveModelSpec(folder, defaultName: defaultTextModelName)
     if folder == nil && FileStatus.of(path) == nil {
         throw InputError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
     }

@@ -69,7 +69,7 @@ struct Fuse: ParsableCommand {
         }
         let pca = try projection.load()
         let net = try loadResNet(imageModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
-        let images = try imageOptions.encoder(net, layer: imageLayer)
+        let images = try imageOptions.encoder(net, layer: imageLayer, model: imageModel)
         let texts = try textOptions.encoder(try loadTextEncoder(textModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite), batchSize: batchSize, pairs: false)
         defer { reportTruncation(texts, of: source.count) }
         try batch.run(source, projection.wrap(PairRowEncoder(images: images, texts: texts, normalizeParts: normalizeParts), pca: pca, backend: backend), unitSize: batchSize,

@@ -15,17 +15,17 @@ extension Pooling: ExpressibleByArgument {}
 
 /// Preprocessing and the pixel limit, for every command that reads image files.
 struct ImageOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Resize the shorter side to this (torchvision's V1 weights: 256, V2: 232).")
-    var resize: Int = 256
+    @Option(parsing: .unconditional, help: "Resize the shorter side to this. Default: what the model declares (torchvision's V2 weights: 232), else 256.")
+    var resize: Int?
 
-    @Option(parsing: .unconditional, help: "Center-crop to this square size.")
-    var crop: Int = 224
+    @Option(parsing: .unconditional, help: "Center-crop to this square size. Default: what the model declares, else 224.")
+    var crop: Int?
 
-    @Option(help: "Per-channel mean, R,G,B.", transform: parseTriple)
-    var mean: [Float] = Preprocessing.imagenetMean
+    @Option(help: "Per-channel mean, R,G,B. Default: what the model declares, else ImageNet's.", transform: parseTriple)
+    var mean: [Float]?
 
-    @Option(help: "Per-channel standard deviation, R,G,B.", transform: parseTriple)
-    var std: [Float] = Preprocessing.imagenetStd
+    @Option(help: "Per-channel standard deviation, R,G,B. Default: what the model declares, else ImageNet's.", transform: parseTriple)
+    var std: [Float]?
 
     @Option(parsing: .unconditional, help: "Skip images with more pixels than this (decompression bombs); it also bounds every buffer an image's resize needs.")
     var maxPixels: UInt64 = ImageDecoder.defaultMaxPixels
@@ -34,20 +34,31 @@ struct ImageOptions: ParsableArguments {
     var draft = false
 
     func validate() throws {
-        try Limits.check("--resize", resize, 1...Limits.maxSide)
-        try Limits.check("--crop", crop, 1...Limits.maxSide)
-        if std.contains(where: { abs($0) < 1e-6 }) { throw ValidationError("--std values must be at least 1e-6 in size (pixels are divided by them)") }
+        if let resize { try Limits.check("--resize", resize, 1...Limits.maxSide) }
+        if let crop { try Limits.check("--crop", crop, 1...Limits.maxSide) }
+        if let std, std.contains(where: { abs($0) < 1e-6 }) { throw ValidationError("--std values must be at least 1e-6 in size (pixels are divided by them)") }
         if maxPixels < 1 { throw ValidationError("--max-pixels must be positive") }
-        if UInt64(crop) * UInt64(crop) > maxPixels {
+        if let crop, UInt64(crop) * UInt64(crop) > maxPixels {
             throw ValidationError("--crop \(crop) makes \(crop * crop)-pixel images, over --max-pixels \(maxPixels)")
         }
     }
 
-    var preprocessing: Preprocessing { Preprocessing(resize: resize, crop: crop, mean: mean, std: std) }
+    /// The options given, and for the rest what the model at `model` declares (registry
+    /// preprocessing, `declaredPreprocess`; not looked up when `lookUp` is false), else torchvision's
+    /// V1 defaults (256, 224, ImageNet).
+    func preprocessing(model: String?, lookUp: Bool = true) throws -> Preprocessing {
+        let declared = !lookUp || resize != nil && crop != nil && mean != nil && std != nil ? nil : try declaredPreprocess(model)?.0
+        let p = Preprocessing(resize: resize ?? declared?.resize ?? 256, crop: crop ?? declared?.crop ?? 224,
+                              mean: mean ?? declared?.mean ?? Preprocessing.imagenetMean, std: std ?? declared?.std ?? Preprocessing.imagenetStd)
+        if UInt64(p.crop) * UInt64(p.crop) > maxPixels {
+            throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(maxPixels)")
+        }
+        return p
+    }
 
-    /// The image encoder these options describe, for `net`'s `layer`.
-    func encoder(_ net: ResNet, layer: ImageLayer) throws -> ImageRowEncoder {
-        try ImageRowEncoder(net: net, preprocessing: preprocessing, maxPixels: maxPixels, layer: layer, draft: draft)
+    /// The image encoder these options describe, for `net`'s `layer` (loaded from `model`).
+    func encoder(_ net: ResNet, layer: ImageLayer, model: String?) throws -> ImageRowEncoder {
+        try ImageRowEncoder(net: net, preprocessing: try preprocessing(model: model), maxPixels: maxPixels, layer: layer, draft: draft)
     }
 }
 

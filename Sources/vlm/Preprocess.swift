@@ -18,6 +18,9 @@ struct PreprocessCommand: ParsableCommand {
 
     @OptionGroup var imageOptions: ImageOptions
 
+    @Option(help: "Take the preprocessing this image model declares (a registry name, folder or checkpoint) for the options not given.")
+    var model: String?
+
     @Option(name: [.customShort("o"), .long], help: "Output .npy file, or - for stdout.")
     var output: String
 
@@ -26,7 +29,7 @@ struct PreprocessCommand: ParsableCommand {
         if target.isTerminal { throw InputError("refusing to write binary .npy to a terminal; use -o FILE") }
         let paths = try listImages(images: images, list: nil, list0: nil)
         guard paths.count > 0 else { throw InputError("no images found in \(images.joined(separator: ", "))") }
-        let pre = imageOptions.preprocessing
+        let pre = try imageOptions.preprocessing(model: model, lookUp: model != nil)
         let prepared = ImageRowEncoder.preprocess(try ImageFileSource(paths: paths).items(0..<paths.count).compactMap {
             if case .value(let v) = $0.content { return ($0.id, v) }
             return nil

@@ -168,7 +168,7 @@ final class WorkerModels {
 
     func images() throws -> ProjectedRowEncoder<ImageRowEncoder> {
         if let imageRows { return imageRows }
-        let e = try command.projection.wrap(try command.imageOptions.encoder(try resnet(), layer: command.layer), pca: pca, backend: backend)
+        let e = try command.projection.wrap(try command.imageOptions.encoder(try resnet(), layer: command.layer, model: command.imageModel), pca: pca, backend: backend)
         imageRows = e
         return e
     }
@@ -182,7 +182,7 @@ final class WorkerModels {
 
     func pairs() throws -> ProjectedRowEncoder<PairRowEncoder> {
         if let pairRows { return pairRows }
-        let i = try command.imageOptions.encoder(try resnet(), layer: command.imageLayer)
+        let i = try command.imageOptions.encoder(try resnet(), layer: command.imageLayer, model: command.imageModel)
         let t = try command.text.encoder(try bert(), batchSize: command.imageBatchSize, pairs: false)
         let e = try command.projection.wrap(PairRowEncoder(images: i, texts: t, normalizeParts: command.normalizeParts), pca: pca, backend: backend)
         pairRows = e

@@ -356,3 +356,82 @@ def test_zip64_archives_are_read(tmp_path):
         assert b"PK\x06\x06" in f.read()[-200:]
     run("convert", tmp_path / "z64.pth", "-o", tmp_path / "z.safetensors", "--quiet")
     assert torch.equal(load_file(tmp_path / "z.safetensors")["w"], sd["w"])
+
+
+# MARK: - The registry: direct URLs, torch.hub's hash-prefix check, declared preprocessing
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local HTTP server for tmp_path/www, as $VLM_URL_MIRROR."""
+    import functools
+    import http.server
+    import threading
+    www = tmp_path / "www"
+    (www / "models").mkdir(parents=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_fetch_by_url_checks_the_hash_prefix_and_models_declare_preprocessing(tmp_path, mirror, images):
+    import hashlib
+    import json
+    www, url = mirror
+    sd = load_file(os.path.join(RESNETS["bottleneck_f32"], "model.safetensors"))
+    blob = tmp_path / "blob.pth"
+    torch.save(sd, blob)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    good, bad = f"tinyres-{digest[:8]}.pth", f"tinyres-{'0' * 8}.pth"
+    for name in (good, bad):
+        shutil.copy(blob, www / "models" / name)
+    pre = {"resize": 40, "crop": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    registry = {"models": [
+        {"name": "tinyres", "kind": "image", "preprocess": pre,
+         "files": [{"path": good, "url": f"https://download.example.org/models/{good}", "size": None, "sha256": None}]},
+        {"name": "tampered", "kind": "image",
+         "files": [{"path": bad, "url": f"https://download.example.org/models/{bad}", "size": None, "sha256": None}]},
+        {"name": "plain", "kind": "image",
+         "files": [{"path": "x.pth", "url": "https://download.example.org/models/x.pth", "size": None, "sha256": None}]}]}
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    models = tmp_path / "models"
+    env = dict(os.environ, VLM_URL_MIRROR=url, VLM_REGISTRY=str(tmp_path / "registry.json"), VLM_MODELS=str(models))
+
+    def vlm(*args):
+        return subprocess.run([VLM, *map(str, args)], capture_output=True, text=True, env=env)
+
+    listed = vlm("models", "list")
+    assert "tinyres\timage\thttps://download.example.org/models/" + good + "\tnot fetched (checked by sha256 prefix, as torch.hub)" in listed.stdout
+    r = vlm("models", "fetch", "tinyres")
+    assert r.returncode == 0, r.stderr
+    assert f"starts with {digest[:8]}" in r.stderr and digest in r.stderr
+    assert (models / "tinyres" / good).read_bytes() == blob.read_bytes()
+    assert json.loads((models / "tinyres" / "preprocess.json").read_text()) == pre
+    again = vlm("models", "fetch", "tinyres")
+    assert again.returncode == 0 and "already present and verified" in again.stderr
+
+    r = vlm("models", "fetch", "tampered")
+    assert r.returncode == 1 and f"does not start with {'0' * 8}" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (models / "tampered").exists(), "nothing placed"
+    r = vlm("models", "fetch", "plain")
+    assert r.returncode == 1 and "--allow-unpinned" in r.stderr
+
+    def embed(*args):
+        out = tmp_path / "o.npy"
+        r = vlm("embed-image", images, "-o", out, "--quiet", *args)
+        assert r.returncode == 0, r.stderr
+        return out.read_bytes()
+
+    declared = embed("--model", models / "tinyres")
+    explicit = embed("--model", blob, "--resize", 40, "--crop", 32, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+    assert declared == explicit, "the folder's preprocess.json is used when no option is given"
+    assert embed("--model", "tinyres") == declared, "a registry name is its folder"
+    assert embed("--model", models / "tinyres" / good) == declared, "the checkpoint file inside the folder too"
+    assert declared != embed("--model", blob), "a checkpoint elsewhere keeps the defaults"
+    assert embed("--model", models / "tinyres", "--resize", 48) == embed("--model", blob, "--resize", 48, "--crop", 32, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"), \
+        "a given option wins; the rest still come from the model"
+    r = vlm("preprocess", images / "coffee.jpg", "--model", "tinyres", "-o", tmp_path / "p.npy")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "p.npy").shape == (1, 3, 32, 32)
