@@ -145,6 +145,9 @@ public struct Unpickler {
     /// Every mutable container made, emptied by `release()` so a self-referencing list (legal in
     /// a pickle) cannot leak.
     var containers: [AnyObject] = []
+    /// Work the allow-listed calls may still do (copying a set's items, encoding bytes): a few
+    /// times the stream's size, so re-applying a call through the memo cannot take quadratic time.
+    var budget: Int
 
     public private(set) var end = 0
 
@@ -152,6 +155,7 @@ public struct Unpickler {
         b = bytes
         self.path = path
         pos = start
+        budget = 16 * (bytes.count - start) + (1 << 20)
     }
 
     /// Breaks any reference cycle among the containers this pickle built. Values taken out
@@ -497,6 +501,7 @@ public struct Unpickler {
             guard f == .rebuildTensorV2 || f == .rebuildTensor else { throw refuse(op, "\(name) calling '\(fname)'") }
             return try reduce(a[0], a[2], at: op)
         case .codecsEncode:
+            if let t = a.first?.stringValue { try spend(t.utf8.count, at: op) }
             guard a.count == 2, let text = a[0].stringValue, let enc = a[1].stringValue, ["latin1", "latin-1"].contains(enc.lowercased()) else {
                 throw fail(op, "_codecs.encode other than of a string to latin1")
             }
@@ -509,10 +514,19 @@ public struct Unpickler {
         case .set, .frozenset:
             if a.isEmpty { return .list(newList()) }
             guard a.count == 1, case .list(let l) = a[0] else { throw fail(op, "\(name) of \(a.first?.kind ?? "nothing"), not a list") }
-            return .list(newList(l.items))
+            try spend(l.items.count, at: op)
+            let copy = newList()
+            copy.items = l.items
+            copy.depth = l.depth
+            return .list(copy)
         case .tensorClass, .parameterClass, .storage:
             throw refuse(op, "REDUCE on \(name) (a class torch.save never calls)")
         }
+    }
+
+    mutating func spend(_ n: Int, at op: Int) throws {
+        budget -= n
+        if budget < 0 { throw fail(op, "more work than a stream of this size can ask for (a call repeated through the memo)") }
     }
 
     /// (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]]).

@@ -74,10 +74,13 @@ public struct TorchTensorInfo: Equatable, Sendable {
 
     /// Row-major with no gaps (sizes of 1 may have any stride).
     public var isContiguous: Bool {
+        if shape.contains(0) { return true }
         var expected = 1
         for (d, s) in zip(shape, strides).reversed() where d != 1 {
             if s != expected { return false }
-            expected *= d
+            let (e, o) = expected.multipliedReportingOverflow(by: d)
+            if o { return false }
+            expected = e
         }
         return true
     }
@@ -85,6 +88,10 @@ public struct TorchTensorInfo: Equatable, Sendable {
 
 public final class TorchCheckpoint: Checkpoint {
     public enum Format: String, Sendable { case zip, legacy }
+
+    /// The largest tensor read: half the machine's memory, and at most 64 times its storage (or
+    /// 64 MiB): a stride-0 window on a few stored elements can claim any size.
+    static let maxTensorBytes = Int(clamping: ProcessInfo.processInfo.physicalMemory / 2)
 
     public let path: String
     public let format: Format
@@ -169,8 +176,13 @@ public final class TorchCheckpoint: Checkpoint {
         }
         if overflow { throw TorchCheckpointError(path, "tensor '\(name)': size \(t.shape) with stride \(t.strides) overflows") }
         let (absolute, o) = s.viewOffset.addingReportingOverflow(t.offset)
-        if count > 0 && (last >= available || o) {
-            throw TorchCheckpointError(path, "tensor '\(name)' (size \(t.shape), stride \(t.strides), offset \(t.offset)) needs \(last + 1) elements but its storage '\(s.key)' holds \(available); the file is damaged or truncated")
+        if o || t.offset > available || count > 0 && last >= available {
+            throw TorchCheckpointError(path, "tensor '\(name)' (size \(t.shape), stride \(t.strides), offset \(t.offset)) reaches element \(last) of its storage '\(s.key)', which holds \(available); the file is damaged or truncated")
+        }
+        // Broadcast (stride-0) windows can claim far more elements than are stored.
+        let (bytes, o5) = count.multipliedReportingOverflow(by: es)
+        if o5 || bytes > min(TorchCheckpoint.maxTensorBytes, max(64 << 20, storageBytes.multipliedReportingOverflow(by: 64).partialValue)) {
+            throw TorchCheckpointError(path, "tensor '\(name)' of size \(t.shape) would take \(o5 ? "more than 2^63" : "\(bytes)") bytes from a storage of \(storageBytes) (a broadcast window vlm does not expand)")
         }
         let (needBytes, o4) = s.numel.multipliedReportingOverflow(by: es)
         if o4 || needBytes > storageBytes {
@@ -205,7 +217,7 @@ public final class TorchCheckpoint: Checkpoint {
             }
         }
         let range = try zip.storedRange(pkl)
-        var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[range]), path: path + " (" + pkl.name + ")")
+        var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[range]), path: path)
         let refs = Unpickled()
         let root: PickleValue
         do { root = try u.load() } catch { u.release(); throw error }
@@ -316,6 +328,15 @@ public final class TorchCheckpoint: Checkpoint {
     }
 
     static func findStateDict(_ root: PickleValue, path: String) throws -> (PickleDict, String?) {
+        // Each dict is judged once, however many entries share it.
+        var judged: [ObjectIdentifier: PickleDict?] = [:]
+        func isStateDict(_ v: PickleValue) -> PickleDict? {
+            guard case .dict(let d) = v else { return nil }
+            if let j = judged[ObjectIdentifier(d)] { return j }
+            let j = TorchCheckpoint.isStateDict(v)
+            judged[ObjectIdentifier(d)] = j
+            return j
+        }
         if let d = isStateDict(root) { return (d, nil) }
         guard case .dict(let top) = root else {
             if case .tensor = root { throw TorchCheckpointError(path, "holds a single tensor, not a state dict of named tensors") }
@@ -331,7 +352,7 @@ public final class TorchCheckpoint: Checkpoint {
         if nested.count == 1 { return (nested[0].1, "the state dict under '\(nested[0].0)'") }
         let keys = top.entries.prefix(8).map { $0.key.stringValue.map { "'\($0.prefix(40))'" } ?? $0.key.kind }.joined(separator: ", ")
         if nested.count > 1 {
-            throw TorchCheckpointError(path, "holds several state dicts (\(nested.map { "'\($0.0)'" }.joined(separator: ", "))); convert the one you want in PyTorch")
+            throw TorchCheckpointError(path, "holds \(nested.count) state dicts (\(nested.prefix(4).map { "'\($0.0.prefix(40))'" }.joined(separator: ", "))\(nested.count > 4 ? ", …" : "")); save the one you want on its own in PyTorch")
         }
         throw TorchCheckpointError(path, top.entries.isEmpty ? "holds an empty dict: no tensors"
                                                              : "holds a dict (keys \(keys)\(top.entries.count > 8 ? ", …" : "")) with no state dict of tensors in it")
@@ -362,6 +383,11 @@ public final class TorchCheckpoint: Checkpoint {
     private func withElements(_ info: TorchTensorInfo, _ body: (UnsafeRawPointer) -> Void) {
         let es = info.dtype.byteSize
         let storage = storages[info.storageKey]!
+        if info.count == 0 {
+            var none: UInt64 = 0
+            withUnsafeBytes(of: &none) { body($0.baseAddress!) }
+            return
+        }
         file.withBytes { b in
             let base = b.baseAddress! + storage.lowerBound
             if info.isContiguous {

@@ -132,7 +132,7 @@ public struct ZipArchive {
 
     /// True for names that are absolute or climb with "..", on POSIX or Windows terms.
     static func escapes(_ name: String) -> Bool {
-        if name.hasPrefix("/") || name.hasPrefix("\\") || name.contains(":") { return true }
+        if name.hasPrefix("/") || name.hasPrefix("\\") { return true }
         return name.split(whereSeparator: { $0 == "/" || $0 == "\\" }).contains { $0 == ".." }
     }
 

@@ -23,7 +23,7 @@ struct Inspect: ParsableCommand {
         if !summary {
             for t in infos { out += "\(t.name)\t\(t.dtype.rawValue)\t\(t.shape)\n" }
         }
-        let params = infos.filter { $0.dtype.isFloat }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let params = infos.filter { $0.dtype.isFloat }.reduce(0) { $0 &+ $1.shape.reduce(1, &*) }
         let dtypes = Dictionary(grouping: infos, by: \.dtype).map { "\($0.key.rawValue)×\($0.value.count)" }.sorted()
         out += "file: \(file.path)\nformat: \(file.formatName)\(file.layoutNote.map { " (\($0))" } ?? "")\n"
         out += "tensors: \(infos.count) (\(dtypes.joined(separator: ", "))), float parameters: \(params)\n"

@@ -73,7 +73,7 @@ struct VLM: ParsableCommand {
     }
 
     static func fail(_ message: String, status: ExitStatus) -> Never {
-        writeStandardError("vlm: error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n")
+        writeStandardError("vlm: error: " + oneLine(message) + "\n")
         Foundation.exit(status.rawValue)
     }
 }
@@ -94,3 +94,19 @@ func reexecWithBetterBLASKernels() {
 }
 
 func note(_ message: String) { writeStandardError(message + "\n") }
+
+/// A message as one line no terminal acts on: newlines become spaces; other control characters
+/// (C0, DEL, C1, the Unicode line and paragraph separators) — which a file's own bytes, such as
+/// a pickle's global name, can carry — are written as \u{…}.
+func oneLine(_ message: String) -> String {
+    var out = String.UnicodeScalarView()
+    for u in message.unicodeScalars {
+        switch u.value {
+        case 0x0A: out.append(" ")
+        case 0..<0x20, 0x7F...0x9F, 0x2028, 0x2029:
+            out.append(contentsOf: "\\u{\(String(u.value, radix: 16))}".unicodeScalars)
+        default: out.append(u)
+        }
+    }
+    return String(out)
+}

@@ -435,3 +435,27 @@ def test_fetch_by_url_checks_the_hash_prefix_and_models_declare_preprocessing(tm
     r = vlm("preprocess", images / "coffee.jpg", "--model", "tinyres", "-o", tmp_path / "p.npy")
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "p.npy").shape == (1, 3, 32, 32)
+
+
+def test_review_findings_stay_fixed(tmp_path):
+    """From a hostile review: a ':' in the file name (torch's archive prefix) is valid; control
+    characters a pickle carries never reach stderr raw; broadcast windows claiming gigabytes from
+    a few stored bytes are refused; a call re-applied through the memo cannot take quadratic time."""
+    sd = {"w": torch.arange(6, dtype=torch.float32).view(2, 3)}
+    torch.save(sd, tmp_path / "m:v1.pt")
+    run("convert", tmp_path / "m:v1.pt", "-o", tmp_path / "a.safetensors", "--quiet")
+    assert torch.equal(load_file(tmp_path / "a.safetensors")["w"], sd["w"])
+    evil = tmp_path / "ansi.pth"
+    torch_zip(evil, b"\x80\x04\x8c\x12os\x1b[2K\rvlm: fake\x0b\x0c\xe2\x80\xa8x\x8c\x06system\x93.")
+    r = run("inspect", evil, check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    assert not any(c in r.stderr for c in "\x1b\r\x0b\x0c\u2028"), repr(r.stderr)
+    wide = tmp_path / "broadcast.pth"
+    torch.save({"w": torch.ones(4).expand(1 << 31, 4)[:, 0]}, wide)
+    assert_refused(run("inspect", wide, check=False), wide, "broadcast")
+    torch.save({"pos": torch.arange(512).expand(1, -1)}, tmp_path / "ok.pth")  # BERT's position_ids: a small broadcast loads
+    run("convert", tmp_path / "ok.pth", "-o", tmp_path / "b.safetensors", "--quiet")
+    assert torch.equal(load_file(tmp_path / "b.safetensors")["pos"], torch.arange(512).expand(1, -1))
+    slow = tmp_path / "memo.pth"
+    torch_zip(slow, b"\x80\x02c__builtin__\nset\nq\x00]q\x01(" + b"N" * 100_000 + b"e0" + b"h\x00h\x01\x85R0" * 20_000 + b"}.")
+    assert_refused(run("inspect", slow, check=False), slow, "more work than")
