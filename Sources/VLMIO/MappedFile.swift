@@ -17,7 +17,8 @@ public final class MappedFile {
     /// Maps `path`; throws `IOError` for a missing, unreadable or non-regular file.
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO must not wait for a writer before fstat can refuse it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 { throw IOError.cannotOpen(path: path, reason: errnoString()) }
         defer { close(fd) }
         var st = stat()

@@ -43,12 +43,7 @@ public enum Checkpoints {
     /// anything else is read as safetensors (whose errors then explain what is wrong).
     public static func open(_ path: String) throws -> Checkpoint {
         let file = try MappedFile(path: path)
-        let kind: TorchCheckpoint.Format? = file.withBytes { b in
-            if ZipArchive.looksLikeZip(b) { return .zip }
-            if b.count >= 2 && b[0] == 0x80 && b[1] <= 5 { return .legacy }
-            return nil
-        }
-        if let kind { return try TorchCheckpoint(file: file, format: kind) }
+        if let kind = file.withBytes(TorchCheckpoint.format(of:)) { return try TorchCheckpoint(file: file, format: kind) }
         let isTar = file.withBytes { b in b.count >= 262 && Array(b[257..<262]) == Array("ustar".utf8) }
         if isTar {
             throw TorchCheckpointError(path, "a tar-format checkpoint (torch before 0.4) is not supported; load it in PyTorch and save it again with torch.save")
@@ -106,10 +101,16 @@ public final class TorchCheckpoint: Checkpoint {
 
     public convenience init(path: String) throws {
         let file = try MappedFile(path: path)
-        guard let format: Format = file.withBytes({ ZipArchive.looksLikeZip($0) ? .zip : $0.first == 0x80 ? .legacy : nil }) else {
+        guard let format = file.withBytes(TorchCheckpoint.format(of:)) else {
             throw TorchCheckpointError(path, "not a torch checkpoint (neither a zip archive nor a pickle)")
         }
         try self.init(file: file, format: format)
+    }
+
+    /// A zip archive, or a pickle (PROTO 0–5 first: the legacy format's magic-number pickle).
+    static func format(of b: UnsafeRawBufferPointer) -> Format? {
+        if ZipArchive.looksLikeZip(b) { return .zip }
+        return b.count >= 2 && b[0] == 0x80 && b[1] <= 5 ? .legacy : nil
     }
 
     init(file: MappedFile, format: Format) throws {
@@ -236,7 +237,7 @@ public final class TorchCheckpoint: Checkpoint {
     static func readLegacy(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>]) {
         let refs = Unpickled()
         var pos = 0
-        func next(_ what: String) throws -> PickleValue {
+        func next() throws -> PickleValue {
             var u = Unpickler(bytes: b, path: path, start: pos)
             do {
                 let v = try u.load()
@@ -251,18 +252,18 @@ public final class TorchCheckpoint: Checkpoint {
         do {
             // 0x1950a86a20f9469cfc6c, little-endian, as LONG1 writes it.
             let magic: [UInt8] = [0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
-            guard case .bigInt(let m) = try next("the magic number"), m == magic else {
+            guard case .bigInt(let m) = try next(), m == magic else {
                 throw TorchCheckpointError(path, "a pickle, but not a torch checkpoint (no torch.save magic number)")
             }
-            guard try next("the protocol version").intValue == 1001 else {
+            guard try next().intValue == 1001 else {
                 throw TorchCheckpointError(path, "a torch legacy checkpoint of a protocol version other than 1001")
             }
-            let sysInfo = try next("the system information")
+            let sysInfo = try next()
             if case .dict(let d) = sysInfo, case .bool(false)? = d["little_endian"] {
                 throw TorchCheckpointError(path, "written on a big-endian machine; only little-endian checkpoints are read")
             }
-            let root = try next("the object")
-            guard case .list(let keyList) = try next("the storage keys") else {
+            let root = try next()
+            guard case .list(let keyList) = try next() else {
                 throw TorchCheckpointError(path, "the storage key list after the object is missing")
             }
             var dtypes: [String: DType] = [:]

@@ -456,6 +456,10 @@ def test_review_findings_stay_fixed(tmp_path):
     torch.save({"pos": torch.arange(512).expand(1, -1)}, tmp_path / "ok.pth")  # BERT's position_ids: a small broadcast loads
     run("convert", tmp_path / "ok.pth", "-o", tmp_path / "b.safetensors", "--quiet")
     assert torch.equal(load_file(tmp_path / "b.safetensors")["pos"], torch.arange(512).expand(1, -1))
+    fifo = tmp_path / "fifo.pth"
+    os.mkfifo(fifo)
+    r = subprocess.run([VLM, "inspect", str(fifo)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "not a regular file" in r.stderr, "a FIFO is refused, not waited on"
     slow = tmp_path / "memo.pth"
     torch_zip(slow, b"\x80\x02c__builtin__\nset\nq\x00]q\x01(" + b"N" * 100_000 + b"e0" + b"h\x00h\x01\x85R0" * 20_000 + b"}.")
     assert_refused(run("inspect", slow, check=False), slow, "more work than")
