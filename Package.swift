@@ -14,6 +14,12 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // vlm serve: HTTP (Hummingbird 2 on SwiftNIO), Prometheus metrics, graceful shutdown,
+        // multipart uploads.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
     ],
     targets: [
         // MARK: - C shims (system libraries from Debian's -dev packages)
@@ -42,9 +48,17 @@ let package = Package(
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
         // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.
         .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
+        // vlm serve: the HTTP embedding server, on the jobs' encoders, with dynamic batching.
+        .target(name: "VLMServe", dependencies: [
+            "VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
+        ]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
+            dependencies: ["VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)

@@ -76,6 +76,7 @@ public enum ImageLayer: String, CaseIterable, Sendable {
 public struct PreparedImages {
     public var tensor: [Float]
     public var failures: [ItemError?]
+    public init(tensor: [Float], failures: [ItemError?]) { (self.tensor, self.failures) = (tensor, failures) }
 }
 
 public final class ImageRowEncoder: RowEncoder {

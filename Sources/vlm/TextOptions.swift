@@ -63,8 +63,9 @@ struct TextModelOptions: ParsableArguments {
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP])") }
     }
 
-    func encoder(_ enc: TextEncoder, batchSize: Int, pairs: Bool) throws -> TextRowEncoder {
-        try TextRowEncoder(encoder: enc, pooling: pooling, normalize: normalize, maxLength: maxLength, batchSize: batchSize,
+    /// `normalize` overrides --normalize / --no-normalize.
+    func encoder(_ enc: TextEncoder, batchSize: Int, pairs: Bool, normalize: Bool? = nil) throws -> TextRowEncoder {
+        try TextRowEncoder(encoder: enc, pooling: pooling, normalize: normalize ?? self.normalize, maxLength: maxLength, batchSize: batchSize,
                            batchTokens: batchTokens, pairs: pairs)
     }
 }

@@ -42,7 +42,7 @@ struct VLM: ParsableCommand {
         discussion: exitCodesHelp,
         version: "0.2.0",
         subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self,
-                      Similarity.self, PCACommand.self, Inspect.self, Convert.self, Bench.self, ModelsCommand.self, WorkerCommand.self]
+                      Similarity.self, PCACommand.self, Inspect.self, Convert.self, Bench.self, ModelsCommand.self, WorkerCommand.self, ServeCommand.self]
     )
 
     static func main() {

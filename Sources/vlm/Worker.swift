@@ -12,7 +12,7 @@ import VLMModels
 
 extension WorkerResponse.VectorFormat: ExpressibleByArgument {}
 
-struct WorkerCommand: ParsableCommand {
+struct WorkerCommand: ParsableCommand, ModelChoices {
     static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Embed requests read as JSON lines on stdin; one JSON-line response each on stdout, in order.",
@@ -28,20 +28,7 @@ struct WorkerCommand: ParsableCommand {
         when the batch is the same). Threads: --threads, else $VLM_THREADS, else $OMP_NUM_THREADS.
         """)
 
-    @Option(help: "ResNet checkpoint for image requests (folder, .safetensors, .pth/.pt/.bin, synthetic:resnet50). Default: models/resnet50, loaded on first use.")
-    var imageModel: String?
-
-    @Option(help: "BERT-family model folder for text requests. Default: models/all-MiniLM-L6-v2, loaded on first use.")
-    var textModel: String?
-
-    @Option(help: "Image requests: pooled or logits (as embed-image --layer).")
-    var layer: ImageLayer = .pooled
-
-    @Option(help: "Image part of image–text requests: pooled or logits (as fuse --image-layer).")
-    var imageLayer: ImageLayer = .pooled
-
-    @Flag(help: "Image–text requests: L2-normalise each part before concatenating (as fuse).")
-    var normalizeParts = false
+    @OptionGroup var served: ServedModelOptions
 
     @Option(parsing: .unconditional, help: "Images (and image–text pairs) per forward pass, as embed-image's --batch-size.")
     var imageBatchSize: Int = 16
@@ -92,7 +79,10 @@ struct WorkerCommand: ParsableCommand {
             case .image(let i): images.append((k, i))
             case .text(let t): texts.append((k, t))
             case .pair(let i, let t): pairs.append((k, (i, t)))
-            case .info: out[k] = WorkerResponse.info(id: r.id, models.info())
+            case .info:
+                var info = models.info()
+                info["vectors"] = .string(vectors.rawValue)
+                out[k] = WorkerResponse.info(id: r.id, info)
             case .invalid(let kind, let message): out[k] = WorkerResponse.error(id: r.id, kind: kind, message: message)
             }
         }
@@ -132,9 +122,38 @@ struct WorkerCommand: ParsableCommand {
     }
 }
 
-/// The worker's encoders, each built once on first use.
+/// The models of the worker and the server, and which of their outputs each kind of request gets.
+struct ServedModelOptions: ParsableArguments {
+    @Option(help: "ResNet checkpoint for image requests (folder, .safetensors, .pth/.pt/.bin, synthetic:resnet50). Default: models/resnet50.")
+    var imageModel: String?
+
+    @Option(help: "BERT-family model folder for text requests. Default: models/all-MiniLM-L6-v2.")
+    var textModel: String?
+
+    @Option(help: "Image requests: pooled or logits (as embed-image --layer).")
+    var layer: ImageLayer = .pooled
+
+    @Option(help: "Image part of image–text requests: pooled or logits (as fuse --image-layer).")
+    var imageLayer: ImageLayer = .pooled
+
+    @Flag(help: "Image–text requests: L2-normalise each part before concatenating (as fuse --normalize-parts).")
+    var normalizeParts = false
+}
+
+/// What the worker and the server take from their flags to build their encoders.
+protocol ModelChoices {
+    var served: ServedModelOptions { get }
+    var imageBatchSize: Int { get }
+    var textBatchSize: Int { get }
+    var imageOptions: ImageOptions { get }
+    var text: TextModelOptions { get }
+    var projection: ProjectionOptions { get }
+    var engine: EngineOptions { get }
+}
+
+/// The encoders of the worker and the server, each built once on first use.
 final class WorkerModels {
-    let command: WorkerCommand
+    let command: any ModelChoices
     let backend: any Backend
     /// --pca: applied to every kind of request whose vectors it fits.
     let pca: PCAModel?
@@ -144,47 +163,52 @@ final class WorkerModels {
     private var textRows: ProjectedRowEncoder<TextRowEncoder>?
     private var pairRows: ProjectedRowEncoder<PairRowEncoder>?
 
-    init(command: WorkerCommand, backend: any Backend, pca: PCAModel?) { (self.command, self.backend, self.pca) = (command, backend, pca) }
+    init(command: any ModelChoices, backend: any Backend, pca: PCAModel?) { (self.command, self.backend, self.pca) = (command, backend, pca) }
 
     /// Loads the models named by flags now, so a bad path ends the worker at start.
     func loadNamed() throws {
-        if command.imageModel != nil { _ = try resnet() }
-        if command.textModel != nil { _ = try bert() }
+        if command.served.imageModel != nil { _ = try resnet() }
+        if command.served.textModel != nil { _ = try bert() }
     }
 
     func resnet() throws -> ResNet {
         if net == nil {
-            net = Result { try loadResNet(command.imageModel, backend: backend, allowNonFinite: command.engine.allowNonfinite) }
+            net = Result { try loadResNet(command.served.imageModel, backend: backend, allowNonFinite: command.engine.allowNonfinite) }
         }
         return try net!.get()
     }
 
     func bert() throws -> TextEncoder {
         if textEncoder == nil {
-            textEncoder = Result { try loadTextEncoder(command.textModel, backend: backend, allowNonFinite: command.engine.allowNonfinite) }
+            textEncoder = Result { try loadTextEncoder(command.served.textModel, backend: backend, allowNonFinite: command.engine.allowNonfinite) }
         }
         return try textEncoder!.get()
     }
 
     func images() throws -> ProjectedRowEncoder<ImageRowEncoder> {
         if let imageRows { return imageRows }
-        let e = try command.projection.wrap(try command.imageOptions.encoder(try resnet(), layer: command.layer, model: command.imageModel), pca: pca, backend: backend)
+        let e = try command.projection.wrap(try command.imageOptions.encoder(try resnet(), layer: command.served.layer, model: command.served.imageModel), pca: pca, backend: backend)
         imageRows = e
         return e
     }
 
     func texts() throws -> ProjectedRowEncoder<TextRowEncoder> {
         if let textRows { return textRows }
-        let e = try command.projection.wrap(try command.text.encoder(try bert(), batchSize: command.textBatchSize, pairs: false), pca: pca, backend: backend)
+        let e = try command.projection.wrap(try rawTexts(normalize: nil), pca: pca, backend: backend)
         textRows = e
         return e
     }
 
+    /// Text rows without projection; `normalize` overrides the flags' normalisation.
+    func rawTexts(normalize: Bool?) throws -> TextRowEncoder {
+        try command.text.encoder(try bert(), batchSize: command.textBatchSize, pairs: false, normalize: normalize)
+    }
+
     func pairs() throws -> ProjectedRowEncoder<PairRowEncoder> {
         if let pairRows { return pairRows }
-        let i = try command.imageOptions.encoder(try resnet(), layer: command.imageLayer, model: command.imageModel)
+        let i = try command.imageOptions.encoder(try resnet(), layer: command.served.imageLayer, model: command.served.imageModel)
         let t = try command.text.encoder(try bert(), batchSize: command.imageBatchSize, pairs: false)
-        let e = try command.projection.wrap(PairRowEncoder(images: i, texts: t, normalizeParts: command.normalizeParts), pca: pca, backend: backend)
+        let e = try command.projection.wrap(PairRowEncoder(images: i, texts: t, normalizeParts: command.served.normalizeParts), pca: pca, backend: backend)
         pairRows = e
         return e
     }
@@ -192,9 +216,9 @@ final class WorkerModels {
     /// What {"info": true} answers: models loaded so far, their dimensions, the options in force.
     func info() -> [String: JSONValue] {
         var out: [String: JSONValue] = ["version": .string(VLM.configuration.version), "threads": .integer(Int64(Threads.count)),
-                                        "backend": .string(backend.settings["backend"] ?? ""), "vectors": .string(command.vectors.rawValue)]
-        out["image_model"] = .string(command.imageModel ?? resolveModelsFolder(defaultResNetName))
-        out["text_model"] = .string(command.textModel ?? defaultTextModel())
+                                        "backend": .string(backend.settings["backend"] ?? "")]
+        out["image_model"] = .string(command.served.imageModel ?? resolveModelsFolder(defaultResNetName))
+        out["text_model"] = .string(command.served.textModel ?? defaultTextModel())
         if let e = try? images() {
             out["image_dim"] = .integer(Int64(e.dim))
             out["image_options"] = .object(e.settings.mapValues { .string($0) })

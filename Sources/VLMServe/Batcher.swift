@@ -1,0 +1,260 @@
+// Dynamic batching for `vlm serve`: requests that arrive while the model is busy (or within a
+// short linger) run in one forward pass. Each kind of request (texts, images, image–text pairs)
+// has its own lane; one model thread takes, from the lane whose oldest request is oldest, whole
+// requests up to --max-batch-size items and --max-batch-tokens tokens (a larger request goes
+// alone), merges their prepared inputs, runs the encoder — the batch jobs' encoders, which pack
+// texts by tokens — and hands each request its own rows. Bounded: a request that would take the
+// queue past its limit is refused at once (429), and one still queued at its deadline is
+// answered with a timeout instead of being run.
+
+import Foundation
+import VLMJobs
+
+/// Why a request was not run.
+public enum BatchRefusal: Error, Equatable {
+    /// The queue holds `limit` items already.
+    case queueFull(limit: Int)
+    /// Still queued at its deadline.
+    case deadline(seconds: Double)
+    /// The server is shutting down.
+    case stopping
+}
+
+/// What the batcher reports after each forward pass and while requests wait.
+public protocol BatchObserver: AnyObject, Sendable {
+    func batchRan(lane: String, requests: Int, items: Int, tokens: Int, seconds: Double)
+    func queueChanged(items: Int)
+    func waited(lane: String, seconds: Double)
+}
+
+/// One kind of request: how prepared inputs of several requests merge into one batch, and how
+/// a batch runs.
+public final class Lane<Prepared>: @unchecked Sendable {
+    public let name: String
+    let merge: ([Prepared]) -> Prepared
+    let encode: (Prepared) throws -> EncodedBatch
+    /// Floats per row.
+    public let dim: Int
+
+    public init(name: String, dim: Int, merge: @escaping ([Prepared]) -> Prepared, encode: @escaping (Prepared) throws -> EncodedBatch) {
+        (self.name, self.dim, self.merge, self.encode) = (name, dim, merge, encode)
+    }
+
+    struct Pending {
+        var prepared: Prepared
+        var items: Int
+        var tokens: Int
+        var enqueued: Double
+        var deadline: Double
+        var done: (Result<EncodedBatch, Error>) -> Void
+    }
+    var queue: [Pending] = []
+}
+
+/// The lanes' common face for the model thread (called with the batcher's lock held, except `run`).
+protocol LaneQueue: AnyObject {
+    var name: String { get }
+    var oldest: Double? { get }
+    var queuedItems: Int { get }
+    var queuedTokens: Int { get }
+    /// Removes the requests past their deadline and returns how to answer them.
+    func expire(now: Double) -> [() -> Void]
+    /// Removes whole requests from the front, at least one, within the limits; returns the batch
+    /// to run outside the lock and its size.
+    func take(maxItems: Int, maxTokens: Int, now: Double) -> (run: () -> Void, requests: Int, items: Int, tokens: Int, waited: [Double])
+}
+
+extension Lane: LaneQueue {
+    var oldest: Double? { queue.first?.enqueued }
+    var queuedItems: Int { queue.reduce(0) { $0 + $1.items } }
+    var queuedTokens: Int { queue.reduce(0) { $0 + $1.tokens } }
+
+    func expire(now: Double) -> [() -> Void] {
+        var answers: [() -> Void] = []
+        queue.removeAll { p in
+            guard p.deadline <= now else { return false }
+            let seconds = now - p.enqueued
+            answers.append { p.done(.failure(BatchRefusal.deadline(seconds: seconds))) }
+            return true
+        }
+        return answers
+    }
+
+    func take(maxItems: Int, maxTokens: Int, now: Double) -> (run: () -> Void, requests: Int, items: Int, tokens: Int, waited: [Double]) {
+        var n = 0, items = 0, tokens = 0
+        while n < queue.count {
+            let p = queue[n]
+            if n > 0 && (items + p.items > maxItems || tokens + p.tokens > maxTokens) { break }
+            items += p.items
+            tokens += p.tokens
+            n += 1
+        }
+        let batch = Array(queue.prefix(n))
+        queue.removeFirst(n)
+        let waited = batch.map { now - $0.enqueued }
+        let run = { [self] in
+            let result = Result { try self.encode(batch.count == 1 ? batch[0].prepared : self.merge(batch.map(\.prepared))) }
+            switch result {
+            case .failure(let e):
+                for p in batch { p.done(.failure(e)) }
+            case .success(let all):
+                // Each request's failures are its slice; its rows follow the good items before it.
+                var offset = 0, row = 0
+                for p in batch {
+                    let failures = Array(all.failures[offset..<(offset + p.items)])
+                    let good = failures.filter { $0 == nil }.count
+                    let rows = Array(all.rows[(row * self.dim)..<((row + good) * self.dim)])
+                    offset += p.items
+                    row += good
+                    p.done(.success(EncodedBatch(rows: rows, failures: failures)))
+                }
+            }
+        }
+        return (run, n, items, tokens, waited)
+    }
+}
+
+/// The model thread and the queue in front of it.
+public final class Batcher: @unchecked Sendable {
+    public struct Limits: Sendable {
+        /// Items (texts, images, pairs) per forward pass; a larger request runs alone.
+        public var maxBatchItems: Int
+        /// Tokens per text forward pass.
+        public var maxBatchTokens: Int
+        /// Items queued at most, across lanes.
+        public var maxQueueItems: Int
+        /// Seconds to wait for more requests before running a batch that is not full.
+        public var linger: Double
+        /// Seconds a request may wait in the queue.
+        public var timeout: Double
+
+        public init(maxBatchItems: Int, maxBatchTokens: Int, maxQueueItems: Int, linger: Double, timeout: Double) {
+            (self.maxBatchItems, self.maxBatchTokens, self.maxQueueItems, self.linger, self.timeout) =
+                (maxBatchItems, maxBatchTokens, maxQueueItems, linger, timeout)
+        }
+    }
+
+    public let limits: Limits
+    /// Items per batch for each lane, when lower than `limits.maxBatchItems` (image batches).
+    private var laneItemLimits: [String: Int] = [:]
+    private let condition = NSCondition()
+    private var lanes: [any LaneQueue] = []
+    private var queued = 0
+    private var stopping = false
+    private var finished = false
+    private weak var observer: (any BatchObserver)?
+    private var thread: Thread?
+
+    public init(limits: Limits, observer: (any BatchObserver)? = nil) {
+        self.limits = limits
+        self.observer = observer
+    }
+
+    /// Adds a lane; `maxItems` caps its batches below the common limit.
+    public func add<P>(_ lane: Lane<P>, maxItems: Int? = nil) {
+        condition.lock(); defer { condition.unlock() }
+        lanes.append(lane)
+        if let maxItems { laneItemLimits[lane.name] = maxItems }
+    }
+
+    /// Starts the model thread.
+    public func start() {
+        let t = Thread { [self] in loop() }
+        t.name = "vlm-model"
+        t.stackSize = 16 << 20
+        thread = t
+        t.start()
+    }
+
+    /// Stops taking requests; the model thread finishes what is queued, then `wait` returns.
+    public func stop() {
+        condition.lock(); stopping = true; condition.broadcast(); condition.unlock()
+    }
+
+    /// Blocks until the model thread has answered everything queued before `stop`.
+    public func waitUntilDrained() {
+        condition.lock()
+        while !finished && thread != nil { condition.wait() }
+        condition.unlock()
+    }
+
+    /// Items waiting now.
+    public var queuedItems: Int { condition.lock(); defer { condition.unlock() }; return queued }
+
+    /// Runs `prepared` (`items` items, `tokens` tokens) in a batch of `lane`; its rows and failures.
+    public func submit<P>(_ lane: Lane<P>, _ prepared: P, items: Int, tokens: Int = 0) async throws -> EncodedBatch {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<EncodedBatch, Error>) in
+            enqueue(lane, prepared, items: items, tokens: tokens) { c.resume(with: $0) }
+        }
+    }
+
+    func enqueue<P>(_ lane: Lane<P>, _ prepared: P, items: Int, tokens: Int, done: @escaping (Result<EncodedBatch, Error>) -> Void) {
+        condition.lock()
+        if stopping {
+            condition.unlock()
+            return done(.failure(BatchRefusal.stopping))
+        }
+        if queued + items > limits.maxQueueItems {
+            condition.unlock()
+            return done(.failure(BatchRefusal.queueFull(limit: limits.maxQueueItems)))
+        }
+        let now = Self.now()
+        queued += items
+        let depth = queued
+        // The answer counts the items out of the queue when it is given, whatever the outcome.
+        let finish: (Result<EncodedBatch, Error>) -> Void = { [self] result in
+            condition.lock(); queued -= items; let d = queued; condition.unlock()
+            observer?.queueChanged(items: d)
+            done(result)
+        }
+        lane.queue.append(.init(prepared: prepared, items: items, tokens: tokens, enqueued: now, deadline: now + limits.timeout, done: finish))
+        condition.signal()
+        condition.unlock()
+        observer?.queueChanged(items: depth)
+    }
+
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while !stopping && lanes.allSatisfy({ $0.oldest == nil }) { condition.wait() }
+            var expired: [() -> Void] = []
+            for lane in lanes { expired += lane.expire(now: Self.now()) }
+            guard let lane = lanes.filter({ $0.oldest != nil }).min(by: { $0.oldest! < $1.oldest! }) else {
+                condition.unlock()
+                expired.forEach { $0() }
+                if stopping { break }
+                continue
+            }
+            let maxItems = min(limits.maxBatchItems, laneItemLimits[lane.name] ?? .max)
+            // Linger: a batch that is not full waits a little for more requests, counted from
+            // its oldest request's arrival (a stop ends it; requests past their deadline then
+            // are answered, not run).
+            if limits.linger > 0 {
+                let until = lane.oldest! + limits.linger
+                while !stopping && lane.queuedItems < maxItems && lane.queuedTokens < limits.maxBatchTokens && Self.now() < until {
+                    _ = condition.wait(until: Date(timeIntervalSinceNow: until - Self.now()))
+                }
+            }
+            for lane in lanes { expired += lane.expire(now: Self.now()) }
+            guard lane.oldest != nil else {   // everything lingering expired
+                condition.unlock()
+                expired.forEach { $0() }
+                continue
+            }
+            let batch = lane.take(maxItems: maxItems, maxTokens: limits.maxBatchTokens, now: Self.now())
+            condition.unlock()
+            expired.forEach { $0() }
+            for w in batch.waited { observer?.waited(lane: lane.name, seconds: w) }
+            let start = Self.now()
+            batch.run()
+            observer?.batchRan(lane: lane.name, requests: batch.requests, items: batch.items, tokens: batch.tokens, seconds: Self.now() - start)
+        }
+        condition.lock(); finished = true; condition.broadcast(); condition.unlock()
+    }
+}

@@ -1,0 +1,137 @@
+// `vlm serve`: the HTTP embedding server (VLMServe) on the worker's models and options, so a
+// vector equals the CLI's for the same input and options. Models named by flags must load (a
+// bad one ends the server at start); a default one that is not there leaves its endpoints
+// answering 503 with the reason.
+
+import ArgumentParser
+import Foundation
+import VLMCore
+import VLMIO
+import VLMJobs
+import VLMModels
+import VLMServe
+
+struct ServeCommand: ParsableCommand, ModelChoices {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve embeddings over HTTP, batching concurrent requests into shared forward passes.",
+        discussion: """
+        Endpoints: POST /embed (text-embeddings-inference: {"inputs": str | [str], "normalize", "truncate"} → [[float]]),
+        POST /v1/embeddings (OpenAI: input, model, encoding_format float|base64, dimensions), GET /v1/models,
+        POST /embed_image ({"inputs": [base64 or data: URL]}, {"paths": [...]} under --root, or multipart/form-data
+        file parts), POST /fuse ({"inputs": [{"image": base64 | "path": PATH, "text": TEXT}]}), GET /health,
+        GET /info, GET /metrics (Prometheus). Errors are JSON: 400 unreadable, 413 over a limit, 415 content type,
+        422 wrong shape or undecodable image, 429 queue full, 503 past the deadline or no such model.
+        SIGTERM or SIGINT: stop accepting, answer every request in flight, exit 0.
+        Listens on 127.0.0.1 unless --host says otherwise; --port 0 takes any free port. The address is
+        printed on stderr as "vlm: serving on http://HOST:PORT".
+        """)
+
+    @Option(help: "Address to listen on (0.0.0.0 or :: for every interface).")
+    var host = "127.0.0.1"
+
+    @Option(parsing: .unconditional, help: "Port to listen on; 0: any free port (printed on stderr).")
+    var port = 8080
+
+    @OptionGroup var served: ServedModelOptions
+
+    @Option(help: "The model name /v1/embeddings answers to. Default: the text model folder's name.")
+    var servedModelName: String?
+
+    @Option(parsing: .unconditional, help: "Texts per forward pass at most (requests arriving together share one; a larger request runs alone).")
+    var maxBatchSize: Int = TextEncoder.defaultBatchSize
+
+    @Option(parsing: .unconditional, help: "Images or image–text pairs per forward pass at most.")
+    var maxImageBatchSize: Int = 16
+
+    @Option(parsing: .unconditional, help: "Milliseconds a batch that is not full waits for more requests.")
+    var lingerMs: Double = 1
+
+    @Option(parsing: .unconditional, help: "Inputs waiting at most; a request that would pass it is answered 429.")
+    var maxQueue: Int = 1024
+
+    @Option(parsing: .unconditional, help: "Inputs (texts, images, pairs) per request at most (413 beyond).")
+    var maxInputs: Int = 256
+
+    @Option(parsing: .unconditional, help: "Bytes per request body at most (413 beyond).")
+    var maxBodyBytes: Int = 32 << 20
+
+    @Option(parsing: .unconditional, help: "Seconds a request may wait for the model before it is answered 503.")
+    var requestTimeout: Double = 30
+
+    @Flag(help: "Truncate over-long texts of requests that do not say \"truncate\" (else they are answered 413).")
+    var autoTruncate = false
+
+    @Option(help: "A folder whose files /embed_image and /fuse may read by relative \"paths\" (none without it).")
+    var root: String?
+
+    @OptionGroup var imageOptions: ImageOptions
+    @OptionGroup var text: TextModelOptions
+    @OptionGroup var engine: EngineOptions
+
+    var imageBatchSize: Int { maxImageBatchSize }
+    var textBatchSize: Int { maxBatchSize }
+    /// The server projects nothing (each request chooses its normalisation).
+    var projection: ProjectionOptions { Self.noProjection }
+    // Option groups read only after parsing; parsing no arguments cannot fail.
+    private static let noProjection = try! ProjectionOptions.parse([])
+
+    func validate() throws {
+        try Limits.check("--port", port, 0...65535)
+        try Limits.check("--max-batch-size", maxBatchSize, 1...Limits.maxBatch)
+        try Limits.check("--max-image-batch-size", maxImageBatchSize, 1...Limits.maxBatch)
+        try Limits.check("--max-queue", maxQueue, 1...(1 << 24))
+        try Limits.check("--max-inputs", maxInputs, 1...maxQueue)
+        try Limits.check("--max-body-bytes", maxBodyBytes, 1...(1 << 31))
+        if !(0...10_000).contains(lingerMs) { throw ValidationError("--linger-ms must be from 0 to 10000") }
+        if !(requestTimeout > 0 && requestTimeout <= 86_400) { throw ValidationError("--request-timeout must be above 0 and at most 86400 seconds") }
+        if host.isEmpty { throw ValidationError("--host must not be empty") }
+    }
+
+    func run() throws {
+        let backend = try engine.configure()
+        var config = ServeConfiguration()
+        config.host = host
+        config.port = port
+        config.maxBodyBytes = maxBodyBytes
+        config.maxInputs = maxInputs
+        config.autoTruncate = autoTruncate
+        config.allowNonFinite = engine.allowNonfinite
+        config.maxImageBatch = maxImageBatchSize
+        config.limits = Batcher.Limits(maxBatchItems: maxBatchSize, maxBatchTokens: text.batchTokens, maxQueueItems: maxQueue,
+                                       linger: lingerMs / 1000, timeout: requestTimeout)
+        if let root {
+            guard FileStatus.of(root)?.kind == .directory, let real = realpath(root, nil) else {
+                throw InputError("\(root): --root must be a folder")
+            }
+            config.root = String(cString: real)
+            free(real)
+        }
+        let models = WorkerModels(command: self, backend: backend, pca: nil)
+        try models.loadNamed()
+        let textRows = Result { try models.rawTexts(normalize: false) }
+        let textDefault = (try? models.bert()).map { text.normalize ?? $0.defaultNormalize } ?? false
+        let textFolder = served.textModel ?? defaultTextModel()
+        let name = servedModelName ?? URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent
+        let serving = ServeModels(text: textRows, textNormalize: textDefault, textName: name,
+                                  image: Result { try models.images().inner }, pair: Result { try models.pairs().inner },
+                                  info: models.info())
+        for (what, r) in [("text", textRows.map { _ in () }), ("image", serving.image.map { _ in () })] {
+            if case .failure(let e) = r { note("vlm: note: no \(what) model (\(oneLine("\(e)"))); its endpoints answer 503") }
+        }
+        if case .failure = textRows, case .failure = serving.image { throw InputError("no model could be loaded: give --text-model or --image-model") }
+
+        let server = EmbeddingServer(config: config, models: serving)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var failure: Error?
+        let display = host.contains(":") ? "[\(host)]" : host
+        Task {
+            do {
+                try await server.run { port in note("vlm: serving on http://\(display):\(port)") }
+            } catch { failure = error }
+            done.signal()
+        }
+        done.wait()
+        if let failure { throw InputError("cannot serve on \(display):\(port): \(failure)") }
+    }
+}

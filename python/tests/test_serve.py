@@ -1,0 +1,322 @@
+"""vlm serve on loopback: vectors equal the CLI's, concurrent clients each get their own
+answer, batching happens, overload is 429 without a crash, bad inputs get JSON errors with the
+right 4xx, and SIGTERM drains in-flight requests and exits 0. Every request loop is bounded."""
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from conftest import BERT, RESNET, ROOT, VLM
+
+MINILM = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
+
+
+class Server:
+    def __init__(self, args, cwd=None):
+        self.proc = subprocess.Popen([VLM, "serve", "--port", "0"] + args, stderr=subprocess.PIPE, cwd=cwd)
+        self.lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = self.proc.stderr.readline().decode()
+            if not line:
+                raise AssertionError("vlm serve ended before listening: " + "".join(self.lines))
+            self.lines.append(line)
+            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        else:
+            raise AssertionError("vlm serve did not listen within 120 s")
+        # Keep draining stderr so the server never blocks on a full pipe.
+        self.reader = threading.Thread(target=lambda: self.lines.extend(l.decode() for l in self.proc.stderr), daemon=True)
+        self.reader.start()
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, r.getheader("Content-Type") or "", data
+        finally:
+            c.close()
+
+    def post(self, path, body, **kw):
+        status, ctype, data = self.request("POST", path, body, **kw)
+        return status, (json.loads(data) if ctype.startswith("application/json") else data)
+
+    def get(self, path):
+        status, ctype, data = self.request("GET", path)
+        return status, (json.loads(data) if ctype.startswith("application/json") else data.decode())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.reader.join(timeout=10)
+        return code
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        code = self.stop()
+        if exc[0] is None:
+            assert code == 0, "".join(self.lines)
+
+
+def cli_rows(args, tmp_path, stdin=None):
+    out = tmp_path / f"{uuid.uuid4().hex}.npy"
+    r = subprocess.run([VLM] + args + ["-o", str(out), "--quiet"], input=stdin, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    return np.load(out)
+
+
+def texts_cli(texts, model, tmp_path, *flags):
+    return cli_rows(["embed-text", "--model", model, "--file", "-", *flags], tmp_path, stdin=("\n".join(texts) + "\n").encode())
+
+
+def rel_rows(a, b):
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return max(np.linalg.norm(a[i] - b[i]) / np.linalg.norm(b[i]) for i in range(len(b)))
+
+
+TEXTS = ["A cat sitting on a couch.", "", "naïve café 東京 🙂", "a dog", "Hello, world!\tTabs and  spaces."]
+
+
+def test_texts_equal_the_cli_on_the_real_minilm(tmp_path):
+    assert os.path.exists(os.path.join(MINILM, "model.safetensors")), "make models fetches all-MiniLM-L6-v2"
+    ref = texts_cli(TEXTS, MINILM, tmp_path)                           # sentence-transformers' config: normalised
+    raw = texts_cli(TEXTS, MINILM, tmp_path, "--no-normalize")
+    with Server(["--text-model", MINILM]) as s:
+        status, v = s.post("/embed", {"inputs": TEXTS})
+        assert status == 200 and rel_rows(v, ref) <= 1e-6
+        status, v = s.post("/embed", {"inputs": TEXTS[0]})             # one string, TEI's short form
+        assert status == 200 and rel_rows(v, ref[:1]) <= 1e-6
+        status, v = s.post("/embed", {"inputs": TEXTS, "normalize": False})
+        assert status == 200 and rel_rows(v, raw) <= 1e-6
+        # OpenAI's route: floats, base64 of little-endian float32, shortened and renormalised.
+        status, r = s.post("/v1/embeddings", {"input": TEXTS, "model": "all-MiniLM-L6-v2"})
+        assert status == 200 and r["object"] == "list" and r["model"] == "all-MiniLM-L6-v2"
+        assert [d["index"] for d in r["data"]] == list(range(len(TEXTS)))
+        assert rel_rows([d["embedding"] for d in r["data"]], ref) <= 1e-6
+        tokens = sum(len(json.loads(subprocess.run([VLM, "tokenize", "--model", MINILM, t], capture_output=True, check=True).stdout)["ids"]) for t in TEXTS)
+        assert r["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+        status, r = s.post("/v1/embeddings", {"input": TEXTS, "encoding_format": "base64"})
+        b64 = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in r["data"]])
+        assert status == 200 and rel_rows(b64, ref) <= 1e-6
+        status, r = s.post("/v1/embeddings", {"input": TEXTS, "dimensions": 64})
+        short = ref[:, :64] / np.linalg.norm(ref[:, :64], axis=1, keepdims=True)
+        assert status == 200 and rel_rows([d["embedding"] for d in r["data"]], short) <= 1e-6
+        status, r = s.post("/v1/embeddings", {"input": "x", "model": "text-embedding-3-small"})
+        assert status == 404 and "all-MiniLM-L6-v2" in r["error"]["message"]
+        status, r = s.get("/v1/models")
+        assert status == 200 and [m["id"] for m in r["data"]] == ["all-MiniLM-L6-v2"]
+        status, info = s.get("/info")
+        assert status == 200 and info["text_dim"] == 384 and info["limits"]["max_inputs"] == 256
+
+
+def test_truncation_follows_the_request_and_the_cli(tmp_path):
+    long = " ".join(["word"] * 300)                                    # the tiny model takes 128 tokens
+    ref = texts_cli([long, "short"], BERT, tmp_path)
+    with Server(["--text-model", BERT]) as s:
+        status, r = s.post("/embed", {"inputs": ["short", long]})
+        assert status == 413 and r["error_type"] == "Validation" and "inputs[1]" in r["error"] and "302 tokens" in r["error"]
+        status, v = s.post("/embed", {"inputs": [long, "short"], "truncate": True})
+        assert status == 200 and rel_rows(v, ref) <= 1e-6
+    with Server(["--text-model", BERT, "--auto-truncate", "--max-length", "16"]) as s:
+        status, v = s.post("/embed", {"inputs": [long, "short"]})
+        assert status == 200 and rel_rows(v, texts_cli([long, "short"], BERT, tmp_path, "--max-length", "16")) <= 1e-6
+
+
+def jpeg_bytes(photos, k):
+    return open(photos[0][k], "rb").read()
+
+
+def test_images_and_pairs_equal_the_cli(tmp_path, photos):
+    good, broken = photos
+    ref = cli_rows(["embed-image", *good[:4], "--model", RESNET], tmp_path)
+    paths = [os.path.basename(p) for p in good[:4]]
+    fused = cli_rows(["fuse", "--pairs", "-", "--image-model", RESNET, "--text-model", BERT], tmp_path,
+                     stdin="".join(f"{p}\t{t}\n" for p, t in zip(good[:3], TEXTS)).encode())
+    root = os.path.dirname(good[0])
+    with Server(["--image-model", RESNET, "--text-model", BERT, "--root", root]) as s:
+        b64 = [base64.b64encode(open(p, "rb").read()).decode() for p in good[:4]]
+        status, v = s.post("/embed_image", {"inputs": b64})
+        assert status == 200 and rel_rows(v, ref) <= 1e-6
+        status, v = s.post("/embed_image", {"inputs": "data:image/jpeg;base64," + b64[0]})
+        assert status == 200 and rel_rows(v, ref[:1]) <= 1e-6
+        status, v = s.post("/embed_image", {"paths": paths})
+        assert status == 200 and rel_rows(v, ref) <= 1e-6
+        status, v = s.post("/embed_image", {"paths": paths[:2], "normalize": True})
+        assert status == 200 and rel_rows(v, ref[:2] / np.linalg.norm(ref[:2], axis=1, keepdims=True)) <= 1e-6
+        # A multipart upload (as curl -F file=@a.jpg -F file=@b.png sends it): its file parts in order.
+        boundary = "----vlm" + uuid.uuid4().hex
+        parts = b"".join(
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{n}\"\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+            + open(p, "rb").read() + b"\r\n" for n, p in zip(paths, good[:4]))
+        body = parts + f"--{boundary}--\r\n".encode()
+        status, v = s.post("/embed_image", body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert status == 200 and rel_rows(v, ref) <= 1e-6
+        status, r = s.post("/embed_image", parts, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert status == 400 and "closing boundary" in r["error"]
+        # Pairs: image ⧺ text, by path or by bytes.
+        status, v = s.post("/fuse", {"inputs": [{"path": paths[0], "text": TEXTS[0]}, {"image": b64[1], "text": TEXTS[1]},
+                                                {"path": paths[2], "text": TEXTS[2]}]})
+        assert status == 200 and rel_rows(v, fused) <= 1e-6
+        # Bad images: the request is refused naming the input and the problem; nothing crashes.
+        for name, kind in broken.items():
+            status, r = s.post("/embed_image", {"inputs": [b64[0], base64.b64encode(open(name, "rb").read() or b"\0").decode()]})
+            assert status == 422 and "inputs[1]" in r["error"], r
+        status, r = s.post("/embed_image", {"paths": [os.path.basename(next(iter(broken)))]})
+        assert status == 422 and "(empty)" in r["error"]
+        # Paths stay under --root: no absolute paths, no .., no link leading out.
+        os.symlink("/etc", os.path.join(root, "out"))
+        for p in ["/etc/passwd", "../x.jpg", "a/../../x.jpg", "out/passwd"]:
+            status, r = s.post("/embed_image", {"paths": [p]})
+            assert status == 403, (p, r)
+        status, r = s.post("/embed_image", {"paths": ["missing.jpg"]})
+        assert status == 404
+    with Server(["--image-model", RESNET, "--text-model", BERT]) as s:
+        status, r = s.post("/embed_image", {"paths": paths[:1]})
+        assert status == 403 and "--root" in r["error"]
+
+
+def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
+    with Server(["--text-model", BERT, "--image-model", RESNET, "--max-inputs", "8", "--max-body-bytes", "4096"]) as s:
+        cases = [
+            ("/embed", b"{not json", {"Content-Type": "application/json"}, 400),
+            ("/embed", b"", {}, 400),
+            ("/embed", [1, 2], None, 422),
+            ("/embed", {"inputs": 3}, None, 422),
+            ("/embed", {"inputs": []}, None, 422),
+            ("/embed", {"inputs": ["a", 2]}, None, 422),
+            ("/embed", {"text": "a"}, None, 422),
+            ("/embed", {"inputs": ["a"] * 9}, None, 413),
+            ("/embed", {"inputs": "x" * 5000}, None, 413),
+            ("/embed", {"inputs": "a", "normalize": "yes"}, None, 422),
+            ("/embed", {"inputs": "a", "truncation_direction": "left"}, None, 422),
+            ("/v1/embeddings", {"input": "a", "encoding_format": "int8"}, None, 422),
+            ("/v1/embeddings", {"input": "a", "dimensions": 0}, None, 422),
+            ("/v1/embeddings", {"input": "a", "dimensions": 33}, None, 422),
+            ("/v1/embeddings", {"input": [[101, 102]]}, None, 422),
+            ("/embed_image", {"inputs": ["!!!not base64!!!"]}, None, 422),
+            ("/embed_image", {"inputs": ["aGVsbG8="]}, None, 422),
+            ("/embed_image", {"inputs": ["data:image/png,raw"]}, None, 422),
+            ("/embed_image", {"inputs": ["aGVsbG8="], "paths": ["a"]}, None, 422),
+            ("/embed_image", b"GIF89a", {"Content-Type": "image/gif"}, 415),
+            ("/embed_image", b"--x\r\n", {"Content-Type": "multipart/form-data"}, 400),
+            ("/fuse", {"inputs": [{"text": "a"}]}, None, 422),
+            ("/fuse", {"inputs": "a"}, None, 422),
+        ]
+        for path, body, headers, want in cases:
+            status, r = s.post(path, body, headers=headers)
+            assert status == want, (path, body, status, r)
+            err = r["error"]["message"] if path.startswith("/v1") else r["error"]
+            assert isinstance(err, str) and err and "\n" not in err
+        status, _, _ = s.request("GET", "/no/such/route")
+        assert status == 404
+        # Bodies far over the limit, with and without a Content-Length.
+        status, r = s.post("/embed", b"x" * 100000, headers={"Content-Type": "application/json"})
+        assert status == 413
+        assert s.get("/health") == (200, {"status": "ok"})
+        status, v = s.post("/embed", {"inputs": ["still fine"]})
+        assert status == 200 and len(v[0]) == 32
+    # A model that cannot load ends the server at start with one line and exit 1.
+    r = subprocess.run([VLM, "serve", "--port", "0", "--text-model", str(tmp_path / "nope")], capture_output=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.decode().count("\n") == 1 and "nope" in r.stderr.decode()
+    r = subprocess.run([VLM, "serve", "--max-inputs", "0"], capture_output=True, timeout=60)
+    assert r.returncode == 64
+
+
+def test_64_concurrent_clients_each_get_their_own_vectors(tmp_path):
+    rng = np.random.default_rng(7)
+    words = "the a cat dog sits runs on under couch table red blue quickly slowly 東京 café".split()
+    requests = [[" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(rng.integers(1, 6))] for _ in range(64 * 3)]
+    everything = [t for r in requests for t in r]
+    ref = texts_cli(everything, BERT, tmp_path)
+    offsets = np.cumsum([0] + [len(r) for r in requests])
+    results = {}
+    with Server(["--text-model", BERT]) as s:
+        barrier = threading.Barrier(64)
+
+        def client(c):
+            barrier.wait()
+            for k in range(c, len(requests), 64):
+                results[k] = s.post("/embed", {"inputs": requests[k]})
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert len(results) == len(requests)
+        for k, (status, v) in results.items():
+            assert status == 200 and rel_rows(v, ref[offsets[k]:offsets[k + 1]]) <= 1e-6, k
+        status, metrics = s.get("/metrics")
+        assert status == 200
+        count = lambda name: float(re.search(name + r'_count\{kind="text"\} (\S+)', metrics).group(1))
+        total = lambda name: float(re.search(name + r'_sum\{kind="text"\} (\S+)', metrics).group(1))
+        assert total("vlm_batch_requests") == len(requests) and total("vlm_batch_size") == len(everything)
+        assert count("vlm_batch_requests") < len(requests), "concurrent requests shared forward passes"
+        assert 'vlm_requests_total{endpoint="/embed",status="200"} %d' % len(requests) in metrics
+        assert "vlm_queue_depth 0" in metrics and "vlm_request_duration_seconds_bucket" in metrics
+
+
+def test_overload_is_429_and_a_timeout_is_503(tmp_path):
+    # A 2 s linger holds the first request in a queue of 4 inputs: every request sent meanwhile is
+    # refused at once with 429; the first is answered when its linger ends.
+    with Server(["--text-model", BERT, "--max-queue", "4", "--max-inputs", "4", "--linger-ms", "2000"]) as s:
+        first = {}
+        t = threading.Thread(target=lambda: first.setdefault("r", s.post("/embed", {"inputs": ["a", "b", "c", "d"]})))
+        t.start()
+        time.sleep(0.5)
+        answers = []
+        lock = threading.Lock()
+
+        def client():
+            r = s.post("/embed", {"inputs": ["e"]})
+            with lock:
+                answers.append(r)
+
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        for c in threads:
+            c.start()
+        for c in threads:
+            c.join(timeout=60)
+        t.join(timeout=60)
+        assert first["r"][0] == 200 and len(first["r"][1]) == 4
+        assert [a[0] for a in answers] == [429] * 16 and answers[0][1]["error_type"] == "Overloaded"
+        assert s.post("/embed", {"inputs": ["after"]})[0] == 200
+    with Server(["--text-model", BERT, "--linger-ms", "3000", "--request-timeout", "0.3"]) as s:
+        status, r = s.post("/embed", {"inputs": ["late"]})
+        assert status == 503 and r["error_type"] == "Timeout"
+
+
+def test_sigterm_drains_requests_in_flight_and_exits_0(tmp_path):
+    ref = texts_cli(["in flight"], BERT, tmp_path)
+    s = Server(["--text-model", BERT, "--linger-ms", "1500"])
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", s.post("/embed", {"inputs": ["in flight"]})))
+    t.start()
+    time.sleep(0.5)                      # the request is queued, lingering
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(timeout=60)
+    assert s.proc.wait(timeout=60) == 0, "".join(s.lines)
+    status, v = got["r"]
+    assert status == 200 and rel_rows(v, ref) <= 1e-6
+    with pytest.raises(OSError):
+        s.request("GET", "/health", timeout=5)
