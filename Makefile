@@ -12,6 +12,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
+SERVE_VENV := .venv-serve
 PY := $(VENV)/bin/python
 APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev pkg-config
 GENERATED := Tests/Fixtures/generated
@@ -96,9 +97,18 @@ $(VENV)/.stamp-bench: Benchmarks/requirements.txt $(VENV)/.stamp
 	$(PY) -m pip install -q -r Benchmarks/requirements.txt
 	touch $@
 
+# The serving peers (infinity-emb pins numpy < 2 and sentence-transformers < 4: a venv of their
+# own) and the load generator, wrk, from Debian.
+$(SERVE_VENV)/.stamp: Benchmarks/requirements-serve.txt
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	python3 -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q -r Benchmarks/requirements-serve.txt
+	touch $@
+
 # blas vs naive (vlm alone), then vlm vs PyTorch / sentence-transformers / ONNX Runtime side by
 # side (Benchmarks/peers.py; about half an hour, most of it the 2,000-text mixed-length job).
-bench: build models fixtures $(VENV)/.stamp-bench
+bench: build models fixtures $(VENV)/.stamp-bench $(SERVE_VENV)/.stamp
 	$(VLM) bench resnet50 --batch 1 --backend both
 	$(VLM) bench resnet50 --batch 8 --backend both
 	$(VLM) bench bert-base --batch 1 --seq 128 --backend both
@@ -108,6 +118,7 @@ bench: build models fixtures $(VENV)/.stamp-bench
 	$(PY) Benchmarks/worker.py
 	$(PY) Benchmarks/e2e.py run --rounds 2
 	$(PY) Benchmarks/pca.py
+	$(PY) Benchmarks/serve.py --write
 
 # MARK: - Fuzzing (libFuzzer + AddressSanitizer; not part of `make test`, whose corpus replay
 # test runs every seed and kept crash input through the same harness).

@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "VLMServe", dependencies: [
             "VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "MultipartKit", package: "multipart-kit"),
@@ -70,6 +71,7 @@ let package = Package(
         .testTarget(name: "VLMJobsTests", dependencies: ["VLMJobs", "FuzzHarness"]),
         // What each fuzz target does with an input; the fuzzers and the corpus replay test share it.
         .target(name: "FuzzHarness", dependencies: ["VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
+        .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMJobs"]),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm"]),
     ]
 )

@@ -144,6 +144,9 @@ public final class Batcher: @unchecked Sendable {
     private var finished = false
     private weak var observer: (any BatchObserver)?
     private var thread: Thread?
+    /// Requests being read and prepared, not queued yet (`arrive` / `depart`).
+    private var arriving = 0
+    private var lastBatchRequests = 0
 
     public init(limits: Limits, observer: (any BatchObserver)? = nil) {
         self.limits = limits
@@ -178,6 +181,26 @@ public final class Batcher: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// A request that has begun arriving: its body is being read, decoded, tokenized.
+    public final class Arrival: @unchecked Sendable { fileprivate var departed = false }
+    /// The arrival of the request this task serves; `submit` counts it as queued.
+    @TaskLocal public static var current: Arrival?
+
+    public func arrive() -> Arrival { condition.lock(); arriving += 1; condition.unlock(); return Arrival() }
+
+    /// The request is queued, refused or answered: no longer arriving (idempotent).
+    public func depart(_ a: Arrival) {
+        condition.lock(); defer { condition.unlock() }
+        departLocked(a)
+    }
+
+    private func departLocked(_ a: Arrival?) {
+        guard let a, !a.departed else { return }
+        a.departed = true
+        arriving -= 1
+        condition.signal()
+    }
+
     /// Items waiting now.
     public var queuedItems: Int { condition.lock(); defer { condition.unlock() }; return queued }
 
@@ -190,6 +213,7 @@ public final class Batcher: @unchecked Sendable {
 
     func enqueue<P>(_ lane: Lane<P>, _ prepared: P, items: Int, tokens: Int, done: @escaping (Result<EncodedBatch, Error>) -> Void) {
         condition.lock()
+        departLocked(Self.current)
         if stopping {
             condition.unlock()
             return done(.failure(BatchRefusal.stopping))
@@ -235,8 +259,10 @@ public final class Batcher: @unchecked Sendable {
             // Linger: a batch that is not full waits a little for more requests, counted from
             // its oldest request's arrival (a stop ends it; requests past their deadline then
             // are answered, not run).
-            if limits.linger > 0 {
-                let until = lane.oldest! + limits.linger
+            // Only under concurrent load — the last batch held several requests, or one is being
+            // read and tokenized now — so a lone client's request never waits for company.
+            if limits.linger > 0 && (lastBatchRequests > 1 || arriving > 0) {
+                let until = lane.oldest! + min(limits.linger, limits.timeout)
                 while !stopping && lane.queuedItems < maxItems && lane.queuedTokens < limits.maxBatchTokens && Self.now() < until {
                     _ = condition.wait(until: Date(timeIntervalSinceNow: until - Self.now()))
                 }
@@ -248,6 +274,7 @@ public final class Batcher: @unchecked Sendable {
                 continue
             }
             let batch = lane.take(maxItems: maxItems, maxTokens: limits.maxBatchTokens, now: Self.now())
+            lastBatchRequests = batch.requests
             condition.unlock()
             expired.forEach { $0() }
             for w in batch.waited { observer?.waited(lane: lane.name, seconds: w) }

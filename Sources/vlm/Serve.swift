@@ -59,6 +59,18 @@ struct ServeCommand: ParsableCommand, ModelChoices {
     @Option(parsing: .unconditional, help: "Seconds a request may wait for the model before it is answered 503.")
     var requestTimeout: Double = 30
 
+    @Option(parsing: .unconditional, help: "Seconds a request's body may take to arrive before it is answered 408.")
+    var readTimeout: Double = 60
+
+    @Option(parsing: .unconditional, help: "Seconds a connection may sit idle between requests before it is closed.")
+    var idleTimeout: Double = 60
+
+    @Option(parsing: .unconditional, help: "Open connections at most (more wait to be accepted).")
+    var maxConnections: Int = 512
+
+    @Option(parsing: .unconditional, help: "Seconds SIGTERM's drain may take; then requests still in flight are cancelled and vlm exits 1 (as at a second SIGTERM or SIGINT).")
+    var shutdownTimeout: Double = 30
+
     @Flag(help: "Truncate over-long texts of requests that do not say \"truncate\" (else they are answered 413).")
     var autoTruncate = false
 
@@ -84,20 +96,27 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         try Limits.check("--max-inputs", maxInputs, 1...maxQueue)
         try Limits.check("--max-body-bytes", maxBodyBytes, 1...(1 << 31))
         if !(0...10_000).contains(lingerMs) { throw ValidationError("--linger-ms must be from 0 to 10000") }
-        if !(requestTimeout > 0 && requestTimeout <= 86_400) { throw ValidationError("--request-timeout must be above 0 and at most 86400 seconds") }
+        for (name, v) in [("--request-timeout", requestTimeout), ("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout), ("--shutdown-timeout", shutdownTimeout)] {
+            if !(v > 0 && v <= 86_400) { throw ValidationError("\(name) must be above 0 and at most 86400 seconds") }
+        }
+        try Limits.check("--max-connections", maxConnections, 1...(1 << 20))
         if host.isEmpty { throw ValidationError("--host must not be empty") }
     }
 
     func run() throws {
         let backend = try engine.configure()
         var config = ServeConfiguration()
-        config.host = host
         config.port = port
         config.maxBodyBytes = maxBodyBytes
         config.maxInputs = maxInputs
         config.autoTruncate = autoTruncate
         config.allowNonFinite = engine.allowNonfinite
         config.maxImageBatch = maxImageBatchSize
+        config.readTimeout = readTimeout
+        config.idleTimeout = idleTimeout
+        config.maxConnections = maxConnections
+        config.shutdownTimeout = shutdownTimeout
+        config.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         config.limits = Batcher.Limits(maxBatchItems: maxBatchSize, maxBatchTokens: text.batchTokens, maxQueueItems: maxQueue,
                                        linger: lingerMs / 1000, timeout: requestTimeout)
         if let root {
@@ -123,15 +142,26 @@ struct ServeCommand: ParsableCommand, ModelChoices {
 
         let server = EmbeddingServer(config: config, models: serving)
         let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var failure: Error?
-        let display = host.contains(":") ? "[\(host)]" : host
+        nonisolated(unsafe) var outcome: Result<Bool, Error> = .success(true)
+        let display = config.host.contains(":") ? "[\(config.host)]" : config.host
         Task {
-            do {
-                try await server.run { port in note("vlm: serving on http://\(display):\(port)") }
-            } catch { failure = error }
+            outcome = await Result(catching: { try await server.run { port in note("vlm: serving on http://\(display):\(port)") } })
             done.signal()
         }
         done.wait()
-        if let failure { throw InputError("cannot serve on \(display):\(port): \(failure)") }
+        switch outcome {
+        case .success(true): return
+        case .success(false):
+            note("vlm: note: the drain was cut short (--shutdown-timeout or a second signal); requests still in flight were cancelled")
+            throw Finished(status: .failure)
+        case .failure(let e):
+            throw InputError("cannot listen on \(display):\(port): \(e)")
+        }
+    }
+}
+
+extension Result where Failure == Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -75,6 +76,27 @@ class Server:
         code = self.stop()
         if exc[0] is None:
             assert code == 0, "".join(self.lines)
+
+
+class PartialRequest:
+    """A POST whose body is half sent: the server counts it as arriving, so a batch lingers for
+    it (the tests hold a request in the queue this way); `finish` sends the rest."""
+
+    def __init__(self, port, path, body):
+        self.body = json.dumps(body).encode()
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n".encode() + self.body[:5])
+        time.sleep(0.3)
+
+    def finish(self):
+        self.sock.sendall(self.body[5:])
+        data = b""
+        while chunk := self.sock.recv(65536):
+            data += chunk
+        self.sock.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(body)
 
 
 def cli_rows(args, tmp_path, stdin=None):
@@ -181,8 +203,8 @@ def test_images_and_pairs_equal_the_cli(tmp_path, photos):
         for name, kind in broken.items():
             status, r = s.post("/embed_image", {"inputs": [b64[0], base64.b64encode(open(name, "rb").read() or b"\0").decode()]})
             assert status == 422 and "inputs[1]" in r["error"], r
-        status, r = s.post("/embed_image", {"paths": [os.path.basename(next(iter(broken)))]})
-        assert status == 422 and "(empty)" in r["error"]
+        status, r = s.post("/embed_image", {"paths": [paths[0], os.path.basename(next(iter(broken)))]})
+        assert status == 422 and r["error"].startswith('paths[1] ("empty.jpg")') and "(empty)" in r["error"] and root not in r["error"]
         # Paths stay under --root: no absolute paths, no .., no link leading out.
         os.symlink("/etc", os.path.join(root, "out"))
         for p in ["/etc/passwd", "../x.jpg", "a/../../x.jpg", "out/passwd"]:
@@ -221,14 +243,23 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
             ("/embed_image", b"--x\r\n", {"Content-Type": "multipart/form-data"}, 400),
             ("/fuse", {"inputs": [{"text": "a"}]}, None, 422),
             ("/fuse", {"inputs": "a"}, None, 422),
+            ("/embed", b'{"inputs": "a"}', {"Content-Type": "text/plain"}, 415),
+            ("/v1/embeddings", {"input": "a", "model": 5}, None, 422),
         ]
         for path, body, headers, want in cases:
             status, r = s.post(path, body, headers=headers)
             assert status == want, (path, body, status, r)
             err = r["error"]["message"] if path.startswith("/v1") else r["error"]
             assert isinstance(err, str) and err and "\n" not in err
+        assert s.post("/embed", {"inputs": ["a", 2]})[1]["error"] == "inputs[1] must be a string"
+        assert s.post("/embed", {"input": "a"})[1]["error"] == '"inputs" is missing'
         status, _, _ = s.request("GET", "/no/such/route")
         assert status == 404
+        # A broken chunked body is the client's fault: 400, not 500.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                      b"Connection: close\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 400")
         # Bodies far over the limit, with and without a Content-Length.
         status, r = s.post("/embed", b"x" * 100000, headers={"Content-Type": "application/json"})
         assert status == 413
@@ -240,6 +271,9 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
     assert r.returncode == 1 and r.stderr.decode().count("\n") == 1 and "nope" in r.stderr.decode()
     r = subprocess.run([VLM, "serve", "--max-inputs", "0"], capture_output=True, timeout=60)
     assert r.returncode == 64
+    with Server(["--text-model", BERT]) as s:
+        r = subprocess.run([VLM, "serve", "--port", str(s.port), "--text-model", BERT], capture_output=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.decode().strip().endswith(f"cannot listen on 127.0.0.1:{s.port}: the address is already in use")
 
 
 def test_64_concurrent_clients_each_get_their_own_vectors(tmp_path):
@@ -277,9 +311,10 @@ def test_64_concurrent_clients_each_get_their_own_vectors(tmp_path):
 
 
 def test_overload_is_429_and_a_timeout_is_503(tmp_path):
-    # A 2 s linger holds the first request in a queue of 4 inputs: every request sent meanwhile is
-    # refused at once with 429; the first is answered when its linger ends.
+    # While another request is arriving, a batch lingers (here 2 s) for it: the first request
+    # holds the queue of 4 inputs, and every request sent meanwhile is refused at once with 429.
     with Server(["--text-model", BERT, "--max-queue", "4", "--max-inputs", "4", "--linger-ms", "2000"]) as s:
+        slow = PartialRequest(s.port, "/embed", {"inputs": ["slow"]})
         first = {}
         t = threading.Thread(target=lambda: first.setdefault("r", s.post("/embed", {"inputs": ["a", "b", "c", "d"]})))
         t.start()
@@ -300,23 +335,46 @@ def test_overload_is_429_and_a_timeout_is_503(tmp_path):
         t.join(timeout=60)
         assert first["r"][0] == 200 and len(first["r"][1]) == 4
         assert [a[0] for a in answers] == [429] * 16 and answers[0][1]["error_type"] == "Overloaded"
+        status, v = slow.finish()
+        assert status == 200 and len(v) == 1
         assert s.post("/embed", {"inputs": ["after"]})[0] == 200
     with Server(["--text-model", BERT, "--linger-ms", "3000", "--request-timeout", "0.3"]) as s:
+        slow = PartialRequest(s.port, "/embed", {"inputs": ["slow"]})
         status, r = s.post("/embed", {"inputs": ["late"]})
         assert status == 503 and r["error_type"] == "Timeout"
+        assert slow.finish()[0] == 200
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_0(tmp_path):
-    ref = texts_cli(["in flight"], BERT, tmp_path)
+    ref = texts_cli(["in flight", "half sent"], BERT, tmp_path)
     s = Server(["--text-model", BERT, "--linger-ms", "1500"])
+    slow = PartialRequest(s.port, "/embed", {"inputs": ["half sent"]})
     got = {}
     t = threading.Thread(target=lambda: got.setdefault("r", s.post("/embed", {"inputs": ["in flight"]})))
     t.start()
-    time.sleep(0.5)                      # the request is queued, lingering
+    time.sleep(0.5)                      # one request queued and lingering, one half sent
     s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    status, v = slow.finish()            # the half-sent one is still read and answered
+    assert status == 200 and rel_rows(v, ref[1:]) <= 1e-6
     t.join(timeout=60)
     assert s.proc.wait(timeout=60) == 0, "".join(s.lines)
     status, v = got["r"]
-    assert status == 200 and rel_rows(v, ref) <= 1e-6
+    assert status == 200 and rel_rows(v, ref[:1]) <= 1e-6
     with pytest.raises(OSError):
         s.request("GET", "/health", timeout=5)
+
+
+def test_a_stalled_upload_cannot_hold_the_shutdown():
+    # The drain waits --shutdown-timeout for a body that never arrives, then exits 1; a second
+    # signal cuts it short at once.
+    for second in (False, True):
+        s = Server(["--text-model", BERT, "--shutdown-timeout", "2" if not second else "60"])
+        stalled = PartialRequest(s.port, "/embed", {"inputs": ["never finished"]})
+        s.proc.send_signal(signal.SIGTERM)
+        if second:
+            time.sleep(0.5)
+            s.proc.send_signal(signal.SIGINT)
+        assert s.proc.wait(timeout=30) == 1
+        assert "the drain was cut short" in "".join(s.lines + [s.proc.stderr.read().decode()])
+        stalled.sock.close()

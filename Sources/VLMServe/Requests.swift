@@ -1,0 +1,435 @@
+// The embedding endpoints' request handling: bodies read within their limits and deadline,
+// decoded into typed requests (a field of the wrong type is a 422 naming it), then the CPU work —
+// decoding JSON, tokenizing, decoding images, writing the answer — on a bounded pool of threads
+// off the async ones, so a large body never stalls other connections and memory stays bounded
+// by the pool's width, not by the number of clients.
+
+import Foundation
+import Hummingbird
+import NIOCore
+import VLMCore
+import VLMIO
+import VLMJobs
+import VLMModels
+import VLMTokenizer
+
+// MARK: - Typed requests
+
+/// One string or a list of them (TEI's and OpenAI's `inputs` / `input`).
+struct Strings: Decodable {
+    var values: [String]
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let one = try? c.decode(String.self) { values = [one]; return }
+        do { values = try c.decode([String].self) } catch DecodingError.typeMismatch(let t, let ctx) where ctx.codingPath.count > decoder.codingPath.count || t != [String].self {
+            throw DecodingError.typeMismatch(t, ctx)
+        } catch {
+            throw DecodingError.typeMismatch(Strings.self, .init(codingPath: decoder.codingPath, debugDescription: "a string or a list of strings"))
+        }
+    }
+}
+
+struct EmbedRequest: Decodable {
+    var inputs: Strings
+    var normalize: Bool?
+    var truncate: Bool?
+    var truncation_direction: String?
+}
+
+struct OpenAIRequest: Decodable {
+    var input: Strings
+    var model: String?
+    var encoding_format: String?
+    var dimensions: Int?
+    var user: String?
+    var normalize: Bool?
+    var truncate: Bool?
+}
+
+struct ImageRequest: Decodable {
+    var inputs: Strings?
+    var paths: Strings?
+    var normalize: Bool?
+}
+
+struct FuseRequest: Decodable {
+    struct Pair: Decodable {
+        var image: String?
+        var path: String?
+        var text: String
+    }
+    var inputs: [Pair]
+    var normalize: Bool?
+    var truncate: Bool?
+}
+
+/// A decoding error as one line naming the field: `inputs[2] must be a string`.
+func describe(_ error: DecodingError) -> APIError {
+    func path(_ keys: [CodingKey]) -> String {
+        var s = ""
+        for k in keys {
+            if let i = k.intValue { s += "[\(i)]" } else { s += (s.isEmpty ? "" : ".") + k.stringValue }
+        }
+        return s
+    }
+    func name(_ t: Any.Type) -> String {
+        switch t {
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        case is Int.Type: return "a whole number"
+        case is Strings.Type: return "a string or a list of strings"
+        case is [FuseRequest.Pair].Type: return "a list of {\"image\" | \"path\", \"text\"} objects"
+        default:
+            let n = String(describing: t)
+            return n.hasPrefix("Array") ? "a list" : n.hasSuffix("Request") || n == "Pair" ? "an object" : n
+        }
+    }
+    switch error {
+    case .typeMismatch(let t, let ctx):
+        return .validation(ctx.codingPath.isEmpty ? "the body must be \(name(t))" : "\(path(ctx.codingPath)) must be \(name(t))")
+    case .valueNotFound(let t, let ctx):
+        return .validation("\(path(ctx.codingPath)) must be \(name(t)), not null")
+    case .keyNotFound(let k, let ctx):
+        return .validation("\"\(path(ctx.codingPath + [k]))\" is missing")
+    case .dataCorrupted(let ctx):
+        if ctx.codingPath.isEmpty {
+            let reason = (ctx.underlyingError.map { "\($0)" } ?? ctx.debugDescription).prefix(200)
+            return .validation("the body is not JSON (\(reason))", .badRequest)
+        }
+        return .validation("\(path(ctx.codingPath)): \(ctx.debugDescription)")
+    @unknown default:
+        return .validation("the body does not decode: \(error)")
+    }
+}
+
+// MARK: - The bounded pool
+
+/// Runs CPU work on at most `width` threads at a time, outside Swift's async threads.
+final class WorkPool: @unchecked Sendable {
+    private let queue = OperationQueue()
+    init(width: Int) {
+        queue.maxConcurrentOperationCount = max(1, width)
+        queue.qualityOfService = .userInitiated
+    }
+
+    func run<T>(_ work: @escaping () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+            queue.addOperation { c.resume(with: Result { try work() }) }
+        }
+    }
+}
+
+// MARK: - Handlers
+
+extension EmbeddingServer {
+    /// The request body, at most --max-body-bytes, read within --read-timeout.
+    func body(_ request: Request, json: Bool = true) async throws -> ByteBuffer {
+        if json { try requireJSON(request) }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > config.maxBodyBytes {
+            throw APIError.tooLarge("the request body is \(length) bytes, over the limit of \(config.maxBodyBytes) (--max-body-bytes)")
+        }
+        let limit = config.maxBodyBytes, seconds = config.readTimeout
+        do {
+            return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask { try await request.body.collect(upTo: limit) }
+                group.addTask {
+                    try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let buffer = first else {
+                    throw APIError(status: .requestTimeout, type: "Validation",
+                                   message: String(format: "the request body did not arrive within %g s (--read-timeout)", seconds))
+                }
+                return buffer
+            }
+        } catch is NIOTooManyBytesError {
+            throw APIError.tooLarge("the request body is over the limit of \(config.maxBodyBytes) bytes (--max-body-bytes)")
+        } catch let e as APIError {
+            throw e
+        } catch {
+            // A bad chunked encoding, a client gone mid-body: the request, not the server.
+            throw APIError.validation("the request body could not be read: \(error)", .badRequest)
+        }
+    }
+
+    /// JSON endpoints take application/json (or any +json type), or no Content-Type at all.
+    func requireJSON(_ request: Request) throws {
+        guard let type = request.headers[.contentType] else { return }
+        let media = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        if media == "application/json" || media.hasSuffix("+json") { return }
+        throw APIError(status: .unsupportedMediaType, type: "Validation",
+                       message: "Content-Type \(jsonString(type)) is not JSON; send Content-Type: application/json")
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ buffer: ByteBuffer) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch let e as DecodingError { throw describe(e) }
+    }
+
+    func checkCount(_ n: Int, field: String) throws {
+        if n == 0 { throw APIError.validation("\(field) is empty") }
+        if n > config.maxInputs {
+            throw APIError.tooLarge("\(field) holds \(n) inputs, over the limit of \(config.maxInputs) per request (--max-inputs)")
+        }
+    }
+
+    // MARK: Texts
+
+    func textEncoder() throws -> (TextRowEncoder, Lane<[Encoding]>) {
+        switch models.text {
+        case .success(let t): return (t, textLane!)
+        case .failure(let e): throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no text model: \(e)")
+        }
+    }
+
+    /// Tokenized texts: over-long ones are cut when `truncate`, else refused (413).
+    func tokenize(_ texts: [String], encoder: TextRowEncoder, truncate: Bool, field: String) throws -> [Encoding] {
+        try checkCount(texts.count, field: field)
+        let encodings = encoder.prepare(texts.map { (id: [], value: TextInput($0)) })
+        if !truncate, let k = encodings.firstIndex(where: \.truncated) {
+            let full = encoder.encoder.tokenizer.encode(texts[k]).count   // untruncated, for the message
+            throw APIError.tooLarge("\(field)[\(k)] is \(full) tokens, over the model's \(encoder.maxLength) (send \"truncate\": true"
+                                    + (config.autoTruncate ? ")" : ", or start vlm serve with --auto-truncate)"))
+        }
+        return encodings
+    }
+
+    /// Rows of tokenized texts from the batcher, each normalised when `normalize`.
+    func textRows(_ encodings: [Encoding], normalize: Bool, field: String) async throws -> [Float] {
+        let (encoder, lane) = try textEncoder()
+        let batch = try await batcher.submit(lane, encodings, items: encodings.count, tokens: encodings.reduce(0) { $0 + $1.count })
+        let rows = try checked(batch, dim: encoder.dim, names: encodings.indices.map { "\(field)[\($0)]" })
+        return normalize ? normalized(rows, dim: encoder.dim) : rows
+    }
+
+    func embedTexts(_ request: Request) async throws -> Response {
+        let (encoder, _) = try textEncoder()
+        let buffer = try await body(request)
+        let (encodings, normalize) = try await pool.run { [self] in
+            let r = try decode(EmbedRequest.self, buffer)
+            if let d = r.truncation_direction, d.lowercased() != "right" {
+                throw APIError.validation("truncation_direction \(jsonString(d)) is not supported; texts are cut on the right")
+            }
+            return (try tokenize(r.inputs.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "inputs"),
+                    r.normalize ?? models.textNormalize)
+        }
+        let rows = try await textRows(encodings, normalize: normalize, field: "inputs")
+        return try await pool.run { json(vectorsJSON(rows, dim: encoder.dim)) }
+    }
+
+    func openAIEmbeddings(_ request: Request) async throws -> Response {
+        let (encoder, _) = try textEncoder()
+        let buffer = try await body(request)
+        let (r, encodings) = try await pool.run { [self] in
+            let r = try decode(OpenAIRequest.self, buffer)
+            if let m = r.model, m != models.textName {
+                throw APIError(status: .notFound, type: "Validation", message: "model \(jsonString(m)) is not served here; this server serves \(jsonString(models.textName))")
+            }
+            switch r.encoding_format {
+            case nil, "float", "base64": break
+            case let f?: throw APIError.validation("encoding_format must be \"float\" or \"base64\", not \(jsonString(f))")
+            }
+            if let d = r.dimensions, !(1...encoder.dim).contains(d) {
+                throw APIError.validation("dimensions must be a whole number from 1 to \(encoder.dim), not \(d)")
+            }
+            return (r, try tokenize(r.input.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "input"))
+        }
+        let normalize = r.normalize ?? models.textNormalize
+        var rows = try await textRows(encodings, normalize: normalize, field: "input")
+        let tokens = encodings.reduce(0) { $0 + $1.count }
+        let name = models.textName
+        return try await pool.run {
+            var dim = encoder.dim
+            if let d = r.dimensions, d < dim {
+                // The first d values (normalised again when the vectors are normalised, as
+                // OpenAI's shortened embeddings are).
+                var cut = [Float]()
+                cut.reserveCapacity(encodings.count * d)
+                for k in 0..<encodings.count { cut += rows[(k * dim)..<(k * dim + d)] }
+                rows = normalize ? normalized(cut, dim: d) : cut
+                dim = d
+            }
+            let base64 = r.encoding_format == "base64"
+            var s = "{\"object\":\"list\",\"data\":["
+            s.reserveCapacity(encodings.count * dim * 12)
+            for k in 0..<encodings.count {
+                if k > 0 { s += "," }
+                s += "{\"object\":\"embedding\",\"index\":\(k),\"embedding\":"
+                let row = rows[(k * dim)..<((k + 1) * dim)]
+                s += base64 ? "\"" + base64Floats(row) + "\"" : vectorJSON(row)
+                s += "}"
+            }
+            s += "],\"model\":\(jsonString(name)),\"usage\":{\"prompt_tokens\":\(tokens),\"total_tokens\":\(tokens)}}"
+            return json(s)
+        }
+    }
+
+    // MARK: Images
+
+    func imageEncoder() throws -> (ImageRowEncoder, Lane<PreparedImages>) {
+        switch models.image {
+        case .success(let i): return (i, imageLane!)
+        case .failure(let e): throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no image model: \(e)")
+        }
+    }
+
+    /// The images a request names — inline bytes (JSON base64 or multipart parts) or paths —
+    /// decoded and preprocessed; the first that fails refuses the request.
+    func preparedImages(_ request: Request, encoder: ImageRowEncoder) async throws -> (PreparedImages, names: [String], normalize: Bool) {
+        let type = request.headers[.contentType] ?? ""
+        let multipart = type.lowercased().hasPrefix("multipart/form-data")
+        if !multipart && !type.isEmpty { try requireJSON(request) }
+        let buffer = try await body(request, json: false)
+        return try await pool.run { [self] in
+            var inputs: [(name: String, input: ImageInput, path: String?)] = []
+            var normalize = false
+            if multipart {
+                let form = try MultipartForm.parse(buffer, contentType: type)
+                try checkCount(form.files.count, field: "files")
+                if let v = form.fields["normalize"] {
+                    guard let b = ["true": true, "false": false][v.lowercased()] else {
+                        throw APIError.validation("form field \"normalize\" must be true or false, not \(jsonString(v))")
+                    }
+                    normalize = b
+                }
+                inputs = form.files.enumerated().map { ("files[\($0)] (\(jsonString($1.name)))", .bytes($1.data), nil) }
+            } else {
+                let r = try decode(ImageRequest.self, buffer)
+                normalize = r.normalize ?? false
+                switch (r.inputs, r.paths) {
+                case (nil, nil): throw APIError.validation("give \"inputs\" (base64 images) or \"paths\" (files under the server's --root)")
+                case (.some, .some): throw APIError.validation("give \"inputs\" or \"paths\", not both")
+                case (let list?, nil):
+                    try checkCount(list.values.count, field: "inputs")
+                    inputs = try list.values.enumerated().map { k, s in ("inputs[\(k)]", .bytes(try decodeBase64Image(s, name: "inputs[\(k)]")), nil) }
+                case (nil, let list?):
+                    try checkCount(list.values.count, field: "paths")
+                    inputs = try list.values.enumerated().map { k, p in
+                        let name = "paths[\(k)] (\(jsonString(p)))"
+                        let full = try resolve(p, name: name)
+                        return (name, .file(RawPath(full), walked: true), full)
+                    }
+                }
+            }
+            let prepared = encoder.prepare(inputs.map { (id: Array($0.name.utf8), value: $0.input) })
+            try refuseFailures(prepared.failures, inputs.map { ($0.name, $0.path) })
+            return (prepared, inputs.map(\.name), normalize)
+        }
+    }
+
+    /// The first item that failed, as a 422 naming it by its field (not by the server's path).
+    func refuseFailures(_ failures: [ItemError?], _ names: [(name: String, path: String?)]) throws {
+        guard let k = failures.firstIndex(where: { $0 != nil }), let e = failures[k] else { return }
+        var message = e.message
+        if let path = names[k].path { message = message.replacingOccurrences(of: path, with: names[k].name) }
+        if !message.hasPrefix(names[k].name) { message = names[k].name + ": " + message }
+        throw APIError(status: .unprocessableContent, type: "Validation", message: message + " (\(e.kind))")
+    }
+
+    /// Standard or URL-safe base64, whitespace and missing padding allowed, or a data: URL's base64.
+    func decodeBase64Image(_ s: String, name: String) throws -> Data {
+        var text = Substring(s)
+        if text.prefix(5).lowercased() == "data:" {
+            guard let comma = text.firstIndex(of: ","), text[..<comma].lowercased().hasSuffix(";base64") else {
+                throw APIError.validation("\(name): a data: URL must be base64 (data:image/…;base64,…)")
+            }
+            text = text[text.index(after: comma)...]
+        }
+        var chars = [UInt8]()
+        chars.reserveCapacity(text.utf8.count)
+        for c in text.utf8 {
+            switch c {
+            case 0x20, 0x09, 0x0A, 0x0D: continue
+            case UInt8(ascii: "-"): chars.append(UInt8(ascii: "+"))
+            case UInt8(ascii: "_"): chars.append(UInt8(ascii: "/"))
+            default: chars.append(c)
+            }
+        }
+        while chars.count % 4 != 0 { chars.append(UInt8(ascii: "=")) }
+        guard let data = Data(base64Encoded: Data(chars)), !data.isEmpty else {
+            throw APIError.validation("\(name) is not base64 image data")
+        }
+        return data
+    }
+
+    /// A path under --root: relative, no "..", and still under the root once links are resolved.
+    /// A path that does not exist is 404 only when its deepest existing folder is under the root
+    /// (else 403), so answers tell nothing of files outside it.
+    func resolve(_ path: String, name: String) throws -> String {
+        guard let root = config.root else {
+            throw APIError(status: .forbidden, type: "Validation", message: "\(name): this server reads no files; start vlm serve with --root DIR to allow paths under DIR")
+        }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        if path.hasPrefix("/") || parts.contains("..") || parts.isEmpty || path.utf8.contains(0) {
+            throw APIError(status: .forbidden, type: "Validation", message: "\(name) must be a relative path under the server's root, without ..")
+        }
+        func real(_ p: String) -> String? {
+            guard let r = realpath(p, nil) else { return nil }
+            defer { free(r) }
+            return String(cString: r)
+        }
+        func inside(_ p: String) -> Bool { p == root || p.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
+        let full = (root as NSString).appendingPathComponent(path)
+        guard let resolved = real(full) else {
+            var folder = (full as NSString).deletingLastPathComponent
+            while real(folder) == nil && folder.count > root.count { folder = (folder as NSString).deletingLastPathComponent }
+            if let f = real(folder), inside(f) {
+                throw APIError(status: .notFound, type: "Validation", message: "\(name): no such file under the server's root")
+            }
+            throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root")
+        }
+        guard inside(resolved) else {
+            throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root")
+        }
+        return resolved
+    }
+
+    func embedImages(_ request: Request) async throws -> Response {
+        let (encoder, lane) = try imageEncoder()
+        let (prepared, names, normalize) = try await preparedImages(request, encoder: encoder)
+        let batch = try await batcher.submit(lane, prepared, items: names.count)
+        let rows = try checked(batch, dim: encoder.dim, names: names)
+        return try await pool.run { json(vectorsJSON(normalize ? normalized(rows, dim: encoder.dim) : rows, dim: encoder.dim)) }
+    }
+
+    // MARK: Pairs
+
+    func fuse(_ request: Request) async throws -> Response {
+        let encoder: PairRowEncoder
+        switch models.pair {
+        case .success(let p): encoder = p
+        case .failure(let e): throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no image–text model: \(e)")
+        }
+        let buffer = try await body(request)
+        let (prepared, names, normalize) = try await pool.run { [self] in
+            let r = try decode(FuseRequest.self, buffer)
+            try checkCount(r.inputs.count, field: "inputs")
+            var items: [(id: [UInt8], value: (image: ImageInput, text: TextInput))] = []
+            var names: [(name: String, path: String?)] = []
+            for (k, p) in r.inputs.enumerated() {
+                let name = "inputs[\(k)]"
+                switch (p.image, p.path) {
+                case (let b?, nil):
+                    items.append((Array(name.utf8), (.bytes(try decodeBase64Image(b, name: name + ".image")), TextInput(p.text))))
+                    names.append((name, nil))
+                case (nil, let path?):
+                    let n = "\(name).path (\(jsonString(path)))"
+                    let full = try resolve(path, name: n)
+                    items.append((Array(n.utf8), (.file(RawPath(full), walked: true), TextInput(p.text))))
+                    names.append((n, full))
+                default: throw APIError.validation("\(name) needs \"image\" (base64) or \"path\", one of them")
+                }
+            }
+            let prepared = encoder.prepare(items)
+            try refuseFailures(prepared.0.failures, names)
+            if !(r.truncate ?? config.autoTruncate), let k = prepared.1.firstIndex(where: \.truncated) {
+                throw APIError.tooLarge("inputs[\(k)].text is over the model's \(encoder.texts.maxLength) tokens (send \"truncate\": true"
+                                        + (config.autoTruncate ? ")" : ", or start vlm serve with --auto-truncate)"))
+            }
+            return (prepared, names.map(\.name), r.normalize ?? false)
+        }
+        let batch = try await batcher.submit(pairLane!, prepared, items: names.count, tokens: prepared.1.reduce(0) { $0 + $1.count })
+        let rows = try checked(batch, dim: encoder.dim, names: names)
+        return try await pool.run { json(vectorsJSON(normalize ? normalized(rows, dim: encoder.dim) : rows, dim: encoder.dim)) }
+    }
+}
