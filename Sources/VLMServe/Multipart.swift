@@ -2,8 +2,10 @@
 // MultipartKit.
 
 import Foundation
+import HTTPTypes
 import MultipartKit
 import NIOCore
+import NIOHTTPTypes
 
 // MARK: - Multipart uploads
 
@@ -60,5 +62,23 @@ struct MultipartForm {
             return v
         }
         return nil
+    }
+}
+
+// MARK: - Expect: 100-continue
+
+/// Answers `Expect: 100-continue` at once, so clients that ask before sending a large body
+/// (curl does above 1 MB) send it without waiting out their timeout. Limits are still judged
+/// on the body as it arrives.
+final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundOut = HTTPResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data), head.headerFields[.expect]?.lowercased() == "100-continue" {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        }
+        context.fireChannelRead(data)
     }
 }

@@ -149,7 +149,8 @@ public final class EmbeddingServer: @unchecked Sendable {
         var logger = Logger(label: "vlm-serve")
         logger.logLevel = .critical
         let app = Application(router: router,
-                              server: .http1(configuration: .init(idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
+                              server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler()],
+                                                                  idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "vlm",
                                                    availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
                               onServerRunning: { [self] channel in

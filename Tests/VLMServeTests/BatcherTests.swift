@@ -5,7 +5,7 @@
 import Foundation
 import XCTest
 import VLMJobs
-@testable import VLMServe
+import VLMServe
 
 final class BatcherTests: XCTestCase {
     final class Counter: BatchObserver, @unchecked Sendable {

@@ -193,6 +193,18 @@ def test_images_and_pairs_equal_the_cli(tmp_path, photos):
         body = parts + f"--{boundary}--\r\n".encode()
         status, v = s.post("/embed_image", body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         assert status == 200 and rel_rows(v, ref) <= 1e-6
+        # Expect: 100-continue (curl asks it before bodies over 1 MB) is answered before the body is sent.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(f"POST /embed_image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+                      f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+            c.settimeout(5)
+            assert c.recv(100).startswith(b"HTTP/1.1 100 Continue")
+            c.sendall(body)
+            c.settimeout(60)
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200") and rel_rows(json.loads(data.partition(b"\r\n\r\n")[2]), ref) <= 1e-6
         status, r = s.post("/embed_image", parts, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         assert status == 400 and "closing boundary" in r["error"]
         # Pairs: image ⧺ text, by path or by bytes.
