@@ -63,7 +63,10 @@ def st_loop_server(port):
     model = SentenceTransformer(MINILM, device="cpu")
 
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+        # HTTP/1.0: the connection closes after each answer, so waiting clients take turns
+        # (one kept-alive connection would have the loop to itself while the others starve).
+        protocol_version = "HTTP/1.0"
+        disable_nagle_algorithm = True   # headers and body go out in separate writes
 
         def do_GET(self):
             self.reply(200, b'{"status":"ok"}')
@@ -94,7 +97,7 @@ def servers():
     if os.path.exists(inf):
         out.append(("infinity-emb 0.0.78 (torch, CPU)",
                     [inf, "v2", "--model-id", MINILM, "--served-model-name", NAME, "--engine", "torch", "--device", "cpu",
-                     "--port", "{port}", "--host", "127.0.0.1", "--no-bettertransformer"],
+                     "--port", "{port}", "--host", "127.0.0.1"],
                     "/embeddings", "/health", {"model": NAME}))
     else:
         print(f"note: {inf} missing (make bench installs it); infinity-emb skipped", file=sys.stderr)

@@ -44,6 +44,9 @@ struct MultipartForm {
             throw APIError.validation("the multipart body is malformed: \(error)", .badRequest)
         }
         if open { throw APIError.validation("the multipart body ends inside a part (no closing boundary)", .badRequest) }
+        if form.files.isEmpty && form.fields.isEmpty {
+            throw APIError.validation("the multipart body holds no part (does its boundary match the Content-Type's?)", .badRequest)
+        }
         return form
     }
 

@@ -21,8 +21,11 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         POST /embed_image ({"inputs": [base64 or data: URL]}, {"paths": [...]} under --root, or multipart/form-data
         file parts), POST /fuse ({"inputs": [{"image": base64 | "path": PATH, "text": TEXT}]}), GET /health,
         GET /info, GET /metrics (Prometheus). Errors are JSON: 400 unreadable, 413 over a limit, 415 content type,
-        422 wrong shape or undecodable image, 429 queue full, 503 past the deadline or no such model.
-        SIGTERM or SIGINT: stop accepting, answer every request in flight, exit 0.
+        422 wrong shape or undecodable image, 403 a path outside --root, 404 a model or file not served,
+        408 a body not in by --read-timeout, 429 queue full, 503 past the deadline, stopping, or no model
+        of that kind loaded.
+        SIGTERM or SIGINT: stop accepting, answer every request in flight, exit 0 (exit 1 when the drain
+        passes --shutdown-timeout or a second signal comes: what is left is cancelled).
         Listens on 127.0.0.1 unless --host says otherwise; --port 0 takes any free port. The address is
         printed on stderr as "vlm: serving on http://HOST:PORT".
         """)

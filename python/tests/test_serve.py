@@ -253,6 +253,7 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
             ("/embed_image", {"inputs": ["aGVsbG8="], "paths": ["a"]}, None, 422),
             ("/embed_image", b"GIF89a", {"Content-Type": "image/gif"}, 415),
             ("/embed_image", b"--x\r\n", {"Content-Type": "multipart/form-data"}, 400),
+            ("/embed_image", b"garbage", {"Content-Type": "multipart/form-data; boundary=abc"}, 400),
             ("/fuse", {"inputs": [{"text": "a"}]}, None, 422),
             ("/fuse", {"inputs": "a"}, None, 422),
             ("/embed", b'{"inputs": "a"}', {"Content-Type": "text/plain"}, 415),
