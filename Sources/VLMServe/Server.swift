@@ -180,7 +180,14 @@ public final class EmbeddingServer: @unchecked Sendable {
 
     // MARK: Routes
 
+    /// Each route's method, for 405 answers.
+    static let routeMethods: [String: HTTPRequest.Method] = [
+        "/embed": .post, "/v1/embeddings": .post, "/v1/models": .get, "/embed_image": .post, "/fuse": .post,
+        "/health": .get, "/info": .get, "/metrics": .get,
+    ]
+
     func routes(_ router: Router<BasicRequestContext>) {
+        router.add(middleware: JSONNotFound())
         router.post("embed") { [self] request, _ in await answer("/embed", style: .tei) { try await embedTexts(request) } }
         router.post("v1/embeddings") { [self] request, _ in await answer("/v1/embeddings", style: .openAI) { try await openAIEmbeddings(request) } }
         router.get("v1/models") { [self] _, _ in await answer("/v1/models", style: .openAI, arrives: false) { try openAIModels() } }
@@ -281,6 +288,26 @@ public final class EmbeddingServer: @unchecked Sendable {
             throw APIError(status: e.kind == "non_finite" ? .internalServerError : .unprocessableContent, type: "Backend", message: e.message)
         }
         return b.rows
+    }
+}
+
+/// A request no route takes: 405 with Allow for a known path asked with another method, else 404,
+/// both as JSON like every other error.
+struct JSONNotFound: RouterMiddleware {
+    func handle(_ request: Request, context: BasicRequestContext,
+                next: (Request, BasicRequestContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as HTTPError where e.status == .notFound {
+            let path = request.uri.path
+            if let method = EmbeddingServer.routeMethods[path] {
+                var r = json("{\"error\":\(jsonString("\(path) takes \(method.rawValue), not \(request.method.rawValue)")),\"error_type\":\"Validation\"}",
+                             status: .methodNotAllowed)
+                r.headers[.allow] = method.rawValue
+                return r
+            }
+            return json("{\"error\":\(jsonString("no such endpoint: \(path)")),\"error_type\":\"Validation\"}", status: .notFound)
+        }
     }
 }
 

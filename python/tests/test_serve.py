@@ -266,8 +266,10 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
             assert isinstance(err, str) and err and "\n" not in err
         assert s.post("/embed", {"inputs": ["a", 2]})[1]["error"] == "inputs[1] must be a string"
         assert s.post("/embed", {"input": "a"})[1]["error"] == '"inputs" is missing'
-        status, _, _ = s.request("GET", "/no/such/route")
-        assert status == 404
+        status, _, body = s.request("GET", "/no/such/route")
+        assert status == 404 and "no such endpoint" in json.loads(body)["error"]
+        status, _, body = s.request("GET", "/embed")
+        assert status == 405 and json.loads(body)["error"] == "/embed takes POST, not GET"
         # A broken chunked body is the client's fault: 400, not 500.
         with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
             c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
