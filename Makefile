@@ -14,7 +14,7 @@ SWIFT ?= swift
 VENV := .venv
 SERVE_VENV := .venv-serve
 PY := $(VENV)/bin/python
-APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev pkg-config
+APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev zlib1g-dev pkg-config
 GENERATED := Tests/Fixtures/generated
 VLM := .build/release/vlm
 

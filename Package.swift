@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // SHA-256 (BoringSSL's, with SHA-NI / AVX2 where the CPU has them).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // MARK: - C shims (system libraries from Debian's -dev packages)
@@ -38,6 +40,13 @@ let package = Package(
             pkgConfig: "libturbojpeg",
             providers: [.apt(["libturbojpeg0-dev", "libpng-dev"])]
         ),
+        // zlib's crc32, for the CRC-32 of every zip entry a torch checkpoint uses.
+        .systemLibrary(
+            name: "CZlib",
+            path: "CShims/CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         // Pillow-exact decoding in C: libpng reports errors by longjmp, which must not cross Swift.
         .target(name: "CImageDecode", dependencies: ["CImageCodecs"], path: "CShims/CImageDecode",
                 linkerSettings: [.linkedLibrary("turbojpeg"), .linkedLibrary("png16")]),
@@ -45,7 +54,7 @@ let package = Package(
         .target(name: "CKernels", path: "CShims/CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
         // MARK: - Library targets: shims → core → io → models → CLI
         .target(name: "VLMCore", dependencies: ["COpenBLAS", "CKernels"]),
-        .target(name: "VLMIO", dependencies: ["VLMCore", "CKernels"]),
+        .target(name: "VLMIO", dependencies: ["VLMCore", "CKernels", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "VLMTokenizer", dependencies: ["VLMCore"]),
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode", "CKernels"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),

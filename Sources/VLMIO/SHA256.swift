@@ -1,17 +1,17 @@
 // SHA-256 (FIPS 180-4), streaming: the one hash of vlm — job fingerprints, per-batch checksums
-// of a job's partial state, and downloaded weights against the registry. The rounds are C
-// (CShims/CKernels/sha256.c).
+// of a job's partial state, PCA files, and downloaded weights against the registry. The rounds
+// are swift-crypto's (BoringSSL: SHA-NI or AVX2 where the CPU has them).
 
-import CKernels
+import Crypto
 import Foundation
 
 public struct SHA256 {
-    private var state = vlm_sha256()
+    private var state = Crypto.SHA256()
 
-    public init() { vlm_sha256_init(&state) }
+    public init() {}
 
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        if let base = bytes.baseAddress, bytes.count > 0 { vlm_sha256_update(&state, base, bytes.count) }
+        if bytes.count > 0 { state.update(bufferPointer: bytes) }
     }
 
     public mutating func update(_ data: Data) { data.withUnsafeBytes { update($0) } }
@@ -19,11 +19,7 @@ public struct SHA256 {
     public mutating func update(_ string: String) { update(Array(string.utf8)) }
 
     /// The 32-byte digest; the hasher is consumed.
-    public mutating func finalize() -> [UInt8] {
-        var digest = [UInt8](repeating: 0, count: 32)
-        digest.withUnsafeMutableBufferPointer { vlm_sha256_final(&state, $0.baseAddress!) }
-        return digest
-    }
+    public mutating func finalize() -> [UInt8] { Array(state.finalize()) }
 
     /// The digest as lowercase hex; the hasher is consumed.
     public mutating func finalizeHex() -> String { SHA256.hex(finalize()) }

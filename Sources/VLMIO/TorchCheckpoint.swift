@@ -212,12 +212,12 @@ public final class TorchCheckpoint: Checkpoint {
         }
         let prefix = String(pkl.name.dropLast("data.pkl".count))
         if let order = zip.entry(prefix + "byteorder") {
-            let text = String(decoding: b[try zip.storedRange(order)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: b[try zip.verifiedRange(order, in: b)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard text == "little" else {
                 throw TorchCheckpointError(path, "byteorder is '\(text.prefix(20))'; only little-endian checkpoints are read (load and re-save it on a little-endian machine)")
             }
         }
-        let range = try zip.storedRange(pkl)
+        let range = try zip.verifiedRange(pkl, in: b)
         var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[range]), path: path)
         let refs = Unpickled()
         let root: PickleValue
@@ -229,7 +229,7 @@ public final class TorchCheckpoint: Checkpoint {
                 refs.release()
                 throw TorchCheckpointError(path, "storage '\(key.prefix(80))' has no entry \(prefix)data/\(key.prefix(80)) in the archive")
             }
-            do { ranges[key] = try zip.storedRange(e) } catch { refs.release(); throw error }
+            do { ranges[key] = try zip.verifiedRange(e, in: b) } catch { refs.release(); throw error }
         }
         return (root, refs, ranges)
     }

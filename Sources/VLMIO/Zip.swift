@@ -5,6 +5,7 @@
 // whose name would climb out of the archive. Format: PKWARE's APPNOTE.TXT, sections 4.3.12–4.3.16
 // (central directory, end of central directory, ZIP64 record and locator) and 4.5.3 (ZIP64 extra).
 
+import CZlib
 import VLMCore
 
 public struct ZipEntry: Equatable, Sendable {
@@ -14,6 +15,8 @@ public struct ZipEntry: Equatable, Sendable {
     public let size: Int
     /// Offset of the entry's first data byte in the file.
     public let dataOffset: Int
+    /// The CRC-32 the central directory records for the entry's (uncompressed) bytes.
+    public let crc32: UInt32
 }
 
 public struct ZipError: VLMError, Equatable {
@@ -80,7 +83,7 @@ public struct ZipArchive {
         let cdEnd = cdOffset + cdSize
         for _ in 0..<count {
             guard q + 46 <= cdEnd, u32(q) == 0x0201_4B50 else { throw fail("a damaged central directory entry at byte \(q)") }
-            let flags = u16(q + 8), method = UInt16(u16(q + 10))
+            let flags = u16(q + 8), method = UInt16(u16(q + 10)), crc = UInt32(u32(q + 16))
             var csize = u32(q + 20), usize = u32(q + 24)
             let nameLen = u16(q + 28), extraLen = u16(q + 30), commentLen = u16(q + 32)
             var local = u32(q + 42)
@@ -123,7 +126,7 @@ public struct ZipArchive {
                 }
             }
             index[name] = entries.count
-            entries.append(ZipEntry(name: name, method: method, size: usize, dataOffset: dataOffset))
+            entries.append(ZipEntry(name: name, method: method, size: usize, dataOffset: dataOffset, crc32: crc))
             q = next
         }
         self.entries = entries
@@ -145,4 +148,43 @@ public struct ZipArchive {
         }
         return e.dataOffset..<(e.dataOffset + e.size)
     }
+
+    /// The bytes of stored entry `e`, once their CRC-32 matches the central directory's: a
+    /// flipped or lost byte is an error naming the file and the entry, never weights.
+    public func verifiedRange(_ e: ZipEntry, in b: UnsafeRawBufferPointer) throws -> Range<Int> {
+        let range = try storedRange(e)
+        let crc = Self.crc32(UnsafeRawBufferPointer(rebasing: b[range]))
+        guard crc == e.crc32 else {
+            throw ZipError(path, "entry '\(e.name)' is damaged: its bytes have CRC-32 \(hex(crc)), the archive records \(hex(e.crc32)) (a changed or lost byte; fetch or save the checkpoint again)")
+        }
+        return range
+    }
+
+    /// zlib's crc32 over `bytes`, in 4 MB pieces on the engine's threads joined by crc32_combine.
+    static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        let piece = 4 << 20
+        let count = (bytes.count + piece - 1) / piece
+        guard count > 1, let base = bytes.baseAddress else {
+            return UInt32(CZlib.crc32(0, bytes.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
+        }
+        var parts = [UInt](repeating: 0, count: count)
+        parts.withUnsafeMutableBufferPointer { out in
+            Threads.parallelFor(count) { range in
+                for k in range {
+                    let lo = k * piece, n = min(piece, bytes.count - lo)
+                    out[k] = UInt(CZlib.crc32(0, (base + lo).assumingMemoryBound(to: Bytef.self), uInt(n)))
+                }
+            }
+        }
+        var crc = uLong(parts[0])
+        for k in 1..<count {
+            crc = crc32_combine(crc, uLong(parts[k]), off_t(min(piece, bytes.count - k * piece)))
+        }
+        return UInt32(truncatingIfNeeded: crc)
+    }
+}
+
+private func hex(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - s.count) + s
 }

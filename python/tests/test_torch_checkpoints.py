@@ -463,3 +463,29 @@ def test_review_findings_stay_fixed(tmp_path):
     slow = tmp_path / "memo.pth"
     torch_zip(slow, b"\x80\x02c__builtin__\nset\nq\x00]q\x01(" + b"N" * 100_000 + b"e0" + b"h\x00h\x01\x85R0" * 20_000 + b"}.")
     assert_refused(run("inspect", slow, check=False), slow, "more work than")
+
+
+def test_a_changed_byte_in_any_entry_is_refused_naming_the_file_and_entry(tmp_path, images):
+    """Every zip entry a checkpoint uses is checked against its CRC-32 before its bytes are used:
+    a flipped bit in a storage or in data.pkl is an error naming both, never a vector."""
+    sd = load_file(os.path.join(RESNETS["bottleneck_f32"], "model.safetensors"))
+    good = tmp_path / "good.pth"
+    torch.save(sd, good)
+    embed_image(good, images, tmp_path / "ok.npy")
+    with zipfile.ZipFile(good) as z:
+        infos = {i.filename: i for i in z.infolist()}
+    biggest = max((i for n, i in infos.items() if "/data/" in n), key=lambda i: i.file_size)
+    pkl = next(i for n, i in infos.items() if n.endswith("/data.pkl"))
+    data = good.read_bytes()
+    for info in (biggest, pkl):
+        # The entry's data follows its local header (30 bytes, the name, the extra field).
+        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+        start = info.header_offset + 30 + name_len + extra_len
+        bad = bytearray(data)
+        bad[start + info.file_size // 2] ^= 0x10
+        path = tmp_path / f"flipped-{info.filename.split('/')[-1]}.pth"
+        path.write_bytes(bytes(bad))
+        r = run("embed-image", images, "--model", path, "-o", tmp_path / "x.npy", "--quiet", check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert str(path) in r.stderr and f"'{info.filename}'" in r.stderr and "CRC-32" in r.stderr, r.stderr
+        assert not (tmp_path / "x.npy").exists()

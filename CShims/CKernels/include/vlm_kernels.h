@@ -48,15 +48,4 @@ void vlm_resample_horizontal_rgb(uint8_t *out, const uint8_t *in, size_t in_widt
 void vlm_resample_vertical(uint8_t *out, const uint8_t *in, size_t row_bytes, size_t y0, size_t y1, const int32_t *start,
                            const int32_t *count, const int32_t *weights, size_t stride, int precision, int32_t *acc);
 
-/// SHA-256 (FIPS 180-4), streaming: init, update any number of times, final.
-typedef struct {
-    uint32_t h[8];
-    uint64_t length;
-    uint8_t buffer[64];
-    size_t used;
-} vlm_sha256;
-void vlm_sha256_init(vlm_sha256 *s);
-void vlm_sha256_update(vlm_sha256 *s, const void *data, size_t n);
-void vlm_sha256_final(vlm_sha256 *s, uint8_t digest[32]);
-
 #endif
