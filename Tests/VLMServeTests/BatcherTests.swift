@@ -1,6 +1,6 @@
 // The dynamic batcher alone: requests queued together run in one batch and each gets its own
-// rows and failures back; a full queue refuses at once; a request past its deadline is answered
-// without running; a stop answers everything queued.
+// rows and failures back; batches keep their limits; a full queue refuses at once; a request past
+// its deadline is answered without running; a stop answers everything queued. No test depends on timing but the deadline's, which only waits past it.
 
 import Foundation
 import XCTest
@@ -15,6 +15,7 @@ final class BatcherTests: XCTestCase {
             lock.lock(); batches.append((requests, items)); lock.unlock()
         }
         func queueChanged(items: Int) {}
+        var count: Int { lock.lock(); defer { lock.unlock() }; return batches.count }
         func waited(lane: String, seconds: Double) {}
     }
 
@@ -26,20 +27,34 @@ final class BatcherTests: XCTestCase {
         })
     }
 
+    /// Waits (bounded) until the batcher holds `items` queued inputs.
+    func waitQueued(_ b: Batcher, _ items: Int) async throws {
+        for _ in 0..<2000 where b.queuedItems < items { try await Task.sleep(nanoseconds: 5_000_000) }
+        XCTAssertEqual(b.queuedItems, items)
+    }
+
+    /// Waits (bounded) until `n` batches are counted: the observer hears of a batch just after
+    /// its answers go out.
+    func waitBatches(_ c: Counter, _ n: Int) async throws {
+        for _ in 0..<2000 {
+            if c.count >= n { return }
+            try await Task.sleep(nanoseconds: 5_000_000)
+        }
+    }
+
     func testRequestsQueuedTogetherShareABatchAndGetTheirOwnRows() async throws {
         let counter = Counter()
-        let b = Batcher(limits: .init(maxBatchItems: 100, maxBatchTokens: 1000, maxQueueItems: 100, linger: 0.5, timeout: 30), observer: counter)
+        let b = Batcher(limits: .init(maxBatchItems: 100, maxBatchTokens: 1000, maxQueueItems: 100, linger: 0, timeout: 30), observer: counter)
         let l = lane()
         b.add(l)
-        b.start()
-        let holder = b.arrive()   // a request still arriving: the batch lingers for it
         let inputs: [[Float]] = [[1, 2], [-1, 3, -2], [4], [5, 6, 7]]
         let results = try await withThrowingTaskGroup(of: (Int, EncodedBatch).self) { group in
             for (k, xs) in inputs.enumerated() {
                 group.addTask { (k, try await b.submit(l, xs, items: xs.count, tokens: xs.count)) }
             }
-            try await Task.sleep(nanoseconds: 100_000_000)
-            b.depart(holder)
+            // Everything is queued before the model thread starts: one batch takes it all.
+            try await waitQueued(b, inputs.reduce(0) { $0 + $1.count })
+            b.start()
             var out: [Int: EncodedBatch] = [:]
             for try await (k, r) in group { out[k] = r }
             return out
@@ -49,6 +64,7 @@ final class BatcherTests: XCTestCase {
             XCTAssertEqual(r.failures.map { $0?.message }, xs.map { $0 < 0 ? "\($0)" : nil })
             XCTAssertEqual(r.rows, xs.filter { $0 >= 0 }.flatMap { [$0, 2 * $0] })
         }
+        try await waitBatches(counter, 1)
         XCTAssertEqual(counter.batches.count, 1, "\(counter.batches)")
         XCTAssertEqual(counter.batches.first?.requests, 4)
         XCTAssertEqual(b.queuedItems, 0)
@@ -58,25 +74,31 @@ final class BatcherTests: XCTestCase {
 
     func testBatchesStayWithinTheLimitsAndALargeRequestRunsAlone() async throws {
         let counter = Counter()
-        let b = Batcher(limits: .init(maxBatchItems: 3, maxBatchTokens: 1000, maxQueueItems: 100, linger: 0.2, timeout: 30), observer: counter)
+        let b = Batcher(limits: .init(maxBatchItems: 3, maxBatchTokens: 1000, maxQueueItems: 100, linger: 0, timeout: 30), observer: counter)
         let l = lane()
         b.add(l)
         let sizes = [2, 2, 5, 1, 1, 1]
-        // Queued before the model thread starts, so the batches are decided by the limits alone.
         let results = try await withThrowingTaskGroup(of: (Int, EncodedBatch).self) { group in
-            for (k, n) in sizes.enumerated() {
-                group.addTask {
-                    try await Task.sleep(nanoseconds: UInt64(k) * 20_000_000)
-                    return (k, try await b.submit(l, (0..<n).map { Float(k * 10 + $0) }, items: n))
-                }
+            var queued = 0
+            for (k, n) in sizes.enumerated() {   // one at a time, in this order
+                group.addTask { (k, try await b.submit(l, (0..<n).map { Float(k * 10 + $0) }, items: n)) }
+                queued += n
+                try await waitQueued(b, queued)
             }
-            try await Task.sleep(nanoseconds: 400_000_000)
             b.start()
             var out: [Int: EncodedBatch] = [:]
             for try await (k, r) in group { out[k] = r }
             return out
         }
-        for (k, n) in sizes.enumerated() { XCTAssertEqual(results[k]!.rows.count, 2 * n) }
+        for (k, n) in sizes.enumerated() {
+            var want: [Float] = []
+            for j in 0..<n {
+                let x = Float(k * 10 + j)
+                want += [x, 2 * x]
+            }
+            XCTAssertEqual(results[k]!.rows, want)
+        }
+        try await waitBatches(counter, 4)
         XCTAssertEqual(counter.batches.map(\.items), [2, 2, 5, 3])
         b.stop()
         b.waitUntilDrained()
@@ -84,31 +106,48 @@ final class BatcherTests: XCTestCase {
 
     func testAFullQueueRefusesAndADeadlineAnswersWithoutRunning() async throws {
         let counter = Counter()
-        let b = Batcher(limits: .init(maxBatchItems: 100, maxBatchTokens: 1000, maxQueueItems: 3, linger: 2, timeout: 0.2), observer: counter)
+        let b = Batcher(limits: .init(maxBatchItems: 100, maxBatchTokens: 1000, maxQueueItems: 5, linger: 0, timeout: 0.2), observer: counter)
         let l = lane()
         b.add(l)
-        b.start()
-        let holder = b.arrive()
         async let first = b.submit(l, [1, 2, 3], items: 3)
-        try await Task.sleep(nanoseconds: 50_000_000)
+        try await waitQueued(b, 3)
         do {
-            _ = try await b.submit(l, [4], items: 1)
-            XCTFail("a fourth item fits no queue of 3")
-        } catch let e as BatchRefusal { XCTAssertEqual(e, .queueFull(limit: 3)) }
+            _ = try await b.submit(l, [4, 5, 6], items: 3)
+            XCTFail("three more items fit no queue of 5")
+        } catch let e as BatchRefusal { XCTAssertEqual(e, .queueFull(limit: 5)) }
+        // The model thread starts after the deadline: the first request is answered, not run.
+        try await Task.sleep(nanoseconds: 300_000_000)
+        b.start()
         do {
             _ = try await first
-            XCTFail("lingering past the deadline, the request is not run")
+            XCTFail("past its deadline, the request is not run")
         } catch let e as BatchRefusal {
             guard case .deadline(let s) = e else { return XCTFail("\(e)") }
             XCTAssertGreaterThanOrEqual(s, 0.2)
         }
-        b.depart(holder)
         XCTAssertTrue(counter.batches.isEmpty)
         b.stop()
         do {
             _ = try await b.submit(l, [1], items: 1)
             XCTFail("a stopped batcher takes nothing")
         } catch let e as BatchRefusal { XCTAssertEqual(e, .stopping) }
+        b.waitUntilDrained()
+    }
+
+    func testAStopAnswersEverythingQueuedFirst() async throws {
+        let b = Batcher(limits: .init(maxBatchItems: 2, maxBatchTokens: 1000, maxQueueItems: 100, linger: 0, timeout: 30))
+        let l = lane()
+        b.add(l)
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for k in 0..<5 { group.addTask { try await b.submit(l, [Float(k)], items: 1).rows.count } }
+            try await waitQueued(b, 5)
+            b.stop()        // before the model thread even starts
+            b.start()
+            var n = 0
+            for try await rows in group { n += rows }
+            return n
+        }
+        XCTAssertEqual(results, 10)
         b.waitUntilDrained()
     }
 }

@@ -315,7 +315,12 @@ def test_64_concurrent_clients_each_get_their_own_vectors(tmp_path):
         assert len(results) == len(requests)
         for k, (status, v) in results.items():
             assert status == 200 and rel_rows(v, ref[offsets[k]:offsets[k + 1]]) <= 1e-6, k
-        status, metrics = s.get("/metrics")
+        # The batch metrics are recorded just after each batch's answers go out: wait for the last.
+        for _ in range(200):
+            status, metrics = s.get("/metrics")
+            if status == 200 and f'vlm_batch_requests_sum{{kind="text"}} {float(len(requests))}' in metrics and "vlm_queue_depth 0" in metrics:
+                break
+            time.sleep(0.05)
         assert status == 200
         count = lambda name: float(re.search(name + r'_count\{kind="text"\} (\S+)', metrics).group(1))
         total = lambda name: float(re.search(name + r'_sum\{kind="text"\} (\S+)', metrics).group(1))
