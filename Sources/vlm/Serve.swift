@@ -44,6 +44,9 @@ struct ServeCommand: ParsableCommand, ModelChoices {
     @Option(parsing: .unconditional, help: "Texts per forward pass at most (requests arriving together share one; a larger request runs alone).")
     var maxBatchSize: Int = TextEncoder.defaultBatchSize
 
+    @Option(parsing: .unconditional, help: "Tokens per text forward pass at most (a longer request runs alone). Default: --batch-tokens, 8192.")
+    var maxBatchTokens: Int?
+
     @Option(parsing: .unconditional, help: "Images or image–text pairs per forward pass at most.")
     var maxImageBatchSize: Int = 16
 
@@ -94,6 +97,7 @@ struct ServeCommand: ParsableCommand, ModelChoices {
     func validate() throws {
         try Limits.check("--port", port, 0...65535)
         try Limits.check("--max-batch-size", maxBatchSize, 1...Limits.maxBatch)
+        if let maxBatchTokens { try Limits.check("--max-batch-tokens", maxBatchTokens, 1...Limits.maxBatchTokens) }
         try Limits.check("--max-image-batch-size", maxImageBatchSize, 1...Limits.maxBatch)
         try Limits.check("--max-queue", maxQueue, 1...(1 << 24))
         try Limits.check("--max-inputs", maxInputs, 1...maxQueue)
@@ -120,7 +124,7 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         config.maxConnections = maxConnections
         config.shutdownTimeout = shutdownTimeout
         config.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-        config.limits = Batcher.Limits(maxBatchItems: maxBatchSize, maxBatchTokens: text.batchTokens, maxQueueItems: maxQueue,
+        config.limits = Batcher.Limits(maxBatchItems: maxBatchSize, maxBatchTokens: maxBatchTokens ?? text.batchTokens, maxQueueItems: maxQueue,
                                        linger: lingerMs / 1000, timeout: requestTimeout)
         if let root {
             guard FileStatus.of(root)?.kind == .directory, let real = realpath(root, nil) else {

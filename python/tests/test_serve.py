@@ -284,8 +284,11 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
     # A model that cannot load ends the server at start with one line and exit 1.
     r = subprocess.run([VLM, "serve", "--port", "0", "--text-model", str(tmp_path / "nope")], capture_output=True, timeout=60)
     assert r.returncode == 1 and r.stderr.decode().count("\n") == 1 and "nope" in r.stderr.decode()
-    r = subprocess.run([VLM, "serve", "--max-inputs", "0"], capture_output=True, timeout=60)
-    assert r.returncode == 64
+    for bad in (["--max-inputs", "0"], ["--max-batch-tokens", "0"], ["--linger-ms", "-1"]):
+        r = subprocess.run([VLM, "serve", *bad], capture_output=True, timeout=60)
+        assert r.returncode == 64, bad
+    with Server(["--text-model", BERT, "--max-batch-tokens", "512"]) as s:
+        assert s.get("/info")[1]["limits"]["max_batch_tokens"] == 512
     with Server(["--text-model", BERT]) as s:
         r = subprocess.run([VLM, "serve", "--port", str(s.port), "--text-model", BERT], capture_output=True, timeout=60)
         assert r.returncode == 1 and r.stderr.decode().strip().endswith(f"cannot listen on 127.0.0.1:{s.port}: the address is already in use")
