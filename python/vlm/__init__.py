@@ -129,12 +129,17 @@ class Worker:
         self.starts = 0        # children started (1, plus one per restart)
         self._child = None
         self._lock = threading.Lock()
-        self._start()
-        first = self._child
-        out = self._child.exchange([b'{"id": "info", "info": true}\n'], lambda k, line: None)
-        if out == 0:
+        # A child killed by a signal while starting (an engine's OOM killer, a test) is started
+        # again, once; one that exits by itself (a bad model, a bad flag) is an error at once.
+        for attempt in range(2):
+            self._start()
+            first = self._child
+            out = self._child.exchange([b'{"id": "info", "info": true}\n'], lambda k, line: None)
+            if out != 0:
+                break
             first.proc.wait()
-            raise WorkerError(f"vlm worker did not start ({' '.join(self.argv)}): {first.last_error or 'exit code ' + str(first.proc.returncode)}")
+            if first.proc.returncode >= 0 or attempt == 1:
+                raise WorkerError(f"vlm worker did not start ({' '.join(self.argv)}): {first.last_error or 'exit code ' + str(first.proc.returncode)}")
 
     # -- lifecycle
 
