@@ -46,6 +46,7 @@ public final class Lane<Prepared>: @unchecked Sendable {
         var tokens: Int
         var enqueued: Double
         var deadline: Double
+        var ticket: Ticket
         var done: (Result<EncodedBatch, Error>) -> Void
     }
     var queue: [Pending] = []
@@ -59,6 +60,10 @@ protocol LaneQueue: AnyObject {
     var queuedTokens: Int { get }
     /// Removes the requests past their deadline and returns how to answer them.
     func expire(now: Double) -> [() -> Void]
+    /// Removes every queued request and returns how to answer them (`stopping`).
+    func removeAll() -> [() -> Void]
+    /// Removes the request holding `ticket`, if still queued, and returns how to answer it.
+    func remove(_ ticket: Ticket) -> (() -> Void)?
     /// Removes whole requests from the front, at least one, within the limits; returns the batch
     /// to run outside the lock and its size.
     func take(maxItems: Int, maxTokens: Int, now: Double) -> (run: () -> Void, requests: Int, items: Int, tokens: Int, waited: [Double])
@@ -78,6 +83,18 @@ extension Lane: LaneQueue {
             return true
         }
         return answers
+    }
+
+    func removeAll() -> [() -> Void] {
+        let all: [Pending] = queue
+        queue.removeAll()
+        return all.map { (p: Pending) -> () -> Void in { p.done(.failure(BatchRefusal.stopping)) } }
+    }
+
+    func remove(_ ticket: Ticket) -> (() -> Void)? {
+        guard let k = queue.firstIndex(where: { (p: Pending) -> Bool in p.ticket === ticket }) else { return nil }
+        let p: Pending = queue.remove(at: k)
+        return { p.done(.failure(CancellationError())) }
     }
 
     func take(maxItems: Int, maxTokens: Int, now: Double) -> (run: () -> Void, requests: Int, items: Int, tokens: Int, waited: [Double]) {
@@ -112,6 +129,12 @@ extension Lane: LaneQueue {
         }
         return (run, n, items, tokens, waited)
     }
+}
+
+/// A queued request's handle, for cancelling it.
+final class Ticket: @unchecked Sendable {
+    /// Set under the batcher's lock.
+    var cancelled = false
 }
 
 /// The model thread and the queue in front of it.
@@ -169,9 +192,21 @@ public final class Batcher: @unchecked Sendable {
         t.start()
     }
 
-    /// Stops taking requests; the model thread finishes what is queued, then `wait` returns.
-    public func stop() {
-        condition.lock(); stopping = true; condition.broadcast(); condition.unlock()
+    /// Stops taking requests; the model thread finishes what is queued (or, `answeringQueued`,
+    /// only the batch it is running: the rest is answered `stopping`), then `wait` returns.
+    /// Returns how many queued requests were answered so.
+    @discardableResult
+    public func stop(answeringQueued: Bool = false) -> Int {
+        condition.lock()
+        stopping = true
+        var answers: [() -> Void] = []
+        if answeringQueued {
+            for lane in lanes { answers += lane.removeAll() }
+        }
+        condition.broadcast()
+        condition.unlock()
+        for a in answers { a() }
+        return answers.count
     }
 
     /// Blocks until the model thread has answered everything queued before `stop`.
@@ -182,11 +217,31 @@ public final class Batcher: @unchecked Sendable {
     }
 
     /// A request that has begun arriving: its body is being read, decoded, tokenized.
-    public final class Arrival: @unchecked Sendable { fileprivate var departed = false }
+    public final class Arrival: @unchecked Sendable {
+        fileprivate var departed = false
+        /// When its body was in (the deadline counts from then); until then, when it began.
+        fileprivate var time: Double
+        fileprivate init(time: Double) { self.time = time }
+        /// Bytes of its body the server holds for it (the server's own accounting).
+        public var heldBytes = 0
+    }
     /// The arrival of the request this task serves; `submit` counts it as queued.
     @TaskLocal public static var current: Arrival?
 
-    public func arrive() -> Arrival { condition.lock(); arriving += 1; condition.unlock(); return Arrival() }
+    /// Admits a request before its body is read: refused (`queueFull`) when the items queued and
+    /// the requests arriving (one item each at least) already reach --max-queue.
+    public func arrive() throws -> Arrival {
+        condition.lock(); defer { condition.unlock() }
+        if queued + arriving + 1 > limits.maxQueueItems { throw BatchRefusal.queueFull(limit: limits.maxQueueItems) }
+        arriving += 1
+        return Arrival(time: Self.now())
+    }
+
+    /// The request's body is in: its deadline counts from now.
+    public func bodyArrived(_ a: Arrival) {
+        let t: Double = Self.now()
+        condition.lock(); a.time = t; condition.unlock()
+    }
 
     /// The request is queued, refused or answered: no longer arriving (idempotent).
     public func depart(_ a: Arrival) {
@@ -205,15 +260,38 @@ public final class Batcher: @unchecked Sendable {
     public var queuedItems: Int { condition.lock(); defer { condition.unlock() }; return queued }
 
     /// Runs `prepared` (`items` items, `tokens` tokens) in a batch of `lane`; its rows and failures.
+    /// Cancelling the task takes the request out of the queue (a batch already running finishes).
     public func submit<P>(_ lane: Lane<P>, _ prepared: P, items: Int, tokens: Int = 0) async throws -> EncodedBatch {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<EncodedBatch, Error>) in
-            enqueue(lane, prepared, items: items, tokens: tokens) { c.resume(with: $0) }
-        }
+        let ticket = Ticket()
+        let arrival: Arrival? = Self.current
+        return try await withTaskCancellationHandler(operation: { () async throws -> EncodedBatch in
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<EncodedBatch, Error>) -> Void in
+                let resume: (Result<EncodedBatch, Error>) -> Void = { (r: Result<EncodedBatch, Error>) -> Void in c.resume(with: r) }
+                self.enqueue(lane, prepared, items: items, tokens: tokens, ticket: ticket, arrival: arrival, done: resume)
+            }
+        }, onCancel: { () -> Void in
+            self.cancel(ticket)
+        })
     }
 
-    func enqueue<P>(_ lane: Lane<P>, _ prepared: P, items: Int, tokens: Int, done: @escaping (Result<EncodedBatch, Error>) -> Void) {
+    /// Answers a queued request with CancellationError; one not queued yet is refused when it is.
+    func cancel(_ ticket: Ticket) {
         condition.lock()
-        departLocked(Self.current)
+        ticket.cancelled = true
+        var answer: (() -> Void)? = nil
+        for lane in lanes where answer == nil { answer = lane.remove(ticket) }
+        condition.unlock()
+        answer?()
+    }
+
+    func enqueue<P>(_ lane: Lane<P>, _ prepared: P, items: Int, tokens: Int, ticket: Ticket, arrival: Arrival?,
+                    done: @escaping (Result<EncodedBatch, Error>) -> Void) {
+        condition.lock()
+        departLocked(arrival)
+        if ticket.cancelled {
+            condition.unlock()
+            return done(.failure(CancellationError()))
+        }
         if stopping {
             condition.unlock()
             return done(.failure(BatchRefusal.stopping))
@@ -222,19 +300,23 @@ public final class Batcher: @unchecked Sendable {
             condition.unlock()
             return done(.failure(BatchRefusal.queueFull(limit: limits.maxQueueItems)))
         }
-        let now = Self.now()
+        let now: Double = Self.now()
+        let start: Double = arrival?.time ?? now
+        let deadline: Double = start + limits.timeout
         queued += items
-        let depth = queued
+        observer?.queueChanged(items: queued)
         // The answer counts the items out of the queue when it is given, whatever the outcome.
-        let finish: (Result<EncodedBatch, Error>) -> Void = { [self] result in
-            condition.lock(); queued -= items; let d = queued; condition.unlock()
-            observer?.queueChanged(items: d)
+        let finish: (Result<EncodedBatch, Error>) -> Void = { [self] (result: Result<EncodedBatch, Error>) -> Void in
+            condition.lock()
+            queued -= items
+            observer?.queueChanged(items: queued)
+            condition.unlock()
             done(result)
         }
-        lane.queue.append(.init(prepared: prepared, items: items, tokens: tokens, enqueued: now, deadline: now + limits.timeout, done: finish))
+        let pending = Lane<P>.Pending(prepared: prepared, items: items, tokens: tokens, enqueued: now, deadline: deadline, ticket: ticket, done: finish)
+        lane.queue.append(pending)
         condition.signal()
         condition.unlock()
-        observer?.queueChanged(items: depth)
     }
 
     static func now() -> Double {
@@ -262,7 +344,9 @@ public final class Batcher: @unchecked Sendable {
             // Only under concurrent load — the last batch held several requests, or one is being
             // read and tokenized now — so a lone client's request never waits for company.
             if limits.linger > 0 && (lastBatchRequests > 1 || arriving > 0) {
-                let until = lane.oldest! + min(limits.linger, limits.timeout)
+                // At most half the deadline, so lingering never times a request out.
+                let linger: Double = min(limits.linger, limits.timeout / 2)
+                let until: Double = lane.oldest! + linger
                 while !stopping && lane.queuedItems < maxItems && lane.queuedTokens < limits.maxBatchTokens && Self.now() < until {
                     _ = condition.wait(until: Date(timeIntervalSinceNow: until - Self.now()))
                 }

@@ -5,7 +5,9 @@ import Foundation
 import HTTPTypes
 import MultipartKit
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 
 // MARK: - Multipart uploads
 
@@ -68,20 +70,83 @@ struct MultipartForm {
     }
 }
 
-// MARK: - Expect: 100-continue
+// MARK: - Connection rules
 
 /// Answers `Expect: 100-continue` at once, so clients that ask before sending a large body
-/// (curl does above 1 MB) send it without waiting out their timeout. Limits are still judged
-/// on the body as it arrives.
+/// (curl does above 1 MB) send it without waiting out their timeout — unless its Content-Length
+/// is over --max-body-bytes: that one is answered 413 without the body. Also puts
+/// `ConnectionRules` in front of the HTTP/1 codec.
 final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundOut = HTTPResponsePart
+    let maxBodyBytes: Int
+
+    init(maxBodyBytes: Int) { self.maxBodyBytes = maxBodyBytes }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
+            try? pipeline.addHandler(ConnectionRules(), position: .before(codec))
+        }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let head) = unwrapInboundIn(data), head.headerFields[.expect]?.lowercased() == "100-continue" {
-            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+            var tooLarge = false
+            if let text = head.headerFields[.contentLength], let length = Int(text) { tooLarge = length > maxBodyBytes }
+            if !tooLarge {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+            }
         }
         context.fireChannelRead(data)
+    }
+}
+
+/// HTTP/1 connection rules Hummingbird leaves out: an HTTP/1.0 request without
+/// `Connection: keep-alive` is the connection's last (as HTTP/1.0 says), and an answer that says
+/// `Connection: close` (a body left unread: 413, 408, 429 for memory) closes the connection
+/// once written.
+final class ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+    private var lastRequest = false
+    /// An HTTP/1.0 request asking for keep-alive: the answer must say it keeps the connection.
+    private var keepAlive10 = false
+    private var closeAfterAnswer = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        lastRequest = !head.isKeepAlive
+        let http10: Bool = head.version.major == 1 && head.version.minor == 0
+        keepAlive10 = http10 && !lastRequest
+        if lastRequest && http10 {
+            // Hummingbird ends the connection after a request that says close.
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        }
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where head.status.code >= 200:
+            closeAfterAnswer = lastRequest || !head.isKeepAlive
+            if closeAfterAnswer {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+            } else if keepAlive10 {
+                head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+            }
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+        case .end where closeAfterAnswer:
+            closeAfterAnswer = false
+            let channel: Channel = context.channel
+            let written: EventLoopFuture<Void> = context.writeAndFlush(data)
+            written.whenComplete { (_: Result<Void, Error>) -> Void in channel.close(promise: nil) }
+            if let promise { written.cascade(to: promise) }
+        default:
+            context.write(data, promise: promise)
+        }
     }
 }

@@ -102,9 +102,30 @@ func describe(_ error: DecodingError) -> APIError {
     }
 }
 
-// MARK: - The bounded pool
+// MARK: - Bounds
 
-/// Runs CPU work on at most `width` threads at a time, outside Swift's async threads.
+/// Bytes held across requests at most.
+final class ByteBudget: @unchecked Sendable {
+    private let lock = NSLock()
+    private var used = 0
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes `n` bytes if they fit.
+    func take(_ n: Int) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if used + n > limit { return false }
+        used += n
+        return true
+    }
+
+    func give(_ n: Int) {
+        lock.lock(); used -= n; lock.unlock()
+    }
+}
+
+/// Runs CPU work on at most `width` threads at a time, outside Swift's async threads. Work not
+/// started when its task is cancelled never runs (the task gets CancellationError at once).
 final class WorkPool: @unchecked Sendable {
     private let queue = OperationQueue()
     init(width: Int) {
@@ -113,26 +134,92 @@ final class WorkPool: @unchecked Sendable {
     }
 
     func run<T>(_ work: @escaping () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
-            queue.addOperation { c.resume(with: Result { try work() }) }
+        let once = Once<T>()
+        return try await withTaskCancellationHandler(operation: { () async throws -> T in
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) -> Void in
+                guard once.install(c) else { return }
+                queue.addOperation { () -> Void in
+                    guard once.begin() else { return }
+                    let result: Result<T, Error> = Result { try work() }
+                    once.resume(result)
+                }
+            }
+        }, onCancel: { () -> Void in
+            once.cancel()
+        })
+    }
+}
+
+/// A continuation resumed exactly once: by the work's result, or by a cancellation that came
+/// before the work began.
+final class Once<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, Error>?
+    private var cancelled = false
+    private var begun = false
+
+    /// Holds `c`; false (and `c` resumed with CancellationError) when cancelled already.
+    func install(_ c: CheckedContinuation<T, Error>) -> Bool {
+        lock.lock()
+        if cancelled {
+            lock.unlock()
+            c.resume(throwing: CancellationError())
+            return false
         }
+        continuation = c
+        lock.unlock()
+        return true
+    }
+
+    /// The work starts unless cancelled first.
+    func begin() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if cancelled { return false }
+        begun = true
+        return true
+    }
+
+    func resume(_ result: Result<T, Error>) {
+        lock.lock()
+        let c: CheckedContinuation<T, Error>? = continuation
+        continuation = nil
+        lock.unlock()
+        c?.resume(with: result)
+    }
+
+    /// Before the work begins: resumes with CancellationError. After: the work's result stands.
+    func cancel() {
+        lock.lock()
+        if begun { lock.unlock(); return }
+        cancelled = true
+        let c: CheckedContinuation<T, Error>? = continuation
+        continuation = nil
+        lock.unlock()
+        c?.resume(throwing: CancellationError())
     }
 }
 
 // MARK: - Handlers
 
 extension EmbeddingServer {
-    /// The request body, at most --max-body-bytes, read within --read-timeout.
+    /// The request body, at most --max-body-bytes, read within --read-timeout, its bytes counted
+    /// against --max-buffered-bytes while the request lives.
     func body(_ request: Request, json: Bool = true) async throws -> ByteBuffer {
         if json { try requireJSON(request) }
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > config.maxBodyBytes {
+        if let text = request.headers[.contentLength], let length = Int(text), length > config.maxBodyBytes {
             throw APIError.tooLarge("the request body is \(length) bytes, over the limit of \(config.maxBodyBytes) (--max-body-bytes)")
         }
-        let limit = config.maxBodyBytes, seconds = config.readTimeout
+        let arrival: Batcher.Arrival? = Batcher.current
+        let limit: Int = config.maxBodyBytes
+        let seconds: Double = config.readTimeout
+        let budget: ByteBudget = bodyBudget
+        let source: RequestBody = request.body
         do {
-            return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-                group.addTask { try await request.body.collect(upTo: limit) }
-                group.addTask {
+            let buffer: ByteBuffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { (group: inout ThrowingTaskGroup<ByteBuffer?, Error>) -> ByteBuffer in
+                group.addTask { () async throws -> ByteBuffer? in
+                    try await Self.collect(source, limit: limit, budget: budget, arrival: arrival)
+                }
+                group.addTask { () async throws -> ByteBuffer? in
                     try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
                     return nil
                 }
@@ -143,14 +230,41 @@ extension EmbeddingServer {
                 }
                 return buffer
             }
-        } catch is NIOTooManyBytesError {
-            throw APIError.tooLarge("the request body is over the limit of \(config.maxBodyBytes) bytes (--max-body-bytes)")
+            if let arrival { batcher.bodyArrived(arrival) }
+            return buffer
         } catch let e as APIError {
             throw e
+        } catch is CancellationError {
+            throw CancellationError()
         } catch {
             // A bad chunked encoding, a client gone mid-body: the request, not the server.
             throw APIError.validation("the request body could not be read: \(error)", .badRequest)
         }
+    }
+
+    /// Reads a body chunk by chunk within the byte limits.
+    static func collect(_ body: RequestBody, limit: Int, budget: ByteBudget, arrival: Batcher.Arrival?) async throws -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for try await chunk in body {
+            let n: Int = chunk.readableBytes
+            if buffer.readableBytes + n > limit {
+                throw APIError.tooLarge("the request body is over the limit of \(limit) bytes (--max-body-bytes)")
+            }
+            if let arrival {
+                guard budget.take(n) else {
+                    throw APIError(status: .tooManyRequests, type: "Overloaded",
+                                   message: "the server holds \(budget.limit) bytes of request bodies already (--max-buffered-bytes); retry later", closes: true)
+                }
+                arrival.heldBytes += n
+            }
+            if buffer.readableBytes == 0 {
+                buffer = chunk
+            } else {
+                var part: ByteBuffer = chunk
+                buffer.writeBuffer(&part)
+            }
+        }
+        return buffer
     }
 
     /// JSON endpoints take application/json (or any +json type), or no Content-Type at all.
@@ -163,6 +277,11 @@ extension EmbeddingServer {
     }
 
     func decode<T: Decodable>(_ type: T.Type, _ buffer: ByteBuffer) throws -> T {
+        do {
+            try buffer.withUnsafeReadableBytes { (bytes: UnsafeRawBufferPointer) throws -> Void in try StrictJSON.check(bytes) }
+        } catch let e as JSONSyntaxError {
+            throw APIError.validation("the body is not JSON (at byte \(e.offset): \(e.reason))", .badRequest)
+        }
         do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch let e as DecodingError { throw describe(e) }
     }
 
@@ -178,7 +297,7 @@ extension EmbeddingServer {
     func textEncoder() throws -> (TextRowEncoder, Lane<[Encoding]>) {
         switch models.text {
         case .success(let t): return (t, textLane!)
-        case .failure(let e): throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no text model: \(e)")
+        case .failure: throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no text model is loaded here (its load error is in the server's log; start vlm serve with --text-model DIR)")
         }
     }
 
@@ -269,7 +388,7 @@ extension EmbeddingServer {
     func imageEncoder() throws -> (ImageRowEncoder, Lane<PreparedImages>) {
         switch models.image {
         case .success(let i): return (i, imageLane!)
-        case .failure(let e): throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no image model: \(e)")
+        case .failure: throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no image model is loaded here (its load error is in the server's log; start vlm serve with --image-model PATH)")
         }
     }
 
@@ -398,7 +517,7 @@ extension EmbeddingServer {
         let encoder: PairRowEncoder
         switch models.pair {
         case .success(let p): encoder = p
-        case .failure(let e): throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no image–text model: \(e)")
+        case .failure: throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no image–text model is loaded here (both --image-model and --text-model must load)")
         }
         let buffer = try await body(request)
         let (prepared, names, normalize) = try await pool.run { [self] in

@@ -47,6 +47,8 @@ public struct ServeConfiguration: Sendable {
     public var readTimeout = 60.0
     /// Seconds a connection may sit idle between requests before it is closed.
     public var idleTimeout = 60.0
+    /// Bytes of request bodies held at once, across requests (429 beyond).
+    public var maxBufferedBytes = 256 << 20
     /// Open connections at most; more wait in the listen backlog.
     public var maxConnections = 512
     /// Seconds SIGTERM's drain may take before requests still in flight are cancelled (a second
@@ -90,6 +92,8 @@ struct APIError: Error {
     /// TEI's error_type: Validation, Overloaded, Unhealthy, Backend; and Timeout.
     var type: String
     var message: String
+    /// The connection closes after the answer (a body left unread).
+    var closes = false
 
     static func validation(_ m: String, _ status: HTTPResponse.Status = .unprocessableContent) -> APIError { APIError(status: status, type: "Validation", message: m) }
     static func tooLarge(_ m: String) -> APIError { APIError(status: .contentTooLarge, type: "Validation", message: m) }
@@ -105,16 +109,20 @@ public final class EmbeddingServer: @unchecked Sendable {
     let textLane: Lane<[Encoding]>?
     let imageLane: Lane<PreparedImages>?
     let pairLane: Lane<(PreparedImages, [Encoding])>?
+    /// Requests still queued when the drain was cut short, answered 503 without running.
+    public var unrunAtCut: Int { control.unrun }
     /// The port bound, once running (the one asked for, or the kernel's pick for 0).
     public private(set) var boundPort: Int?
-    let draining = ManagedFlag()
+    let control = ShutdownControl()
     let pool: WorkPool
+    let bodyBudget: ByteBudget
 
     public init(config: ServeConfiguration, models: ServeModels) {
         (self.config, self.models) = (config, models)
         metrics = ServeMetrics()
         batcher = Batcher(limits: config.limits, observer: metrics)
         pool = WorkPool(width: config.workThreads)
+        bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes))
         if case .success(let t) = models.text {
             let lane = Lane<[Encoding]>(name: "text", dim: t.dim, merge: { $0.flatMap { $0 } }, encode: { try t.encode($0) })
             batcher.add(lane)
@@ -136,8 +144,9 @@ public final class EmbeddingServer: @unchecked Sendable {
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, answers every request in flight,
     /// and returns true; false when the drain was cut short (--shutdown-timeout, or a second
-    /// signal) and requests still in flight were cancelled. `ready` is called with the bound
-    /// port once the socket listens.
+    /// signal): requests still queued are answered 503 without running (`unrunAtCut` counts
+    /// them), those still arriving are cancelled, and the forward pass running finishes
+    /// unanswered. `ready` is called with the bound port once the socket listens.
     public func run(ready: @escaping @Sendable (Int) -> Void) async throws -> Bool {
         batcher.start()
         defer {
@@ -148,8 +157,9 @@ public final class EmbeddingServer: @unchecked Sendable {
         routes(router)
         var logger = Logger(label: "vlm-serve")
         logger.logLevel = .critical
+        let maxBody: Int = config.maxBodyBytes
         let app = Application(router: router,
-                              server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler()],
+                              server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler(maxBodyBytes: maxBody)],
                                                                   idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "vlm",
                                                    availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
@@ -158,14 +168,28 @@ public final class EmbeddingServer: @unchecked Sendable {
                                   boundPort = port
                                   ready(port)
                               }, logger: logger)
-        var group = ServiceGroupConfiguration(services: [.init(service: app), .init(service: DrainWatch(flag: draining), successTerminationBehavior: .ignore)],
+        let watch = DrainWatch(control: control, timeout: config.shutdownTimeout)
+        let group = ServiceGroupConfiguration(services: [.init(service: app), .init(service: watch, successTerminationBehavior: .ignore)],
                                               gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        group.maximumGracefulShutdownDuration = Duration.nanoseconds(Int64(config.shutdownTimeout * 1e9))
-        // A second SIGTERM or SIGINT cancels the drain: ServiceLifecycle reacts to the first only.
+        let serving: Task<Void, Error> = Task { () async throws -> Void in try await ServiceGroup(configuration: group).run() }
+        // --shutdown-timeout (DrainWatch's timer) or a second SIGTERM or SIGINT (ServiceLifecycle
+        // reacts to the first only) cuts the drain short: the group is cancelled, and with it
+        // every request still reading, preparing or queued.
+        let control: ShutdownControl = self.control
+        let cut: @Sendable () -> Void = { [batcher] () -> Void in
+            let unrun: Int = batcher.stop(answeringQueued: true)
+            control.record(unrun: unrun)
+            // A moment for those answers to be written before the connections close.
+            Task.detached { () async -> Void in
+                try? await Task.sleep(nanoseconds: 200_000_000)
+                serving.cancel()
+            }
+        }
+        control.onCut(cut)
         let signals = SecondSignal()
-        let serving = Task { try await ServiceGroup(configuration: group).run() }
-        signals.onSecond = { serving.cancel() }
+        signals.onSecond = { () -> Void in control.cutShort() }
         defer { signals.cancel() }
+        var failure: Error? = nil
         do {
             try await serving.value
         } catch let e as NIOCore.IOError where e.errnoCode == EADDRINUSE {
@@ -173,9 +197,11 @@ public final class EmbeddingServer: @unchecked Sendable {
         } catch let e as NIOCore.IOError {
             throw ServeError(String(cString: strerror(e.errnoCode)).lowercased())
         } catch {
-            if !(signals.fired || draining.overran(config.shutdownTimeout)) { throw error }
+            failure = error
         }
-        return !(signals.fired || draining.overran(config.shutdownTimeout))
+        let wasCut: Bool = control.finish()
+        if let failure, !wasCut { throw failure }
+        return !wasCut
     }
 
     // MARK: Routes
@@ -195,7 +221,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         router.post("fuse") { [self] request, _ in await answer("/fuse", style: .tei) { try await fuse(request) } }
         router.get("health") { [self] _, _ in
             await answer("/health", style: .tei, arrives: false) {
-                if draining.isSet { throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "stopping") }
+                if control.isDraining { throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "stopping") }
                 return json("{\"status\":\"ok\"}")
             }
         }
@@ -213,12 +239,23 @@ public final class EmbeddingServer: @unchecked Sendable {
     func answer(_ endpoint: String, style: ErrorStyle, arrives: Bool = true, _ body: () async throws -> Response) async -> Response {
         let start = Batcher.now()
         var response: Response
-        let arrival = arrives ? batcher.arrive() : nil
-        defer { if let arrival { batcher.depart(arrival) } }
+        var arrival: Batcher.Arrival? = nil
+        defer {
+            if let arrival {
+                batcher.depart(arrival)
+                bodyBudget.give(arrival.heldBytes)
+            }
+        }
         do {
-            response = try await Batcher.$current.withValue(arrival) { try await body() }
+            // Admitted before the body is read, so a full queue costs no reading.
+            if arrives { arrival = try batcher.arrive() }
+            let current: Batcher.Arrival? = arrival
+            response = try await Batcher.$current.withValue(current) { () async throws -> Response in try await body() }
         } catch let e as APIError {
             response = errorResponse(e, style: style)
+            // A body over a limit or too slow is left unread: the connection cannot go on.
+            if e.closes || e.status == .contentTooLarge || e.status == .requestTimeout { response.headers[.connection] = "close" }
+            if e.status == .tooManyRequests { response.headers[.retryAfter] = "1" }
         } catch let e as BatchRefusal {
             switch e {
             case .queueFull(let limit):
@@ -231,6 +268,8 @@ public final class EmbeddingServer: @unchecked Sendable {
             case .stopping:
                 response = errorResponse(APIError(status: .serviceUnavailable, type: "Unhealthy", message: "the server is stopping"), style: style)
             }
+        } catch is CancellationError {
+            response = errorResponse(APIError(status: .serviceUnavailable, type: "Unhealthy", message: "cancelled: the server is stopping"), style: style)
         } catch {
             response = errorResponse(APIError(status: .internalServerError, type: "Backend", message: "\(error)"), style: style)
         }
@@ -359,26 +398,62 @@ func base64Floats(_ row: ArraySlice<Float>) -> String {
     return Data(bytes).base64EncodedString()
 }
 
-/// Set once, when the drain begins, from any thread.
-final class ManagedFlag: @unchecked Sendable {
+/// The drain's course, set from any thread: begun (so /health answers 503), finished, or cut
+/// short — judged by what happened, not by the clock.
+final class ShutdownControl: @unchecked Sendable {
     private let lock = NSLock()
-    private var since: Double?
-    func set() { lock.lock(); if since == nil { since = Batcher.now() }; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return since != nil }
-    /// The drain has taken `seconds` or more (so the group cancelled what was still running).
-    func overran(_ seconds: Double) -> Bool {
+    private var draining = false
+    private var finished = false
+    private var cut = false
+    private var onCutAction: (@Sendable () -> Void)?
+
+    private var unrunCount = 0
+
+    var isDraining: Bool { lock.lock(); defer { lock.unlock() }; return draining }
+    var unrun: Int { lock.lock(); defer { lock.unlock() }; return unrunCount }
+    func record(unrun n: Int) { lock.lock(); unrunCount += n; lock.unlock() }
+
+    func onCut(_ action: @escaping @Sendable () -> Void) {
+        lock.lock(); onCutAction = action; lock.unlock()
+    }
+
+    /// Graceful shutdown has begun; after `timeout` seconds the drain is cut short.
+    func beginDrain(timeout: Double) {
+        lock.lock(); draining = true; lock.unlock()
+        let nanoseconds = UInt64(timeout * 1e9)
+        Task.detached { [self] () async -> Void in
+            try? await Task.sleep(nanoseconds: nanoseconds)
+            cutShort()
+        }
+    }
+
+    /// Cuts the drain short unless it has finished.
+    func cutShort() {
+        lock.lock()
+        if finished || cut { lock.unlock(); return }
+        cut = true
+        let action: (@Sendable () -> Void)? = onCutAction
+        lock.unlock()
+        action?()
+    }
+
+    /// The group has returned: true when the drain was cut short (a cut after this is too late
+    /// to count).
+    func finish() -> Bool {
         lock.lock(); defer { lock.unlock() }
-        return since.map { Batcher.now() - $0 >= seconds } ?? false
+        finished = true
+        return cut
     }
 }
 
-/// Sets the draining flag when graceful shutdown begins, so /health answers 503 while the
-/// requests in flight finish. (Listed last, it is the first the group shuts down.)
+/// Starts the drain when graceful shutdown begins. (Listed last, it is the first the group
+/// shuts down, so /health answers 503 while the requests in flight finish.)
 struct DrainWatch: Service {
-    let flag: ManagedFlag
+    let control: ShutdownControl
+    let timeout: Double
     func run() async throws {
         try? await gracefulShutdown()
-        flag.set()
+        control.beginDrain(timeout: timeout)
     }
 }
 

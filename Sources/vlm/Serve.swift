@@ -62,6 +62,9 @@ struct ServeCommand: ParsableCommand, ModelChoices {
     @Option(parsing: .unconditional, help: "Bytes per request body at most (413 beyond).")
     var maxBodyBytes: Int = 32 << 20
 
+    @Option(parsing: .unconditional, help: "Bytes of request bodies held at once across requests (a body that would pass it is answered 429). Default: 256 MiB, at least --max-body-bytes.")
+    var maxBufferedBytes: Int?
+
     @Option(parsing: .unconditional, help: "Seconds a request may wait for the model before it is answered 503.")
     var requestTimeout: Double = 30
 
@@ -102,6 +105,7 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         try Limits.check("--max-queue", maxQueue, 1...(1 << 24))
         try Limits.check("--max-inputs", maxInputs, 1...maxQueue)
         try Limits.check("--max-body-bytes", maxBodyBytes, 1...(1 << 31))
+        if let maxBufferedBytes { try Limits.check("--max-buffered-bytes", maxBufferedBytes, maxBodyBytes...(1 << 40)) }
         if !(0...10_000).contains(lingerMs) { throw ValidationError("--linger-ms must be from 0 to 10000") }
         for (name, v) in [("--request-timeout", requestTimeout), ("--read-timeout", readTimeout), ("--idle-timeout", idleTimeout), ("--shutdown-timeout", shutdownTimeout)] {
             if !(v > 0 && v <= 86_400) { throw ValidationError("\(name) must be above 0 and at most 86400 seconds") }
@@ -110,12 +114,22 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         if host.isEmpty { throw ValidationError("--host must not be empty") }
     }
 
+    /// /info names model files by their last component: clients need not see the server's paths.
+    static func publicInfo(_ info: [String: JSONValue]) -> [String: JSONValue] {
+        var out = info
+        for key in ["image_model", "text_model"] {
+            if case .string(let path)? = info[key] { out[key] = .string((path as NSString).lastPathComponent) }
+        }
+        return out
+    }
+
     func run() throws {
         let backend = try engine.configure()
         var config = ServeConfiguration()
         config.port = port
         config.maxBodyBytes = maxBodyBytes
         config.maxInputs = maxInputs
+        config.maxBufferedBytes = maxBufferedBytes ?? max(256 << 20, maxBodyBytes)
         config.autoTruncate = autoTruncate
         config.allowNonFinite = engine.allowNonfinite
         config.maxImageBatch = maxImageBatchSize
@@ -141,7 +155,7 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         let name = servedModelName ?? URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent
         let serving = ServeModels(text: textRows, textNormalize: textDefault, textName: name,
                                   image: Result { try models.images().inner }, pair: Result { try models.pairs().inner },
-                                  info: models.info())
+                                  info: Self.publicInfo(models.info()))
         for (what, r) in [("text", textRows.map { _ in () }), ("image", serving.image.map { _ in () })] {
             if case .failure(let e) = r { note("vlm: note: no \(what) model (\(oneLine("\(e)"))); its endpoints answer 503") }
         }
@@ -159,7 +173,7 @@ struct ServeCommand: ParsableCommand, ModelChoices {
         switch outcome {
         case .success(true): return
         case .success(false):
-            note("vlm: note: the drain was cut short (--shutdown-timeout or a second signal); requests still in flight were cancelled")
+            note("vlm: note: the drain was cut short (--shutdown-timeout or a second signal): \(server.unrunAtCut) queued requests were answered 503 without running, the rest in flight were cancelled")
             throw Finished(status: .failure)
         case .failure(let e):
             throw InputError("cannot listen on \(display):\(port): \(e)")

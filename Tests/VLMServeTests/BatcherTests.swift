@@ -150,4 +150,63 @@ final class BatcherTests: XCTestCase {
         XCTAssertEqual(results, 10)
         b.waitUntilDrained()
     }
+
+    func testACancelledRequestLeavesTheQueueAndTheOthersRun() async throws {
+        let counter = Counter()
+        let b = Batcher(limits: .init(maxBatchItems: 100, maxBatchTokens: 1000, maxQueueItems: 100, linger: 0, timeout: 30), observer: counter)
+        let l = lane()
+        b.add(l)
+        let kept = Task { try await b.submit(l, [1, 2], items: 2) }
+        try await waitQueued(b, 2)
+        let cancelled = Task { try await b.submit(l, [3, 4, 5], items: 3) }
+        try await waitQueued(b, 5)
+        cancelled.cancel()
+        do {
+            _ = try await cancelled.value
+            XCTFail("a cancelled request is not run")
+        } catch is CancellationError {}
+        XCTAssertEqual(b.queuedItems, 2)
+        b.start()
+        let rows = try await kept.value.rows
+        XCTAssertEqual(rows, [1, 2, 2, 4])
+        try await waitBatches(counter, 1)
+        XCTAssertEqual(counter.batches.map(\.items), [2])
+        // Cancelled before it is queued: refused when it would be, never queued.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await b.submit(l, [6], items: 1)
+        }
+        do {
+            _ = try await early.value
+            XCTFail("a request cancelled before it is queued is not run")
+        } catch is CancellationError {}
+        XCTAssertEqual(b.queuedItems, 0)
+        b.stop()
+        b.waitUntilDrained()
+    }
+
+    func testAdmissionCountsRequestsArrivingAndACutStopAnswersTheQueue() async throws {
+        let b = Batcher(limits: .init(maxBatchItems: 100, maxBatchTokens: 1000, maxQueueItems: 3, linger: 0, timeout: 30))
+        let l = lane()
+        b.add(l)
+        // Two items queued and one request arriving fill a queue of 3: the next is refused
+        // before its body is read.
+        let queued = Task { try await b.submit(l, [1, 2], items: 2) }
+        try await waitQueued(b, 2)
+        let arriving = try b.arrive()
+        XCTAssertThrowsError(try b.arrive()) { XCTAssertEqual($0 as? BatchRefusal, .queueFull(limit: 3)) }
+        b.depart(arriving)
+        b.depart(arriving)        // idempotent
+        let again = try b.arrive()
+        b.depart(again)
+        // A stop that answers the queue: the queued request is refused, not run.
+        XCTAssertEqual(b.stop(answeringQueued: true), 1)
+        b.start()
+        do {
+            _ = try await queued.value
+            XCTFail("a request queued at a cut stop is not run")
+        } catch let e as BatchRefusal { XCTAssertEqual(e, .stopping) }
+        b.waitUntilDrained()
+        XCTAssertEqual(b.queuedItems, 0)
+    }
 }

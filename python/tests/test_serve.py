@@ -258,6 +258,15 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
             ("/fuse", {"inputs": "a"}, None, 422),
             ("/embed", b'{"inputs": "a"}', {"Content-Type": "text/plain"}, 415),
             ("/v1/embeddings", {"input": "a", "model": 5}, None, 422),
+            # Strict JSON: what a lenient decoder would take, or read differently, is refused.
+            ("/embed", b'{"inputs": ["a",]}', {}, 400),
+            ("/embed", b'{"inputs": ["a"],}', {}, 400),
+            ("/embed", b'{"inputs": ["a"], "inputs": ["b"]}', {}, 400),
+            ("/embed", b'{"inputs": ["a\x01"]}', {}, 400),
+            ("/embed", b'{"inputs": ["a"], "normalize": tru}', {}, 400),
+            ("/embed", b'{"inputs": ["a"]} {}', {}, 400),
+            ("/embed", b'{"inputs": ["a"], "n": 01}', {}, 400),
+            ("/embed", b'[' * 600 + b']' * 600, {}, 400),
         ]
         for path, body, headers, want in cases:
             status, r = s.post(path, body, headers=headers)
@@ -266,6 +275,12 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
             assert isinstance(err, str) and err and "\n" not in err
         assert s.post("/embed", {"inputs": ["a", 2]})[1]["error"] == "inputs[1] must be a string"
         assert s.post("/embed", {"input": "a"})[1]["error"] == '"inputs" is missing'
+        assert s.post("/embed", b'{"inputs": ["a"], "inputs": ["b"]}')[1]["error"] == \
+            'the body is not JSON (at byte 18: the key "inputs" appears twice in one object)'
+        assert s.post("/embed", b'{"inputs": ["a",]}')[1]["error"] == "the body is not JSON (at byte 16: a trailing comma in a list)"
+        # Escapes, unicode, numbers and nesting that are JSON still decode.
+        status, v = s.post("/embed", '{"inputs": ["caf\\u00e9 \\"q\\" \\/ 東京"], "normalize": false, "x": [-0.5e+3, {}, [], null]}'.encode())
+        assert status == 200 and len(v) == 1
         status, _, body = s.request("GET", "/no/such/route")
         assert status == 404 and "no such endpoint" in json.loads(body)["error"]
         status, _, body = s.request("GET", "/embed")
@@ -361,11 +376,129 @@ def test_overload_is_429_and_a_timeout_is_503(tmp_path):
         status, v = slow.finish()
         assert status == 200 and len(v) == 1
         assert s.post("/embed", {"inputs": ["after"]})[0] == 200
-    with Server(["--text-model", BERT, "--linger-ms", "3000", "--request-timeout", "0.3"]) as s:
+    # A linger never times a request out: it is capped at half the deadline.
+    with Server(["--text-model", BERT, "--linger-ms", "3000", "--request-timeout", "0.6"]) as s:
         slow = PartialRequest(s.port, "/embed", {"inputs": ["slow"]})
+        status, v = s.post("/embed", {"inputs": ["late"]})
+        assert status == 200 and len(v) == 1
+        assert slow.finish()[0] == 200
+    # A request still queued at its deadline, behind a long forward pass, is answered 503.
+    with Server(["--text-model", MINILM, "--request-timeout", "0.3"]) as s:
+        big = {}
+        t = threading.Thread(target=lambda: big.setdefault("r", s.post("/embed", {"inputs": LONG, "truncate": True}, timeout=300)))
+        t.start()
+        wait_queued(s, len(LONG))
         status, r = s.post("/embed", {"inputs": ["late"]})
         assert status == 503 and r["error_type"] == "Timeout"
-        assert slow.finish()[0] == 200
+        t.join(timeout=300)
+        assert big["r"][0] == 200 and len(big["r"][1]) == len(LONG)
+
+
+# 64 texts of 256 tokens: a forward pass of seconds on the real MiniLM.
+LONG = [" ".join(f"word{k} number{j}" for j in range(200)) for k in range(64)]
+
+
+def wait_queued(s, items):
+    """Waits (bounded) until /metrics counts `items` inputs queued or running."""
+    for _ in range(600):
+        m = re.search(r"^vlm_queue_depth (\S+)", s.get("/metrics")[1], re.M)
+        if m and float(m.group(1)) >= items:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the requests never queued")
+
+
+def read_answer(sock):
+    """One HTTP answer from a raw socket: (status, lower-cased headers, body), skipping 1xx."""
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed before an answer: {data!r}"
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        if status >= 200:
+            break
+    while len(data) < int(headers.get("content-length", "0")):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed inside an answer"
+        data += chunk
+    return status, headers, data
+
+
+def closes(sock):
+    """Whether the server closes the connection (within 10 s) with nothing more to say."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_connections_close_when_http_says_so():
+    body = json.dumps({"inputs": ["a cat"]}).encode()
+
+    def post(version, extra=""):
+        return (f"POST /embed HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+    with Server(["--text-model", BERT, "--max-body-bytes", "1000", "--max-buffered-bytes", "1000", "--read-timeout", "1",
+                 "--max-queue", "3", "--max-inputs", "2"]) as s:
+        # HTTP/1.0: the request is the connection's last, unless it asks for keep-alive.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(post("1.0"))
+            status, headers, _ = read_answer(c)
+            assert status == 200 and headers.get("connection") == "close" and closes(c)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            for _ in range(2):
+                c.sendall(post("1.0", "Connection: keep-alive\r\n"))
+                status, headers, _ = read_answer(c)
+                assert status == 200 and headers.get("connection") == "keep-alive"
+        # A body over the limit by its Content-Length: 413 without 100-continue, and the
+        # connection closes (the body is never read).
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n"
+                      b"Expect: 100-continue\r\n\r\n")
+            c.settimeout(30)
+            first = c.recv(12)
+            assert first.startswith(b"HTTP/1.1 413"), first
+        # Over the limit as it arrives (chunked), and a body too slow: 413 and 408, then closed.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      + b"".join(b"200\r\n" + b" " * 512 + b"\r\n" for _ in range(3)))
+            status, headers, answer = read_answer(c)
+            assert status == 413 and "--max-body-bytes" in json.loads(answer)["error"] and closes(c)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(post("1.1")[:-3])
+            status, headers, answer = read_answer(c)
+            assert status == 408 and headers.get("connection") == "close" and closes(c)
+        # Bodies held at once are bounded (--max-buffered-bytes): one of 900 bytes half in, a
+        # second that would pass 1000 is answered 429 and its connection closed.
+        held = json.dumps({"inputs": ["x" * 870], "truncate": True}).encode()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as first, \
+                socket.create_connection(("127.0.0.1", s.port), timeout=30) as second:
+            first.sendall(f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: {len(held)}\r\n\r\n".encode() + held[:800])
+            time.sleep(0.3)
+            extra = json.dumps({"inputs": ["y" * 300]}).encode()
+            second.sendall(f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: {len(extra)}\r\n\r\n".encode() + extra)
+            status, headers, answer = read_answer(second)
+            assert status == 429 and "--max-buffered-bytes" in json.loads(answer)["error"] and headers.get("retry-after") == "1"
+            assert closes(second)
+            first.sendall(held[800:])
+            assert read_answer(first)[0] == 200
+        # Admission comes before the body: with the queue's room taken by requests arriving,
+        # the next is answered 429 without sending a byte of its body.
+        arriving = [PartialRequest(s.port, "/embed", {"inputs": ["slow"]}) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900\r\n\r\n")
+            status, headers, answer = read_answer(c)
+            assert status == 429 and json.loads(answer)["error_type"] == "Overloaded"
+        assert [a.finish()[0] for a in arriving] == [200] * 3
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_0(tmp_path):
@@ -401,3 +534,34 @@ def test_a_stalled_upload_cannot_hold_the_shutdown():
         assert s.proc.wait(timeout=30) == 1
         assert "the drain was cut short" in "".join(s.lines + [s.proc.stderr.read().decode()])
         stalled.sock.close()
+
+
+def test_a_cut_short_drain_answers_what_is_queued_without_running_it():
+    # One long forward pass runs, three requests wait behind it; the drain is cut short at
+    # 0.5 s: the waiting ones are answered 503 (stopping), not run, and vlm exits 1.
+    s = Server(["--text-model", MINILM, "--shutdown-timeout", "0.5", "--max-batch-size", "64"])
+    got = {}
+
+    def client(k):
+        try:
+            got[k] = s.post("/embed", {"inputs": LONG, "truncate": True}, timeout=300)
+        except OSError as e:
+            got[k] = (None, str(e))
+
+    threads = [threading.Thread(target=client, args=(0,))]
+    threads[0].start()
+    wait_queued(s, len(LONG))
+    for k in (1, 2, 3):
+        threads.append(threading.Thread(target=client, args=(k,)))
+        threads[-1].start()
+    wait_queued(s, 4 * len(LONG))
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=120) == 1
+    for t in threads:
+        t.join(timeout=60)
+    note = "".join(s.lines + [s.proc.stderr.read().decode()])
+    # The long pass (seconds) is still running at the cut, so all three are still queued.
+    m = re.search(r"the drain was cut short .*: (\d+) queued requests were answered 503 without running", note)
+    assert m and int(m.group(1)) == 3, note
+    for k in (1, 2, 3):
+        assert got[k][0] in (503, None) and (got[k][0] is None or got[k][1]["error"] == "the server is stopping"), got[k]
