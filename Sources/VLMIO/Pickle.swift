@@ -174,6 +174,41 @@ public struct Unpickler {
     }
 
     /// The refusal every dangerous construct gets: what it was, and that nothing ran.
+    /// A decimal integer as little-endian two's complement bytes, as few as hold it (LONG1's form).
+    static func twosComplement(decimal text: String) -> [UInt8]? {
+        var digits = Substring(text)
+        let negative = digits.hasPrefix("-")
+        if negative || digits.hasPrefix("+") { digits = digits.dropFirst() }
+        guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        // The magnitude, little-endian bytes, by multiply-and-add per digit.
+        var mag: [UInt8] = [0]
+        for d in digits.utf8 {
+            var carry = UInt32(d - 0x30)
+            for k in mag.indices {
+                let v = UInt32(mag[k]) * 10 + carry
+                mag[k] = UInt8(truncatingIfNeeded: v)
+                carry = v >> 8
+            }
+            while carry > 0 { mag.append(UInt8(truncatingIfNeeded: carry)); carry >>= 8 }
+        }
+        var bytes = mag
+        if negative {
+            // Two's complement: invert and add one.
+            var carry: UInt16 = 1
+            for k in bytes.indices {
+                let v = UInt16(~bytes[k]) + carry
+                bytes[k] = UInt8(truncatingIfNeeded: v)
+                carry = v >> 8
+            }
+            if bytes.last! & 0x80 == 0 { bytes.append(0xFF) }
+            while bytes.count > 1 && bytes[bytes.count - 1] == 0xFF && bytes[bytes.count - 2] & 0x80 != 0 { bytes.removeLast() }
+        } else {
+            while bytes.count > 1 && bytes.last == 0 { bytes.removeLast() }
+            if bytes.last! & 0x80 != 0 { bytes.append(0) }
+        }
+        return bytes
+    }
+
     func refuse(_ at: Int, _ what: String) -> PickleError {
         PickleError(path, "refusing \(what) at pickle byte \(at): only the globals torch.save writes for tensors and state dicts are allowed, and nothing was executed (is the file from a source you trust?)")
     }
@@ -331,8 +366,15 @@ public struct Unpickler {
             case 0x4C: // LONG (text, with a trailing L in protocol 0)
                 var s = try line(at: op)
                 if s.hasSuffix("L") { s.removeLast() }
-                guard let v = Int64(s) else { throw fail(op, "LONG '\(s.prefix(40))' is not a 64-bit integer") }
-                try push(.int(v), at: op)
+                if let v = Int64(s) {
+                    try push(.int(v), at: op)
+                } else {
+                    // Beyond 64 bits (the legacy format's magic number, in protocols 0 and 1).
+                    guard s.utf8.count <= 400, let bytes = Unpickler.twosComplement(decimal: s) else {
+                        throw fail(op, "LONG '\(s.prefix(40))' is not a whole number")
+                    }
+                    try push(.bigInt(bytes), at: op)
+                }
             case 0x47: try push(.float(Double(bitPattern: UInt64(bigEndian: try read(8, at: op).loadUnaligned(as: UInt64.self)))), at: op) // BINFLOAT
             case 0x46: // FLOAT (text)
                 let s = try line(at: op)
@@ -434,7 +476,8 @@ public struct Unpickler {
             case 0x51: // BINPERSID
                 let pid = try pop(at: op)
                 try push(try persistent(pid, at: op), at: op)
-            case 0x50: throw refuse(op, "a text persistent id (PERSID)")
+            case 0x50: // PERSID: only a protocol-0 pickler writes it, as the text of torch's tuple
+                throw PickleError(path, "a pickle of protocol 0 (text), whose tensor references are text persistent ids at pickle byte \(op), which torch.load cannot read either; save the state dict again with torch.save's default protocol")
             case 0x69: throw refuse(op, "INST (creates an instance of any class)")
             case 0x6F: throw refuse(op, "OBJ (creates an instance of any class)")
             case 0x92: throw refuse(op, "NEWOBJ_EX (creates an instance of any class)")

@@ -107,10 +107,19 @@ public final class TorchCheckpoint: Checkpoint {
         try self.init(file: file, format: format)
     }
 
-    /// A zip archive, or a pickle (PROTO 0–5 first: the legacy format's magic-number pickle).
+    /// A zip archive, or a pickle: PROTO 2–5 first, or — protocols 0 and 1, which have no PROTO —
+    /// the legacy format's magic number as a text LONG, or a container's opening that
+    /// safetensors' header (an 8-byte length below 2³², then "{") cannot be.
     static func format(of b: UnsafeRawBufferPointer) -> Format? {
         if ZipArchive.looksLikeZip(b) { return .zip }
-        return b.count >= 2 && b[0] == 0x80 && b[1] <= 5 ? .legacy : nil
+        if b.count >= 2 && b[0] == 0x80 && b[1] <= 5 { return .legacy }
+        let magic = Array("L119547037146038801333356L\n".utf8)
+        if b.count >= magic.count && zip(b.prefix(magic.count), magic).allSatisfy({ $0 == $1 }) { return .legacy }
+        let safetensorsShaped = b.count >= 9 && b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] == 0 && b[8] == UInt8(ascii: "{")
+        // MARK, EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE: how protocol 0 and 1 pickles of a
+        // container begin (the reader then says what kind of pickle it is).
+        if !safetensorsShaped, let first = b.first, [0x28, 0x7D, 0x5D, 0x29].contains(first) { return .legacy }
+        return nil
     }
 
     init(file: MappedFile, format: Format) throws {

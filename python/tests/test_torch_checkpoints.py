@@ -95,6 +95,9 @@ VARIANTS = {
     "shared-legacy": lambda sd, p: torch.save(one_shared_storage(sd), p, _use_new_zipfile_serialization=False),
     "parameters": lambda sd, p: torch.save(as_parameters(sd), p),
     "protocol4": lambda sd, p: torch.save(sd, p, pickle_protocol=4),
+    # Protocol 1 has no PROTO opcode: the legacy file opens with the magic number as text.
+    "protocol1": lambda sd, p: torch.save(sd, p, pickle_protocol=1),
+    "protocol1-legacy": lambda sd, p: torch.save(sd, p, pickle_protocol=1, _use_new_zipfile_serialization=False),
     "dataparallel": lambda sd, p: torch.save(collections.OrderedDict(("module." + k, v) for k, v in sd.items()), p),
     "wrapped": lambda sd, p: torch.save({"epoch": 7, "arch": "resnet", "best_acc1": 0.5, "state_dict": sd,
                                          "optimizer": {"state": {0: {"momentum_buffer": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}}, p),
@@ -151,7 +154,7 @@ def bert_folder(src, dst, save):
     return dst
 
 
-@pytest.mark.parametrize("variant", ["zip", "legacy", "views", "shared-legacy"])
+@pytest.mark.parametrize("variant", ["zip", "legacy", "views", "shared-legacy", "protocol1-legacy"])
 def test_bert_pytorch_model_bin_equals_safetensors(tmp_path, variant):
     texts = "A cat sat on the mat.\nnaïve café, 東京 and emoji 🎉\n\nthe quick brown fox jumps over the lazy dog " * 3 + "\n"
     folder = bert_folder(BERT, tmp_path / "bert", VARIANTS[variant])
@@ -489,3 +492,22 @@ def test_a_changed_byte_in_any_entry_is_refused_naming_the_file_and_entry(tmp_pa
         assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
         assert str(path) in r.stderr and f"'{info.filename}'" in r.stderr and "CRC-32" in r.stderr, r.stderr
         assert not (tmp_path / "x.npy").exists()
+
+
+def test_protocol_0_and_plain_pickles_are_named_for_what_they_are(tmp_path):
+    """Protocol 0 and 1 pickles have no PROTO opcode; they were once read as safetensors headers."""
+    sd = {"a": torch.arange(4.0)}
+    for zipped in (False, True):
+        p = tmp_path / f"p0-{zipped}.pth"
+        torch.save(sd, p, pickle_protocol=0, _use_new_zipfile_serialization=zipped)
+        with pytest.raises(AssertionError):      # torch cannot read its own protocol-0 tensors
+            torch.load(p, weights_only=False)
+        r = run("inspect", p, check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert str(p) in r.stderr and "a pickle of protocol 0 (text)" in r.stderr and "torch.save's default protocol" in r.stderr
+    for protocol in (0, 1):
+        p = tmp_path / f"plain{protocol}.pkl"
+        with open(p, "wb") as f:
+            pickle.dump({"a": [1, 2]}, f, protocol=protocol)
+        r = run("inspect", p, check=False)
+        assert r.returncode == 1 and r.stderr.strip() == f"vlm: error: {p}: a pickle, but not a torch checkpoint (no torch.save magic number)"
