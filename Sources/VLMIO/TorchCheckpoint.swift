@@ -40,8 +40,10 @@ extension SafetensorsFile: Checkpoint {
 
 public enum Checkpoints {
     /// Opens `path` by what its bytes are: a zip archive or a pickle is a torch checkpoint,
-    /// anything else is read as safetensors (whose errors then explain what is wrong).
+    /// anything else is read as safetensors (whose errors then explain what is wrong); an
+    /// `….index.json` is a sharded checkpoint's index.
     public static func open(_ path: String) throws -> Checkpoint {
+        if path.hasSuffix(".index.json") { return try ShardedCheckpoint(indexPath: path) }
         let file = try MappedFile(path: path)
         if let kind = file.withBytes(TorchCheckpoint.format(of:)) { return try TorchCheckpoint(file: file, format: kind) }
         let isTar = file.withBytes { b in b.count >= 262 && Array(b[257..<262]) == Array("ustar".utf8) }

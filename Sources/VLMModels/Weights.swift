@@ -29,15 +29,23 @@ extension TorchCheckpoint: TensorSource {
 public func openWeights(_ path: String) throws -> any TensorSource & Checkpoint {
     let c = try Checkpoints.open(path)
     if let s = c as? SafetensorsFile { return s }
+    if let s = c as? ShardedCheckpoint { return s }
     return c as! TorchCheckpoint
 }
 
+extension ShardedCheckpoint: TensorSource {
+    public var sourceName: String { path }
+    public var keys: [String] { tensorNames }
+}
+
 /// The weights file in a model folder: model.safetensors; else pytorch_model.bin (Hugging Face's
-/// torch.save file); else the folder's one .pth or .pt file. Anything else is an error saying
-/// what was found.
+/// torch.save file); else a sharded checkpoint's index (model.safetensors.index.json, then
+/// pytorch_model.bin.index.json); else the folder's one .pth or .pt file. Anything else is an
+/// error saying what was found.
 public func weightsInFolder(_ folder: String) throws -> String {
     func p(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
-    for name in ["model.safetensors", "pytorch_model.bin"] where FileStatus.of(p(name)) != nil { return p(name) }
+    for name in ["model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"]
+    where FileStatus.of(p(name)) != nil { return p(name) }
     let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
     let torch = names.filter { ($0.hasSuffix(".pth") || $0.hasSuffix(".pt")) && !$0.hasPrefix(".") }
     if torch.count == 1 { return p(torch[0]) }
@@ -45,7 +53,7 @@ public func weightsInFolder(_ folder: String) throws -> String {
         throw WeightError.unrecognized(source: folder, reason: "\(torch.count) checkpoints in this folder (\(torch.prefix(4).joined(separator: ", "))\(torch.count > 4 ? ", …" : "")); pass --model with the one to use")
     }
     if let index = names.first(where: { $0.hasSuffix(".index.json") }) {
-        throw WeightError.unrecognized(source: folder, reason: "a sharded checkpoint (\(index)) is not supported; merge the shards into one file")
+        throw WeightError.unrecognized(source: folder, reason: "\(index) is not a sharded checkpoint's index vlm knows (model.safetensors.index.json or pytorch_model.bin.index.json); pass --model with the index file")
     }
     throw WeightError.unrecognized(source: folder, reason: "no model.safetensors, pytorch_model.bin or .pth/.pt checkpoint in this folder")
 }

@@ -511,3 +511,116 @@ def test_protocol_0_and_plain_pickles_are_named_for_what_they_are(tmp_path):
             pickle.dump({"a": [1, 2]}, f, protocol=protocol)
         r = run("inspect", p, check=False)
         assert r.returncode == 1 and r.stderr.strip() == f"vlm: error: {p}: a pickle, but not a torch checkpoint (no torch.save magic number)"
+
+
+# MARK: - Sharded checkpoints
+
+def embed_texts(model, out, texts="A cat sat on the mat.\nnaïve café, 東京 🎉\n\nthe quick brown fox\n"):
+    r = subprocess.run([VLM, "embed-text", "--model", str(model), "-o", str(out), "--quiet"], input=texts, text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    return open(out, "rb").read()
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_sharded_checkpoints_load_as_one_model(tmp_path, safe):
+    """transformers' own save_pretrained shards, as users download them from the hub."""
+    import json
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from transformers import BertModel
+    folder = tmp_path / "sharded"
+    model = BertModel.from_pretrained(BERT)
+    if safe:
+        model.save_pretrained(folder, max_shard_size="100KB")
+    else:
+        # transformers 5 writes safetensors only; pytorch_model-*.bin shards are how
+        # transformers 4 wrote them: huggingface_hub's split, each shard by torch.save.
+        model.save_pretrained(folder)
+        (folder / "model.safetensors").unlink()
+        sd = model.state_dict()
+        split = split_torch_state_dict_into_shards(sd, filename_pattern="pytorch_model{suffix}.bin", max_shard_size="100KB")
+        for name, keys in split.filename_to_tensors.items():
+            torch.save({k: sd[k].contiguous() for k in keys}, folder / name)
+        json.dump({"metadata": split.metadata, "weight_map": split.tensor_to_filename}, open(folder / "pytorch_model.bin.index.json", "w"))
+    shutil.copy(os.path.join(BERT, "vocab.txt"), folder / "vocab.txt")
+    index = folder / ("model.safetensors.index.json" if safe else "pytorch_model.bin.index.json")
+    shards = sorted(set(json.load(open(index))["weight_map"].values()))
+    assert len(shards) >= 2 and not (folder / "model.safetensors").exists() and not (folder / "pytorch_model.bin").exists()
+    want = embed_texts(BERT, tmp_path / "want.npy")
+    assert embed_texts(folder, tmp_path / "folder.npy") == want
+    r = run("inspect", folder)
+    assert f"format: sharded, {len(shards)} shards" in r.stdout and "architecture: BERT" in r.stdout
+    # vlm convert merges the shards into one safetensors file equal to the model's tensors.
+    run("convert", index, "-o", tmp_path / "merged.safetensors", "--quiet")
+    merged = load_file(tmp_path / "merged.safetensors")
+    ref = BertModel.from_pretrained(BERT).state_dict()
+    assert set(merged) <= set(ref) and set(ref) - set(merged) <= {"embeddings.position_ids"}
+    for k, v in merged.items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_sharded_image_checkpoints_and_every_disagreement_is_an_error(tmp_path, images):
+    import json
+    twin = os.path.join(RESNETS["bottleneck_f32"], "model.safetensors")
+    sd = load_file(twin)
+    keys = list(sd)
+    half = len(keys) // 2
+    folder = tmp_path / "resnet"
+    folder.mkdir()
+
+    def write(parts, index=None, fmt="safetensors"):
+        for f in folder.iterdir():
+            f.unlink()
+        weight_map = {}
+        for name, ks in parts.items():
+            part = collections.OrderedDict((k, sd[k]) for k in ks)
+            if fmt == "safetensors":
+                save_file(part, folder / name)
+            else:
+                torch.save(part, folder / name)
+            weight_map.update({k: name for k in ks})
+        idx = folder / f"model.{fmt}.index.json" if fmt == "safetensors" else folder / "pytorch_model.bin.index.json"
+        json.dump(index if index is not None else {"metadata": {"total_size": 0}, "weight_map": weight_map}, open(idx, "w"))
+        return idx
+
+    want = embed_image(twin, images, tmp_path / "twin.npy")
+    for fmt in ("safetensors", "bin"):
+        idx = write({f"a.{fmt}": keys[:half], f"b.{fmt}": keys[half:]}, fmt=fmt)
+        assert embed_image(folder, images, tmp_path / f"{fmt}.npy") == want
+        assert embed_image(idx, images, tmp_path / f"{fmt}-index.npy") == want
+
+    def refused(idx, *words):
+        r = run("embed-image", images, "--model", idx, "-o", tmp_path / "x.npy", check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        for w in words:
+            assert w in r.stderr, (w, r.stderr)
+        assert not (tmp_path / "x.npy").exists()
+
+    good = {"a.safetensors": keys[:half], "b.safetensors": keys[half:]}
+    wm = {k: ("a.safetensors" if i < half else "b.safetensors") for i, k in enumerate(keys)}
+    idx = write(good)
+    (folder / "b.safetensors").unlink()
+    refused(idx, str(idx), "names the shard 'b.safetensors', which is missing")
+    idx = write({"a.safetensors": keys[:half + 1], "b.safetensors": keys[half:]}, index={"weight_map": wm})
+    refused(idx, f"tensor '{keys[half]}' is in two shards, 'a.safetensors' and 'b.safetensors'")
+    idx = write(good, index={"weight_map": {k: v for k, v in wm.items() if k != keys[0]}})
+    refused(idx, f"the shard 'a.safetensors' holds tensor '{keys[0]}', which the index does not list")
+    idx = write(good, index={"weight_map": {**wm, "extra.weight": "a.safetensors"}})
+    refused(idx, "the index places tensor 'extra.weight' in 'a.safetensors', which does not hold it")
+    idx = write(good, index={"weight_map": {**wm, keys[0]: "b.safetensors"}})
+    refused(idx, f"the shard 'a.safetensors' holds tensor '{keys[0]}', which the index places in 'b.safetensors'")
+    for bad in ("../b.safetensors", "/etc/passwd", "sub/b.safetensors", ""):
+        idx = write(good, index={"weight_map": {**wm, keys[-1]: bad}})
+        refused(idx, "a shard must be a file beside the index")
+    for bad in ([], {"weight_map": []}, {"weight_map": {}}, {"weight_map": {keys[0]: 3}}):
+        idx = write(good, index=bad)
+        refused(idx, str(idx))
+    (folder / "model.safetensors.index.json").write_text("{not json")
+    refused(folder / "model.safetensors.index.json", "not a JSON object")
+    # A damaged shard is caught by the shard's own check, naming the shard.
+    idx = write({"a.bin": keys[:half], "b.bin": keys[half:]}, fmt="bin")
+    data = bytearray(open(folder / "b.bin", "rb").read())
+    z = zipfile.ZipFile(folder / "b.bin")
+    entry = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64)
+    data[entry.header_offset + 30 + len(entry.filename) + len(entry.extra) + 8] ^= 0x01
+    open(folder / "b.bin", "wb").write(bytes(data))
+    refused(idx, str(folder / "b.bin"), "CRC")
