@@ -46,6 +46,24 @@ public struct BertConfig: Decodable, Equatable, Sendable {
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType)
     }
 
+    /// The settings themselves (DistilBERT's config.json, mapped).
+    init(hiddenSize: Int, numHiddenLayers: Int, numAttentionHeads: Int, intermediateSize: Int, hiddenAct: String,
+         layerNormEps: Float, maxPositionEmbeddings: Int, typeVocabSize: Int, vocabSize: Int, modelType: String?) {
+        self.hiddenSize = hiddenSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.intermediateSize = intermediateSize
+        self.hiddenAct = hiddenAct
+        self.layerNormEps = layerNormEps
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.typeVocabSize = typeVocabSize
+        self.vocabSize = vocabSize
+        self.modelType = modelType
+    }
+
+    /// DistilBERT: no token types (type_vocab_size 0), LayerNorm eps 1e-12.
+    public var isDistilBERT: Bool { modelType == "distilbert" }
+
     public var headDim: Int { hiddenSize / numAttentionHeads }
 
     /// Multiply-adds ×2 of the encoder for a batch of sequences with these lengths.
@@ -63,8 +81,27 @@ public struct BertConfig: Decodable, Equatable, Sendable {
             throw WeightError.unrecognized(source: path, reason: "cannot read config.json (missing or unreadable)")
         }
         let cfg: BertConfig
+        // model_type first: a RoBERTa, XLM-R or MPNet config reads as BERT settings, but those
+        // models are not BERT (another tokenizer, position scheme or attention).
+        struct Kind: Decodable { var model_type: String? }
+        let kind = (try? JSONDecoder().decode(Kind.self, from: data))?.model_type
+        switch kind {
+        case nil, "bert", "distilbert": break
+        case let other?:
+            throw WeightError.unrecognized(source: path, reason: "model_type '\(other.prefix(60))' is not supported: vlm runs BERT encoders "
+                                           + "(model_type bert: BERT, MiniLM, BGE, E5, GTE, …) and DistilBERT (distilbert)")
+        }
         do {
-            cfg = try JSONDecoder().decode(BertConfig.self, from: data)
+            if kind == "distilbert" {
+                let d = try JSONDecoder().decode(DistilBertConfigJSON.self, from: data)
+                // sinusoidal_pos_embds: transformers fills position_embeddings.weight with the
+                // sinusoids and saves it, so the checkpoint holds them either way.
+                cfg = BertConfig(hiddenSize: d.dim, numHiddenLayers: d.n_layers, numAttentionHeads: d.n_heads, intermediateSize: d.hidden_dim,
+                                 hiddenAct: d.activation ?? "gelu", layerNormEps: 1e-12, maxPositionEmbeddings: d.max_position_embeddings ?? 512,
+                                 typeVocabSize: 0, vocabSize: d.vocab_size, modelType: "distilbert")
+            } else {
+                cfg = try JSONDecoder().decode(BertConfig.self, from: data)
+            }
         } catch DecodingError.keyNotFound(let key, _) {
             throw WeightError.unrecognized(source: path, reason: "missing key '\(key.stringValue)'")
         } catch DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx) where !ctx.codingPath.isEmpty {
@@ -75,7 +112,7 @@ public struct BertConfig: Decodable, Equatable, Sendable {
         for (name, v) in [("hidden_size", cfg.hiddenSize), ("num_hidden_layers", cfg.numHiddenLayers),
                           ("num_attention_heads", cfg.numAttentionHeads), ("intermediate_size", cfg.intermediateSize),
                           ("max_position_embeddings", cfg.maxPositionEmbeddings), ("vocab_size", cfg.vocabSize),
-                          ("type_vocab_size", cfg.typeVocabSize)] where v <= 0 {
+                          ("type_vocab_size", cfg.isDistilBERT ? 1 : cfg.typeVocabSize)] where v <= 0 {
             throw WeightError.unrecognized(source: path, reason: "\(name) must be positive, got \(v)")
         }
         if cfg.hiddenSize % cfg.numAttentionHeads != 0 {
@@ -94,6 +131,18 @@ public struct BertConfig: Decodable, Equatable, Sendable {
     }
 }
 
+/// DistilBERT's config.json (transformers' DistilBertConfig names).
+struct DistilBertConfigJSON: Decodable {
+    var dim: Int
+    var n_layers: Int
+    var n_heads: Int
+    var hidden_dim: Int
+    var activation: String?
+    var max_position_embeddings: Int?
+    var vocab_size: Int
+    var sinusoidal_pos_embds: Bool?
+}
+
 // MARK: - Checkpoint key mapping (the one place the BERT family's names are reconciled)
 
 /// Maps a checkpoint's keys to BertModel's: drops a `bert.` prefix (BertForMaskedLM,
@@ -106,14 +155,19 @@ public struct BertKeyMap {
     public let ignoredBuffers: [String]
 
     public init(keys: [String]) {
-        let prefixed = keys.contains { $0.hasPrefix("bert.embeddings.") }
+        // BertModel's keys under `bert.`, or DistilBertModel's (under `distilbert.` in its task
+        // models), whose layers are renamed to BERT's.
+        let prefix = keys.contains { $0.hasPrefix("bert.embeddings.") } ? "bert."
+            : keys.contains { $0.hasPrefix("distilbert.embeddings.") } ? "distilbert." : nil
+        let distil = keys.contains { $0.hasPrefix("transformer.layer.") || $0.hasPrefix("distilbert.transformer.layer.") }
         var map: [String: String] = [:], heads: [String] = [], buffers: [String] = []
         for key in keys {
             var k = key
-            if prefixed {
-                guard k.hasPrefix("bert.") else { heads.append(key); continue }
-                k.removeFirst(5)
+            if let prefix {
+                guard k.hasPrefix(prefix) else { heads.append(key); continue }
+                k.removeFirst(prefix.count)
             }
+            if distil, let renamed = BertKeyMap.bertName(ofDistilBERT: k) { k = renamed }
             if k.hasSuffix("LayerNorm.gamma") { k = String(k.dropLast(5)) + "weight" }
             if k.hasSuffix("LayerNorm.beta") { k = String(k.dropLast(4)) + "bias" }
             if k == "embeddings.position_ids" || k.hasSuffix(".num_batches_tracked") { buffers.append(key); continue }
@@ -123,6 +177,26 @@ public struct BertKeyMap {
         canonical = map
         ignoredHeads = heads.sorted()
         ignoredBuffers = buffers
+    }
+
+    /// transformer.layer.N.{attention.q_lin, k_lin, v_lin, out_lin, sa_layer_norm, ffn.lin1,
+    /// ffn.lin2, output_layer_norm} → BERT's encoder.layer.N names; nil for other keys.
+    static func bertName(ofDistilBERT k: String) -> String? {
+        let head = "transformer.layer."
+        guard k.hasPrefix(head) else { return nil }
+        let rest = k.dropFirst(head.count)
+        guard let dot = rest.firstIndex(of: ".") else { return nil }
+        let n = rest[..<dot], tail = String(rest[rest.index(after: dot)...])
+        let renames: [(String, String)] = [
+            ("attention.q_lin.", "attention.self.query."), ("attention.k_lin.", "attention.self.key."),
+            ("attention.v_lin.", "attention.self.value."), ("attention.out_lin.", "attention.output.dense."),
+            ("sa_layer_norm.", "attention.output.LayerNorm."), ("ffn.lin1.", "intermediate.dense."),
+            ("ffn.lin2.", "output.dense."), ("output_layer_norm.", "output.LayerNorm."),
+        ]
+        for (from, to) in renames where tail.hasPrefix(from) {
+            return "encoder.layer.\(n)." + to + tail.dropFirst(from.count)
+        }
+        return "encoder.layer.\(n)." + tail   // unknown: kept, so it is reported as unused
     }
 }
 
@@ -234,7 +308,7 @@ public final class BertModel {
         let r = store.root, e = r.pp("embeddings"), h = c.hiddenSize
         wordEmbeddings = try e.tensor("word_embeddings.weight", exact: [c.vocabSize, h]).data
         positionEmbeddings = try e.tensor("position_embeddings.weight", exact: [c.maxPositionEmbeddings, h]).data
-        typeEmbeddings = try e.tensor("token_type_embeddings.weight", exact: [c.typeVocabSize, h]).data
+        typeEmbeddings = c.isDistilBERT ? [] : try e.tensor("token_type_embeddings.weight", exact: [c.typeVocabSize, h]).data
         embNormWeight = try e.tensor("LayerNorm.weight", exact: [h]).data
         embNormBias = try e.tensor("LayerNorm.bias", exact: [h]).data
         layers = try (0..<c.numHiddenLayers).map { try BertLayerWeights.load(r.pp("encoder.layer.\($0)"), c, backend: backend) }
@@ -267,10 +341,16 @@ public final class BertModel {
                             let r = batch.range(s)
                             precondition(r.count <= c.maxPositionEmbeddings, "sequence of \(r.count) tokens > max_position_embeddings \(c.maxPositionEmbeddings)")
                             for (pos, row) in r.enumerated() {
-                                let id = Int(batch.ids[row]), tt = Int(batch.typeIds[row])
+                                let id = Int(batch.ids[row])
+                                let dst = xb + row * h, we = w.baseAddress! + id * h, pe = p.baseAddress! + pos * h
+                                if c.isDistilBERT {   // no token types
+                                    precondition(id >= 0 && id < c.vocabSize, "token id \(id) out of range")
+                                    for j in 0..<h { dst[j] = we[j] + pe[j] }
+                                    continue
+                                }
+                                let tt = Int(batch.typeIds[row])
                                 precondition(id >= 0 && id < c.vocabSize && tt >= 0 && tt < c.typeVocabSize, "token id \(id) / type \(tt) out of range")
-                                let dst = xb + row * h, we = w.baseAddress! + id * h
-                                let pe = p.baseAddress! + pos * h, te = ty.baseAddress! + tt * h
+                                let te = ty.baseAddress! + tt * h
                                 for j in 0..<h { dst[j] = we[j] + pe[j] + te[j] }
                             }
                         }

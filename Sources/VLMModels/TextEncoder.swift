@@ -144,6 +144,21 @@ public struct TextModelFolder {
             throw WeightError.unrecognized(source: configPath, reason: "vocab_size \(config.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabularySize) tokens")
         }
         sentenceTransformer = try SentenceTransformerConfig.load(folder: folder)
+        modelMaxLength = Self.modelMaxLength(folder: folder)
+    }
+
+    /// tokenizer_config.json's model_max_length (what transformers truncates to, and
+    /// sentence-transformers 6 keeps its max_seq_length in); nil when absent or transformers'
+    /// "no limit" placeholder (1e30).
+    public let modelMaxLength: Int?
+
+    static func modelMaxLength(folder: String) -> Int? {
+        struct File: Decodable { var model_max_length: Double? }
+        let path = (folder as NSString).appendingPathComponent("tokenizer_config.json")
+        guard let data = FileManager.default.contents(atPath: path),
+              let v = (try? JSONDecoder().decode(File.self, from: data))?.model_max_length,
+              v >= 2, v < 1e9, v == v.rounded() else { return nil }
+        return Int(v)
     }
 
     public func path(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
@@ -153,9 +168,10 @@ public struct TextModelFolder {
     /// sentence-transformers' Normalize module when configured.
     public var defaultNormalize: Bool { sentenceTransformer?.normalize ?? false }
 
-    /// sentence-transformers' max_seq_length when set, else max_position_embeddings.
+    /// sentence-transformers' max_seq_length when set, else tokenizer_config.json's
+    /// model_max_length, else max_position_embeddings (and never more than it).
     public var defaultMaxLength: Int {
-        min(sentenceTransformer?.maxSeqLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
+        min(sentenceTransformer?.maxSeqLength ?? modelMaxLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
     }
 
     /// Tokenizes, truncating to maxLength (default `defaultMaxLength`).
@@ -240,7 +256,7 @@ public final class TextEncoder {
         if pooling == .pooler && !model.hasPooler {
             throw WeightError.unrecognized(source: folder, reason: "the checkpoint has no pooler (pooler.dense.*); use --pooling cls|mean|max")
         }
-        if pairs && model.config.typeVocabSize < 2 {
+        if pairs && !model.config.isDistilBERT && model.config.typeVocabSize < 2 {
             throw WeightError.unrecognized(source: folder, reason: "type_vocab_size \(model.config.typeVocabSize) cannot encode sentence pairs")
         }
     }

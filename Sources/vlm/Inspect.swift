@@ -55,7 +55,9 @@ func describeBERT(_ file: any Checkpoint) -> String? {
         return Int(k.dropFirst("encoder.layer.".count).prefix { $0.isNumber })
     }).count
     let inter = map["encoder.layer.0.intermediate.dense.weight"].flatMap { file.shape(of: $0)?.first }
-    var s = "BERT-family encoder (Hugging Face layout), \(layers) layers, hidden \(word[1]), vocabulary \(word[0])"
+    let distil = map["embeddings.token_type_embeddings.weight"] == nil && file.tensorNames.contains { $0.contains("transformer.layer.") }
+    var s = (distil ? "DistilBERT encoder (Hugging Face layout, no token types)" : "BERT-family encoder (Hugging Face layout)")
+        + ", \(layers) layers, hidden \(word[1]), vocabulary \(word[0])"
     if let inter { s += ", intermediate \(inter)" }
     s += map["pooler.dense.weight"] != nil ? ", with a pooler" : ", no pooler"
     return s
