@@ -56,6 +56,7 @@ public final class Lane<Prepared>: @unchecked Sendable {
 protocol LaneQueue: AnyObject {
     var name: String { get }
     var oldest: Double? { get }
+    var earliestDeadline: Double? { get }
     var queuedItems: Int { get }
     var queuedTokens: Int { get }
     /// Removes the requests past their deadline and returns how to answer them.
@@ -71,6 +72,7 @@ protocol LaneQueue: AnyObject {
 
 extension Lane: LaneQueue {
     var oldest: Double? { queue.first?.enqueued }
+    var earliestDeadline: Double? { queue.map { (p: Pending) -> Double in p.deadline }.min() }
     var queuedItems: Int { queue.reduce(0) { $0 + $1.items } }
     var queuedTokens: Int { queue.reduce(0) { $0 + $1.tokens } }
 
@@ -170,6 +172,7 @@ public final class Batcher: @unchecked Sendable {
     /// Requests being read and prepared, not queued yet (`arrive` / `depart`).
     private var arriving = 0
     private var lastBatchRequests = 0
+    private var lastBatchEnd: Double = 0
 
     public init(limits: Limits, observer: (any BatchObserver)? = nil) {
         self.limits = limits
@@ -183,13 +186,39 @@ public final class Batcher: @unchecked Sendable {
         if let maxItems { laneItemLimits[lane.name] = maxItems }
     }
 
-    /// Starts the model thread.
+    /// Starts the model thread, and the watch that answers requests reaching their deadline
+    /// while the model is busy with a long batch.
     public func start() {
         let t = Thread { [self] in loop() }
         t.name = "vlm-model"
         t.stackSize = 16 << 20
         thread = t
         t.start()
+        let w = Thread { [self] in watchDeadlines() }
+        w.name = "vlm-deadlines"
+        w.start()
+    }
+
+    private func watchDeadlines() {
+        condition.lock()
+        while !finished {
+            let now: Double = Self.now()
+            var answers: [() -> Void] = []
+            for lane in lanes { answers += lane.expire(now: now) }
+            if !answers.isEmpty {
+                condition.unlock()
+                for a in answers { a() }
+                condition.lock()
+                continue
+            }
+            let next: Double? = lanes.compactMap { (l: any LaneQueue) -> Double? in l.earliestDeadline }.min()
+            if let next {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0.001, next - now)))
+            } else {
+                condition.wait()
+            }
+        }
+        condition.unlock()
     }
 
     /// Stops taking requests; the model thread finishes what is queued (or, `answeringQueued`,
@@ -237,6 +266,12 @@ public final class Batcher: @unchecked Sendable {
         return Arrival(time: Self.now())
     }
 
+    /// Whether a request arriving now would be admitted.
+    public var hasRoom: Bool {
+        condition.lock(); defer { condition.unlock() }
+        return queued + arriving + 1 <= limits.maxQueueItems
+    }
+
     /// The request's body is in: its deadline counts from now.
     public func bodyArrived(_ a: Arrival) {
         let t: Double = Self.now()
@@ -253,7 +288,7 @@ public final class Batcher: @unchecked Sendable {
         guard let a, !a.departed else { return }
         a.departed = true
         arriving -= 1
-        condition.signal()
+        condition.broadcast()
     }
 
     /// Items waiting now.
@@ -315,7 +350,7 @@ public final class Batcher: @unchecked Sendable {
         }
         let pending = Lane<P>.Pending(prepared: prepared, items: items, tokens: tokens, enqueued: now, deadline: deadline, ticket: ticket, done: finish)
         lane.queue.append(pending)
-        condition.signal()
+        condition.broadcast()
         condition.unlock()
     }
 
@@ -341,9 +376,11 @@ public final class Batcher: @unchecked Sendable {
             // Linger: a batch that is not full waits a little for more requests, counted from
             // its oldest request's arrival (a stop ends it; requests past their deadline then
             // are answered, not run).
-            // Only under concurrent load — the last batch held several requests, or one is being
-            // read and tokenized now — so a lone client's request never waits for company.
-            if limits.linger > 0 && (lastBatchRequests > 1 || arriving > 0) {
+            // Only under concurrent load — the last batch, just ended, held several requests, or
+            // one is being read and tokenized now — so a lone client's request never waits for
+            // company.
+            let burst: Bool = lastBatchRequests > 1 && Self.now() - lastBatchEnd < 0.05
+            if limits.linger > 0 && (burst || arriving > 0) {
                 // At most half the deadline, so lingering never times a request out.
                 let linger: Double = min(limits.linger, limits.timeout / 2)
                 let until: Double = lane.oldest! + linger
@@ -364,6 +401,8 @@ public final class Batcher: @unchecked Sendable {
             for w in batch.waited { observer?.waited(lane: lane.name, seconds: w) }
             let start = Self.now()
             batch.run()
+            let end: Double = Self.now()
+            condition.lock(); lastBatchEnd = end; condition.unlock()
             observer?.batchRan(lane: lane.name, requests: batch.requests, items: batch.items, tokens: batch.tokens, seconds: Self.now() - start)
         }
         condition.lock(); finished = true; condition.broadcast(); condition.unlock()

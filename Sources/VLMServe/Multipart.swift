@@ -74,15 +74,19 @@ struct MultipartForm {
 
 /// Answers `Expect: 100-continue` at once, so clients that ask before sending a large body
 /// (curl does above 1 MB) send it without waiting out their timeout — unless its Content-Length
-/// is over --max-body-bytes: that one is answered 413 without the body. Also puts
-/// `ConnectionRules` in front of the HTTP/1 codec.
+/// is over --max-body-bytes or the queue has no room: that one is answered 413 or 429 without
+/// the body. Also puts `ConnectionRules` in front of the HTTP/1 codec.
 final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundOut = HTTPResponsePart
     let maxBodyBytes: Int
+    let hasRoom: @Sendable () -> Bool
 
-    init(maxBodyBytes: Int) { self.maxBodyBytes = maxBodyBytes }
+    init(maxBodyBytes: Int, hasRoom: @escaping @Sendable () -> Bool) {
+        self.maxBodyBytes = maxBodyBytes
+        self.hasRoom = hasRoom
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let pipeline = context.pipeline.syncOperations
@@ -95,7 +99,7 @@ final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
         if case .head(let head) = unwrapInboundIn(data), head.headerFields[.expect]?.lowercased() == "100-continue" {
             var tooLarge = false
             if let text = head.headerFields[.contentLength], let length = Int(text) { tooLarge = length > maxBodyBytes }
-            if !tooLarge {
+            if !tooLarge && hasRoom() {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
             }
         }
@@ -112,17 +116,22 @@ final class ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
-    private var lastRequest = false
-    /// An HTTP/1.0 request asking for keep-alive: the answer must say it keeps the connection.
-    private var keepAlive10 = false
+    /// What each request read and not yet answered asked of its connection, in order (requests
+    /// may be pipelined: read before the answers to those in front of them are written).
+    private struct Asked {
+        var last: Bool
+        /// HTTP/1.0 asking for keep-alive: the answer must say it keeps the connection.
+        var keepAlive10: Bool
+    }
+    private var asked: [Asked] = []
     private var closeAfterAnswer = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
-        lastRequest = !head.isKeepAlive
+        let last: Bool = !head.isKeepAlive
         let http10: Bool = head.version.major == 1 && head.version.minor == 0
-        keepAlive10 = http10 && !lastRequest
-        if lastRequest && http10 {
+        asked.append(Asked(last: last, keepAlive10: http10 && !last))
+        if last && http10 {
             // Hummingbird ends the connection after a request that says close.
             head.headers.replaceOrAdd(name: "connection", value: "close")
         }
@@ -132,10 +141,11 @@ final class ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var head) where head.status.code >= 200:
-            closeAfterAnswer = lastRequest || !head.isKeepAlive
+            let request: Asked = asked.isEmpty ? Asked(last: false, keepAlive10: false) : asked.removeFirst()
+            closeAfterAnswer = request.last || !head.isKeepAlive
             if closeAfterAnswer {
                 head.headers.replaceOrAdd(name: "connection", value: "close")
-            } else if keepAlive10 {
+            } else if request.keepAlive10 {
                 head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
             }
             context.write(wrapOutboundOut(.head(head)), promise: promise)

@@ -21,8 +21,8 @@ struct Strings: Decodable {
     init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if let one = try? c.decode(String.self) { values = [one]; return }
-        do { values = try c.decode([String].self) } catch DecodingError.typeMismatch(let t, let ctx) where ctx.codingPath.count > decoder.codingPath.count || t != [String].self {
-            throw DecodingError.typeMismatch(t, ctx)
+        do { values = try c.decode([String].self) } catch DecodingError.typeMismatch(let t, let ctx) where ctx.codingPath.count > decoder.codingPath.count {
+            throw DecodingError.typeMismatch(t, ctx)   // an element of the list: named by its index
         } catch {
             throw DecodingError.typeMismatch(Strings.self, .init(codingPath: decoder.codingPath, debugDescription: "a string or a list of strings"))
         }
@@ -40,7 +40,8 @@ struct OpenAIRequest: Decodable {
     var input: Strings
     var model: String?
     var encoding_format: String?
-    var dimensions: Int?
+    /// A number: whether it is a whole one in range is checked with the model's width.
+    var dimensions: Double?
     var user: String?
     var normalize: Bool?
     var truncate: Bool?
@@ -81,14 +82,17 @@ func describe(_ error: DecodingError) -> APIError {
         case is [FuseRequest.Pair].Type: return "a list of {\"image\" | \"path\", \"text\"} objects"
         default:
             let n = String(describing: t)
-            return n.hasPrefix("Array") ? "a list" : n.hasSuffix("Request") || n == "Pair" ? "an object" : n
+            if n.hasPrefix("Array") { return "a list" }
+            if n.hasPrefix("Dictionary") || n.hasSuffix("Request") || n == "Pair" { return "an object" }
+            if n == "Double" || n == "Float" { return "a number" }
+            return n
         }
     }
     switch error {
     case .typeMismatch(let t, let ctx):
         return .validation(ctx.codingPath.isEmpty ? "the body must be \(name(t))" : "\(path(ctx.codingPath)) must be \(name(t))")
     case .valueNotFound(let t, let ctx):
-        return .validation("\(path(ctx.codingPath)) must be \(name(t)), not null")
+        return .validation(ctx.codingPath.isEmpty ? "the body must be \(name(t)), not null" : "\(path(ctx.codingPath)) must be \(name(t)), not null")
     case .keyNotFound(let k, let ctx):
         return .validation("\"\(path(ctx.codingPath + [k]))\" is missing")
     case .dataCorrupted(let ctx):
@@ -253,7 +257,7 @@ extension EmbeddingServer {
             if let arrival {
                 guard budget.take(n) else {
                     throw APIError(status: .tooManyRequests, type: "Overloaded",
-                                   message: "the server holds \(budget.limit) bytes of request bodies already (--max-buffered-bytes); retry later", closes: true)
+                                   message: "this body would take the request bodies held at once past \(budget.limit) bytes (--max-buffered-bytes); retry later", closes: true)
                 }
                 arrival.heldBytes += n
             }
@@ -278,11 +282,20 @@ extension EmbeddingServer {
 
     func decode<T: Decodable>(_ type: T.Type, _ buffer: ByteBuffer) throws -> T {
         do {
-            try buffer.withUnsafeReadableBytes { (bytes: UnsafeRawBufferPointer) throws -> Void in try StrictJSON.check(bytes) }
+            // A request of --max-inputs inputs needs a few values each (a pair is an object of
+            // three); the rest is slack for options.
+            let maxValues: Int = 16 * config.maxInputs + 4096
+            try buffer.withUnsafeReadableBytes { (bytes: UnsafeRawBufferPointer) throws -> Void in try StrictJSON.check(bytes, maxValues: maxValues) }
         } catch let e as JSONSyntaxError {
             throw APIError.validation("the body is not JSON (at byte \(e.offset): \(e.reason))", .badRequest)
         }
-        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch let e as DecodingError { throw describe(e) }
+        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch let e as DecodingError {
+            if case .dataCorrupted(let ctx) = e, ctx.codingPath.isEmpty {
+                // The grammar was checked: what JSONDecoder cannot read now is a number.
+                throw APIError.validation("a number in the body is beyond what a field takes (a whole number past 64 bits, or past float64's range)")
+            }
+            throw describe(e)
+        }
     }
 
     func checkCount(_ n: Int, field: String) throws {
@@ -348,8 +361,9 @@ extension EmbeddingServer {
             case nil, "float", "base64": break
             case let f?: throw APIError.validation("encoding_format must be \"float\" or \"base64\", not \(jsonString(f))")
             }
-            if let d = r.dimensions, !(1...encoder.dim).contains(d) {
-                throw APIError.validation("dimensions must be a whole number from 1 to \(encoder.dim), not \(d)")
+            if let d = r.dimensions, !(d >= 1 && d <= Double(encoder.dim) && d == d.rounded()) {
+                let shown: String = d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)"
+                throw APIError.validation("dimensions must be a whole number from 1 to \(encoder.dim), not \(shown)")
             }
             return (r, try tokenize(r.input.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "input"))
         }
@@ -359,7 +373,7 @@ extension EmbeddingServer {
         let name = models.textName
         return try await pool.run {
             var dim = encoder.dim
-            if let d = r.dimensions, d < dim {
+            if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {
                 // The first d values (normalised again when the vectors are normalised, as
                 // OpenAI's shortened embeddings are).
                 var cut = [Float]()

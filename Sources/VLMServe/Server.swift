@@ -158,8 +158,9 @@ public final class EmbeddingServer: @unchecked Sendable {
         var logger = Logger(label: "vlm-serve")
         logger.logLevel = .critical
         let maxBody: Int = config.maxBodyBytes
+        let hasRoom: @Sendable () -> Bool = { [batcher] () -> Bool in batcher.hasRoom }
         let app = Application(router: router,
-                              server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler(maxBodyBytes: maxBody)],
+                              server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler(maxBodyBytes: maxBody, hasRoom: hasRoom)],
                                                                   idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "vlm",
                                                    availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
@@ -260,7 +261,7 @@ public final class EmbeddingServer: @unchecked Sendable {
             switch e {
             case .queueFull(let limit):
                 response = errorResponse(APIError(status: .tooManyRequests, type: "Overloaded",
-                                                  message: "the queue is full (\(limit) inputs waiting); retry later"), style: style)
+                                                  message: "the queue is full: \(limit) inputs waiting or arriving (--max-queue); retry later"), style: style)
                 response.headers[.retryAfter] = "1"
             case .deadline(let s):
                 response = errorResponse(APIError(status: .serviceUnavailable, type: "Timeout",
@@ -311,7 +312,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         limits["request_timeout_s"] = .number(config.limits.timeout)
         out["limits"] = .object(limits)
         out["auto_truncate"] = .bool(config.autoTruncate)
-        out["root"] = config.root.map { .string($0) } ?? .null
+        out["paths_under_root"] = .bool(config.root != nil)   // whether "paths" are read; not where from
         out["served_model_name"] = .string(models.textName)
         out["text_normalize_default"] = .bool(models.textNormalize)
         return json(JSONValue.object(out).jsonText)

@@ -224,6 +224,10 @@ def test_images_and_pairs_equal_the_cli(tmp_path, photos):
             assert status == 403, (p, r)
         status, r = s.post("/embed_image", {"paths": ["missing.jpg"]})
         assert status == 404
+        # /info tells clients what is served, not where the server keeps it.
+        info = s.get("/info")[1]
+        assert root not in json.dumps(info) and ROOT not in json.dumps(info)
+        assert info["paths_under_root"] is True and info["image_model"] == os.path.basename(RESNET) and info["text_model"] == "tiny"
     with Server(["--image-model", RESNET, "--text-model", BERT]) as s:
         status, r = s.post("/embed_image", {"paths": paths[:1]})
         assert status == 403 and "--root" in r["error"]
@@ -267,6 +271,12 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
             ("/embed", b'{"inputs": ["a"]} {}', {}, 400),
             ("/embed", b'{"inputs": ["a"], "n": 01}', {}, 400),
             ("/embed", b'[' * 600 + b']' * 600, {}, 400),
+            ("/embed", b'{"inputs": "a", "\\u0069nputs": ["b"]}', {}, 400),     # the same key, escaped
+            ("/embed", b'{"inputs": "a\xff\xfeb"}', {}, 400),                     # not UTF-8
+            ("/embed", b'{"inputs": "\xc0\xaf \xed\xa0\x80"}', {}, 400),          # overlong, a surrogate
+            ("/embed", b'{"inputs": "\\ud800"}', {}, 400),                          # a lone surrogate escape
+            ("/v1/embeddings", {"input": "a", "dimensions": 8.5}, None, 422),
+            ("/v1/embeddings", b'{"input": "a", "dimensions": 1e400}', {}, 422),
         ]
         for path, body, headers, want in cases:
             status, r = s.post(path, body, headers=headers)
@@ -278,6 +288,15 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
         assert s.post("/embed", b'{"inputs": ["a"], "inputs": ["b"]}')[1]["error"] == \
             'the body is not JSON (at byte 18: the key "inputs" appears twice in one object)'
         assert s.post("/embed", b'{"inputs": ["a",]}')[1]["error"] == "the body is not JSON (at byte 16: a trailing comma in a list)"
+        assert s.post("/embed", b'{"inputs": "a", "\\u0069nputs": ["b"]}')[1]["error"] == \
+            'the body is not JSON (at byte 16: the key "inputs" appears twice in one object)'
+        assert s.post("/embed", b'{"inputs": "a\xffb"}')[1]["error"] == "the body is not JSON (at byte 13: not UTF-8)"
+        assert s.post("/embed", b'"a"')[1]["error"] == "the body must be an object"
+        assert s.post("/embed", b"null")[1]["error"] == "the body must be an object, not null"
+        assert s.post("/embed", {"inputs": 5})[1]["error"] == "inputs must be a string or a list of strings"
+        assert s.post("/v1/embeddings", {"input": "a", "dimensions": 8.5})[1]["error"]["message"] == "dimensions must be a whole number from 1 to 32, not 8.5"
+        status, r = s.post("/v1/embeddings", {"input": "a", "dimensions": 8.0})
+        assert status == 200 and len(r["data"][0]["embedding"]) == 8
         # Escapes, unicode, numbers and nesting that are JSON still decode.
         status, v = s.post("/embed", '{"inputs": ["caf\\u00e9 \\"q\\" \\/ 東京"], "normalize": false, "x": [-0.5e+3, {}, [], null]}'.encode())
         assert status == 200 and len(v) == 1
@@ -302,8 +321,11 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
     for bad in (["--max-inputs", "0"], ["--max-batch-tokens", "0"], ["--linger-ms", "-1"]):
         r = subprocess.run([VLM, "serve", *bad], capture_output=True, timeout=60)
         assert r.returncode == 64, bad
-    with Server(["--text-model", BERT, "--max-batch-tokens", "512"]) as s:
+    with Server(["--text-model", BERT, "--max-batch-tokens", "512", "--max-inputs", "2"]) as s:
         assert s.get("/info")[1]["limits"]["max_batch_tokens"] == 512
+        # Far more JSON values than a request of 2 inputs holds: refused before decoding them.
+        status, r = s.post("/embed", b'{"inputs": "a", "x": [' + b",".join([b"0"] * 5000) + b']}')
+        assert status == 400 and "more than 4128 values" in r["error"]
     with Server(["--text-model", BERT]) as s:
         r = subprocess.run([VLM, "serve", "--port", str(s.port), "--text-model", BERT], capture_output=True, timeout=60)
         assert r.returncode == 1 and r.stderr.decode().strip().endswith(f"cannot listen on 127.0.0.1:{s.port}: the address is already in use")
@@ -382,14 +404,16 @@ def test_overload_is_429_and_a_timeout_is_503(tmp_path):
         status, v = s.post("/embed", {"inputs": ["late"]})
         assert status == 200 and len(v) == 1
         assert slow.finish()[0] == 200
-    # A request still queued at its deadline, behind a long forward pass, is answered 503.
-    with Server(["--text-model", MINILM, "--request-timeout", "0.3"]) as s:
+    # A request still queued at its deadline, behind a long forward pass (seconds on one
+    # thread), is answered 503 then, while that pass still runs.
+    with Server(["--text-model", MINILM, "--request-timeout", "0.3", "--threads", "1"]) as s:
         big = {}
         t = threading.Thread(target=lambda: big.setdefault("r", s.post("/embed", {"inputs": LONG, "truncate": True}, timeout=300)))
         t.start()
         wait_queued(s, len(LONG))
         status, r = s.post("/embed", {"inputs": ["late"]})
         assert status == 503 and r["error_type"] == "Timeout"
+        assert t.is_alive(), "the deadline was answered only after the long pass"
         t.join(timeout=300)
         assert big["r"][0] == 200 and len(big["r"][1]) == len(LONG)
 
@@ -459,6 +483,14 @@ def test_connections_close_when_http_says_so():
                 c.sendall(post("1.0", "Connection: keep-alive\r\n"))
                 status, headers, _ = read_answer(c)
                 assert status == 200 and headers.get("connection") == "keep-alive"
+        # Pipelined requests are answered in order; the connection closes after the one that
+        # asked for it, not before.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(post("1.1", "Connection: keep-alive\r\n") * 2 + post("1.1", "Connection: close\r\n"))
+            assert [read_answer(c)[0] for _ in range(3)] == [200] * 3 and closes(c)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(post("1.1") + post("1.0") + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert [read_answer(c)[0] for _ in range(2)] == [200] * 2 and closes(c)
         # A body over the limit by its Content-Length: 413 without 100-continue, and the
         # connection closes (the body is never read).
         with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
@@ -492,12 +524,18 @@ def test_connections_close_when_http_says_so():
             first.sendall(held[800:])
             assert read_answer(first)[0] == 200
         # Admission comes before the body: with the queue's room taken by requests arriving,
-        # the next is answered 429 without sending a byte of its body.
+        # the next is answered 429 without sending a byte of its body, and is not told to
+        # send it (no 100 Continue).
         arriving = [PartialRequest(s.port, "/embed", {"inputs": ["slow"]}) for _ in range(3)]
         with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
             c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900\r\n\r\n")
             status, headers, answer = read_answer(c)
             assert status == 429 and json.loads(answer)["error_type"] == "Overloaded"
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            c.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900\r\n"
+                      b"Expect: 100-continue\r\n\r\n")
+            first = c.recv(12)
+            assert first == b"HTTP/1.1 429", first
         assert [a.finish()[0] for a in arriving] == [200] * 3
 
 
