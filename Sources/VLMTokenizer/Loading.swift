@@ -34,13 +34,24 @@ extension WordPieceTokenizer {
             } catch {
                 throw TokenizerError.badFile(path: tj, reason: "not a tokenizer.json this reader understands")
             }
-            if let norm = head.normalizer, norm.type == "BertNormalizer" {
+            switch head.normalizer {
+            case nil:
+                // No normalizer: the text as it is (the pre-tokenizer still splits it).
+                options = NormalizerOptions(cleanText: false, handleChineseChars: false, stripAccents: false, lowercase: false)
+            case let norm? where norm.type == "BertNormalizer":
                 options.cleanText = norm.clean_text ?? true
                 options.handleChineseChars = norm.handle_chinese_chars ?? true
                 options.stripAccents = norm.strip_accents
                 options.lowercase = norm.lowercase ?? true
+            case let norm?:
+                throw TokenizerError.badFile(path: tj, reason: "normalizer '\(norm.type ?? "?")' is not supported (BertNormalizer, or none)")
             }
-            let s = (head.added_tokens ?? []).filter { $0.special == true }.map(\.content)
+            try head.checkBERTPipeline(path: tj)
+            let added = head.added_tokens ?? []
+            if let plain = added.first(where: { $0.special != true }) {
+                throw TokenizerError.badFile(path: tj, reason: "added token '\(plain.content)' is not special; added non-special tokens are not supported")
+            }
+            let s = added.map(\.content)
             if !s.isEmpty { specials = s }
             if tokens.isEmpty {
                 guard let model = obj(forVocabIn: data, path: tj) else {
@@ -88,8 +99,82 @@ struct TokenizerJSON: Decodable {
         var content: String
         var special: Bool?
     }
+    struct Step: Decodable {
+        var type: String?
+        var pretokenizers: [Step]?
+    }
+    /// A template piece: {"SpecialToken": {"id", "type_id"}} or {"Sequence": {"id", "type_id"}}.
+    struct Piece: Decodable {
+        struct Ref: Decodable { var id: String; var type_id: Int? }
+        var SpecialToken: Ref?
+        var Sequence: Ref?
+    }
+    struct PostProcessor: Decodable {
+        var type: String?
+        var single: [Piece]?
+        var pair: [Piece]?
+        var cls: [JSONScalar]?
+        var sep: [JSONScalar]?
+    }
+    struct Model: Decodable {
+        var type: String?
+        var unk_token: String?
+        var continuing_subword_prefix: String?
+        var max_input_chars_per_word: Int?
+    }
     var normalizer: Normalizer?
+    var pre_tokenizer: Step?
+    var post_processor: PostProcessor?
+    var model: Model?
     var added_tokens: [AddedToken]?
+
+    /// The rest of BERT's pipeline, as the tokenizer runs it: BertPreTokenizer; [CLS] A [SEP]
+    /// (B [SEP], type 1) by TemplateProcessing or BertProcessing; WordPiece with [UNK], "##"
+    /// and 100 characters a word. Anything else would tokenize differently: refused.
+    func checkBERTPipeline(path: String) throws {
+        func fail(_ r: String) -> TokenizerError { .badFile(path: path, reason: r) }
+        let pre = pre_tokenizer.map { $0.type == "Sequence" ? ($0.pretokenizers ?? []) : [$0] } ?? []
+        guard pre.count == 1, pre[0].type == "BertPreTokenizer" else {
+            let named = pre.isEmpty ? "none" : pre.map { $0.type ?? "?" }.joined(separator: ", ")
+            throw fail("pre_tokenizer \(named) is not supported (BertPreTokenizer)")
+        }
+        if let m = model {
+            guard m.type == "WordPiece" else { throw fail("model '\(m.type ?? "?")' is not WordPiece") }
+            if let u = m.unk_token, u != "[UNK]" { throw fail("unk_token '\(u)' is not supported ([UNK])") }
+            if let p = m.continuing_subword_prefix, p != "##" { throw fail("continuing_subword_prefix '\(p)' is not supported (##)") }
+            if let n = m.max_input_chars_per_word, n != 100 { throw fail("max_input_chars_per_word \(n) is not supported (100)") }
+        }
+        guard let post = post_processor else { throw fail("no post_processor: the [CLS] … [SEP] template is missing") }
+        switch post.type {
+        case "TemplateProcessing":
+            func shape(_ pieces: [Piece]?) -> [String] {
+                (pieces ?? []).map { p in
+                    if let t = p.SpecialToken { return "\(t.id):\(t.type_id ?? 0)" }
+                    if let q = p.Sequence { return "$\(q.id):\(q.type_id ?? 0)" }
+                    return "?"
+                }
+            }
+            guard shape(post.single) == ["[CLS]:0", "$A:0", "[SEP]:0"],
+                  post.pair == nil || shape(post.pair) == ["[CLS]:0", "$A:0", "[SEP]:0", "$B:1", "[SEP]:1"] else {
+                throw fail("post_processor template \(shape(post.single).joined(separator: " ")) is not BERT's ([CLS]:0 $A:0 [SEP]:0)")
+            }
+        case "BertProcessing":
+            guard post.cls?.first?.string == "[CLS]", post.sep?.first?.string == "[SEP]" else {
+                throw fail("BertProcessing with other special tokens than [CLS] and [SEP] is not supported")
+            }
+        case let other:
+            throw fail("post_processor '\(other ?? "?")' is not supported (TemplateProcessing or BertProcessing with [CLS] and [SEP])")
+        }
+    }
+}
+
+/// A string or a number in a JSON list (BertProcessing's ["[CLS]", 101]).
+struct JSONScalar: Decodable {
+    var string: String?
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        string = try? c.decode(String.self)
+    }
 }
 
 /// model.vocab of a WordPiece tokenizer.json, when that is the only vocabulary.

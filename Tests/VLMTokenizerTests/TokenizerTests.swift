@@ -81,6 +81,8 @@ final class TokenizerBehaviourTests: XCTestCase {
             "normalizer": ["type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "lowercase": false],
             "added_tokens": [["content": "[CLS]", "special": true], ["content": "[SEP]", "special": true]],
             "model": ["type": "WordPiece", "vocab": v, "unk_token": "[UNK]"],
+            "pre_tokenizer": ["type": "BertPreTokenizer"],
+            "post_processor": ["type": "BertProcessing", "cls": ["[CLS]", 1], "sep": ["[SEP]", 2]],
         ]
         try JSONSerialization.data(withJSONObject: tj).write(to: dir.appendingPathComponent("tokenizer.json"))
         let fromJSON = try WordPieceTokenizer.load(folder: dir.path)

@@ -152,3 +152,98 @@ def test_other_architectures_are_refused_naming_model_type(tmp_path, model_type,
     r = subprocess.run([VLM, "embed-text", "--model", str(folder), "hello"], capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
     assert f"model_type '{model_type}' is not supported" in r.stderr and "bert" in r.stderr and "distilbert" in r.stderr
+
+
+# MARK: - tokenizer.json-only folders
+
+HOSTILE = ["Héllo WÖRLD ÀÉÎõü", "naïve café résumé", "東京タワー 中文 한국어 テスト", "tab\there  two  spaces",
+           "ctrl\x07char and \u200bzero-width", "Ａ full-width ＡＢＣ", "emoji 🙂👍🏽 and ZWJ 👨‍👩‍👧",
+           "don't-stop!?... \"quoted\" (paren) [bracket]", "supercalifragilisticexpialidocious" * 4,
+           "[CLS] in the text [SEP] and [MASK]", "ǅemo İstanbul ß ΣΑΣ", ""]
+
+
+def tokenizer_folder(tmp_path, name, edit=None, config=None):
+    """The tiny BERT's tokenizer as transformers 5 saves it (tokenizer.json, no vocab.txt),
+    tokenizer.json edited by `edit`, tokenizer_config.json replaced by `config` (None: none)."""
+    folder = tmp_path / name
+    tokenizer().save_pretrained(folder)
+    (folder / "config.json").write_bytes(open(os.path.join(BERT, "config.json"), "rb").read())
+    tj = json.load(open(folder / "tokenizer.json"))
+    if edit:
+        edit(tj)
+    json.dump(tj, open(folder / "tokenizer.json", "w"))
+    (folder / "tokenizer_config.json").unlink()
+    if config is not None:
+        json.dump(config, open(folder / "tokenizer_config.json", "w"))
+    return folder
+
+
+def vlm_ids(folder, text):
+    r = subprocess.run([VLM, "tokenize", "--model", str(folder), text], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["ids"]
+
+
+def set_normalizer(**kw):
+    def edit(tj):
+        tj["normalizer"].update(kw)
+    return edit
+
+
+NORMALIZERS = {
+    "default": None,
+    "cased": set_normalizer(lowercase=False),
+    "cased-strip-accents": set_normalizer(lowercase=False, strip_accents=True),
+    "lowercase-keep-accents": set_normalizer(strip_accents=False),
+    "no-cjk-split": set_normalizer(handle_chinese_chars=False),
+    "no-clean-text": set_normalizer(clean_text=False),
+    "no-normalizer": lambda tj: tj.update(normalizer=None),
+    "bert-processing": lambda tj: tj.update(post_processor={"type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101]}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(NORMALIZERS))
+def test_tokenizer_json_options_are_honoured_id_for_id(tmp_path, variant):
+    from tokenizers import Tokenizer
+    folder = tokenizer_folder(tmp_path, variant, NORMALIZERS[variant])
+    ref = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    for text in HOSTILE:
+        assert vlm_ids(folder, text) == ref.encode(text).ids, (variant, text)
+
+
+def test_tokenizer_config_overrides_tokenizer_json_as_transformers_does(tmp_path):
+    from transformers import AutoTokenizer
+    for config in ({"do_lower_case": False}, {"do_lower_case": True, "strip_accents": False}, {"tokenize_chinese_chars": False},
+                   {"do_lower_case": False, "model_max_length": 12}):
+        folder = tokenizer_folder(tmp_path, "cfg" + str(abs(hash(json.dumps(config, sort_keys=True)))),
+                                  config={"tokenizer_class": "BertTokenizer", **config})
+        ref = AutoTokenizer.from_pretrained(str(folder))
+        for text in HOSTILE:
+            want = ref(text, truncation=True)["input_ids"] if "model_max_length" in config else ref(text)["input_ids"]
+            assert vlm_ids(folder, text) == want, (config, text)
+
+
+REFUSED = {
+    "normalizer Sequence": (lambda tj: tj.update(normalizer={"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}]}),
+                            "normalizer 'Sequence' is not supported"),
+    "pre_tokenizer Whitespace": (lambda tj: tj.update(pre_tokenizer={"type": "Whitespace"}), "pre_tokenizer Whitespace is not supported"),
+    "no pre_tokenizer": (lambda tj: tj.update(pre_tokenizer=None), "pre_tokenizer none is not supported"),
+    "RobertaProcessing": (lambda tj: tj.update(post_processor={"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0]}),
+                          "post_processor 'RobertaProcessing' is not supported"),
+    "no post_processor": (lambda tj: tj.update(post_processor=None), "no post_processor"),
+    "template without CLS": (lambda tj: tj["post_processor"].update(single=[{"Sequence": {"id": "A", "type_id": 0}}]), "is not BERT's"),
+    "unk token": (lambda tj: tj["model"].update(unk_token="<unk>"), "unk_token '<unk>' is not supported"),
+    "prefix": (lambda tj: tj["model"].update(continuing_subword_prefix="@@"), "continuing_subword_prefix '@@'"),
+    "BPE": (lambda tj: tj["model"].update(type="BPE"), "not WordPiece"),
+    "added token": (lambda tj: tj["added_tokens"].append({"id": 5, "content": "hello", "single_word": False, "lstrip": False, "rstrip": False,
+                                                          "normalized": True, "special": False}), "added token 'hello' is not special"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_tokenizer_json_that_would_tokenize_otherwise_is_refused(tmp_path, case):
+    edit, words = REFUSED[case]
+    folder = tokenizer_folder(tmp_path, "refused", edit)
+    r = subprocess.run([VLM, "tokenize", "--model", str(folder), "hello"], capture_output=True, text=True)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert str(folder / "tokenizer.json") in r.stderr and words in r.stderr, r.stderr
