@@ -496,8 +496,36 @@ public struct Unpickler {
 
     func global(_ module: String, _ name: String, at op: Int) throws -> PickleValue {
         let full = "\(module).\(name)"
-        guard let g = PickleGlobal.allowed[full] else { throw refuse(op, "global '\(full.prefix(200))'") }
+        guard let g = PickleGlobal.allowed[full] else {
+            if Unpickler.isModelClass(module: module) { throw PickleError(path, Unpickler.wholeModelMessage(path: path, className: full)) }
+            throw refuse(op, "global '\(full.prefix(200))'")
+        }
         return .global(g, full)
+    }
+
+    /// A class of a model library (or torch.nn's): the file is torch.save(model), not a state dict.
+    static func isModelClass(module: String) -> Bool {
+        let libraries = ["torchvision.models", "timm.models", "transformers.models", "sentence_transformers", "torch.nn.modules"]
+        return libraries.contains { module == $0 || module.hasPrefix($0 + ".") }
+    }
+
+    /// What to do with a whole pickled model: the one PyTorch command that extracts its state
+    /// dict, for this file, quoted for a POSIX shell.
+    static func wholeModelMessage(path: String, className: String) -> String {
+        // The name without its extension (a dot in the last component, not leading it).
+        var base = Substring(path)
+        let name = base.split(separator: "/", omittingEmptySubsequences: false).last ?? ""
+        if let dot = name.lastIndex(of: "."), dot != name.startIndex { base = path[..<dot] }
+        let out = String(base) + ".state_dict.pth"
+        func py(_ s: String) -> String { "'" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'" }
+        let code = "import torch; torch.save(torch.load(\(py(path)), weights_only=False).state_dict(), \(py(out)))"
+        var quoted = ""
+        for c in code {
+            if "\\\"$`".contains(c) { quoted.append("\\") }
+            quoted.append(c)
+        }
+        return "a whole pickled model (\(className.prefix(120)), saved by torch.save(model)), not a state dict; nothing was run. "
+            + "For a file you trust, extract its weights in PyTorch: python -c \"\(quoted)\""
     }
 
     /// ("storage", torch.<T>Storage, key, location, numel) — with a 6th item, legacy's view

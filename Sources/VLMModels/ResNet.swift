@@ -231,9 +231,10 @@ public final class ResNet {
     /// Recognises the architecture from the keys and loads it for `backend`, which prepares
     /// each layer's weights in the forms it runs; every tensor must be used.
     /// `allowNonFinite` loads tensors holding NaN or infinity instead of refusing them.
-    public init(source: TensorSource, backend: any Backend, allowNonFinite: Bool = false) throws {
+    public init(source original: TensorSource, backend: any Backend, allowNonFinite: Bool = false) throws {
         self.backend = backend
-        sourceName = source.sourceName
+        sourceName = original.sourceName
+        let source: TensorSource = try ResNet.torchvisionNames(original)
         let store = WeightStore(source, allowNonFinite: allowNonFinite)
         store.ignore { $0.hasSuffix(".num_batches_tracked") }
         let r = store.root
@@ -293,6 +294,20 @@ public final class ResNet {
         config = ResNetConfig(block: block, layers: layers, inChannels: stemShape[1], stemChannels: stem.outChannels,
                               stageChannels: stageChannels, stageWidths: stageWidths, numClasses: numClasses)
         try store.checkAllUsed()
+    }
+
+    /// timm's checkpoints of torchvision's layout (resnet18–152, wide_resnet) read as they are;
+    /// a classifier under `head.fc` (timm's ClassifierHead) is read as `fc`. timm's other
+    /// ResNets are other architectures, refused by name.
+    static func torchvisionNames(_ source: TensorSource) throws -> TensorSource {
+        let keys = source.keys
+        if keys.contains("stem.conv.weight") && keys.contains(where: { $0.hasPrefix("stages.") }) {
+            throw WeightError.unrecognized(source: source.sourceName, reason: "a pre-activation ResNetV2 (stem.conv, stages.*: timm's resnetv2_*) is not supported; vlm runs torchvision's ResNet layout (timm's resnet18–152 and wide_resnet too)")
+        }
+        guard keys.contains(where: { $0.hasPrefix("head.fc.") }), !keys.contains(where: { $0.hasPrefix("fc.") }) else { return source }
+        var map: [String: String] = [:]
+        for k in keys { map[k.hasPrefix("head.fc.") ? "fc." + k.dropFirst("head.fc.".count) : k] = k }
+        return MappedTensorSource(base: source, map: map)
     }
 
     /// Convolution shapes for an (N, C, H, W) input, in execution order, with the fc's FLOPs.

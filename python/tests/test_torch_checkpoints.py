@@ -624,3 +624,58 @@ def test_sharded_image_checkpoints_and_every_disagreement_is_an_error(tmp_path, 
     data[entry.header_offset + 30 + len(entry.filename) + len(entry.extra) + 8] ^= 0x01
     open(folder / "b.bin", "wb").write(bytes(data))
     refused(idx, str(folder / "b.bin"), "CRC")
+
+
+# MARK: - timm checkpoints and whole pickled models
+
+def test_timm_resnets_read_as_torchvision_and_other_timm_resnets_are_refused(tmp_path, images):
+    import timm
+    import torchvision
+    torch.manual_seed(3)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    sd = model.state_dict()
+    # timm's resnet18 is torchvision's: the same weights give the same outputs.
+    tv = torchvision.models.resnet18(num_classes=10).eval()
+    tv.load_state_dict(sd)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), tv(x), atol=1e-5)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "twin.safetensors")
+    torch.save(sd, tmp_path / "timm.pth")
+    head = collections.OrderedDict((("head." + k) if k.startswith("fc.") else k, v) for k, v in sd.items())
+    torch.save(head, tmp_path / "head_fc.pth")
+    for layer in ("pooled", "logits"):
+        def out(m):
+            run("embed-image", images, "--model", m, "--layer", layer, "-o", tmp_path / "o.npy", "--quiet")
+            return open(tmp_path / "o.npy", "rb").read()
+        want = out(tmp_path / "twin.safetensors")
+        assert out(tmp_path / "timm.pth") == want and out(tmp_path / "head_fc.pth") == want
+    for name, words in (("resnet50d", "deep-stem ResNet"), ("resnetv2_50", "pre-activation ResNetV2")):
+        torch.save(timm.create_model(name, pretrained=False).state_dict(), tmp_path / f"{name}.pth")
+        r = run("embed-image", images, "--model", tmp_path / f"{name}.pth", "-o", tmp_path / "x.npy", check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and words in r.stderr, r.stderr
+
+
+def test_whole_pickled_models_are_refused_with_the_command_that_extracts_them(tmp_path, images):
+    import shlex
+    import sys
+    import timm
+    import torchvision
+    torch.manual_seed(5)
+    odd = tmp_path / "it's $HOME \"odd\""
+    odd.mkdir()
+    for k, (model, legacy) in enumerate([(torchvision.models.resnet18(), False), (timm.create_model("resnet18", pretrained=False), True),
+                                         (torchvision.models.resnet18(), True)]):
+        path = (odd if k == 0 else tmp_path) / f"whole{k}.pth"
+        torch.save(model, path, _use_new_zipfile_serialization=not legacy)
+        r = run("embed-image", images, "--model", path, "-o", tmp_path / "x.npy", check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "a whole pickled model" in r.stderr and ".models.resnet.ResNet" in r.stderr and "nothing was run" in r.stderr
+        command = r.stderr.split("extract its weights in PyTorch: ", 1)[1].strip()
+        assert command.startswith("python -c ")
+        # The command, run as printed (with this venv's python), writes the state dict beside the file.
+        subprocess.run(["sh", "-c", shlex.quote(sys.executable) + command[len("python"):]], check=True, cwd=tmp_path)
+        extracted = str(path)[:-len(".pth")] + ".state_dict.pth"
+        assert os.path.exists(extracted)
+        save_file({n: v.contiguous() for n, v in model.state_dict().items()}, tmp_path / "twin.safetensors")
+        assert embed_image(extracted, images, tmp_path / "a.npy") == embed_image(tmp_path / "twin.safetensors", images, tmp_path / "b.npy")
