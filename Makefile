@@ -21,7 +21,7 @@ VLM := .build/release/vlm
 PREFIX ?= /usr/local
 
 FUZZ_SECONDS ?= 120
-FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines FuzzPickle FuzzTorch
+FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines FuzzPickle FuzzTorch FuzzFeatures FuzzShards
 
 .PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install fuzz fuzz-build
 

@@ -97,7 +97,7 @@ let package = Package(
 // address, into .build-fuzz), so normal builds and `make test` never see them.
 if ProcessInfo.processInfo.environment["VLM_FUZZ"] == "1" {
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"))
-    for name in ["FuzzNPY", "FuzzSafetensors", "FuzzTokenizer", "FuzzImage", "FuzzJSONLines", "FuzzPickle", "FuzzTorch"] {
+    for name in ["FuzzNPY", "FuzzSafetensors", "FuzzTokenizer", "FuzzImage", "FuzzJSONLines", "FuzzPickle", "FuzzTorch", "FuzzFeatures", "FuzzShards"] {
         package.targets.append(.executableTarget(name: name, dependencies: ["FuzzSupport", "FuzzHarness"],
                                                  path: "Fuzz/Targets/\(name)", swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
     }

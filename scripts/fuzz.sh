@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-120}
 status=0
-for pair in FuzzNPY:npy FuzzSafetensors:safetensors FuzzTokenizer:tokenizer FuzzImage:image FuzzJSONLines:jsonl FuzzPickle:pickle FuzzTorch:torch; do
+for pair in FuzzNPY:npy FuzzSafetensors:safetensors FuzzTokenizer:tokenizer FuzzImage:image FuzzJSONLines:jsonl FuzzPickle:pickle FuzzTorch:torch FuzzFeatures:features FuzzShards:shards; do
   t=${pair%%:*}; c=${pair##*:}
   mkdir -p .build-fuzz/corpus/$c
   echo "== $t for ${SECONDS_EACH} s (seeds: Fuzz/corpus/$c)"

@@ -28,6 +28,7 @@ def npy(arr, **kw):
 
 def main():
     rng = np.random.default_rng(1)
+
     put("npy", "f32_2d.npy", npy(rng.standard_normal((3, 4)).astype(np.float32)))
     put("npy", "f32_4d.npy", npy(rng.standard_normal((1, 3, 2, 2)).astype(np.float32)))
     put("npy", "f32_v2.npy", npy(rng.standard_normal((2, 2)).astype(np.float32), version=(2, 0)))
@@ -92,6 +93,8 @@ def torch_seeds():
         "protocol4.pth": lambda p: torch.save(sd, p, pickle_protocol=4),
         "params.pth": lambda p: torch.save(collections.OrderedDict((k, torch.nn.Parameter(v, requires_grad=False)) for k, v in sd.items()), p),
         "wrapped.pth": lambda p: torch.save({"state_dict": collections.OrderedDict(("module." + k, v) for k, v in sd.items()), "epoch": 1}, p),
+        # Protocol 1: no PROTO opcode; the magic number as a text LONG.
+        "legacy_protocol1.pth": lambda p: torch.save(sd, p, pickle_protocol=1, _use_new_zipfile_serialization=False),
     }
     with tempfile.TemporaryDirectory() as d:
         for name, write in forms.items():
@@ -103,12 +106,25 @@ def torch_seeds():
                 with zipfile.ZipFile(path) as z:
                     put("pickle", name.replace(".pth", ".pkl"), z.read(next(n for n in z.namelist() if n.endswith("/data.pkl"))))
             else:
-                put("pickle", "legacy_magic.pkl", data[:15])
+                put("pickle", name.replace(".pth", "_magic.pkl"), data[:15] if data[0] == 0x80 else data[:28])
     put("pickle", "global_system.pkl", b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00truep\x85R.")
     put("pickle", "protocol0.pkl", b"(dp0\nS'a'\np1\n(lp2\nI1\naF2.5\naL7L\naV\\u00e9\np3\nas.")
     put("pickle", "memo.pkl", b"\x80\x04\x95\x0a\x00\x00\x00\x00\x00\x00\x00]\x94h\x00\x8c\x01a\x94e\x8f(K\x01\x90.")
     put("pickle", "nested.pkl", b"\x80\x02" + b"]" * 40 + b"a" * 39 + b".")
 
+    # FeatureFile: the first byte picks .npy (even; bit 1: a --dim-in of byte >> 2) or raw .f32
+    # (odd; rows of byte >> 1 values).
+    put("features", "npy_2d", b"\x00" + npy(np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)))
+    put("features", "npy_dim_in", bytes([2 | (4 << 2)]) + npy(np.zeros((3, 4), np.float32)))
+    put("features", "npy_3d", b"\x00" + npy(np.zeros((2, 2, 2), np.float32)))
+    put("features", "npy_f64", b"\x00" + npy(np.zeros((2, 2))))
+    put("features", "raw_f32", bytes([1 | (3 << 1)]) + np.arange(12, dtype=np.float32).tobytes())
+    # Sharded index over a.safetensors (x, y) and b.safetensors (z).
+    good = {"metadata": {"total_size": 24}, "weight_map": {"x": "a.safetensors", "y": "a.safetensors", "z": "b.safetensors"}}
+    put("shards", "good.json", json.dumps(good).encode())
+    put("shards", "missing.json", json.dumps({"weight_map": {"x": "a.safetensors", "y": "a.safetensors", "z": "c.safetensors"}}).encode())
+    put("shards", "escape.json", json.dumps({"weight_map": {"x": "../a.safetensors"}}).encode())
+    put("shards", "unlisted.json", json.dumps({"weight_map": {"x": "a.safetensors"}}).encode())
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ import VLMTokenizer
 public enum FuzzHarness {
     public static let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
         "npy": npy, "safetensors": safetensors, "tokenizer": tokenizer, "image": image, "jsonl": jsonl,
-        "pickle": pickle, "torch": torch,
+        "pickle": pickle, "torch": torch, "features": features, "shards": shards,
     ]
 
     /// A scratch folder per process for targets whose parsers read files.
@@ -103,5 +103,39 @@ public enum FuzzHarness {
             _ = try? c.storedBytes(name)
             if c.tensors[name]!.dtype.isFloat { _ = try? c.floatTensor(name) }
         }
+    }
+
+    /// A feature file as `pca fit` / `pca apply` open it (first byte: a .npy, with or without a
+    /// --dim-in to agree with, or a raw .f32 of a given width), then its first rows read.
+    public static func features(_ b: UnsafeRawBufferPointer) {
+        guard let mode = b.first else { return }
+        let rest = UnsafeRawBufferPointer(rebasing: b.dropFirst())
+        let isNPY = mode & 1 == 0
+        let path = file(isNPY ? "f.npy" : "f.f32", rest)
+        let dimIn: Int? = isNPY ? (mode & 2 == 0 ? nil : Int(mode >> 2)) : Int(mode >> 1)
+        guard let f = try? FeatureFile(path: path, dimIn: dimIn) else { return }
+        let n = min(f.rows, 64)
+        guard n > 0, n * f.dim <= 1 << 20 else { return }
+        var rows = [Float](repeating: 0, count: n * f.dim)
+        rows.withUnsafeMutableBufferPointer { _ = try? f.read(0..<n, into: $0.baseAddress!) }
+    }
+
+    /// Two valid shards, written once, beside each input as model.safetensors.index.json.
+    static let shardFolder: String = {
+        let d = (scratch as NSString).appendingPathComponent("shards")
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        let a = SafetensorsWriter.encode([.init(name: "x", shape: [2], floats: [1, 2]), .init(name: "y", dtype: .F16, shape: [1, 2], data: Data(count: 4))])
+        let b = SafetensorsWriter.encode([.init(name: "z", shape: [3], floats: [3, 4, 5])])
+        FileManager.default.createFile(atPath: (d as NSString).appendingPathComponent("a.safetensors"), contents: a)
+        FileManager.default.createFile(atPath: (d as NSString).appendingPathComponent("b.safetensors"), contents: b)
+        return d
+    }()
+
+    /// A sharded checkpoint's index (the input) over the two shards: the JSON, the file names,
+    /// the index against the shards, then every tensor read through it.
+    public static func shards(_ b: UnsafeRawBufferPointer) {
+        let index = (shardFolder as NSString).appendingPathComponent("model.safetensors.index.json")
+        guard let c = try? ShardedCheckpoint(indexPath: index, data: Data(b)) else { return }
+        for name in c.tensorNames.prefix(64) { _ = try? c.floatTensor(name) }
     }
 }

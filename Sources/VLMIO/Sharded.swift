@@ -30,10 +30,11 @@ public final class ShardedCheckpoint: Checkpoint {
     /// Shards at most (each is a mapped file); the largest models ship a few hundred.
     static let maxShards = 4096
 
-    public init(indexPath: String, open: (String) throws -> Checkpoint = { try Checkpoints.open($0) }) throws {
+    /// `data`: the index's bytes when already read (else read from `indexPath`).
+    public init(indexPath: String, data given: Data? = nil, open: (String) throws -> Checkpoint = { try Checkpoints.open($0) }) throws {
         path = indexPath
         func fail(_ m: String) -> TorchCheckpointError { TorchCheckpointError(indexPath, m) }
-        guard let data = FileManager.default.contents(atPath: indexPath) else {
+        guard let data = given ?? FileManager.default.contents(atPath: indexPath) else {
             throw IOError.cannotOpen(path: indexPath, reason: errno == ENOENT ? "no such file" : errnoMessage(errno))
         }
         guard data.count <= 64 << 20 else { throw fail("an index of \(data.count) bytes is not a checkpoint index (over 64 MiB)") }
