@@ -14,7 +14,10 @@ so the reference itself carries no float32 rounding. Each case folder holds:
 
 Cases: "spectrum" (2,000 × 64, a decaying spectrum on a large offset, K=16), "fraction" (the
 same rows, n_components=0.9), "rankdef" (600 × 48 of rank 10, K=20), "fused" (4,000 × 2,432
-rows shaped like vlm fuse output: ReLU image features ⧺ unit text vectors, K=256).
+rows shaped like vlm fuse output: ReLU image features ⧺ unit text vectors, K=256), "drift"
+(206,608 × 8 whose mean moves by 10⁴ in every value from one 65,536-row chunk of vlm pca fit to
+the next, K=6: chunks centred on one fixed shift lose the spread of the later chunks; the split
+falls on a chunk boundary too).
 """
 
 import json
@@ -50,6 +53,16 @@ def fused_rows(rng, n):
     txt = topics[rng.integers(0, 12, n)] + 0.7 * rng.standard_normal((n, d_txt))
     txt /= np.linalg.norm(txt, axis=1, keepdims=True)
     return np.concatenate([img, txt], axis=1).astype(np.float32)
+
+
+def drifting_rows(rng, chunk, d):
+    # vlm pca fit reads 65,536-row chunks when rows are this narrow (64 MiB / (4 d), at most 2^16).
+    scales = np.array([3, 2, 1.5, 1, 0.6, 0.4, 0.25, 0.15])[:d]
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    n = 3 * chunk + 10000
+    z = rng.standard_normal((n, d)) * scales @ q.T
+    offset = (np.arange(n) // chunk)[:, None] * 1e4 + np.linspace(-5, 5, d)
+    return (z + offset).astype(np.float32)
 
 
 def write_case(name, x, n_components, split):
@@ -89,6 +102,7 @@ def main():
     write_case("fraction", x, 0.9, split=700)
     write_case("rankdef", rank_deficient_rows(rng, 600, 48, 10), 20, split=300)
     write_case("fused", fused_rows(rng, 4000), 256, split=2500)
+    write_case("drift", drifting_rows(rng, 1 << 16, 8), 6, split=2 << 16)
     with open(os.path.join(OUT, "done"), "w") as f:
         f.write("ok\n")
 

@@ -1,12 +1,15 @@
 // The linear algebra of PCA: a covariance accumulated over rows in one streaming pass (OpenBLAS
-// ssyrk per chunk, summed in double), and the eigen-decomposition of a symmetric matrix
+// ssyrk per chunk, merged in double), and the eigen-decomposition of a symmetric matrix
 // (LAPACKE). Both give OpenBLAS the engine's threads for their duration: nothing else runs then.
 //
-// Precision: every chunk is centred on a fixed shift — the first chunk's mean — before its Gram
-// matrix is formed, so the products are of deviations, not of raw values (no cancellation when
-// the mean is large next to the spread); each chunk's Gram is float32 over at most `chunkRows`
-// rows (relative error ~√chunk · 2⁻²⁴), and the chunks are summed in double, so the error does
-// not grow with the number of chunks: 10⁷ rows drift no more than 10⁴ (tested).
+// Precision: every chunk is centred on its own mean before its Gram matrix is formed, so the
+// products are of deviations, not of raw values (no cancellation when the mean is large next to
+// the spread, wherever the mean drifts between chunks); each chunk's Gram is float32 over at
+// most `chunkRows` rows (relative error ~√chunk · 2⁻²⁴), and the chunks' means and centred sums
+// of products are merged in double with Chan, Golub & LeVeque's pairwise update
+//     n = na + nb,  δ = mb − ma,  mean = ma + δ·nb/n,  M2 = M2a + M2b + δδᵀ·na·nb/n
+// so the error grows with neither the number of chunks nor the drift of the mean: 10⁷ rows on
+// offsets of 10⁴ and a mean that moves by 10⁴ from chunk to chunk are tested.
 
 import COpenBLAS
 import Foundation
@@ -14,36 +17,52 @@ import Foundation
 public final class CovarianceAccumulator {
     public let dim: Int
     public private(set) var count = 0
-    /// The fixed centre of every chunk (the first chunk's mean, in float32).
-    private var shift: [Float]?
-    /// Σ (x − shift), in double.
-    private var sum: [Double]
-    /// Σ (x − shift)(x − shift)ᵀ, upper triangle of a dim × dim row-major matrix, in double.
-    private var gram: [Double]
+    /// The mean of the rows merged so far, in double.
+    private var merged: [Double]
+    /// Σ (x − mean)(x − mean)ᵀ of the rows merged so far: the upper triangle of a dim × dim
+    /// row-major matrix, in double.
+    private var m2: [Double]
     private var chunkGram: [Float]
     private var chunkSum: [Float]
+    private var centre: [Float]
     private var ones: [Float] = []
 
     public init(dim: Int) {
         precondition(dim > 0)
         self.dim = dim
-        sum = [Double](repeating: 0, count: dim)
-        gram = [Double](repeating: 0, count: dim * dim)
+        merged = [Double](repeating: 0, count: dim)
+        m2 = [Double](repeating: 0, count: dim * dim)
         chunkGram = [Float](repeating: 0, count: dim * dim)
         chunkSum = [Float](repeating: 0, count: dim)
+        centre = [Float](repeating: 0, count: dim)
     }
 
     /// Adds n rows (n × dim, row-major), centring them in place: `rows` is overwritten.
     public func add(centring rows: UnsafeMutablePointer<Float>, count n: Int) {
         guard n > 0 else { return }
         let d = dim
-        if shift == nil {
-            var m = [Double](repeating: 0, count: d)
-            for i in 0..<n { for j in 0..<d { m[j] += Double(rows[i * d + j]) } }
-            shift = m.map { Float($0 / Double(n)) }
-        }
         if ones.count < n { ones = [Float](repeating: 1, count: n) }
-        shift!.withUnsafeBufferPointer { s in
+        // The chunk's mean in double, rounded to float32: the centre c, so the deviations x − c
+        // are of the spread's size, and their own sum below makes the chunk's mean c + Σ(x − c)/n
+        // exact to double whatever c's rounding. (A float32 sum would
+        // not do: 65,536 values of 10⁴ summed in float32 put c off by tens of units.)
+        let parts = max(1, min(Threads.count, n / 256))
+        var partial = [Double](repeating: 0, count: parts * d)
+        partial.withUnsafeMutableBufferPointer { p in
+            let base = p.baseAddress!
+            Threads.parallelFor(parts, minChunk: 1) { range in
+                for part in range {
+                    let acc = base + part * d
+                    for i in (part * n / parts)..<((part + 1) * n / parts) { for j in 0..<d { acc[j] += Double(rows[i * d + j]) } }
+                }
+            }
+        }
+        for j in 0..<d {
+            var t = 0.0
+            for part in 0..<parts { t += partial[part * d + j] }
+            centre[j] = Float(t / Double(n))
+        }
+        centre.withUnsafeBufferPointer { s in
             Threads.parallelFor(n, minChunk: 64) { range in
                 for i in range { for j in 0..<d { rows[i * d + j] -= s[j] } }
             }
@@ -53,38 +72,51 @@ public final class CovarianceAccumulator {
                 ones.withUnsafeBufferPointer { o in
                     OpenBLASThreads.with(Threads.count) {
                         upperGram(n: d, k: n, a: rows, c: g.baseAddress!)
-                        // Column sums of the chunk: rowsᵀ · 1.
+                        // Column sums of the centred chunk: rowsᵀ · 1.
                         cblas_sgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(d), 1, rows, Int32(d), o.baseAddress!, 1, 0, cs.baseAddress!, 1)
                     }
                 }
             }
         }
-        for j in 0..<d { sum[j] += Double(chunkSum[j]) }
+        // The chunk alone: its mean mb and its M2b = G − s sᵀ / n (s the deviations' sum).
+        let nb = Double(n), na = Double(count), total = na + nb
+        let s = chunkSum.map { Double($0) }
+        var delta = [Double](repeating: 0, count: d)
+        for j in 0..<d {
+            let mb = Double(centre[j]) + s[j] / nb
+            delta[j] = mb - merged[j]
+        }
+        let weight = na * nb / total
         chunkGram.withUnsafeBufferPointer { g in
-            gram.withUnsafeMutableBufferPointer { acc in
-                Threads.parallelFor(d, minChunk: 16) { range in
-                    for i in range { for j in i..<d { acc[i * d + j] += Double(g[i * d + j]) } }
+            m2.withUnsafeMutableBufferPointer { acc in
+                delta.withUnsafeBufferPointer { dl in
+                    s.withUnsafeBufferPointer { sp in
+                        Threads.parallelFor(d, minChunk: 16) { range in
+                            for i in range {
+                                for j in i..<d {
+                                    acc[i * d + j] += Double(g[i * d + j]) - sp[i] * sp[j] / nb + dl[i] * dl[j] * weight
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
+        for j in 0..<d { merged[j] += delta[j] * nb / total }
         count += n
     }
 
     /// The mean of the rows added, in double.
-    public var mean: [Double] {
-        let s = shift ?? [Float](repeating: 0, count: dim)
-        return (0..<dim).map { Double(s[$0]) + sum[$0] / Double(max(count, 1)) }
-    }
+    public var mean: [Double] { merged }
 
     /// The sample covariance (divided by count − 1), the full symmetric dim × dim matrix.
     public func covariance() -> [Double] {
         precondition(count > 1)
         let d = dim, n = Double(count)
-        let delta = sum.map { $0 / n }
         var c = [Double](repeating: 0, count: d * d)
         for i in 0..<d {
             for j in i..<d {
-                let v = (gram[i * d + j] - n * delta[i] * delta[j]) / (n - 1)
+                let v = m2[i * d + j] / (n - 1)
                 c[i * d + j] = v
                 c[j * d + i] = v
             }

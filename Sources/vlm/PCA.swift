@@ -40,7 +40,7 @@ struct PCAFit: ParsableCommand {
         abstract: "Fit a PCA to the rows of feature files (.npy, or raw float32 .f32 with --dim-in).",
         discussion: """
         The mean and covariance are accumulated in one pass over the files, a chunk of rows at a
-        time (float32 products of each chunk centred on a fixed shift, summed in double), so
+        time (float32 products of each chunk centred on its own mean, merged in double), so
         files far larger than memory fit in O(D²) memory. The top eigenvectors of the covariance
         (LAPACK, on the engine's threads) are the components, signed as scikit-learn signs them
         (each one's largest-magnitude entry positive). Output: a safetensors file with mean (D),

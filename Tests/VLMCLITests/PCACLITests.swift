@@ -121,6 +121,21 @@ final class PCACLITests: XCTestCase {
         XCTAssertEqual(try loadCase("fraction").k, try SafetensorsFile(path: path("fraction.safetensors")).floatTensor("explained_variance").count)
     }
 
+    /// A mean that moves by 10⁴ in every value from one of pca fit's 65,536-row chunks to the
+    /// next (spreads 0.15…3 around it): the chunks' statistics merged pairwise (Chan et al.) keep
+    /// the small within-chunk variances that a fixed shift's float32 products would round away.
+    func testMeanDriftingBetweenChunksEqualsScikitLearn() throws {
+        let c = try loadCase("drift")
+        let pca = path("drift.safetensors")
+        try checkParity(c, try fit([c.file("X.npy")], ["--dim", c.nComponents, "--quiet"], out: pca))
+        XCTAssertLessThanOrEqual(relativeError(try apply(pca, [c.file("X.npy")]).data, try c.npy("transformed.npy").data), 1e-4)
+        // The same rows in two files (.npy, then raw .f32), split at a chunk boundary: files
+        // merge as chunks do. (A step of the mean inside one chunk is resolved only to float32's
+        // precision of that chunk's spread, as README says.)
+        try checkParity(c, try fit([c.file("X_a.npy"), c.file("X_b.f32")], ["--dim", c.nComponents, "--dim-in", "\(c.dim)", "--quiet"],
+                                   out: path("drift-split.safetensors")))
+    }
+
     /// Rows of rank 10 in 48 dimensions, K = 20: the ten directions without variance are reported,
     /// the ten with variance equal scikit-learn's, and whitened the others are exactly 0.
     func testRankDeficientRows() throws {
