@@ -7,7 +7,8 @@
 #   make fixtures  generate the large PyTorch reference fixtures (scripts/export_*fixtures.py)
 #   make install   PREFIX=/usr/local: the binary in PREFIX/bin, its data (registry, labels, and
 #                  any model already fetched into models/) in PREFIX/share/vlm
-#   make fuzz      run each libFuzzer target for FUZZ_SECONDS (default 120)
+#   make fuzz      run each libFuzzer target for FUZZ_SECONDS (default 120), or FUZZ_RUNS
+#                  executions each; FUZZ_ONLY="FuzzNPY …" runs a subset
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -15,12 +16,16 @@ VENV := .venv
 SERVE_VENV := .venv-serve
 PY := $(VENV)/bin/python
 APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev zlib1g-dev pkg-config
+# make test only: a Java runtime for pyspark's local mode (python/tests/test_spark_dask.py).
+TEST_APT_PACKAGES := openjdk-17-jre-headless
 GENERATED := Tests/Fixtures/generated
 VLM := .build/release/vlm
 
 PREFIX ?= /usr/local
 
-FUZZ_SECONDS ?= 120
+FUZZ_SECONDS ?=
+FUZZ_RUNS ?=
+FUZZ_ONLY ?=
 FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines FuzzPickle FuzzTorch FuzzFeatures FuzzShards
 
 .PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install fuzz fuzz-build
@@ -29,7 +34,7 @@ all: build
 
 # MARK: - System packages (Debian's -dev packages for the C shims)
 setup:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install$$missing)"; exit 1; fi; \
@@ -82,6 +87,7 @@ models:
 	bash scripts/fetch_minilm.sh
 
 # MARK: - Tests (release build: the naive backend runs full-size models)
+test: EXTRA_APT_PACKAGES = $(TEST_APT_PACKAGES)
 test: setup models fixtures
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build --disable-swift-testing
@@ -135,7 +141,7 @@ fuzz-build: setup
 	done
 
 fuzz: fuzz-build
-	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_ONLY="$(FUZZ_ONLY)" bash scripts/fuzz.sh
 
 # MARK: - Install: vlm finds its data at ../share/vlm beside the binary, from any working folder.
 install: build

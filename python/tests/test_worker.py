@@ -51,6 +51,26 @@ def test_texts_images_pairs_equal_the_cli(tmp_path, photos):
         assert w.info()["text_options"]["max_length"] == "4"
 
 
+def test_missing_values_are_error_rows(tmp_path, photos):
+    """None, NaN and pandas' NA (a null cell of a Spark or Dask frame) keep their row as an
+    error of kind missing, never the vector of the text "None"; a batch of nothing but missing
+    values still has the model's width."""
+    import pandas as pd
+    good, _ = photos
+    texts = ["a cat", None, float("nan"), pd.NA, np.float32("nan"), "a dog"]
+    ref, _ = cli_rows(["embed-text", "--model", BERT, "--file", "-"], tmp_path, stdin=b"a cat\na dog\n")
+    with vlm.Worker(text_model=BERT, image_model=RESNET) as w:
+        v, e = w.embed_texts(texts)
+        assert v.shape == (6, 32) and np.array_equal(v[[0, 5]], ref)
+        assert np.isnan(v[1:5]).all() and [(i, kind) for i, kind, _ in e] == [(k, "missing") for k in range(1, 5)]
+        v, e = w.embed_texts([None, pd.NA])
+        assert v.shape == (2, 32) and np.isnan(v).all() and len(e) == 2
+        v, e = w.embed_images([None])
+        assert v.shape == (1, 256) and e[0][1] == "missing"
+        v, e = w.embed_pairs([good[0], None], [None, "a cat"])
+        assert v.shape == (2, 256 + 32) and [kind for _, kind, _ in e] == ["missing", "missing"]
+
+
 def test_a_large_batch_does_not_deadlock(tmp_path):
     texts = [f"caption number {i} " * 8 for i in range(20000)]
     with vlm.Worker(text_model=BERT, max_length=8) as w:

@@ -216,10 +216,16 @@ class Worker:
             return responses
 
     def _embed(self, requests):
-        out = self._run(requests)
+        # A missing value (None, NaN, pandas' NA: a null cell of a Spark or Dask frame) is an
+        # error row of kind "missing", never the text "None" or "nan".
+        present = [i for i, r in enumerate(requests) if r is not None]
+        answered = self._run([requests[i] for i in present]) if present else []
+        out = [{"error": {"kind": "missing", "message": "no value (None, NaN or NA)"}}] * len(requests)
+        for i, r in zip(present, answered):
+            out[i] = r
         dim = next((r["dim"] for r in out if "dim" in r), None)
         if dim is None:
-            dim = self._dim_for(requests)
+            dim = self._dim_for([requests[i] for i in present] or self._kind_of(requests))
         vectors = np.full((len(requests), dim), np.nan, dtype=np.float32)
         errors = []
         for i, r in enumerate(out):
@@ -229,6 +235,11 @@ class Worker:
                 e = r.get("error", {})
                 errors.append((i, e.get("kind", "error"), e.get("message", "")))
         return vectors, errors
+
+    @staticmethod
+    def _kind_of(requests):
+        """A stand-in request of the batch's kind, when every value is missing."""
+        return getattr(requests, "kind", [])
 
     def _dim_for(self, requests):
         info = self.info()
@@ -240,19 +251,39 @@ class Worker:
 
     def embed_images(self, paths):
         """(vectors (N, D) float32, errors) for image files."""
-        return self._embed([{"id": str(i), "image": os.fspath(p)} for i, p in enumerate(paths)])
+        return self._embed(_Requests([None if _missing(p) else {"id": str(i), "image": os.fspath(p)} for i, p in enumerate(paths)],
+                                     {"image": ""}))
 
     def embed_image_bytes(self, blobs):
         """(vectors, errors) for encoded JPEG/PNG bytes."""
-        return self._embed([{"id": str(i), "image_bytes": base64.b64encode(bytes(b)).decode()} for i, b in enumerate(blobs)])
+        return self._embed(_Requests([None if _missing(b) else {"id": str(i), "image_bytes": base64.b64encode(bytes(b)).decode()}
+                                      for i, b in enumerate(blobs)], {"image": ""}))
 
     def embed_texts(self, texts):
         """(vectors, errors) for texts."""
-        return self._embed([{"id": str(i), "text": str(t)} for i, t in enumerate(texts)])
+        return self._embed(_Requests([None if _missing(t) else {"id": str(i), "text": str(t)} for i, t in enumerate(texts)], {"text": ""}))
 
     def embed_pairs(self, paths, texts):
         """(vectors, errors) for image–text pairs: image vector ⧺ text vector, as `vlm fuse`."""
         paths, texts = list(paths), list(texts)
         if len(paths) != len(texts):
             raise ValueError(f"{len(paths)} images but {len(texts)} texts")
-        return self._embed([{"id": str(i), "image": os.fspath(p), "text": str(t)} for i, (p, t) in enumerate(zip(paths, texts))])
+        return self._embed(_Requests([None if _missing(p) or _missing(t) else {"id": str(i), "image": os.fspath(p), "text": str(t)}
+                                      for i, (p, t) in enumerate(zip(paths, texts))], {"image": "", "text": ""}))
+
+
+class _Requests(list):
+    """Requests, with the kind of request they are (for the width when none can be sent)."""
+
+    def __init__(self, items, kind):
+        super().__init__(items)
+        self.kind = [kind]
+
+
+def _missing(value):
+    """None, a float NaN (numpy's included), or pandas' NA / NaT."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)) and value != value:
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")
