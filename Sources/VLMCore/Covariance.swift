@@ -109,20 +109,27 @@ public final class CovarianceAccumulator {
     /// The mean of the rows added, in double.
     public var mean: [Double] { merged }
 
-    /// The sample covariance (divided by count − 1), the full symmetric dim × dim matrix.
-    public func covariance() -> [Double] {
-        precondition(count > 1)
+    /// The sample covariance (divided by count − 1), the full symmetric dim × dim matrix, made
+    /// in place of the accumulated sums (no second D² copy): the accumulator is spent after it.
+    public func finishCovariance() -> [Double] {
+        precondition(count > 1 && !m2.isEmpty, "finishCovariance() once, after at least 2 rows")
         let d = dim, n = Double(count)
-        var c = [Double](repeating: 0, count: d * d)
+        var c = m2
+        m2 = []
+        chunkGram = []
         for i in 0..<d {
             for j in i..<d {
-                let v = m2[i * d + j] / (n - 1)
+                let v = c[i * d + j] / (n - 1)
                 c[i * d + j] = v
                 c[j * d + i] = v
             }
         }
         return c
     }
+
+    /// Bytes the accumulator holds for rows of `dim` values (its sums of products in double and
+    /// a chunk's in float32), besides the chunk of rows itself.
+    public static func bytes(dim: Int) -> UInt64 { 12 * UInt64(dim) * UInt64(dim) + 16 * UInt64(dim) }
 }
 
 /// The upper triangle of C (n, n) = Aᵀ A for A (k, n) row-major (OpenBLAS ssyrk: half a full
@@ -159,36 +166,45 @@ public struct EigenError: VLMError {
     public let description: String
 }
 
-/// The `top` largest eigenvalues of the symmetric n × n matrix `a` (row-major, double), in
-/// descending order, and their eigenvectors as rows (top × n). `a` is overwritten.
+// LAPACK is called in column-major order on the full symmetric matrix, so LAPACKE passes it
+// straight through (row-major makes it transpose a copy of the n² matrix, and of the vectors);
+// row-major upper is column-major lower, the same numbers.
+
+/// The `top` largest eigenvalues of the symmetric n × n matrix `a` (row-major, double, both
+/// triangles), in descending order, and their eigenvectors as rows (top × n). `a` is
+/// overwritten (except with .ssyevr and .auto, which solve a float32 copy).
 public func symmetricEigen(_ a: inout [Double], n: Int, top: Int, solver: EigenSolver) throws -> (values: [Double], vectors: [Double]) {
     precondition(a.count == n * n && top >= 1 && top <= n && n <= Int(Int32.max))
-    let upper = CChar(UInt8(ascii: "U")), vectorsToo = CChar(UInt8(ascii: "V")), range = CChar(UInt8(ascii: "I"))
+    if solver == .dsyevd && EigenMemory.dsyevdWorkspace(n) > UInt64(Int32.max) {
+        throw EigenError(description: "dsyevd cannot take \(n) dimensions (its workspace of 2n² values overflows LAPACK's 32-bit sizes); use --solver dsyevr or auto")
+    }
+    let lower = CChar(UInt8(ascii: "L")), vectorsToo = CChar(UInt8(ascii: "V")), range = CChar(UInt8(ascii: "I"))
     var values: [Double] = [], vectors: [Double] = []
     let info: Int32 = OpenBLASThreads.with(Threads.count) {
         switch solver {
         case .dsyevd:
             var w = [Double](repeating: 0, count: n)
-            let r = a.withUnsafeMutableBufferPointer { LAPACKE_dsyevd(LAPACK_ROW_MAJOR, vectorsToo, upper, Int32(n), $0.baseAddress!, Int32(n), &w) }
+            let r = a.withUnsafeMutableBufferPointer { LAPACKE_dsyevd(LAPACK_COL_MAJOR, vectorsToo, lower, Int32(n), $0.baseAddress!, Int32(n), &w) }
             if r == 0 {
-                // Ascending eigenvalues, eigenvectors as columns of a: take the last `top`, reversed.
+                // Ascending eigenvalues, eigenvectors as the columns of a (contiguous in
+                // column-major order): take the last `top`, reversed.
                 values = (0..<top).map { w[n - 1 - $0] }
                 vectors = [Double](repeating: 0, count: top * n)
-                for k in 0..<top { for j in 0..<n { vectors[k * n + j] = a[j * n + (n - 1 - k)] } }
+                for k in 0..<top { for j in 0..<n { vectors[k * n + j] = a[(n - 1 - k) * n + j] } }
             }
             return r
         case .dsyevr:
             let (r, v, z) = topBySyevr(&a, n: n, top: top) { ap, m, w, z, support in
-                LAPACKE_dsyevr(LAPACK_ROW_MAJOR, vectorsToo, range, upper, Int32(n), ap, Int32(n), 0, 0,
-                               Int32(n - top + 1), Int32(n), 0, m, w, z, Int32(top), support)
+                LAPACKE_dsyevr(LAPACK_COL_MAJOR, vectorsToo, range, lower, Int32(n), ap, Int32(n), 0, 0,
+                               Int32(n - top + 1), Int32(n), 0, m, w, z, Int32(n), support)
             }
             (values, vectors) = (v, z)
             return r
         case .ssyevr, .auto:
             var af = a.map { Float($0) }
             let (r, v, z) = topBySyevr(&af, n: n, top: top) { ap, m, w, z, support in
-                LAPACKE_ssyevr(LAPACK_ROW_MAJOR, vectorsToo, range, upper, Int32(n), ap, Int32(n), 0, 0,
-                               Int32(n - top + 1), Int32(n), 0, m, w, z, Int32(top), support)
+                LAPACKE_ssyevr(LAPACK_COL_MAJOR, vectorsToo, range, lower, Int32(n), ap, Int32(n), 0, 0,
+                               Int32(n - top + 1), Int32(n), 0, m, w, z, Int32(n), support)
             }
             (values, vectors) = (v, z)
             return r
@@ -213,10 +229,66 @@ func topBySyevr<T: BinaryFloatingPoint>(
     var support = [Int32](repeating: 0, count: 2 * top)
     let r = a.withUnsafeMutableBufferPointer { solve($0.baseAddress!, &m, &w, &z, &support) }
     guard r == 0 else { return (r, [], []) }
+    // z is n × top column-major: eigenvector k (ascending) is z[k n ..< (k + 1) n].
     let values = (0..<top).map { Double(w[top - 1 - $0]) }
     var vectors = [Double](repeating: 0, count: top * n)
-    for k in 0..<top { for j in 0..<n { vectors[k * n + j] = Double(z[j * top + (top - 1 - k)]) } }
+    for k in 0..<top { for j in 0..<n { vectors[k * n + j] = Double(z[(top - 1 - k) * n + j]) } }
     return (0, values, vectors)
+}
+
+/// The top eigenpairs of the symmetric n × n matrix `a` (row-major, double, both triangles),
+/// as many as `choose` asks for after seeing every eigenvalue (descending): one tridiagonal
+/// reduction (dsytrd), every eigenvalue of it (dsterf), then the K chosen eigenvectors of the
+/// tridiagonal matrix (dstemr, MRRR) carried back to a's (dormtr). Memory: `a` itself, O(n),
+/// and the K vectors — not dsyevd's 2n² workspace, nor a copy to find the eigenvalues first.
+/// `a` is overwritten.
+public func symmetricEigen(_ a: inout [Double], n: Int, choosing choose: ([Double]) throws -> Int) throws -> (values: [Double], vectors: [Double]) {
+    precondition(a.count == n * n && n >= 1 && n <= Int(Int32.max))
+    let lower = CChar(UInt8(ascii: "L"))
+    var diag = [Double](repeating: 0, count: n), off = [Double](repeating: 0, count: n), tau = [Double](repeating: 0, count: max(1, n - 1))
+    var info = OpenBLASThreads.with(Threads.count) {
+        a.withUnsafeMutableBufferPointer { LAPACKE_dsytrd(LAPACK_COL_MAJOR, lower, Int32(n), $0.baseAddress!, Int32(n), &diag, &off, &tau) }
+    }
+    if info != 0 { throw EigenError(description: "the tridiagonal reduction (dsytrd) failed: LAPACK info \(info)") }
+    var all = diag, allOff = off
+    info = LAPACKE_dsterf(Int32(n), &all, &allOff)
+    if info != 0 { throw EigenError(description: "the eigenvalues (dsterf) failed: LAPACK info \(info)") }
+    let top = try choose(Array(all.reversed()))
+    precondition(top >= 1 && top <= n)
+    var m: Int32 = 0, tryRelative: Int32 = 1
+    var w = [Double](repeating: 0, count: n), z = [Double](repeating: 0, count: n * top)
+    var support = [Int32](repeating: 0, count: 2 * top)
+    info = LAPACKE_dstemr(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), Int32(n), &diag, &off, 0, 0,
+                          Int32(n - top + 1), Int32(n), &m, &w, &z, Int32(n), Int32(top), &support, &tryRelative)
+    if info != 0 || Int(m) != top { throw EigenError(description: "the eigenvectors (dstemr) failed: LAPACK info \(info), \(m) of \(top)") }
+    info = OpenBLASThreads.with(Threads.count) {
+        a.withUnsafeBufferPointer {
+            LAPACKE_dormtr(LAPACK_COL_MAJOR, CChar(UInt8(ascii: "L")), lower, CChar(UInt8(ascii: "N")), Int32(n), Int32(top),
+                           $0.baseAddress!, Int32(n), tau, &z, Int32(n))
+        }
+    }
+    if info != 0 { throw EigenError(description: "carrying the eigenvectors back (dormtr) failed: LAPACK info \(info)") }
+    let values = (0..<top).map { w[top - 1 - $0] }
+    var vectors = [Double](repeating: 0, count: top * n)
+    for k in 0..<top { for j in 0..<n { vectors[k * n + j] = z[(top - 1 - k) * n + j] } }
+    return (values, vectors)
+}
+
+/// What the eigen-solvers need besides the n × n matrix itself, in bytes.
+public enum EigenMemory {
+    /// dsyevd's workspace in values: 1 + 6n + 2n² doubles (LAPACK sizes it with a 32-bit int).
+    public static func dsyevdWorkspace(_ n: Int) -> UInt64 { 1 + 6 * UInt64(n) + 2 * UInt64(n) * UInt64(n) }
+
+    /// For the top `k` of n with `solver` (nil: chosen from every eigenvalue, `symmetricEigen(_:n:choosing:)`).
+    public static func bytes(n: Int, k: Int, solver: EigenSolver?) -> UInt64 {
+        let n = UInt64(n), k = UInt64(k), linear = 64 * n
+        switch solver {
+        case nil: return 16 * n * k + linear                           // z, the vectors
+        case .dsyevr?: return 16 * n * k + 40 * n + linear              // z, the vectors, workspace (26n doubles, 10n ints)
+        case .ssyevr?, .auto?: return 4 * n * n + 28 * n * k + linear   // the float32 copy, z, the vectors, A·V for the check
+        case .dsyevd?: return 8 * dsyevdWorkspace(Int(n)) + 8 * n * k + linear
+        }
+    }
 }
 
 /// The Rayleigh quotients vᵀ A v of `vectors` (top × n rows) in double, if every residual

@@ -43,44 +43,47 @@ public struct PCAModel: Sendable {
     public static let zeroVarianceShare = 1e-6
 
     /// Fits to the accumulated rows.
+    /// `vectorLimit`: the most components a fractional dimension may keep (their vectors must
+    /// fit in memory); nil for no limit.
     public static func fit(_ acc: CovarianceAccumulator, dimension: PCADimension, whiten: Bool,
-                           solver: EigenSolver = .auto) throws -> PCAModel {
+                           solver: EigenSolver = .auto, vectorLimit: Int? = nil) throws -> PCAModel {
         let d = acc.dim, n = acc.count
         guard n >= 2 else { throw PCAError(description: "PCA needs at least 2 rows, got \(n)") }
-        var cov = acc.covariance()
+        var cov = acc.finishCovariance()
         // Finite values whose squares overflow float32 (|x| ≳ 1e19) make the chunk Grams infinite.
         guard cov.allSatisfy(\.isFinite) else {
             throw PCAError(description: "the rows' covariance overflows float32 (values too large to square); scale the features first")
         }
         let total = (0..<d).reduce(0.0) { $0 + cov[$1 * d + $1] }
-        var k: Int
-        var wanted: Int
+        let k: Int
+        let values: [Double], vectors: [Double]
         switch dimension {
         case .count(let c):
             guard c >= 1 else { throw PCAError(description: "--dim must be at least 1") }
             guard c <= d else { throw PCAError(description: "--dim \(c) is more than the \(d) dimensions of the rows") }
             guard c <= n - 1 else { throw PCAError(description: "--dim \(c) needs at least \(c + 1) rows; there are \(n)") }
-            (k, wanted) = (c, c)
+            k = c
+            (values, vectors) = try symmetricEigen(&cov, n: d, top: c, solver: solver)
         case .fraction(let f):
             guard f > 0 && f < 1 else { throw PCAError(description: "--dim as a fraction must be in (0, 1), got \(f)") }
-            (k, wanted) = (0, min(d, n - 1))
+            // K from every eigenvalue (numpy.searchsorted(cumsum, f, side="right") + 1, as
+            // scikit-learn does), then only those K eigenvectors.
+            (values, vectors) = try symmetricEigen(&cov, n: d) { all in
+                var cum = 0.0, chosen = min(d, n - 1)
+                for (i, v) in all.prefix(min(d, n - 1)).enumerated() {
+                    cum += total > 0 ? max(v, 0) / total : 0
+                    if cum > f { chosen = i + 1; break }
+                }
+                if let limit = vectorLimit, chosen > limit { throw PCAError(description: "--dim \(f) keeps \(chosen) components, whose vectors need more memory than there is (at most \(limit))") }
+                return chosen
+            }
+            k = values.count
         }
-        let (values, vectors) = try symmetricEigen(&cov, n: d, top: wanted, solver: dimension == .count(wanted) ? solver : .dsyevd)
         guard values.allSatisfy(\.isFinite), vectors.allSatisfy(\.isFinite) else {
             throw PCAError(description: "the eigen-decomposition gave NaN or infinity")
         }
         let variances = values.map { max($0, 0) }
         let ratios = variances.map { total > 0 ? $0 / total : 0 }
-        if case .fraction(let f) = dimension {
-            // numpy.searchsorted(cumsum, f, side="right") + 1, as scikit-learn does.
-            var cum = 0.0
-            k = ratios.count
-            for (i, r) in ratios.enumerated() {
-                cum += r
-                if cum > f { k = i + 1; break }
-            }
-            k = min(k, ratios.count)
-        }
         var components = [Float](repeating: 0, count: k * d)
         for c in 0..<k {
             let row = vectors[(c * d)..<((c + 1) * d)]

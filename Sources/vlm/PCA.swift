@@ -63,7 +63,7 @@ struct PCAFit: ParsableCommand {
     @Option(help: "Row width of raw .f32 files (a .npy says its own).")
     var dimIn: Int?
 
-    @Option(help: "LAPACK eigen-solver: auto (ssyevr in float32 when its eigenpairs check out in double, else dsyevr), dsyevr (the top K eigenpairs in double), ssyevr (float32, unchecked) or dsyevd (all eigenpairs, divide and conquer). A fraction --dim uses dsyevd.")
+    @Option(help: "LAPACK eigen-solver: auto (ssyevr in float32 when its eigenpairs check out in double, else dsyevr), dsyevr (the top K eigenpairs in double), ssyevr (float32, unchecked) or dsyevd (all eigenpairs, divide and conquer; at most 32,766 dimensions). A fraction --dim finds every eigenvalue from one tridiagonal reduction, then only the K vectors it keeps (dsytrd, dsterf, dstemr, dormtr).")
     var solver: EigenSolver = .auto
 
     @Option(name: [.customShort("o"), .long], help: "The PCA file to write (.safetensors), or - for stdout.")
@@ -96,16 +96,36 @@ struct PCAFit: ParsableCommand {
         } else if total < 2 {
             throw InputError("\(features.joined(separator: ", ")): PCA needs at least 2 rows; there are \(total)")
         }
-        // The covariance (double), a float32 chunk Gram, the eigen-solver's copy and workspace.
-        let need = 28 * UInt64(d) * UInt64(d)
-        if need > ProcessInfo.processInfo.physicalMemory {
-            throw InputError("\(files[0].path): rows of \(d) values need about \(need >> 30) GiB for their covariance; this machine has \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+        // Chunks of about 64 MiB: large enough for ssyrk to run at speed, small next to D².
+        let chunkRows = min(max(64, min(1 << 16, (64 << 20) / (4 * d))), files.map(\.rows).max()!)
+        // Memory, before any is taken: the sums of products (double) and a chunk's (float32)
+        // while reading; then the covariance (made in their place) and what the solver adds.
+        let budget = MemoryBudget.available()
+        let square = 8 * UInt64(d) * UInt64(d)
+        let reading = CovarianceAccumulator.bytes(dim: d) + 4 * UInt64(chunkRows * d)
+        var solving = square
+        var vectorLimit: Int?
+        switch dim {
+        case .count(let k):
+            if solver == .dsyevd && EigenMemory.dsyevdWorkspace(d) > UInt64(Int32.max) {
+                throw OptionError("\(files[0].path): --solver dsyevd cannot take rows of \(d) values (its 2D² workspace overflows LAPACK's 32-bit sizes); use --solver dsyevr or auto")
+            }
+            solving += EigenMemory.bytes(n: d, k: k, solver: solver) + 4 * UInt64(k * d)
+        case .fraction:
+            solving += EigenMemory.bytes(n: d, k: 1, solver: nil)
+            // Each component kept costs its vector three times (dstemr's, the double rows, the
+            // float32 components): K is capped by what is left.
+            let left = budget.bytes > solving ? budget.bytes - solving : 0
+            vectorLimit = Int(min(UInt64(d), left / (20 * UInt64(d))))
+        }
+        let need = max(reading, solving)
+        if need > budget.bytes {
+            let hint = solver == .dsyevd ? " (--solver dsyevr needs less)" : ""
+            throw InputError("\(files[0].path): a PCA of rows of \(d) values needs about \(MemoryBudget.gib(need)) for its covariance and eigen-solve\(hint); \(budget.limit) \(MemoryBudget.gib(budget.bytes))")
         }
         let started = Date()
         let acc = CovarianceAccumulator(dim: d)
-        // Chunks of about 64 MiB: large enough for ssyrk to run at speed, small next to D².
-        let chunkRows = max(64, min(1 << 16, (64 << 20) / (4 * d)))
-        var buffer = [Float](repeating: 0, count: min(chunkRows, files.map(\.rows).max()!) * d)
+        var buffer = [Float](repeating: 0, count: chunkRows * d)
         for f in files {
             var start = 0
             while start < f.rows {
@@ -122,7 +142,7 @@ struct PCAFit: ParsableCommand {
         }
         let model: PCAModel
         do {
-            model = try PCAModel.fit(acc, dimension: dim, whiten: whiten, solver: solver)
+            model = try PCAModel.fit(acc, dimension: dim, whiten: whiten, solver: solver, vectorLimit: vectorLimit)
         } catch let e as VLMError {
             throw InputError("\(features.joined(separator: ", ")): \(e.description)")
         }

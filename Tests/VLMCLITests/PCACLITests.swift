@@ -136,6 +136,22 @@ final class PCACLITests: XCTestCase {
                                    out: path("drift-split.safetensors")))
     }
 
+    /// Rows of 32,768 values: their covariance alone is 8 GiB. Under a 4 GiB address-space limit
+    /// the fit is refused before any of it is taken, naming the limit (an allocation past it
+    /// would end the process); dsyevd, whose 2D² workspace overflows LAPACK's 32-bit sizes at
+    /// this width, is refused before reading.
+    func testWideRowsAreSizedBeforeAnyMemoryIsTaken() throws {
+        let d = 32768
+        let wide = try writeNPY("wide32k.npy", rows: 3, dim: d) { i, j in Float((i * 7 + j) % 13) }
+        for dim in ["2", "0.9"] {
+            assertOneLine(try runShell("ulimit -v 4000000; '\(vlmBinary().path)' pca fit '\(wide)' --dim \(dim) -o '\(path("o.safetensors"))'"),
+                          status: 1, ["wide32k.npy", "32768 values", "GiB", "ulimit -v allows 3.8 GiB"])
+        }
+        assertOneLine(try runVLM(["pca", "fit", wide, "--dim", "2", "--solver", "dsyevd", "-o", path("o.safetensors")]),
+                      status: 64, ["wide32k.npy", "--solver dsyevd", "32768 values", "dsyevr"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("o.safetensors")))
+    }
+
     /// Rows of rank 10 in 48 dimensions, K = 20: the ten directions without variance are reported,
     /// the ten with variance equal scikit-learn's, and whitened the others are exactly 0.
     func testRankDeficientRows() throws {

@@ -56,7 +56,7 @@ final class PCATests: XCTestCase {
                 done += n
             }
             XCTAssertEqual(acc.count, total)
-            let cov = acc.covariance()
+            let cov = acc.finishCovariance()
             var worst = 0.0
             for a in 0..<d {
                 XCTAssertEqual(acc.mean[a], mean[a], accuracy: 1e-6 * abs(offsets[a]))
