@@ -61,6 +61,7 @@ let package = Package(
         // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.
         .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
         // vlm serve: the HTTP embedding server, on the jobs' encoders, with dynamic batching.
+        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMModels", "VLMJobs"]),
         .target(name: "VLMServe", dependencies: [
             "VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -76,7 +77,7 @@ let package = Package(
         ]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
+            dependencies: ["VLMCatalog", "VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)

@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMIO
 import VLMModels

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMImage
 import VLMIO

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMIO
 import VLMJobs

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMIO
 import VLMImage
@@ -73,7 +74,7 @@ func parseTriple(_ s: String) throws -> [Float] {
 /// Upper bounds of the numbers a user gives, checked before anything is sized by them.
 enum Limits {
     /// --resize and --crop.
-    static let maxSide = 1 << 16
+    static let maxSide = ModelPreprocess.maxSide
     /// --batch-size (images, texts, pairs per forward pass).
     static let maxBatch = 1 << 16
     /// --batch-tokens.

@@ -5,6 +5,7 @@
 
 import ArgumentParser
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMIO
 import VLMJobs

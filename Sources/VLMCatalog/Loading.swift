@@ -1,0 +1,56 @@
+// Models loaded from what a --model value names: a folder, a checkpoint file, a registry name,
+// or seeded synthetic weights.
+
+import Foundation
+import VLMCore
+import VLMIO
+import VLMModels
+
+/// A ResNet from a folder holding model.safetensors, a .safetensors file, or seeded synthetic
+/// weights ("synthetic:resnet50[:SEED]", any depth) for demos and benchmarks; nil spec: the
+/// default model.
+public func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> ResNet {
+    let spec = resolveModelSpec(spec, defaultName: defaultResNetName)
+    if spec.hasPrefix("synthetic:") {
+        let parts = spec.split(separator: ":").map(String.init)
+        guard parts.count >= 2, parts.count <= 3, parts[1].hasPrefix("resnet"), let depth = Int(parts[1].dropFirst(6)),
+              let seed = parts.count > 2 ? UInt64(parts[2]) : 0,
+              let source = Synthetic.resnet(depth: depth, seed: seed) else {
+            throw InputError("\(spec): unknown synthetic model; use synthetic:resnet18|34|50|101|152[:SEED]")
+        }
+        if !quiet { note("vlm: note: \(spec) has seeded random weights (synthetic): its features mean nothing") }
+        return try ResNet(source: source, backend: backend, allowNonFinite: allowNonFinite)
+    }
+    let file = try weightsFile(spec, defaultName: defaultResNetName)
+    return try ResNet(source: try openWeights(file), backend: backend, allowNonFinite: allowNonFinite)
+}
+
+/// A model argument's weights: the file itself, or the folder's weights (`weightsInFolder`).
+public func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
+    guard let st = FileStatus.of(path) else {
+        let code = errno
+        if let defaultName, path == resolveModelsFolder(defaultName) {
+            throw InputError("\(path): no such folder; run `vlm models fetch \(defaultName)`, or pass --model DIR|FILE (.safetensors, .pth, .pt or .bin: torchvision or timm ResNet weights), or --model synthetic:resnet50")
+        }
+        throw IOError.cannotOpen(path: path, reason: code == ENOENT ? "no such file or folder" : errnoMessage(code))
+    }
+    if st.kind == .directory {
+        return try weightsInFolder(path)
+    }
+    return path
+}
+
+public func defaultTextModel() -> String { resolveModelsFolder(defaultTextModelName) }
+
+public func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> TextEncoder {
+    let path = resolveModelSpec(folder, defaultName: defaultTextModelName)
+    if folder == nil && FileStatus.of(path) == nil {
+        throw InputError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
+    }
+    let enc = try TextEncoder(folder: path, backend: backend, allowNonFinite: allowNonFinite)
+    let heads = enc.model.ignoredHeads
+    if !heads.isEmpty && !quiet {
+        note("vlm: note: \(path): ignoring \(heads.count) task-head tensors (\(heads.prefix(3).joined(separator: ", "))\(heads.count > 3 ? ", …" : "")); using the encoder only")
+    }
+    return enc
+}
