@@ -62,6 +62,7 @@ let package = Package(
         .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
         // vlm serve: the HTTP embedding server, on the jobs' encoders, with dynamic batching.
         .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMModels", "VLMJobs"]),
+        .target(name: "VLMBench", dependencies: ["VLMCore", "VLMIO", "VLMModels", "VLMCatalog"]),
         .target(name: "VLMServe", dependencies: [
             "VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -77,7 +78,7 @@ let package = Package(
         ]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMCatalog", "VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
+            dependencies: ["VLMBench", "VLMCatalog", "VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)

@@ -57,3 +57,8 @@ public enum RowText {
     /// One ids.txt line (escaped, newline-terminated).
     public static func idLine(_ id: [UInt8]) -> String { RawPath.escape(id) + "\n" }
 }
+
+extension String {
+    /// Right-aligned in `n` columns (tables of numbers).
+    public func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
