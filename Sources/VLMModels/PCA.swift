@@ -42,6 +42,9 @@ public struct PCAModel: Sendable {
     /// instead of dividing by √noise (scikit-learn divides, giving huge or infinite values).
     public static let zeroVarianceShare = 1e-6
 
+    /// The widest rows vlm pca takes (a covariance of D² doubles: 32 GiB at this width).
+    public static let maxDimension = 1 << 16
+
     /// Fits to the accumulated rows.
     /// `vectorLimit`: the most components a fractional dimension may keep (their vectors must
     /// fit in memory); nil for no limit.
@@ -207,3 +210,101 @@ public func l2NormalizeRows(_ rows: inout [Float], dim: Int) {
         }
     }
 }
+
+// MARK: - Fitting to feature files
+
+extension PCAModel {
+    /// Fits to the rows of `files` (all of one width) in one streaming pass: memory sized first
+    /// against `MemoryBudget` (refused with one line naming the need and the limit before any is
+    /// taken), chunks of about 64 MiB read, checked for NaN and infinity, and accumulated.
+    public static func fit(files: [FeatureFile], dimension: PCADimension, whiten: Bool, solver: EigenSolver) throws -> PCAModel {
+        precondition(!files.isEmpty)
+        let names = files.map(\.path).joined(separator: ", ")
+        let d = files[0].dim
+        let total = files.reduce(0) { $0 + $1.rows }
+        if case .count(let k) = dimension {
+            if k > d { throw OptionError("\(files[0].path): --dim \(k) is more than the \(d) values of each row") }
+            if k > total - 1 { throw InputError("\(names): --dim \(k) needs at least \(k + 1) rows; there are \(total)") }
+        } else if total < 2 {
+            throw InputError("\(names): PCA needs at least 2 rows; there are \(total)")
+        }
+        // Chunks of about 64 MiB: large enough for ssyrk to run at speed, small next to D².
+        let chunkRows = min(max(64, min(1 << 16, (64 << 20) / (4 * d))), files.map(\.rows).max()!)
+        // Memory, before any is taken: the sums of products (double) and a chunk's (float32)
+        // while reading; then the covariance (made in their place) and what the solver adds.
+        let budget = MemoryBudget.available()
+        let square = 8 * UInt64(d) * UInt64(d)
+        let reading = CovarianceAccumulator.bytes(dim: d) + 4 * UInt64(chunkRows * d)
+        var solving = square
+        var vectorLimit: Int?
+        switch dimension {
+        case .count(let k):
+            if solver == .dsyevd && EigenMemory.dsyevdWorkspace(d) > UInt64(Int32.max) {
+                throw OptionError("\(files[0].path): --solver dsyevd cannot take rows of \(d) values (its 2D² workspace overflows LAPACK's 32-bit sizes); use --solver dsyevr or auto")
+            }
+            solving += EigenMemory.bytes(n: d, k: k, solver: solver) + 4 * UInt64(k * d)
+        case .fraction:
+            solving += EigenMemory.bytes(n: d, k: 1, solver: nil)
+            // Each component kept costs its vector three times (dstemr's, the double rows, the
+            // float32 components): K is capped by what is left.
+            let left = budget.bytes > solving ? budget.bytes - solving : 0
+            vectorLimit = Int(min(UInt64(d), left / (20 * UInt64(d))))
+        }
+        let need = max(reading, solving)
+        if need > budget.bytes {
+            let hint = solver == .dsyevd ? " (--solver dsyevr needs less)" : ""
+            throw InputError("\(files[0].path): a PCA of rows of \(d) values needs about \(MemoryBudget.gib(need)) for its covariance and eigen-solve\(hint); \(budget.limit) \(MemoryBudget.gib(budget.bytes))")
+        }
+        let acc = CovarianceAccumulator(dim: d)
+        var buffer = [Float](repeating: 0, count: chunkRows * d)
+        for f in files {
+            var start = 0
+            while start < f.rows {
+                let n = min(chunkRows, f.rows - start)
+                try buffer.withUnsafeMutableBufferPointer { b in
+                    try f.read(start..<(start + n), into: b.baseAddress!)
+                    if let bad = firstNonFiniteRow(b.baseAddress!, rows: n, dim: d) {
+                        throw InputError("\(f.path): row \(start + bad) (counting from 0) holds NaN or infinity; PCA needs finite rows")
+                    }
+                    acc.add(centring: b.baseAddress!, count: n)
+                }
+                start += n
+            }
+        }
+        let model: PCAModel
+        do {
+            model = try PCAModel.fit(acc, dimension: dimension, whiten: whiten, solver: solver, vectorLimit: vectorLimit)
+        } catch let e as VLMError {
+            throw InputError("\(names): \(e.description)")
+        }
+        return model
+    }
+}
+
+/// The files, all with rows of one width and at least one row each.
+public func openFeatureFiles(_ paths: [String], dimIn: Int?) throws -> [FeatureFile] {
+    let files = try paths.map { try FeatureFile(path: $0, dimIn: dimIn) }
+    for f in files {
+        if f.dim > PCAModel.maxDimension { throw InputError("\(f.path): rows of \(f.dim) values; vlm pca takes at most \(PCAModel.maxDimension)") }
+        if f.rows == 0 { throw InputError("\(f.path): no rows (an empty feature file)") }
+        if f.dim != files[0].dim {
+            throw InputError("\(f.path): rows of \(f.dim) values, but \(files[0].path) has rows of \(files[0].dim); all feature files must have the same width")
+        }
+    }
+    return files
+}
+
+/// The first row holding NaN or infinity, if any.
+public func firstNonFiniteRow(_ p: UnsafePointer<Float>, rows: Int, dim: Int) -> Int? {
+    let flags = UnsafeMutablePointer<Bool>.allocate(capacity: rows)
+    defer { flags.deallocate() }
+    Threads.parallelFor(rows, minChunk: 256) { range in
+        for i in range {
+            var ok = true
+            for j in 0..<dim where !p[i * dim + j].isFinite { ok = false; break }
+            flags[i] = !ok
+        }
+    }
+    return (0..<rows).first { flags[$0] }
+}
+

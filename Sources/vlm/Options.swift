@@ -82,7 +82,7 @@ enum Limits {
     /// --threads (and VLM_THREADS, OMP_NUM_THREADS).
     static let maxThreads = 1024
     /// --dim-in and --dim of vlm pca (a covariance of D² doubles).
-    static let maxFeatureDim = 1 << 16
+    static let maxFeatureDim = PCAModel.maxDimension
 
     static func check(_ option: String, _ value: Int, _ range: ClosedRange<Int>) throws {
         guard range.contains(value) else {

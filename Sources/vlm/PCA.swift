@@ -88,64 +88,9 @@ struct PCAFit: ParsableCommand {
         let target = try OutputTarget.resolve(output)
         if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
         let files = try openFeatureFiles(features, dimIn: dimIn)
-        let d = files[0].dim
-        let total = files.reduce(0) { $0 + $1.rows }
-        if case .count(let k) = dim {
-            if k > d { throw OptionError("\(files[0].path): --dim \(k) is more than the \(d) values of each row") }
-            if k > total - 1 { throw InputError("\(features.joined(separator: ", ")): --dim \(k) needs at least \(k + 1) rows; there are \(total)") }
-        } else if total < 2 {
-            throw InputError("\(features.joined(separator: ", ")): PCA needs at least 2 rows; there are \(total)")
-        }
-        // Chunks of about 64 MiB: large enough for ssyrk to run at speed, small next to D².
-        let chunkRows = min(max(64, min(1 << 16, (64 << 20) / (4 * d))), files.map(\.rows).max()!)
-        // Memory, before any is taken: the sums of products (double) and a chunk's (float32)
-        // while reading; then the covariance (made in their place) and what the solver adds.
-        let budget = MemoryBudget.available()
-        let square = 8 * UInt64(d) * UInt64(d)
-        let reading = CovarianceAccumulator.bytes(dim: d) + 4 * UInt64(chunkRows * d)
-        var solving = square
-        var vectorLimit: Int?
-        switch dim {
-        case .count(let k):
-            if solver == .dsyevd && EigenMemory.dsyevdWorkspace(d) > UInt64(Int32.max) {
-                throw OptionError("\(files[0].path): --solver dsyevd cannot take rows of \(d) values (its 2D² workspace overflows LAPACK's 32-bit sizes); use --solver dsyevr or auto")
-            }
-            solving += EigenMemory.bytes(n: d, k: k, solver: solver) + 4 * UInt64(k * d)
-        case .fraction:
-            solving += EigenMemory.bytes(n: d, k: 1, solver: nil)
-            // Each component kept costs its vector three times (dstemr's, the double rows, the
-            // float32 components): K is capped by what is left.
-            let left = budget.bytes > solving ? budget.bytes - solving : 0
-            vectorLimit = Int(min(UInt64(d), left / (20 * UInt64(d))))
-        }
-        let need = max(reading, solving)
-        if need > budget.bytes {
-            let hint = solver == .dsyevd ? " (--solver dsyevr needs less)" : ""
-            throw InputError("\(files[0].path): a PCA of rows of \(d) values needs about \(MemoryBudget.gib(need)) for its covariance and eigen-solve\(hint); \(budget.limit) \(MemoryBudget.gib(budget.bytes))")
-        }
         let started = Date()
-        let acc = CovarianceAccumulator(dim: d)
-        var buffer = [Float](repeating: 0, count: chunkRows * d)
-        for f in files {
-            var start = 0
-            while start < f.rows {
-                let n = min(chunkRows, f.rows - start)
-                try buffer.withUnsafeMutableBufferPointer { b in
-                    try f.read(start..<(start + n), into: b.baseAddress!)
-                    if let bad = firstNonFiniteRow(b.baseAddress!, rows: n, dim: d) {
-                        throw InputError("\(f.path): row \(start + bad) (counting from 0) holds NaN or infinity; PCA needs finite rows")
-                    }
-                    acc.add(centring: b.baseAddress!, count: n)
-                }
-                start += n
-            }
-        }
-        let model: PCAModel
-        do {
-            model = try PCAModel.fit(acc, dimension: dim, whiten: whiten, solver: solver, vectorLimit: vectorLimit)
-        } catch let e as VLMError {
-            throw InputError("\(features.joined(separator: ", ")): \(e.description)")
-        }
+        let model = try PCAModel.fit(files: files, dimension: dim, whiten: whiten, solver: solver)
+        let d = model.dimIn, total = model.rows
         let data = model.encoded(version: VLM.configuration.version)
         if let sink = try target.openStream() { try sink.write(data) } else { try writeAtomically(data, to: output) }
         if !quiet {
@@ -212,33 +157,6 @@ struct PCAApply: ParsableCommand {
                                               normalizeOutput: normalizeOutput, backend: backend)
         try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca])
     }
-}
-
-/// The files, all with rows of one width and at least one row each.
-func openFeatureFiles(_ paths: [String], dimIn: Int?) throws -> [FeatureFile] {
-    let files = try paths.map { try FeatureFile(path: $0, dimIn: dimIn) }
-    for f in files {
-        if f.dim > Limits.maxFeatureDim { throw InputError("\(f.path): rows of \(f.dim) values; vlm pca takes at most \(Limits.maxFeatureDim)") }
-        if f.rows == 0 { throw InputError("\(f.path): no rows (an empty feature file)") }
-        if f.dim != files[0].dim {
-            throw InputError("\(f.path): rows of \(f.dim) values, but \(files[0].path) has rows of \(files[0].dim); all feature files must have the same width")
-        }
-    }
-    return files
-}
-
-/// The first row holding NaN or infinity, if any.
-func firstNonFiniteRow(_ p: UnsafePointer<Float>, rows: Int, dim: Int) -> Int? {
-    let flags = UnsafeMutablePointer<Bool>.allocate(capacity: rows)
-    defer { flags.deallocate() }
-    Threads.parallelFor(rows, minChunk: 256) { range in
-        for i in range {
-            var ok = true
-            for j in 0..<dim where !p[i * dim + j].isFinite { ok = false; break }
-            flags[i] = !ok
-        }
-    }
-    return (0..<rows).first { flags[$0] }
 }
 
 /// `--pca FILE` and `--normalize-output`, for embed-image, embed-text, fuse and the worker.
