@@ -61,7 +61,7 @@ let package = Package(
         // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.
         .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
         // vlm serve: the HTTP embedding server, on the jobs' encoders, with dynamic batching.
-        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMModels", "VLMJobs"]),
+        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMJobs"]),
         .target(name: "VLMBench", dependencies: ["VLMCore", "VLMIO", "VLMModels", "VLMCatalog"]),
         .target(name: "VLMServe", dependencies: [
             "VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",

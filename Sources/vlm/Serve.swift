@@ -12,7 +12,7 @@ import VLMJobs
 import VLMModels
 import VLMServe
 
-struct ServeCommand: ParsableCommand, ModelChoices {
+struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve embeddings over HTTP, batching concurrent requests into shared forward passes.",
@@ -91,11 +91,8 @@ struct ServeCommand: ParsableCommand, ModelChoices {
     @OptionGroup var text: TextModelOptions
     @OptionGroup var engine: EngineOptions
 
-    var imageBatchSize: Int { maxImageBatchSize }
-    var textBatchSize: Int { maxBatchSize }
-    /// The server projects nothing (each request chooses its normalisation).
-    var projection: ProjectionOptions { Self.noProjection }
-    // Option groups read only after parsing; parsing no arguments cannot fail.
+    /// The server projects nothing (each request chooses its normalisation). Option groups are
+    /// read only after parsing; parsing no arguments cannot fail.
     private static let noProjection = try! ProjectionOptions.parse([])
 
     func validate() throws {
@@ -148,7 +145,8 @@ struct ServeCommand: ParsableCommand, ModelChoices {
             config.root = String(cString: real)
             free(real)
         }
-        let models = WorkerModels(command: self, backend: backend, pca: nil)
+        let models = ServedModels(served.recipe(imageBatchSize: maxImageBatchSize, textBatchSize: maxBatchSize, imageOptions: imageOptions, text: text,
+                                                projection: Self.noProjection, engine: engine, pca: nil), backend: backend)
         try models.loadNamed()
         let textRows = Result { try models.rawTexts(normalize: false) }
         let textDefault = (try? models.bert()).map { text.normalize ?? $0.defaultNormalize } ?? false
