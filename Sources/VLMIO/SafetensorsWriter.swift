@@ -52,3 +52,42 @@ public enum SafetensorsWriter {
         return out
     }
 }
+
+extension SafetensorsWriter {
+    /// `source` as a safetensors file, piece by piece to `write`: the header, then each tensor's
+    /// bytes — as stored, or its floats converted to `dtype` (F32, F16, BF16) when one is given.
+    public static func convert(_ source: any Checkpoint, to dtype: DType?, write: (Data) throws -> Void) throws {
+        let names = source.tensorNames
+        func outType(_ d: DType) -> DType { (dtype != nil && d.isFloat) ? dtype! : d }
+        try write(header(names.map { ($0, outType(source.dtype(of: $0)!), source.shape(of: $0)!) }, metadata: ["format": "pt"]))
+        for name in names {
+            let from = source.dtype(of: name)!
+            let to = outType(from)
+            try write(to == from ? try source.storedBytes(name) : converted(try source.floatTensor(name).data, to: to))
+        }
+    }
+
+    /// Float32 values as little-endian `to` (F32, F16 or BF16), rounded to nearest even.
+    public static func converted(_ values: [Float], to: DType) -> Data {
+        switch to {
+        case .F32:
+            return values.withUnsafeBytes { Data($0) }
+        case .F16:
+            let h = values.map { Float16($0).bitPattern.littleEndian }
+            return h.withUnsafeBytes { Data($0) }
+        case .BF16:
+            let h = values.map { bfloat16Bits($0).littleEndian }
+            return h.withUnsafeBytes { Data($0) }
+        default:
+            preconditionFailure("convert to \(to)")
+        }
+    }
+}
+
+/// bfloat16 by round-to-nearest-even of the float32 bits, NaN as 0x7FC0 — what PyTorch's
+/// c10::BFloat16(float) does (c10/util/BFloat16.h, round_to_nearest_even).
+public func bfloat16Bits(_ f: Float) -> UInt16 {
+    if f.isNaN { return 0x7FC0 }
+    let bits = f.bitPattern
+    return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+}

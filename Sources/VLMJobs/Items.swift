@@ -195,3 +195,43 @@ private func walk(_ dir: RawPath, into found: inout [RawPath]) throws {
     }
     for s in subdirs { try walk(s, into: &found) }
 }
+
+/// The image paths of arguments (folders walked), a --list (one per line; blank lines
+/// ignored) and a --list0 (NUL-separated). Names stay bytes throughout.
+public func listImages(images: [String], list: String?, list0: String?) throws -> PathList {
+    var args = images.map { RawPath($0) }
+    if let list {
+        var reader = LineReader(try InputFile(list, what: "the list of images"))
+        while let line = try reader.nextLine() {
+            if !line.isEmpty { args.append(RawPath(bytes: line)) }
+        }
+    }
+    if let list0 {
+        let data = try InputFile(list0, what: "the list of images").readAll()
+        for name in data.split(separator: 0, omittingEmptySubsequences: true) { args.append(RawPath(bytes: Array(name))) }
+    }
+    let paths = PathList()
+    try expandImagePaths(args, into: paths)
+    return paths
+}
+
+/// A preprocessed float32 (N, channels, H, W) array from a file or stdin.
+public func readInputNPY(_ path: String, channels: Int) throws -> Tensor {
+    let input: Tensor
+    if path == "-" || (FileStatus.of(path).map { $0.kind != .regular } ?? false) {
+        // stdin, /dev/stdin, a FIFO, process substitution: read as a stream.
+        let file = try InputFile(path, what: "the input array")
+        let data = try file.readAll()
+        input = try data.withUnsafeBytes { try NPY.parse($0, path: file.name) }
+    } else {
+        input = try NPY.read(path: path)
+    }
+    let name = path == "-" ? "<stdin>" : path
+    guard input.rank == 4, input.shape[1] == channels else {
+        throw InputError("\(name): expected a float32 array of shape (N, \(channels), H, W), got \(input.shape)")
+    }
+    guard input.shape[0] > 0, input.shape[2] > 0, input.shape[3] > 0 else {
+        throw InputError("\(name): the array \(input.shape) holds no images")
+    }
+    return input
+}

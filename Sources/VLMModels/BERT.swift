@@ -7,6 +7,7 @@
 
 import Foundation
 import VLMCore
+import VLMIO
 
 // MARK: - Configuration
 
@@ -447,4 +448,22 @@ public final class BertModel {
             }
         }
     }
+}
+
+/// "BERT, 6 layers, hidden 384, …" when the keys are a BERT-family encoder's (with or without
+/// the `bert.` prefix); nil otherwise.
+public func describeBERT(_ file: any Checkpoint) -> String? {
+    let map = BertKeyMap(keys: file.tensorNames).canonical
+    guard let word = map["embeddings.word_embeddings.weight"].flatMap({ file.shape(of: $0) }), word.count == 2 else { return nil }
+    let layers = Set(map.keys.compactMap { k -> Int? in
+        guard k.hasPrefix("encoder.layer.") else { return nil }
+        return Int(k.dropFirst("encoder.layer.".count).prefix { $0.isNumber })
+    }).count
+    let inter = map["encoder.layer.0.intermediate.dense.weight"].flatMap { file.shape(of: $0)?.first }
+    let distil = map["embeddings.token_type_embeddings.weight"] == nil && file.tensorNames.contains { $0.contains("transformer.layer.") }
+    var s = (distil ? "DistilBERT encoder (Hugging Face layout, no token types)" : "BERT-family encoder (Hugging Face layout)")
+        + ", \(layers) layers, hidden \(word[1]), vocabulary \(word[0])"
+    if let inter { s += ", intermediate \(inter)" }
+    s += map["pooler.dense.weight"] != nil ? ", with a pooler" : ", no pooler"
+    return s
 }

@@ -5,6 +5,7 @@
 // M; every BatchNorm is folded into the convolution before it at load.
 
 import Dispatch
+import Foundation
 import VLMCore
 
 // MARK: - Configuration
@@ -398,4 +399,19 @@ public final class ResNet {
         }
         return ResNetOutput(pooled: Tensor(shape: [n, x.c], data: features), logits: logits)
     }
+}
+
+// MARK: - Classification
+
+/// Indices of the k largest values, largest first; ties by lower index.
+public func topIndices(_ p: [Float], _ k: Int) -> [Int] {
+    let order = p.indices.sorted { a, b in p[a] != p[b] ? p[a] > p[b] : a < b }
+    return Array(order.prefix(k))
+}
+
+public func softmax(_ x: [Float]) -> [Float] {
+    let m = x.max() ?? 0
+    let e = x.map { Double(expf($0 - m)) }
+    let s = e.reduce(0, +)
+    return e.map { Float($0 / s) }
 }

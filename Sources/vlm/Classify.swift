@@ -87,16 +87,3 @@ struct Classify: ParsableCommand {
         if failures > 0 { throw Finished(status: .partial) }
     }
 }
-
-/// Indices of the k largest values, largest first; ties by lower index.
-func topIndices(_ p: [Float], _ k: Int) -> [Int] {
-    let order = p.indices.sorted { a, b in p[a] != p[b] ? p[a] > p[b] : a < b }
-    return Array(order.prefix(k))
-}
-
-func softmax(_ x: [Float]) -> [Float] {
-    let m = x.max() ?? 0
-    let e = x.map { Double(expf($0 - m)) }
-    let s = e.reduce(0, +)
-    return e.map { Float($0 / s) }
-}

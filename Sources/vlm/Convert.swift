@@ -45,23 +45,12 @@ struct Convert: ParsableCommand {
         let target = try OutputTarget.resolve(output)
         if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
         let names = source.tensorNames
-        func outType(_ d: DType) -> DType { (dtype != nil && d.isFloat) ? dtype!.dtype : d }
-        let header = SafetensorsWriter.header(names.map { ($0, outType(source.dtype(of: $0)!), source.shape(of: $0)!) },
-                                              metadata: ["format": "pt"])
-        func writeAll(_ write: (Data) throws -> Void) throws {
-            try write(header)
-            for name in names {
-                let from = source.dtype(of: name)!
-                let to = outType(from)
-                try write(to == from ? try source.storedBytes(name) : converted(try source.floatTensor(name).data, to: to))
-            }
-        }
         if let sink = try target.openStream() {
-            try writeAll { try sink.write($0) }
+            try SafetensorsWriter.convert(source, to: dtype?.dtype) { try sink.write($0) }
         } else {
             let writer = try AtomicFileWriter(path: output)
             defer { writer.discard() }
-            try writeAll { try writer.write($0) }
+            try SafetensorsWriter.convert(source, to: dtype?.dtype) { try writer.write($0) }
             try writer.commit()
         }
         if !quiet {
@@ -69,28 +58,4 @@ struct Convert: ParsableCommand {
             note("vlm: wrote \(names.count) tensors from \(source.path) [\(source.formatName)\(layout)] to \(output)\(dtype.map { " as \($0.rawValue)" } ?? "")")
         }
     }
-
-    /// Float32 values as little-endian `to` (F32, F16 or BF16), rounded to nearest even.
-    func converted(_ values: [Float], to: DType) -> Data {
-        switch to {
-        case .F32:
-            return values.withUnsafeBytes { Data($0) }
-        case .F16:
-            let h = values.map { Float16($0).bitPattern.littleEndian }
-            return h.withUnsafeBytes { Data($0) }
-        case .BF16:
-            let h = values.map { bfloat16Bits($0).littleEndian }
-            return h.withUnsafeBytes { Data($0) }
-        default:
-            preconditionFailure("convert to \(to)")
-        }
-    }
-}
-
-/// bfloat16 by round-to-nearest-even of the float32 bits, NaN as 0x7FC0 — what PyTorch's
-/// c10::BFloat16(float) does (c10/util/BFloat16.h, round_to_nearest_even).
-func bfloat16Bits(_ f: Float) -> UInt16 {
-    if f.isNaN { return 0x7FC0 }
-    let bits = f.bitPattern
-    return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
 }

@@ -44,11 +44,9 @@ struct EmbedImage: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per forward pass (and per resumable unit).")
     var batchSize: Int = 16
 
-    @OptionGroup var out: OutputOptions
     @OptionGroup var projection: ProjectionOptions
+    @OptionGroup var common: BatchOptions
     @OptionGroup var imageOptions: ImageOptions
-    @OptionGroup var job: JobOptions
-    @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
@@ -58,15 +56,14 @@ struct EmbedImage: ParsableCommand {
     }
 
     func run() throws {
-        let backend = try engine.configure()
-        let batch = try BatchJob(command: "embed-image", output: out, options: job, unitName: "images", allowNonFinite: engine.allowNonfinite)
+        let (backend, batch) = try common.start("embed-image", unitName: "images")
         let pca = try projection.load()
-        let net = try loadResNet(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
+        let net = try common.resnet(model, backend: backend)
         let images = try imageOptions.encoder(net, layer: layer, model: model)
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {
             let input = try readInputNPY(inputNPY, channels: net.config.inChannels)
-            let source = TensorRowSource(rows: job.slice(input.shape[0]), fileIdentity: Array(modelIdentity(inputNPY).utf8))
+            let source = TensorRowSource(rows: common.job.slice(input.shape[0]), fileIdentity: Array(modelIdentity(inputNPY).utf8))
             try batch.run(source, projection.wrap(TensorRowEncoder(images: images, input: input), pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
             return
         }
@@ -74,47 +71,7 @@ struct EmbedImage: ParsableCommand {
         if paths.count == 0 {
             throw InputError("no images in \((self.images + [list, list0].compactMap { $0 }).joined(separator: ", ")) (folders are searched for .jpg, .jpeg, .jpe and .png)")
         }
-        let source = ImageFileSource(paths: paths.slice(job.slice(paths.count)))
+        let source = ImageFileSource(paths: paths.slice(common.job.slice(paths.count)))
         try batch.run(source, projection.wrap(images, pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
     }
-}
-
-/// The image paths of arguments (folders walked), a --list (one per line; blank lines
-/// ignored) and a --list0 (NUL-separated). Names stay bytes throughout.
-func listImages(images: [String], list: String?, list0: String?) throws -> PathList {
-    var args = images.map { RawPath($0) }
-    if let list {
-        var reader = LineReader(try InputFile(list, what: "the list of images"))
-        while let line = try reader.nextLine() {
-            if !line.isEmpty { args.append(RawPath(bytes: line)) }
-        }
-    }
-    if let list0 {
-        let data = try InputFile(list0, what: "the list of images").readAll()
-        for name in data.split(separator: 0, omittingEmptySubsequences: true) { args.append(RawPath(bytes: Array(name))) }
-    }
-    let paths = PathList()
-    try expandImagePaths(args, into: paths)
-    return paths
-}
-
-/// A preprocessed float32 (N, channels, H, W) array from a file or stdin.
-func readInputNPY(_ path: String, channels: Int) throws -> Tensor {
-    let input: Tensor
-    if path == "-" || (FileStatus.of(path).map { $0.kind != .regular } ?? false) {
-        // stdin, /dev/stdin, a FIFO, process substitution: read as a stream.
-        let file = try InputFile(path, what: "the input array")
-        let data = try file.readAll()
-        input = try data.withUnsafeBytes { try NPY.parse($0, path: file.name) }
-    } else {
-        input = try NPY.read(path: path)
-    }
-    let name = path == "-" ? "<stdin>" : path
-    guard input.rank == 4, input.shape[1] == channels else {
-        throw InputError("\(name): expected a float32 array of shape (N, \(channels), H, W), got \(input.shape)")
-    }
-    guard input.shape[0] > 0, input.shape[2] > 0, input.shape[3] > 0 else {
-        throw InputError("\(name): the array \(input.shape) holds no images")
-    }
-    return input
 }

@@ -33,24 +33,21 @@ struct EmbedText: ParsableCommand {
     @Option(parsing: .unconditional, help: "At most this many texts per forward pass.")
     var batchSize: Int = TextEncoder.defaultBatchSize
 
-    @OptionGroup var out: OutputOptions
     @OptionGroup var projection: ProjectionOptions
-    @OptionGroup var job: JobOptions
-    @OptionGroup var engine: EngineOptions
+    @OptionGroup var common: BatchOptions
 
     func validate() throws {
         try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
     }
 
     func run() throws {
-        let backend = try engine.configure()
-        let batch = try BatchJob(command: "embed-text", output: out, options: job, unitName: "texts", allowNonFinite: engine.allowNonfinite)
-        let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: job.resume, quiet: job.quiet)
+        let (backend, batch) = try common.start("embed-text", unitName: "texts")
+        let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: common.job.resume, quiet: common.job.quiet)
         guard lines.lineCount > 0 else { throw InputError("\(lines.name): no texts to embed") }
         let pca = try projection.load()
-        let enc = try loadTextEncoder(model, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
+        let enc = try common.textEncoder(model, backend: backend)
         let rows = try text.encoder(enc, batchSize: batchSize, pairs: input.jsonlPairField != nil)
-        let source = TextSource(lines: lines, range: job.slice(lines.lineCount), format: input.format)
+        let source = TextSource(lines: lines, range: common.job.slice(lines.lineCount), format: input.format)
         defer { reportTruncation(rows, of: source.count) }
         try batch.run(source, projection.wrap(rows, pca: pca, backend: backend), unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])
     }

@@ -28,28 +28,15 @@ struct Fuse: ParsableCommand {
     @Option(help: "Pairs: TSV (path<TAB>text) or JSON lines with \"image\" and \"text\"; - for stdin.")
     var pairs: String?
 
-    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50). Default: models/resnet50.")
-    var imageModel: String?
-
-    @Option(help: "BERT-family model folder. Default: models/all-MiniLM-L6-v2.")
-    var textModel: String?
-
-    @Option(help: "Image part: pooled (2048-d for ResNet-50) or logits (the seed snippet's choice).")
-    var imageLayer: ImageLayer = .pooled
-
+    @OptionGroup var models: PairModelOptions
     @OptionGroup var textOptions: TextModelOptions
-
-    @Flag(help: "L2-normalise the image part and the text part before concatenating.")
-    var normalizeParts = false
 
     @Option(parsing: .unconditional, help: "Pairs per forward pass (and per resumable unit).")
     var batchSize: Int = 16
 
-    @OptionGroup var out: OutputOptions
     @OptionGroup var projection: ProjectionOptions
+    @OptionGroup var common: BatchOptions
     @OptionGroup var imageOptions: ImageOptions
-    @OptionGroup var job: JobOptions
-    @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         if (image == nil) != (text == nil) { throw ValidationError("--image and --text go together") }
@@ -58,22 +45,21 @@ struct Fuse: ParsableCommand {
     }
 
     func run() throws {
-        let backend = try engine.configure()
-        let batch = try BatchJob(command: "fuse", output: out, options: job, unitName: "pairs", allowNonFinite: engine.allowNonfinite)
+        let (backend, batch) = try common.start("fuse", unitName: "pairs")
         let source: PairSource
         if let image, let text {
             source = PairSource(image: image, text: text)
         } else {
-            let lines = try TextLines(pairs!, spool: batch.job.spoolPath, reuseSpool: job.resume, quiet: job.quiet)
+            let lines = try TextLines(pairs!, spool: batch.job.spoolPath, reuseSpool: common.job.resume, quiet: common.job.quiet)
             guard lines.lineCount > 0 else { throw InputError("\(lines.name): no pairs") }
-            source = PairSource(lines: lines, range: job.slice(lines.lineCount))
+            source = PairSource(lines: lines, range: common.job.slice(lines.lineCount))
         }
         let pca = try projection.load()
-        let net = try loadResNet(imageModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
-        let images = try imageOptions.encoder(net, layer: imageLayer, model: imageModel)
-        let texts = try textOptions.encoder(try loadTextEncoder(textModel, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite), batchSize: batchSize, pairs: false)
+        let net = try common.resnet(models.imageModel, backend: backend)
+        let images = try imageOptions.encoder(net, layer: models.imageLayer, model: models.imageModel)
+        let texts = try textOptions.encoder(try common.textEncoder(models.textModel, backend: backend), batchSize: batchSize, pairs: false)
         defer { reportTruncation(texts, of: source.count) }
-        try batch.run(source, projection.wrap(PairRowEncoder(images: images, texts: texts, normalizeParts: normalizeParts), pca: pca, backend: backend), unitSize: batchSize,
-                      backend: backend, models: [imageModel ?? resolveModelsFolder(defaultResNetName), textModel ?? defaultTextModel()])
+        try batch.run(source, projection.wrap(PairRowEncoder(images: images, texts: texts, normalizeParts: models.normalizeParts), pca: pca, backend: backend), unitSize: batchSize,
+                      backend: backend, models: models.identities)
     }
 }

@@ -126,6 +126,28 @@ struct JobOptions: ParsableArguments {
     func slice(_ count: Int) -> Range<Int> { parsedShard?.range(of: count) ?? 0..<count }
 }
 
+/// What every batch command takes besides its inputs and model — where rows go, the job's
+/// options, the engine — and the set-up they share, in order: the engine configured, then the
+/// output checked and locked before any model is loaded.
+struct BatchOptions: ParsableArguments {
+    @OptionGroup var out: OutputOptions
+    @OptionGroup var job: JobOptions
+    @OptionGroup var engine: EngineOptions
+
+    func start(_ command: String, unitName: String) throws -> (backend: any Backend, batch: BatchJob) {
+        let backend = try engine.configure()
+        return (backend, try BatchJob(command: command, output: out, options: job, unitName: unitName, allowNonFinite: engine.allowNonfinite))
+    }
+
+    func resnet(_ spec: String?, backend: any Backend) throws -> ResNet {
+        try loadResNet(spec, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
+    }
+
+    func textEncoder(_ folder: String?, backend: any Backend) throws -> TextEncoder {
+        try loadTextEncoder(folder, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
+    }
+}
+
 /// The three steps of every batch command, in order: the output checked and locked (before
 /// any work), the model and item source built by the command, then the pipeline.
 struct BatchJob {

@@ -134,9 +134,8 @@ struct PCAApply: ParsableCommand {
     @Option(parsing: .unconditional, help: "Rows per projection (and per resumable unit).")
     var batchSize: Int = 2048
 
-    @OptionGroup var out: OutputOptions
-    @OptionGroup var job: JobOptions
-    @OptionGroup var engine: EngineOptions
+    @OptionGroup var common: BatchOptions
+
 
     func validate() throws {
         if features.isEmpty { throw ValidationError("give the PCA file, then one or more feature files") }
@@ -145,14 +144,13 @@ struct PCAApply: ParsableCommand {
     }
 
     func run() throws {
-        let backend = try engine.configure()
-        let batch = try BatchJob(command: "pca apply", output: out, options: job, unitName: "rows", allowNonFinite: engine.allowNonfinite)
+        let (backend, batch) = try common.start("pca apply", unitName: "rows")
         let model = try PCAModel.load(path: pca)
         let files = try openFeatureFiles(features, dimIn: dimIn)
         if files[0].dim != model.dimIn {
             throw InputError("\(files[0].path): rows of \(files[0].dim) values, but \(pca) takes \(model.dimIn)")
         }
-        let source = try FeatureRowSource(files: files, range: job.slice(files.reduce(0) { $0 + $1.rows }))
+        let source = try FeatureRowSource(files: files, range: common.job.slice(files.reduce(0) { $0 + $1.rows }))
         let encoder = try ProjectedRowEncoder(FeatureRowEncoder(files: files), pca: model, pcaName: pca,
                                               normalizeOutput: normalizeOutput, backend: backend)
         try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca])

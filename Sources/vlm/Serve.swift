@@ -150,7 +150,7 @@ struct ServeCommand: ParsableCommand {
         try models.loadNamed()
         let textRows = Result { try models.rawTexts(normalize: false) }
         let textDefault = (try? models.bert()).map { text.normalize ?? $0.defaultNormalize } ?? false
-        let textFolder = served.textModel ?? defaultTextModel()
+        let textFolder = served.pair.textModel ?? defaultTextModel()
         let name = servedModelName ?? URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent
         let serving = ServeModels(text: textRows, textNormalize: textDefault, textName: name,
                                   image: Result { try models.images().inner }, pair: Result { try models.pairs().inner },

@@ -73,29 +73,38 @@ struct WorkerCommand: ParsableCommand {
     }
 }
 
-/// The models of the worker and the server, and which of their outputs each kind of request gets.
-struct ServedModelOptions: ParsableArguments {
-    @Option(help: "ResNet checkpoint for image requests (folder, .safetensors, .pth/.pt/.bin, synthetic:resnet50). Default: models/resnet50.")
+/// The two models of image–text pairs and how their vectors join: fuse's, and the worker's and
+/// the server's for pair requests (which also take image and text requests alone).
+struct PairModelOptions: ParsableArguments {
+    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50). Default: models/resnet50.")
     var imageModel: String?
 
-    @Option(help: "BERT-family model folder for text requests. Default: models/all-MiniLM-L6-v2.")
+    @Option(help: "BERT-family model folder. Default: models/all-MiniLM-L6-v2.")
     var textModel: String?
+
+    @Option(help: "Image part of a pair: pooled (2048-d for ResNet-50) or logits (the seed snippet's choice).")
+    var imageLayer: ImageLayer = .pooled
+
+    @Flag(help: "L2-normalise the image part and the text part of a pair before concatenating.")
+    var normalizeParts = false
+
+    /// The models' identities for a job's fingerprint (the defaults resolved).
+    var identities: [String] { [imageModel ?? resolveModelsFolder(defaultResNetName), textModel ?? defaultTextModel()] }
+}
+
+/// The models of the worker and the server, and which of their outputs each kind of request gets.
+struct ServedModelOptions: ParsableArguments {
+    @OptionGroup var pair: PairModelOptions
 
     @Option(help: "Image requests: pooled or logits (as embed-image --layer).")
     var layer: ImageLayer = .pooled
-
-    @Option(help: "Image part of image–text requests: pooled or logits (as fuse --image-layer).")
-    var imageLayer: ImageLayer = .pooled
-
-    @Flag(help: "Image–text requests: L2-normalise each part before concatenating (as fuse --normalize-parts).")
-    var normalizeParts = false
 }
 
 extension ServedModelOptions {
     /// The recipe the worker's and the server's models are built from, out of their flags.
     func recipe(imageBatchSize: Int, textBatchSize: Int, imageOptions: ImageOptions, text: TextModelOptions,
                 projection: ProjectionOptions, engine: EngineOptions, pca: PCAModel?) -> ServedModelRecipe {
-        ServedModelRecipe(imageModel: imageModel, textModel: textModel, layer: layer, imageLayer: imageLayer, normalizeParts: normalizeParts,
+        ServedModelRecipe(imageModel: pair.imageModel, textModel: pair.textModel, layer: layer, imageLayer: pair.imageLayer, normalizeParts: pair.normalizeParts,
                           imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, allowNonFinite: engine.allowNonfinite,
                           pca: pca, pcaName: projection.pca ?? "", normalizeOutput: projection.normalizeOutput, version: VLM.configuration.version,
                           imageEncoder: { try imageOptions.encoder($0, layer: $1, model: $2) },
