@@ -47,9 +47,10 @@ public struct PCAModel: Sendable {
 
     /// Fits to the accumulated rows.
     /// `vectorLimit`: the most components a fractional dimension may keep (their vectors must
-    /// fit in memory); nil for no limit.
+    /// fit in memory); nil for no limit. `allVectorsAffordable`: a fractional dimension that keeps
+    /// most components may compute all D eigenvectors at once (2D² more doubles).
     public static func fit(_ acc: CovarianceAccumulator, dimension: PCADimension, whiten: Bool,
-                           solver: EigenSolver = .auto, vectorLimit: Int? = nil) throws -> PCAModel {
+                           solver: EigenSolver = .auto, vectorLimit: Int? = nil, allVectorsAffordable: Bool = true) throws -> PCAModel {
         let d = acc.dim, n = acc.count
         guard n >= 2 else { throw PCAError(description: "PCA needs at least 2 rows, got \(n)") }
         var cov = acc.finishCovariance()
@@ -71,7 +72,7 @@ public struct PCAModel: Sendable {
             guard f > 0 && f < 1 else { throw PCAError(description: "--dim as a fraction must be in (0, 1), got \(f)") }
             // K from every eigenvalue (numpy.searchsorted(cumsum, f, side="right") + 1, as
             // scikit-learn does), then only those K eigenvectors.
-            (values, vectors) = try symmetricEigen(&cov, n: d) { all in
+            (values, vectors) = try symmetricEigen(&cov, n: d, allVectorsAffordable: allVectorsAffordable) { all in
                 var cum = 0.0, chosen = min(d, n - 1)
                 for (i, v) in all.prefix(min(d, n - 1)).enumerated() {
                     cum += total > 0 ? max(v, 0) / total : 0
@@ -237,6 +238,7 @@ extension PCAModel {
         let reading = CovarianceAccumulator.bytes(dim: d) + 4 * UInt64(chunkRows * d)
         var solving = square
         var vectorLimit: Int?
+        var allVectorsAffordable = false
         switch dimension {
         case .count(let k):
             if solver == .dsyevd && EigenMemory.dsyevdWorkspace(d) > UInt64(Int32.max) {
@@ -249,6 +251,7 @@ extension PCAModel {
             // float32 components): K is capped by what is left.
             let left = budget.bytes > solving ? budget.bytes - solving : 0
             vectorLimit = Int(min(UInt64(d), left / (20 * UInt64(d))))
+            allVectorsAffordable = left >= 2 * square + 20 * UInt64(d) * UInt64(d)
         }
         let need = max(reading, solving)
         if need > budget.bytes {
@@ -273,7 +276,8 @@ extension PCAModel {
         }
         let model: PCAModel
         do {
-            model = try PCAModel.fit(acc, dimension: dimension, whiten: whiten, solver: solver, vectorLimit: vectorLimit)
+            model = try PCAModel.fit(acc, dimension: dimension, whiten: whiten, solver: solver, vectorLimit: vectorLimit,
+                                     allVectorsAffordable: allVectorsAffordable)
         } catch let e as VLMError {
             throw InputError("\(names): \(e.description)")
         }
@@ -307,4 +311,3 @@ public func firstNonFiniteRow(_ p: UnsafePointer<Float>, rows: Int, dim: Int) ->
     }
     return (0..<rows).first { flags[$0] }
 }
-

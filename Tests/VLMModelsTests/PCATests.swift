@@ -109,6 +109,23 @@ final class PCATests: XCTestCase {
                     XCTAssertGreaterThanOrEqual(cos, 0.99999, "\(name) \(solver) vector \(k)")
                 }
             }
+            // K chosen from every eigenvalue: a few (dstemr), most (dstedc), most without room
+            // for all n vectors (dstemr again).
+            for (keep, affordable) in [(8, true), (n - 3, true), (n - 3, false)] {
+                var copy = a
+                var seen: [Double] = []
+                let (values, vectors) = try symmetricEigen(&copy, n: n, allVectorsAffordable: affordable) { all in seen = all; return keep }
+                XCTAssertEqual(seen.count, n)
+                for k in 0..<n { XCTAssertEqual(seen[k], lambda[k], accuracy: 1e-6 * lambda[0], "\(name) all λ\(k)") }
+                XCTAssertEqual(values.count, keep)
+                for k in 0..<keep {
+                    XCTAssertEqual(values[k], lambda[k], accuracy: 1e-6 * lambda[k] + 1e-12 * lambda[0], "\(name) K=\(keep) λ\(k)")
+                    // Vectors of near-equal eigenvalues may mix: checked where the gap is clear.
+                    guard k + 1 < n, lambda[k] - lambda[k + 1] > 1e-3 * lambda[k], k == 0 || lambda[k - 1] - lambda[k] > 1e-3 * lambda[k] else { continue }
+                    let cos = abs((0..<n).reduce(0) { $0 + vectors[k * n + $1] * q[k][$1] })
+                    XCTAssertGreaterThanOrEqual(cos, 0.99999, "\(name) K=\(keep) \(affordable) vector \(k)")
+                }
+            }
         }
     }
 
