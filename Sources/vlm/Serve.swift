@@ -91,10 +91,6 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var text: TextModelOptions
     @OptionGroup var engine: EngineOptions
 
-    /// The server projects nothing (each request chooses its normalisation). Option groups are
-    /// read only after parsing; parsing no arguments cannot fail.
-    private static let noProjection = try! ProjectionOptions.parse([])
-
     func validate() throws {
         try Limits.check("--port", port, 0...65535)
         try Limits.check("--max-batch-size", maxBatchSize, 1...Limits.maxBatch)
@@ -146,7 +142,7 @@ struct ServeCommand: ParsableCommand {
             free(real)
         }
         let models = ServedModels(served.recipe(imageBatchSize: maxImageBatchSize, textBatchSize: maxBatchSize, imageOptions: imageOptions, text: text,
-                                                projection: Self.noProjection, engine: engine, pca: nil), backend: backend)
+                                                projection: nil, engine: engine, pca: nil), backend: backend)  // no projection: each request chooses its normalisation
         try models.loadNamed()
         let textRows = Result { try models.rawTexts(normalize: false) }
         let textDefault = (try? models.bert()).map { text.normalize ?? $0.defaultNormalize } ?? false

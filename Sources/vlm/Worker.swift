@@ -103,10 +103,10 @@ struct ServedModelOptions: ParsableArguments {
 extension ServedModelOptions {
     /// The recipe the worker's and the server's models are built from, out of their flags.
     func recipe(imageBatchSize: Int, textBatchSize: Int, imageOptions: ImageOptions, text: TextModelOptions,
-                projection: ProjectionOptions, engine: EngineOptions, pca: PCAModel?) -> ServedModelRecipe {
+                projection: ProjectionOptions?, engine: EngineOptions, pca: PCAModel?) -> ServedModelRecipe {
         ServedModelRecipe(imageModel: pair.imageModel, textModel: pair.textModel, layer: layer, imageLayer: pair.imageLayer, normalizeParts: pair.normalizeParts,
                           imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, allowNonFinite: engine.allowNonfinite,
-                          pca: pca, pcaName: projection.pca ?? "", normalizeOutput: projection.normalizeOutput, version: VLM.configuration.version,
+                          pca: pca, pcaName: projection?.pca ?? "", normalizeOutput: projection?.normalizeOutput ?? false, version: VLM.configuration.version,
                           imageEncoder: { try imageOptions.encoder($0, layer: $1, model: $2) },
                           textEncoder: { try text.encoder($0, batchSize: $1, pairs: false, normalize: $2) })
     }
