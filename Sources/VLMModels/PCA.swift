@@ -152,6 +152,13 @@ public struct PCAModel: Sendable {
 
     /// The projection prepared for `backend`: rows ↦ (x − mean) · componentsᵀ, divided by
     /// √variance when whitening (0 for components without variance, see `zeroVarianceShare`).
+    ///
+    /// When the mean is small against the rows' spread (`meanFoldLimit`), the centring is
+    /// folded into the GEMM as the bias −W·mean (summed in double), as scikit-learn's
+    /// `transform` does: x·Wᵀ − mean·Wᵀ. No pass over the rows, and they are not written, so a
+    /// batch job's buffer is not copied either. 50,000 × 2,432 rows: see BENCHMARKS.md §7. A
+    /// mean far larger than the spread would cancel in float32 (x·Wᵀ and mean·Wᵀ nearly equal),
+    /// so such rows are centred first instead.
     public func projection(_ backend: any Backend) -> PCAProjection {
         var w = components
         if whiten {
@@ -160,39 +167,66 @@ public struct PCAModel: Sendable {
                 for j in 0..<dimIn { w[c * dimIn + j] *= s }
             }
         }
-        return PCAProjection(backend: backend, mean: mean,
-                             weights: backend.prepareLinear(weight: w, bias: nil, inFeatures: dimIn, outFeatures: k))
+        guard foldsMean else {
+            return PCAProjection(backend: backend, mean: mean,
+                                 weights: backend.prepareLinear(weight: w, bias: nil, inFeatures: dimIn, outFeatures: k))
+        }
+        var bias = [Float](repeating: 0, count: k)
+        for c in 0..<k {
+            var s = 0.0
+            for j in 0..<dimIn { s += Double(w[c * dimIn + j]) * Double(mean[j]) }
+            bias[c] = Float(-s)
+        }
+        return PCAProjection(backend: backend, mean: nil,
+                             weights: backend.prepareLinear(weight: w, bias: bias, inFeatures: dimIn, outFeatures: k))
+    }
+
+    /// |mean|² at most this many times the kept components' variance: the mean is folded into
+    /// the projection's bias. Then |x| ≲ 4·|x − mean| for a typical row, so the float32 GEMM's
+    /// rounding (relative to |x|) grows at most ~4× against centring first. The kept variance
+    /// is a lower bound of the total, so the test errs towards centring.
+    public static let meanFoldLimit = 16.0
+
+    /// Whether `projection` folds the mean into the bias (see `meanFoldLimit`).
+    public var foldsMean: Bool {
+        let meanSquare = mean.reduce(0.0) { $0 + Double($1) * Double($1) }
+        let kept = explainedVariance.reduce(0.0) { $0 + Double($1) }
+        return meanSquare <= PCAModel.meanFoldLimit * kept
     }
 }
 
 /// A PCA projection ready to run: one GEMM per batch of rows.
 public struct PCAProjection: @unchecked Sendable {
     let backend: any Backend
-    let mean: [Float]
+    /// Subtracted from each row before the GEMM; nil when folded into the weights' bias.
+    let mean: [Float]?
     let weights: LinearWeights
     public var dimIn: Int { weights.inFeatures }
     public var dimOut: Int { weights.outFeatures }
 
     /// (n, dimOut) for rows (n, dimIn); `normalize`: each output row L2-normalised.
     public func apply(_ rows: [Float], normalize: Bool) -> [Float] {
-        var centred = rows
-        return apply(centring: &centred, normalize: normalize)
+        var copy = rows
+        return apply(centring: &copy, normalize: normalize)
     }
 
-    /// As `apply`, centring `rows` in place (no copy of a batch's rows): they are overwritten.
+    /// As `apply`; when the mean is not folded into the bias, `rows` are centred in place (no
+    /// copy of a batch's rows) and so overwritten. Otherwise they are left as they are.
     public func apply(centring rows: inout [Float], normalize: Bool) -> [Float] {
         let n = rows.count / dimIn, d = dimIn
         guard n > 0 else { return [] }
-        rows.withUnsafeMutableBufferPointer { c in
-            mean.withUnsafeBufferPointer { m in
-                Threads.parallelFor(n, minChunk: 64) { range in
-                    for i in range { for j in 0..<d { c[i * d + j] -= m[j] } }
+        if let mean {
+            rows.withUnsafeMutableBufferPointer { c in
+                mean.withUnsafeBufferPointer { m in
+                    Threads.parallelFor(n, minChunk: 64) { range in
+                        for i in range { for j in 0..<d { c[i * d + j] -= m[j] } }
+                    }
                 }
             }
         }
-        var out = [Float](repeating: 0, count: n * dimOut)
-        out.withUnsafeMutableBufferPointer { o in
+        var out = [Float](unsafeUninitializedCapacity: n * dimOut) { o, initialized in
             rows.withUnsafeBufferPointer { c in backend.linear(out: o.baseAddress!, inp: c.baseAddress!, rows: n, weights: weights) }
+            initialized = o.count
         }
         if normalize { l2NormalizeRows(&out, dim: dimOut) }
         return out
