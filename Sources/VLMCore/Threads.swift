@@ -49,11 +49,22 @@ public enum Threads {
         }
     }
 
+    /// Runs `body` with this thread marked as inside a parallel region: the engine's loops and
+    /// products in it run on this thread alone (for work that is itself one of several run at
+    /// once, as a batch job's concurrent units are).
+    public static func serially<R>(_ body: () throws -> R) rethrows -> R {
+        let d = Thread.current.threadDictionary
+        let was = d["vlm.parallel"]
+        d["vlm.parallel"] = true
+        defer { d["vlm.parallel"] = was }
+        return try body()
+    }
+
     /// Runs `body(worker, index)` for every index in `0..<total`, dealt round-robin to at most
     /// `count` workers (balanced when costs fall with the index, as in length-sorted batches).
     public static func parallelInterleaved(_ total: Int, _ body: (_ worker: Int, _ index: Int) -> Void) {
         if total <= 0 { return }
-        let workers = min(count, total)
+        let workers = inParallelRegion ? 1 : min(count, total)
         if workers == 1 { for i in 0..<total { body(0, i) }; return }
         parallelBlocks(workers) { w in
             for i in stride(from: w, to: total, by: workers) { body(w, i) }
@@ -64,6 +75,7 @@ public enum Threads {
     /// `minChunk` items. Chunks are disjoint, so bodies may write disjoint output ranges.
     public static func parallelFor(_ total: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         if total <= 0 { return }
+        if inParallelRegion { body(0..<total); return }
         let workers = min(count, max(1, total / max(1, minChunk)))
         if workers <= 1 { body(0..<total); return }
         let chunk = (total + workers - 1) / workers

@@ -167,13 +167,14 @@ struct BatchJob {
 
     /// Runs the job; throws `Finished(.partial)` when items were skipped.
     func run<S: ItemSource, E: RowEncoder>(_ source: S, _ encoder: E, unitSize: Int, backend: any Backend, models: [String],
-                                            settings: [String: String] = [:]) throws where S.Value == E.Value {
+                                            settings: [String: String] = [:], concurrentUnits: Int = 1) throws where S.Value == E.Value {
         var all = encoder.settings
         for (k, v) in settings { all[k] = v }
         let definition = JobDefinition(command: command, format: format, dim: encoder.dim, unitSize: unitSize, items: source.count,
                                        inputs: source.definition, models: models.map(modelIdentity),
                                        engine: EngineOptions.fingerprint(backend), settings: all)
-        let summary = try job.run(source: source, encoder: encoder, unitSize: unitSize, definition: definition)
+        let summary = try job.run(source: source, encoder: encoder, unitSize: unitSize, definition: definition,
+                                  concurrentUnits: concurrentUnits)
         if summary.failures > 0 { throw Finished(status: .partial) }
     }
 }

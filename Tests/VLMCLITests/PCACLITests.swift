@@ -268,6 +268,23 @@ final class PCACLITests: XCTestCase {
         XCTAssertEqual(skipped.status, 2, skipped.stderr)
         XCTAssertEqual(try NPY.read(path: y).shape, [299, 3])
         XCTAssertTrue(try String(contentsOfFile: y + ".errors.jsonl", encoding: .utf8).contains("123"))
+        // In 19 units of 16 rows, worked on at once by several threads: the same rows, in order,
+        // and the same error.
+        let units = path("nan-units.npy")
+        XCTAssertEqual(try runVLM(["pca", "apply", path("p8.safetensors"), nan, "-o", units, "--quiet", "--batch-size", "16"]).status, 2)
+        XCTAssertEqual(try NPY.read(path: units).data, try NPY.read(path: y).data)
+        XCTAssertEqual(try String(contentsOfFile: units + ".ids.txt", encoding: .utf8), try String(contentsOfFile: y + ".ids.txt", encoding: .utf8))
+        XCTAssertTrue(try String(contentsOfFile: units + ".errors.jsonl", encoding: .utf8).contains("123"))
+        // Killed after 3 of those units are recorded (later ones already worked on by the other
+        // threads), then resumed: the same file as the run that was not interrupted.
+        let resumed = path("nan-resumed.npy")
+        let args = ["pca", "apply", path("p8.safetensors"), nan, "-o", resumed, "--quiet", "--batch-size", "16"]
+        try killPaused(args, afterUnits: 3)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: resumed))
+        XCTAssertEqual(try runVLM(args + ["--resume"]).status, 2)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: resumed)), try Data(contentsOf: URL(fileURLWithPath: units)))
+        XCTAssertEqual(try String(contentsOfFile: resumed + ".errors.jsonl", encoding: .utf8),
+                       try String(contentsOfFile: units + ".errors.jsonl", encoding: .utf8))
     }
 
     /// A PCA fitted on `dim`-wide rows from seeded Gaussians.
