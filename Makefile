@@ -124,6 +124,7 @@ bench: build models fixtures $(VENV)/.stamp-bench $(SERVE_VENV)/.stamp
 	$(PY) Benchmarks/worker.py
 	$(PY) Benchmarks/e2e.py run --rounds 2
 	$(PY) Benchmarks/pca.py
+	$(PY) Benchmarks/pca_apply.py
 	$(PY) Benchmarks/serve.py --write
 
 # MARK: - Fuzzing (libFuzzer + AddressSanitizer; not part of `make test`, whose corpus replay
