@@ -319,7 +319,12 @@ public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
     public var settings: [String: String] {
         var s = inner.settings
         // Only when set, so the fingerprints of jobs without them are what they were.
-        if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
+        if let pca {
+            s["pca"] = pca.fileDigest ?? "fitted in memory"
+            // The rows of a folded mean differ in their last bits from centred ones: a job
+            // started by a build that centred is not resumed by one that folds.
+            if pca.foldsMean { s["pca_mean"] = "folded into the bias" }
+        }
         if normalizeOutput { s["normalize_output"] = "true" }
         return s
     }

@@ -132,6 +132,14 @@ final class Future<T>: @unchecked Sendable {
     }
 }
 
+/// A flag set once, read from any thread.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
+
 // MARK: - The job
 
 public final class Job {
@@ -303,11 +311,16 @@ public final class Job {
             // BENCHMARKS.md §7: 0.516 s against 0.568 s with none ahead).
             let slots = DispatchSemaphore(value: concurrentUnits)
             let ahead = concurrentUnits + 2
+            // Set when this function leaves early (a unit or `body` threw): units scheduled
+            // ahead and not yet started then do no work.
+            let stopped = Flag()
+            defer { stopped.set() }
             func schedule(_ u: Int) -> Future<Result<UnitOutcome, Error>>? {
                 guard u < units else { return nil }
                 return Future {
                     slots.wait()
                     defer { slots.signal() }
+                    if stopped.isSet { return .failure(CancellationError()) }
                     return Result {
                         try Threads.serially {
                             let unit = try read(u)
@@ -339,6 +352,18 @@ public final class Job {
             if !overlapUnits { next = schedule(unit.index + 1) }
             try body(unit.index, finish(unit, encoded))
         }
+    }
+
+    /// How many units to work on at once (`runUnits`' `concurrentUnits`) for a job of `units`
+    /// units, each holding `unitBytes` while it runs: one per thread, but 1 (each product
+    /// split across the threads instead) when there are fewer than two units per thread, which
+    /// would leave threads idle at the end; and no more than a quarter of the memory there is
+    /// can hold.
+    public static func unitsAtOnce(units: Int, unitBytes: UInt64) -> Int {
+        let threads = Threads.count
+        guard threads > 1, units >= 2 * threads else { return 1 }
+        let affordable = MemoryBudget.available().bytes / 4 / max(1, unitBytes)
+        return Int(max(1, min(UInt64(threads), affordable)))
     }
 
     /// Whether the next unit is prepared while the model runs (the default), or only after

@@ -153,9 +153,10 @@ struct PCAApply: ParsableCommand {
         let source = try FeatureRowSource(files: files, range: common.job.slice(files.reduce(0) { $0 + $1.rows }))
         let encoder = try ProjectedRowEncoder(FeatureRowEncoder(files: files), pca: model, pcaName: pca,
                                               normalizeOutput: normalizeOutput, backend: backend)
-        // Whole units on each thread (Job.runUnits): one product per unit, on rows read from
-        // a file (BENCHMARKS.md §7).
-        try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca], concurrentUnits: Threads.count)
+        // One product per unit on rows read from a file: whole units per thread (BENCHMARKS.md §7).
+        try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca],
+                      concurrentUnits: Job.unitsAtOnce(units: (source.count + batchSize - 1) / batchSize,
+                                                       unitBytes: UInt64(batchSize) * UInt64(model.dimIn + model.k) * 4))
     }
 }
 

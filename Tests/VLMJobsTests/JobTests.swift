@@ -51,7 +51,73 @@ final class NumberEncoder: RowEncoder {
     }
 }
 
+/// NumberEncoder's rows without its state, safe on several threads at once: each unit sleeps a
+/// little (longer for some), so units finish out of order; a unit holding `throwAt` throws.
+final class ConcurrentNumberEncoder: RowEncoder {
+    let dim = 5
+    let throwAt: Int?
+    init(throwAt: Int? = nil) { self.throwAt = throwAt }
+    var settings: [String: String] { [:] }
+    struct Failure: Error {}
+    func prepare(_ items: [(id: [UInt8], value: Int)]) -> [(id: [UInt8], value: Int)] { items }
+    func encode(_ items: [(id: [UInt8], value: Int)]) throws -> EncodedBatch {
+        XCTAssertTrue(Threads.inParallelRegion, "a concurrent unit runs serially")
+        usleep(UInt32(items.first.map { $0.value % 3 == 0 ? 3000 : 200 } ?? 0))
+        if let throwAt, items.contains(where: { $0.value == throwAt }) { throw Failure() }
+        var rows: [Float] = [], failures: [ItemError?] = []
+        for (id, v) in items {
+            if v % 13 == 0 { failures.append(ItemError(id: id, kind: "model", message: "\(v): model")); continue }
+            failures.append(nil)
+            rows += (0..<dim).map { Float(v) * 0.5 + Float($0) }
+        }
+        return EncodedBatch(rows: rows, failures: failures)
+    }
+}
+
 final class JobTests: XCTestCase {
+    /// Units worked on at once give every unit's outcome in order, as one at a time does; a
+    /// unit that throws ends the run after the units before it, and none after.
+    func testConcurrentUnitsAreHandedOverInOrder() throws {
+        typealias Seen = (unit: Int, rows: [Float], ids: [[UInt8]], errors: [String], digest: String)
+        func outcomes(_ concurrent: Int, throwAt: Int? = nil) throws -> [Seen] {
+            var seen: [Seen] = []
+            try Job.runUnits(source: NumberSource(203), encoder: ConcurrentNumberEncoder(throwAt: throwAt), unitSize: 4, from: 2,
+                             concurrentUnits: concurrent) { u, o in
+                seen.append((u, o.rows, o.ids, o.errors.map(\.message), o.inputDigest))
+            }
+            return seen
+        }
+        var serial: [Seen] = []
+        Threads.serially { serial = try! outcomes(1) }
+        XCTAssertEqual(serial.map(\.unit), Array(2..<51))
+        for concurrent in [2, 3, 8] {
+            let got = try outcomes(concurrent)
+            XCTAssertEqual(got.map(\.unit), serial.map(\.unit), "\(concurrent) at once")
+            for (a, b) in zip(got, serial) {
+                XCTAssertEqual(a.rows, b.rows)
+                XCTAssertEqual(a.ids, b.ids)
+                XCTAssertEqual(a.errors, b.errors)
+                XCTAssertEqual(a.digest, b.digest)
+            }
+        }
+        var handed: [Int] = []
+        XCTAssertThrowsError(try Job.runUnits(source: NumberSource(203), encoder: ConcurrentNumberEncoder(throwAt: 102), unitSize: 4, from: 0,
+                                              concurrentUnits: 3) { u, _ in handed.append(u) }) { XCTAssertTrue($0 is ConcurrentNumberEncoder.Failure) }
+        XCTAssertEqual(handed, Array(0..<25), "unit 25 holds 102")
+    }
+
+    /// One unit per thread, but one at a time for a job too short to keep every thread busy
+    /// to its end, or units too large for memory.
+    func testUnitsAtOnce() {
+        defer { Threads.set(Threads.defaultCount()) }
+        Threads.set(4)
+        XCTAssertEqual(Job.unitsAtOnce(units: 100, unitBytes: 20 << 20), 4)
+        XCTAssertEqual(Job.unitsAtOnce(units: 7, unitBytes: 20 << 20), 1)
+        XCTAssertEqual(Job.unitsAtOnce(units: 100, unitBytes: 1 << 62), 1)
+        Threads.set(1)
+        XCTAssertEqual(Job.unitsAtOnce(units: 100, unitBytes: 1 << 20), 1)
+    }
+
     var dir: URL!
 
     override func setUpWithError() throws {
