@@ -299,7 +299,7 @@ public final class InputFile {
             let (n, code) = fill(buffer.baseAddress!)
             (initialized, failure) = (n, code)
         }
-        if failure != 0 { throw IOError.cannotOpen(path: name, reason: "read failed: \(errnoMessage(failure))") }
+        if failure != 0 { throw IOError.cannotRead(path: name, reason: "\(errnoMessage(failure))") }
         return out
     }
 
@@ -322,9 +322,9 @@ public final class InputFile {
             let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw IOError.cannotOpen(path: name, reason: "read failed: \(errnoMessage())")
+                throw IOError.cannotRead(path: name, reason: "\(errnoMessage())")
             }
-            if n == 0 { throw IOError.cannotOpen(path: name, reason: "ended early (was it changed while it was read?)") }
+            if n == 0 { throw IOError.cannotRead(path: name, reason: "ended early (was it changed while it was read?)") }
             done += n
         }
     }

@@ -50,11 +50,14 @@ func errnoString() -> String { String(cString: strerror(errno)) }
 /// File-level failures shared by the readers and writers.
 public enum IOError: VLMError, Equatable {
     case cannotOpen(path: String, reason: String)
+    /// Opened, but reading it failed or it ended before the bytes it said it holds.
+    case cannotRead(path: String, reason: String)
     case cannotWrite(path: String, reason: String)
 
     public var description: String {
         switch self {
         case let .cannotOpen(path, reason): return "\(path): cannot open: \(reason)"
+        case let .cannotRead(path, reason): return "\(path): cannot read: \(reason)"
         case let .cannotWrite(path, reason): return "\(path): cannot write: \(reason)"
         }
     }

@@ -96,7 +96,7 @@ public enum ImageDecoder {
             return try FileBytes.read(path, limit: byteLimit, name: name) { bytes in
                 try withDecoded(bytes, name: name, maxPixels: maxPixels, draft: draft, body)
             }
-        } catch IOError.cannotOpen(_, let reason) {
+        } catch IOError.cannotOpen(_, let reason), IOError.cannotRead(_, let reason) {
             throw ImageError.unreadable(path: name, reason: reason)
         }
     }

@@ -145,7 +145,7 @@ public final class ImageRowEncoder: RowEncoder {
         case .file(let path, let walked):
             if path.bytes == [0x2D] && !walked {   // "-": the image on stdin
                 let data: Data
-                do { data = try InputFile("-", what: "the image").readAll(limit: 1 << 34) } catch let IOError.cannotOpen(_, reason) {
+                do { data = try InputFile("-", what: "the image").readAll(limit: 1 << 34) } catch let IOError.cannotOpen(_, reason), let IOError.cannotRead(_, reason) {
                     throw ImageError.unreadable(path: "<stdin>", reason: reason)
                 }
                 return try data.withUnsafeBytes { try ImageDecoder.withDecoded($0, name: "<stdin>", maxPixels: maxPixels, draft: draft, body) }
