@@ -306,12 +306,14 @@ public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
     public let normalizeOutput: Bool
 
     /// `pca` must take the inner encoder's rows (its dim_in equals their width).
-    public init(_ inner: Inner, pca: PCAModel?, pcaName: String = "the PCA file", normalizeOutput: Bool, backend: any Backend) throws {
+    /// `rowsCentred`: the inner encoder gives its rows with the PCA's mean already subtracted.
+    public init(_ inner: Inner, pca: PCAModel?, pcaName: String = "the PCA file", normalizeOutput: Bool, backend: any Backend,
+                rowsCentred: Bool = false) throws {
         if let pca, pca.dimIn != inner.dim {
             throw InputError("\(pcaName): the PCA takes \(pca.dimIn)-d rows, but this model's rows are \(inner.dim)-d (fit it on this model's features)")
         }
         (self.inner, self.pca, self.normalizeOutput) = (inner, pca, normalizeOutput)
-        projection = pca?.projection(backend)
+        projection = pca?.projection(backend, rowsCentred: rowsCentred)
     }
 
     public var dim: Int { projection?.dimOut ?? inner.dim }
@@ -319,12 +321,7 @@ public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
     public var settings: [String: String] {
         var s = inner.settings
         // Only when set, so the fingerprints of jobs without them are what they were.
-        if let pca {
-            s["pca"] = pca.fileDigest ?? "fitted in memory"
-            // The rows of a folded mean differ in their last bits from centred ones: a job
-            // started by a build that centred is not resumed by one that folds.
-            if pca.foldsMean { s["pca_mean"] = "folded into the bias" }
-        }
+        if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
         if normalizeOutput { s["normalize_output"] = "true" }
         return s
     }

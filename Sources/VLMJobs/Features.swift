@@ -79,14 +79,18 @@ public struct FeatureRow: Sendable {
     public var file: Int, row: Int
 }
 
-/// The rows themselves, read with one pread per run of consecutive rows.
+/// The rows themselves, read with one pread per run of consecutive rows — or, given a mean
+/// to subtract, per piece of about 256 KiB, each centred right after it is read while it is
+/// in cache (what `vlm pca apply` projects: a separate pass over a unit's rows cost 11% of
+/// its CPU time, and a copy of them another 6%; BENCHMARKS.md §7).
 public final class FeatureRowEncoder: RowEncoder {
     public let files: [FeatureFile]
     public let dim: Int
+    let mean: [Float]?
 
-    public init(files: [FeatureFile]) {
-        precondition(!files.isEmpty)
-        (self.files, dim) = (files, files[0].dim)
+    public init(files: [FeatureFile], subtracting mean: [Float]? = nil) {
+        precondition(!files.isEmpty && (mean == nil || mean!.count == files[0].dim))
+        (self.files, dim, self.mean) = (files, files[0].dim, mean)
     }
 
     public var settings: [String: String] { [:] }
@@ -101,8 +105,24 @@ public final class FeatureRowEncoder: RowEncoder {
                     var n = 1
                     let first = items[k].value
                     while k + n < items.count, items[k + n].value.file == first.file, items[k + n].value.row == first.row + n { n += 1 }
-                    try files[first.file].read(first.row..<(first.row + n), into: o.baseAddress! + k * dim)
+                    try read(file: first.file, rows: first.row..<(first.row + n), into: o.baseAddress! + k * dim)
                     k += n
+                }
+            }
+        }
+    }
+
+    private func read(file: Int, rows: Range<Int>, into out: UnsafeMutablePointer<Float>) throws {
+        guard let mean else { return try files[file].read(rows, into: out) }
+        let piece = max(1, (64 << 10) / dim)
+        try mean.withUnsafeBufferPointer { m in
+            for start in stride(from: rows.lowerBound, to: rows.upperBound, by: piece) {
+                let n = min(piece, rows.upperBound - start)
+                let p = out + (start - rows.lowerBound) * dim
+                try files[file].read(start..<(start + n), into: p)
+                for i in 0..<n {
+                    let row = p + i * dim
+                    for j in 0..<dim { row[j] -= m[j] }
                 }
             }
         }

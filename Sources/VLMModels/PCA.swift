@@ -152,14 +152,15 @@ public struct PCAModel: Sendable {
 
     /// The projection prepared for `backend`: rows ↦ (x − mean) · componentsᵀ, divided by
     /// √variance when whitening (0 for components without variance, see `zeroVarianceShare`).
+    /// `rowsCentred`: the rows it will be given have had the mean subtracted already (`vlm pca
+    /// apply` subtracts it as it reads them, while they are in cache).
     ///
-    /// When the mean is small against the rows' spread (`meanFoldLimit`), the centring is
-    /// folded into the GEMM as the bias −W·mean (summed in double), as scikit-learn's
-    /// `transform` does: x·Wᵀ − mean·Wᵀ. No pass over the rows, and they are not written, so a
-    /// batch job's buffer is not copied either. 50,000 × 2,432 rows: see BENCHMARKS.md §7. A
-    /// mean far larger than the spread would cancel in float32 (x·Wᵀ and mean·Wᵀ nearly equal),
-    /// so such rows are centred first instead.
-    public func projection(_ backend: any Backend) -> PCAProjection {
+    /// The mean is never folded into the product as a bias (x·Wᵀ − mean·Wᵀ, what scikit-learn's
+    /// transform does): a row much nearer the mean than the fitted spread would then come out
+    /// as the float32 difference of two large products — measured, relative errors of 1e-3 and
+    /// more, and a row equal to the mean as rounding noise, which --normalize-output turns into
+    /// an arbitrary unit vector. Centred first, such a row gives exactly 0.
+    public func projection(_ backend: any Backend, rowsCentred: Bool = false) -> PCAProjection {
         var w = components
         if whiten {
             for c in 0..<k {
@@ -167,38 +168,15 @@ public struct PCAModel: Sendable {
                 for j in 0..<dimIn { w[c * dimIn + j] *= s }
             }
         }
-        guard foldsMean else {
-            return PCAProjection(backend: backend, mean: mean,
-                                 weights: backend.prepareLinear(weight: w, bias: nil, inFeatures: dimIn, outFeatures: k))
-        }
-        var bias = [Float](repeating: 0, count: k)
-        for c in 0..<k {
-            var s = 0.0
-            for j in 0..<dimIn { s += Double(w[c * dimIn + j]) * Double(mean[j]) }
-            bias[c] = Float(-s)
-        }
-        return PCAProjection(backend: backend, mean: nil,
-                             weights: backend.prepareLinear(weight: w, bias: bias, inFeatures: dimIn, outFeatures: k))
-    }
-
-    /// |mean|² at most this many times the kept components' variance: the mean is folded into
-    /// the projection's bias. Then |x| ≲ 4·|x − mean| for a typical row, so the float32 GEMM's
-    /// rounding (relative to |x|) grows at most ~4× against centring first. The kept variance
-    /// is a lower bound of the total, so the test errs towards centring.
-    public static let meanFoldLimit = 16.0
-
-    /// Whether `projection` folds the mean into the bias (see `meanFoldLimit`).
-    public var foldsMean: Bool {
-        let meanSquare = mean.reduce(0.0) { $0 + Double($1) * Double($1) }
-        let kept = explainedVariance.reduce(0.0) { $0 + Double($1) }
-        return meanSquare <= PCAModel.meanFoldLimit * kept
+        return PCAProjection(backend: backend, mean: rowsCentred ? nil : mean,
+                             weights: backend.prepareLinear(weight: w, bias: nil, inFeatures: dimIn, outFeatures: k))
     }
 }
 
 /// A PCA projection ready to run: one GEMM per batch of rows.
 public struct PCAProjection: @unchecked Sendable {
     let backend: any Backend
-    /// Subtracted from each row before the GEMM; nil when folded into the weights' bias.
+    /// Subtracted from each row before the GEMM; nil when the rows come centred.
     let mean: [Float]?
     let weights: LinearWeights
     public var dimIn: Int { weights.inFeatures }
@@ -210,8 +188,8 @@ public struct PCAProjection: @unchecked Sendable {
         return apply(centring: &copy, normalize: normalize)
     }
 
-    /// As `apply`; when the mean is not folded into the bias, `rows` are centred in place (no
-    /// copy of a batch's rows) and so overwritten. Otherwise they are left as they are.
+    /// As `apply`, centring `rows` in place (no copy of a batch's rows), so they are
+    /// overwritten — unless the projection was made for rows that come centred.
     public func apply(centring rows: inout [Float], normalize: Bool) -> [Float] {
         let n = rows.count / dimIn, d = dimIn
         guard n > 0 else { return [] }

@@ -151,8 +151,8 @@ struct PCAApply: ParsableCommand {
             throw InputError("\(files[0].path): rows of \(files[0].dim) values, but \(pca) takes \(model.dimIn)")
         }
         let source = try FeatureRowSource(files: files, range: common.job.slice(files.reduce(0) { $0 + $1.rows }))
-        let encoder = try ProjectedRowEncoder(FeatureRowEncoder(files: files), pca: model, pcaName: pca,
-                                              normalizeOutput: normalizeOutput, backend: backend)
+        let encoder = try ProjectedRowEncoder(FeatureRowEncoder(files: files, subtracting: model.mean), pca: model, pcaName: pca,
+                                              normalizeOutput: normalizeOutput, backend: backend, rowsCentred: true)
         // One product per unit on rows read from a file: whole units per thread (BENCHMARKS.md §7).
         try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca],
                       concurrentUnits: Job.unitsAtOnce(units: (source.count + batchSize - 1) / batchSize,

@@ -287,6 +287,39 @@ final class PCACLITests: XCTestCase {
                        try String(contentsOfFile: units + ".errors.jsonl", encoding: .utf8))
     }
 
+    /// pca apply on rows much nearer the mean than the fitted spread (spread ~10³, noise 10⁻²),
+    /// in units of 7 rows on every thread: within 1e-5 of the float64 projection, and the mean
+    /// itself exactly 0 — also after --normalize-output (not rounding noise made a unit vector).
+    func testRowsNearTheMeanApplyPrecisely() throws {
+        var gen = SeededNormalCLI(state: 5)
+        let train = try writeNPY("near-train.npy", rows: 1000, dim: 24) { _, j in Float(1000 + 1000 * Double(1 + j % 4) * gen.next()) }
+        let pca = path("near.safetensors")
+        XCTAssertEqual(try runVLM(["pca", "fit", train, "--dim", "6", "-o", pca, "--quiet"]).status, 0)
+        let f = try SafetensorsFile(path: pca)
+        let mean = try f.floatTensor("mean").data, comp = try f.floatTensor("components").data
+        let rows = try writeNPY("near.npy", rows: 100, dim: 24) { i, j in i == 0 ? mean[j] : mean[j] + Float(0.01 * gen.next()) }
+        let x = try NPY.read(path: rows).data
+        for normalize in [false, true] {
+            let y = try apply(pca, [rows], ["--batch-size", "7"] + (normalize ? ["--normalize-output"] : []))
+            XCTAssertEqual(Array(y.data[0..<6]), [Float](repeating: 0, count: 6), "the mean itself")
+            for i in 1..<100 {
+                var ref = [Double](repeating: 0, count: 6)
+                for c in 0..<6 {
+                    for j in 0..<24 { ref[c] += (Double(x[i * 24 + j]) - Double(mean[j])) * Double(comp[c * 24 + j]) }
+                }
+                var norm = 0.0
+                for c in 0..<6 { norm += ref[c] * ref[c] }
+                norm = norm.squareRoot()
+                var err = 0.0
+                for c in 0..<6 {
+                    let want = normalize ? ref[c] / norm : ref[c]
+                    err += (Double(y.data[i * 6 + c]) - want) * (Double(y.data[i * 6 + c]) - want)
+                }
+                XCTAssertLessThanOrEqual(err.squareRoot() / (normalize ? 1 : norm), 1e-5, "row \(i)\(normalize ? ", normalised" : "")")
+            }
+        }
+    }
+
     /// A PCA fitted on `dim`-wide rows from seeded Gaussians.
     func pcaFor(dim: Int, k: Int, whiten: Bool) throws -> String {
         var gen = SeededNormalCLI(state: UInt64(dim))
