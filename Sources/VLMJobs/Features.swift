@@ -79,10 +79,10 @@ public struct FeatureRow: Sendable {
     public var file: Int, row: Int
 }
 
-/// The rows themselves, read with one pread per run of consecutive rows — or, given a mean
-/// to subtract, per piece of about 256 KiB, each centred right after it is read while it is
-/// in cache (what `vlm pca apply` projects: a separate pass over a unit's rows cost 11% of
-/// its CPU time, and a copy of them another 6%; BENCHMARKS.md §7).
+/// The rows themselves, read 256 KiB at a time, each piece checked for NaN and infinity (such
+/// a row is an error naming its file and row) and, given a mean, centred right after it is
+/// read while it is in cache: what `vlm pca apply` projects (a separate centring pass over a
+/// unit's rows cost 11% of its CPU time, and a copy of them another 6%; BENCHMARKS.md §7).
 public final class FeatureRowEncoder: RowEncoder {
     public let files: [FeatureFile]
     public let dim: Int
@@ -95,41 +95,68 @@ public final class FeatureRowEncoder: RowEncoder {
 
     public var settings: [String: String] { [:] }
 
-    public func prepare(_ items: [(id: [UInt8], value: FeatureRow)]) -> Result<[Float], Error> {
+    /// A unit's rows, and which of them hold NaN or infinity (by index in the unit).
+    public struct Rows {
+        var values: [Float]
+        var nonFinite: [Int]
+    }
+
+    public func prepare(_ items: [(id: [UInt8], value: FeatureRow)]) -> Result<(Rows, [(id: [UInt8], value: FeatureRow)]), Error> {
         Result {
+            var nonFinite: [Int] = []
             // Every value is read into it (no zero fill first: the rows are a unit's tens of MB).
-            try [Float](unsafeUninitializedCapacity: items.count * dim) { o, initialized in
+            let values = try [Float](unsafeUninitializedCapacity: items.count * dim) { o, initialized in
                 initialized = o.count
                 var k = 0
                 while k < items.count {
                     var n = 1
                     let first = items[k].value
                     while k + n < items.count, items[k + n].value.file == first.file, items[k + n].value.row == first.row + n { n += 1 }
-                    try read(file: first.file, rows: first.row..<(first.row + n), into: o.baseAddress! + k * dim)
+                    try read(file: first.file, rows: first.row..<(first.row + n), into: o.baseAddress! + k * dim) { nonFinite.append(k + $0) }
                     k += n
                 }
             }
+            return (Rows(values: values, nonFinite: nonFinite), items)
         }
     }
 
-    private func read(file: Int, rows: Range<Int>, into out: UnsafeMutablePointer<Float>) throws {
-        guard let mean else { return try files[file].read(rows, into: out) }
+    /// Rows `rows` of a file into `out`, 256 KiB at a time, each piece centred (with a mean)
+    /// and checked while it is in cache; `bad(i)` for each row i (of `rows`) holding NaN or ±∞.
+    private func read(file: Int, rows: Range<Int>, into out: UnsafeMutablePointer<Float>, bad: (Int) -> Void) throws {
         let piece = max(1, (64 << 10) / dim)
-        try mean.withUnsafeBufferPointer { m in
+        try (mean ?? []).withUnsafeBufferPointer { m in
             for start in stride(from: rows.lowerBound, to: rows.upperBound, by: piece) {
                 let n = min(piece, rows.upperBound - start)
                 let p = out + (start - rows.lowerBound) * dim
                 try files[file].read(start..<(start + n), into: p)
                 for i in 0..<n {
                     let row = p + i * dim
-                    for j in 0..<dim { row[j] -= m[j] }
+                    // NaN and ±∞ are the floats whose magnitude bits exceed the largest finite
+                    // one's; an integer max vectorises where a float test would not.
+                    var magnitude: UInt32 = 0
+                    UnsafeRawPointer(row).withMemoryRebound(to: UInt32.self, capacity: dim) { b in
+                        for j in 0..<dim { magnitude = max(magnitude, b[j] & 0x7FFF_FFFF) }
+                    }
+                    if m.count == dim { for j in 0..<dim { row[j] -= m[j] } }
+                    if magnitude > 0x7F7F_FFFF { bad(start - rows.lowerBound + i) }
                 }
             }
         }
     }
 
-    public func encode(_ prepared: Result<[Float], Error>) throws -> EncodedBatch {
-        let rows = try prepared.get()
-        return EncodedBatch(rows: rows, failures: [ItemError?](repeating: nil, count: rows.count / dim))
+    /// Rows holding NaN or infinity are the unit's errors, named by their file and row.
+    public func encode(_ prepared: Result<(Rows, [(id: [UInt8], value: FeatureRow)]), Error>) throws -> EncodedBatch {
+        let (rows, items) = try prepared.get()
+        var failures = [ItemError?](repeating: nil, count: items.count)
+        guard !rows.nonFinite.isEmpty else { return EncodedBatch(rows: rows.values, failures: failures) }
+        for k in rows.nonFinite {
+            let at = items[k].value
+            failures[k] = ItemError(id: items[k].id, kind: "non_finite",
+                                    message: "\(files[at.file].path): row \(at.row) holds NaN or infinity")
+        }
+        var kept: [Float] = []
+        kept.reserveCapacity((items.count - rows.nonFinite.count) * dim)
+        for k in 0..<items.count where failures[k] == nil { kept += rows.values[(k * dim)..<((k + 1) * dim)] }
+        return EncodedBatch(rows: kept, failures: failures)
     }
 }

@@ -267,7 +267,10 @@ final class PCACLITests: XCTestCase {
         let skipped = try runVLM(["pca", "apply", path("p8.safetensors"), nan, "-o", y, "--quiet"])
         XCTAssertEqual(skipped.status, 2, skipped.stderr)
         XCTAssertEqual(try NPY.read(path: y).shape, [299, 3])
-        XCTAssertTrue(try String(contentsOfFile: y + ".errors.jsonl", encoding: .utf8).contains("123"))
+        XCTAssertTrue(try String(contentsOfFile: y + ".errors.jsonl", encoding: .utf8).contains("nan.npy: row 123 holds NaN"))
+        assertOneLine(try runVLM(["pca", "apply", path("p8.safetensors"), nan, "-o", path("nan-fail.npy"), "--errors", "fail"]),
+                      status: 1, ["nan.npy", "row 123", "NaN"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("nan-fail.npy")))
         // In 19 units of 16 rows, worked on at once by several threads: the same rows, in order,
         // and the same error.
         let units = path("nan-units.npy")
