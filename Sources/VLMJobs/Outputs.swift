@@ -84,14 +84,14 @@ public final class OutputLock {
         let dir = (target as NSString).deletingLastPathComponent
         path = ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent("." + (target as NSString).lastPathComponent + ".lock")
         let f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        if f < 0 { throw IOError.cannotWrite(path: path, reason: "cannot create the job's lock file: \(errnoMessage())") }
+        if f < 0 { throw IOError.cannotWrite(path: output, reason: "cannot create the job's lock file \(path) beside it: \(errnoMessage())") }
         if flock(f, LOCK_EX | LOCK_NB) != 0 {
             let busy = errno == EWOULDBLOCK
             close(f)
             if busy {
                 throw InputError("\(output): another vlm job is writing this output (it holds \(path)); wait for it to finish or choose another -o")
             }
-            throw IOError.cannotWrite(path: path, reason: "cannot lock: \(errnoMessage())")
+            throw IOError.cannotWrite(path: output, reason: "cannot lock \(path): \(errnoMessage())")
         }
         fd = f
     }
