@@ -191,6 +191,13 @@ public struct FileStatus: Equatable, Sendable {
 
     public static func of(_ path: String, followLinks: Bool = true) -> FileStatus? { of(RawPath(path), followLinks: followLinks) }
 
+    /// Whether two paths name the same existing file (one device and inode, through links).
+    public static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+    }
+
     public static func of(fd: Int32) -> FileStatus? {
         var st = stat()
         if fstat(fd, &st) != 0 { return nil }

@@ -56,7 +56,7 @@ struct EmbedImage: ParsableCommand {
     }
 
     func run() throws {
-        let (backend, batch) = try common.start("embed-image", unitName: "images")
+        let (backend, batch) = try common.start("embed-image", unitName: "images", inputs: [list, list0, inputNPY, projection.pca])
         let pca = try projection.load()
         let net = try common.resnet(model, backend: backend)
         let images = try imageOptions.encoder(net, layer: layer, model: model)

@@ -41,7 +41,7 @@ struct EmbedText: ParsableCommand {
     }
 
     func run() throws {
-        let (backend, batch) = try common.start("embed-text", unitName: "texts")
+        let (backend, batch) = try common.start("embed-text", unitName: "texts", inputs: [input.file, projection.pca])
         let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: common.job.resume, quiet: common.job.quiet)
         guard lines.lineCount > 0 else { throw InputError("\(lines.name): no texts to embed") }
         let pca = try projection.load()

@@ -45,7 +45,7 @@ struct Fuse: ParsableCommand {
     }
 
     func run() throws {
-        let (backend, batch) = try common.start("fuse", unitName: "pairs")
+        let (backend, batch) = try common.start("fuse", unitName: "pairs", inputs: [pairs, projection.pca])
         let source: PairSource
         if let image, let text {
             source = PairSource(image: image, text: text)

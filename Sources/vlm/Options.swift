@@ -134,7 +134,10 @@ struct BatchOptions: ParsableArguments {
     @OptionGroup var job: JobOptions
     @OptionGroup var engine: EngineOptions
 
-    func start(_ command: String, unitName: String) throws -> (backend: any Backend, batch: BatchJob) {
+    /// `inputs`: the files the job reads (besides images and models); -o may not be one of
+    /// them, which the finished output would replace.
+    func start(_ command: String, unitName: String, inputs: [String?] = []) throws -> (backend: any Backend, batch: BatchJob) {
+        try refuseOutput(out.output, overwriting: inputs.compactMap { $0 })
         let backend = try engine.configure()
         return (backend, try BatchJob(command: command, output: out, options: job, unitName: unitName, allowNonFinite: engine.allowNonfinite))
     }
@@ -145,6 +148,14 @@ struct BatchOptions: ParsableArguments {
 
     func textEncoder(_ folder: String?, backend: any Backend) throws -> TextEncoder {
         try loadTextEncoder(folder, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
+    }
+}
+
+/// Refuses an output that is one of the job's own input files (the finished output would
+/// replace it: an input lost with exit 0).
+func refuseOutput(_ output: String, overwriting inputs: [String]) throws {
+    for input in inputs where input != "-" && FileStatus.sameFile(input, output) {
+        throw OptionError("\(output): -o is \(input == output ? "" : "the same file as ")\(input), an input of this job, which the output would replace; choose another -o")
     }
 }
 

@@ -85,6 +85,7 @@ struct PCAFit: ParsableCommand {
 
     func run() throws {
         _ = try engine.configure()
+        try refuseOutput(output, overwriting: features)
         let target = try OutputTarget.resolve(output)
         if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
         let files = try openFeatureFiles(features, dimIn: dimIn)
@@ -144,7 +145,7 @@ struct PCAApply: ParsableCommand {
     }
 
     func run() throws {
-        let (backend, batch) = try common.start("pca apply", unitName: "rows")
+        let (backend, batch) = try common.start("pca apply", unitName: "rows", inputs: [pca] + features)
         let model = try PCAModel.load(path: pca)
         let files = try openFeatureFiles(features, dimIn: dimIn)
         if files[0].dim != model.dimIn {

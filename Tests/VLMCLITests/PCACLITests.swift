@@ -271,6 +271,19 @@ final class PCACLITests: XCTestCase {
         assertOneLine(try runVLM(["pca", "apply", path("p8.safetensors"), nan, "-o", path("nan-fail.npy"), "--errors", "fail"]),
                       status: 1, ["nan.npy", "row 123", "NaN"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("nan-fail.npy")))
+        // -o naming one of the job's own inputs (itself, or through a link) is refused before
+        // any work: the finished output would replace it.
+        let pcaBytes = try Data(contentsOf: URL(fileURLWithPath: path("p8.safetensors")))
+        assertOneLine(try runVLM(["pca", "apply", path("p8.safetensors"), a, "-o", path("p8.safetensors")]), status: 64, ["p8.safetensors", "an input"])
+        try FileManager.default.createSymbolicLink(atPath: path("a-link.npy"), withDestinationPath: a)
+        assertOneLine(try runVLM(["pca", "apply", path("p8.safetensors"), a, "-o", path("a-link.npy")]), status: 64, ["a-link.npy", "same file as", "a.npy"])
+        assertOneLine(try runVLM(["pca", "fit", a, "--dim", "2", "-o", a]), status: 64, ["a.npy", "an input"])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("p8.safetensors"))), pcaBytes)
+        XCTAssertEqual(try NPY.read(path: a).shape, [50, 8])
+        let texts = path("texts.tsv")
+        try "a cat\na dog\n".write(toFile: texts, atomically: true, encoding: .utf8)
+        assertOneLine(try runVLM(["embed-text", "--file", texts, "-o", texts, "--model", tinyBert]), status: 64, ["texts.tsv", "an input"])
+        XCTAssertEqual(try String(contentsOfFile: texts, encoding: .utf8), "a cat\na dog\n")
         // In 19 units of 16 rows, worked on at once by several threads: the same rows, in order,
         // and the same error.
         let units = path("nan-units.npy")
