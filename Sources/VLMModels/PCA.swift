@@ -134,6 +134,9 @@ public struct PCAModel: Sendable {
         where x.data.contains(where: { !$0.isFinite }) {
             throw PCAError(description: "\(path): tensor '\(name)' holds NaN or infinity")
         }
+        if let d = f.metadata["dim_in"], Int(d) != mean.count {
+            throw PCAError(description: "\(path): not a PCA file: its metadata says dim_in \(d), but its mean holds \(mean.count) values")
+        }
         if ev.data.contains(where: { $0 < 0 }) {
             throw PCAError(description: "\(path): tensor 'explained_variance' holds a negative variance")
         }

@@ -248,6 +248,12 @@ final class PCACLITests: XCTestCase {
                               ("components", Tensor(shape: [1, 8], data: [Float](repeating: 0.35, count: 8))),
                               ("explained_variance", Tensor(shape: [1], data: [-1]))], to: path("neg.safetensors"))
         assertOneLine(try runVLM(["pca", "apply", path("neg.safetensors"), a, "-o", path("y.npy")]), status: 1, ["neg.safetensors", "negative variance"])
+        // A PCA file whose metadata contradicts its tensors.
+        try SafetensorsWriter.encode([.init(name: "mean", shape: [8], floats: [Float](repeating: 0, count: 8)),
+                                      .init(name: "components", shape: [1, 8], floats: [Float](repeating: 0.35, count: 8)),
+                                      .init(name: "explained_variance", shape: [1], floats: [1])],
+                                     metadata: ["dim_in": "17"]).write(to: URL(fileURLWithPath: path("d17.safetensors")))
+        assertOneLine(try runVLM(["pca", "apply", path("d17.safetensors"), a, "-o", path("y.npy")]), status: 1, ["d17.safetensors", "dim_in 17", "8 values"])
         // A PCA file whose dimension does not fit: pca apply, and every embed command.
         let r = try runVLM(["pca", "fit", a, "--dim", "3", "-o", path("p8.safetensors"), "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
