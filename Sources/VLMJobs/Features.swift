@@ -87,10 +87,12 @@ public final class FeatureRowEncoder: RowEncoder {
     public let files: [FeatureFile]
     public let dim: Int
     let mean: [Float]?
+    /// --allow-nonfinite: rows holding NaN or infinity are read as they are (and written).
+    let allowNonFinite: Bool
 
-    public init(files: [FeatureFile], subtracting mean: [Float]? = nil) {
+    public init(files: [FeatureFile], subtracting mean: [Float]? = nil, allowNonFinite: Bool = false) {
         precondition(!files.isEmpty && (mean == nil || mean!.count == files[0].dim))
-        (self.files, dim, self.mean) = (files, files[0].dim, mean)
+        (self.files, dim, self.mean, self.allowNonFinite) = (files, files[0].dim, mean, allowNonFinite)
     }
 
     public var settings: [String: String] { [:] }
@@ -133,12 +135,18 @@ public final class FeatureRowEncoder: RowEncoder {
                     let row = p + i * dim
                     // NaN and ±∞ are the floats whose magnitude bits exceed the largest finite
                     // one's; an integer max vectorises where a float test would not.
+                    // One pass with the centring.
                     var magnitude: UInt32 = 0
-                    UnsafeRawPointer(row).withMemoryRebound(to: UInt32.self, capacity: dim) { b in
-                        for j in 0..<dim { magnitude = max(magnitude, b[j] & 0x7FFF_FFFF) }
+                    if m.count == dim {
+                        for j in 0..<dim {
+                            let v = row[j]
+                            magnitude = max(magnitude, v.bitPattern & 0x7FFF_FFFF)
+                            row[j] = v - m[j]
+                        }
+                    } else {
+                        for j in 0..<dim { magnitude = max(magnitude, row[j].bitPattern & 0x7FFF_FFFF) }
                     }
-                    if m.count == dim { for j in 0..<dim { row[j] -= m[j] } }
-                    if magnitude > 0x7F7F_FFFF { bad(start - rows.lowerBound + i) }
+                    if magnitude > 0x7F7F_FFFF && !allowNonFinite { bad(start - rows.lowerBound + i) }
                 }
             }
         }

@@ -85,7 +85,7 @@ struct PCAFit: ParsableCommand {
 
     func run() throws {
         _ = try engine.configure()
-        try refuseOutput(output, overwriting: features)
+        try refuseOutput(output, overwriting: features, sidecars: false)
         let target = try OutputTarget.resolve(output)
         if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
         let files = try openFeatureFiles(features, dimIn: dimIn)
@@ -145,14 +145,15 @@ struct PCAApply: ParsableCommand {
     }
 
     func run() throws {
-        let (backend, batch) = try common.start("pca apply", unitName: "rows", inputs: [pca] + features)
+        let (backend, batch) = try common.start("pca apply", unitName: "rows", inputs: [pca] + features + features.map { $0 + ".ids.txt" })
         let model = try PCAModel.load(path: pca)
         let files = try openFeatureFiles(features, dimIn: dimIn)
         if files[0].dim != model.dimIn {
             throw InputError("\(files[0].path): rows of \(files[0].dim) values, but \(pca) takes \(model.dimIn)")
         }
         let source = try FeatureRowSource(files: files, range: common.job.slice(files.reduce(0) { $0 + $1.rows }))
-        let encoder = try ProjectedRowEncoder(FeatureRowEncoder(files: files, subtracting: model.mean), pca: model, pcaName: pca,
+        let rows = FeatureRowEncoder(files: files, subtracting: model.mean, allowNonFinite: common.engine.allowNonfinite)
+        let encoder = try ProjectedRowEncoder(rows, pca: model, pcaName: pca,
                                               normalizeOutput: normalizeOutput, backend: backend, rowsCentred: true)
         // One product per unit on rows read from a file: whole units per thread (BENCHMARKS.md §7).
         try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca],

@@ -290,6 +290,19 @@ final class PCACLITests: XCTestCase {
         try "a cat\na dog\n".write(toFile: texts, atomically: true, encoding: .utf8)
         assertOneLine(try runVLM(["embed-text", "--file", texts, "-o", texts, "--model", tinyBert]), status: 64, ["texts.tsv", "an input"])
         XCTAssertEqual(try String(contentsOfFile: texts, encoding: .utf8), "a cat\na dog\n")
+        // The sidecar the output would replace, too; a stream output (never replaced) is not refused.
+        try "a cat\na dog\n".write(toFile: path("t.npy.ids.txt"), atomically: true, encoding: .utf8)
+        assertOneLine(try runVLM(["embed-text", "--file", path("t.npy.ids.txt"), "-o", path("t.npy"), "--model", tinyBert]),
+                      status: 64, ["t.npy", "ids.txt", "an input"])
+        let stream = try runVLM(["embed-text", "--file", "/dev/null", "-o", "/dev/null", "--model", tinyBert])
+        XCTAssertEqual(stream.status, 1, stream.stderr)
+        XCTAssertTrue(stream.stderr.contains("no texts"), stream.stderr)
+        // --allow-nonfinite writes the NaN row, as on every batch job.
+        let kept = path("nan-kept.npy")
+        XCTAssertEqual(try runVLM(["pca", "apply", path("p8.safetensors"), nan, "-o", kept, "--quiet", "--allow-nonfinite"]).status, 0)
+        let keptRows = try NPY.read(path: kept)
+        XCTAssertEqual(keptRows.shape, [300, 3])
+        XCTAssertTrue(keptRows.data[(123 * 3)..<(124 * 3)].contains { $0.isNaN })
         // In 19 units of 16 rows, worked on at once by several threads: the same rows, in order,
         // and the same error.
         let units = path("nan-units.npy")
