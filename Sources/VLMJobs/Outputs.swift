@@ -72,6 +72,21 @@ public enum OutputTarget {
     }
 }
 
+/// Refuses an output that is one of the job's own input files (the finished output would
+/// replace it: an input lost with exit 0) — or, with `sidecars`, whose `.ids.txt` or
+/// `.errors.jsonl` beside it is. Only a regular file is replaced: `-` and anything else (a
+/// FIFO, a terminal, /dev/null) is written as a stream and never refused.
+public func refuseOutput(_ output: String, overwriting inputs: [String], sidecars: Bool = true) throws {
+    guard output != "-" else { return }
+    for target in [output] + (sidecars ? [output + ".ids.txt", output + ".errors.jsonl"] : [])
+    where FileStatus.of(target)?.kind == .regular {
+        for input in inputs where input != "-" && FileStatus.sameFile(input, target) {
+            let what = target == output ? "-o is" : "-o's \((target as NSString).lastPathComponent) beside it is"
+            throw OptionError("\(output): \(what) \(input == target ? "" : "the same file as ")\(input), an input of this job, which the output would replace; choose another -o")
+        }
+    }
+}
+
 /// An exclusive lock on a job's output: flock(2) on `<folder>/.<name>.lock` beside the final
 /// target (so `-o link` and `-o target` take the same lock). The kernel releases it when the
 /// process ends, SIGKILL included, so a stale lock cannot exist; the file is never unlinked

@@ -151,21 +151,6 @@ struct BatchOptions: ParsableArguments {
     }
 }
 
-/// Refuses an output that is one of the job's own input files (the finished output would
-/// replace it: an input lost with exit 0) — or, with `sidecars`, whose `.ids.txt` or
-/// `.errors.jsonl` beside it is. Only a regular file is replaced: `-` and anything else (a
-/// FIFO, a terminal, /dev/null) is written as a stream and never refused.
-func refuseOutput(_ output: String, overwriting inputs: [String], sidecars: Bool = true) throws {
-    guard output != "-" else { return }
-    for target in [output] + (sidecars ? [output + ".ids.txt", output + ".errors.jsonl"] : [])
-    where FileStatus.of(target)?.kind == .regular {
-        for input in inputs where input != "-" && FileStatus.sameFile(input, target) {
-            let what = target == output ? "-o is" : "-o's \((target as NSString).lastPathComponent) beside it is"
-            throw OptionError("\(output): \(what) \(input == target ? "" : "the same file as ")\(input), an input of this job, which the output would replace; choose another -o")
-        }
-    }
-}
-
 /// The three steps of every batch command, in order: the output checked and locked (before
 /// any work), the model and item source built by the command, then the pipeline.
 struct BatchJob {
