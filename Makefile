@@ -76,6 +76,8 @@ fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/bert-base/model.s
 fixtures-small: $(VENV)/.stamp models
 	$(PY) scripts/export_fixtures.py small
 	$(PY) scripts/export_text_fixtures.py tokenizer
+	$(PY) scripts/export_bert_unicode_tables.py
+	$(PY) scripts/export_text_fixtures.py codepoints
 	$(PY) scripts/export_text_fixtures.py tiny
 	$(PY) scripts/export_text_fixtures.py minilm
 

@@ -5,6 +5,9 @@ sentence-transformers.
   tokenizer  Tests/Fixtures/tokenizer/cases.jsonl (committed): >300 varied strings, single and
              paired, some truncated, tokenized by BertTokenizerFast with the bert-base-uncased
              vocabulary (Tests/Fixtures/tokenizer/vocab.txt) in three casings.
+  codepoints Tests/Fixtures/tokenizer/codepoints.txt (committed): "a" + c + "b" for every code
+             point c but the surrogates, lower-cased and cased, listed only where the ids are
+             not [UNK] alone, and then as runs of a few rules where they fit (see its header).
   minilm     Tests/Fixtures/bert/minilm_sentences.json + minilm_embeddings.npy (committed): the
              real all-MiniLM-L6-v2 (models/all-MiniLM-L6-v2, `make models`) through
              SentenceTransformer.encode.
@@ -165,6 +168,93 @@ def tokenizer_cases():
     print(f"wrote {n} cases to {out_path}")
 
 
+# MARK: - Every code point
+
+CODEPOINTS_HEADER = """\
+# "a" + c + "b" through BertTokenizerFast with vocab.txt, for every code point c but the
+# surrogates: the ids without [CLS] and [SEP]. Made by scripts/export_text_fixtures.py codepoints
+# with tokenizers=={tokenizers} (transformers=={transformers}).
+# A line is FIRST[-LAST] RULE or CP ID ID ... (code points in hex); a code point on no line is [UNK].
+# Rules: S  a, c itself (or [UNK]), b        W  a, b        R  ab
+#        J  a, ##c, ##b                      H  a, ##L, ##V(, ##T), ##b (a Hangul syllable's jamo)
+#        =CP  the ids of CP (listed earlier)
+"""
+
+
+def hangul_jamo(c):
+    s = c - 0xAC00
+    jamo = [0x1100 + s // 588, 0x1161 + (s % 588) // 28]
+    return jamo + ([0x11A7 + s % 28] if s % 28 else [])
+
+
+def codepoint_lines(tok, vocab):
+    unk, a, b, hb = vocab["[UNK]"], vocab["a"], vocab["b"], vocab["##b"]
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    ids = []
+    for i in range(0, len(cps), 50000):
+        ids += tok(["a" + chr(c) + "b" for c in cps[i:i + 50000]], add_special_tokens=False)["input_ids"]
+
+    def rule(c, x):
+        s = chr(c)
+        if x == [unk]:
+            return "U"
+        if x == [a, vocab.get(s, unk), b]:
+            return "S"
+        if x == [a, b]:
+            return "W"
+        if x == [vocab.get("ab")]:
+            return "R"
+        if x == [a, vocab.get("##" + s), hb]:
+            return "J"
+        if 0xAC00 <= c <= 0xD7A3 and x == [a] + [vocab.get("##" + chr(j)) for j in hangul_jamo(c)] + [hb]:
+            return "H"
+        return None
+
+    first, lines, run = {}, [], None
+    for c, x in zip(cps, ids):
+        r = rule(c, x)
+        if r is None:
+            if tuple(x) in first:
+                r = "=%X" % first[tuple(x)]
+            else:
+                first[tuple(x)] = c
+        if r is None or r == "U":
+            run = None
+            if r is None:
+                lines.append("%X %s" % (c, " ".join(map(str, x))))
+        elif run and run[0] == r and run[2] == c - 1:
+            run[2] = c
+        else:
+            run = [r, c, c]
+            lines.append(run)
+
+    def text(line):
+        if isinstance(line, str):
+            return line
+        r, lo, hi = line
+        return "%X %s" % (lo, r) if lo == hi else "%X-%X %s" % (lo, hi, r)
+
+    return [text(line) for line in lines]
+
+
+def codepoints():
+    import tokenizers
+    import transformers
+
+    vocab = {}
+    with open(VOCAB, encoding="utf-8") as f:
+        for i, t in enumerate(f.read().split("\n")[:-1]):
+            vocab[t] = i  # later duplicates win, as in the tokenizer
+    out_path = os.path.join(FIX, "tokenizer", "codepoints.txt")
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(CODEPOINTS_HEADER.format(tokenizers=tokenizers.__version__, transformers=transformers.__version__))
+        for name, lower in [("uncased", True), ("cased", False)]:
+            lines = codepoint_lines(load_tokenizer(do_lower_case=lower), vocab)
+            f.write("[%s]\n" % name + "\n".join(lines) + "\n")
+            print(f"{name}: {len(lines)} lines")
+    print(f"wrote {out_path}: {os.path.getsize(out_path)} bytes")
+
+
 # MARK: - Sentence embeddings of the real all-MiniLM-L6-v2
 
 MINILM_SENTENCES = [
@@ -285,6 +375,6 @@ def full():
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["tokenizer", "minilm", "tiny", "full"])
+    ap.add_argument("what", choices=["tokenizer", "codepoints", "minilm", "tiny", "full"])
     a = ap.parse_args()
-    {"tokenizer": tokenizer_cases, "minilm": minilm, "tiny": tiny, "full": full}[a.what]()
+    {"tokenizer": tokenizer_cases, "codepoints": codepoints, "minilm": minilm, "tiny": tiny, "full": full}[a.what]()
