@@ -98,7 +98,7 @@ public struct BenchPlan {
 
     public func table(_ w: Workload, _ results: [BenchResult]) -> String {
         var s = "\(w.title), \(Threads.count) threads, weights: \(w.weights)\n"
-        s += "OpenBLAS kernels: \(OpenBLASCore.coreName), vlm's C kernels: \(kernelInstructionSet)\n"
+        s += "OpenBLAS kernels: \(OpenBLASCore.kernelReport()), vlm's C kernels: \(kernelInstructionSet)\n"
         s += String(format: "%.2f GFLOP per run of %d %@\n", w.flopsPerRun / 1e9, w.itemsPerRun, w.unit)
         s += "backend " + "\(w.unit)/s".leftPadded(12) + "  ms/run".leftPadded(10) + "  GFLOP/s  iterations\n"
         for r in results {

@@ -70,7 +70,7 @@ public func run(name: String, registry: String?, modelsDir: String?) throws {
         }
         let url = try f.url.map(mirrored) ?? "\(hub)/\(m.repo!)/resolve/\(m.revision ?? "main")/\(f.path)"
         try created.make((dest as NSString).deletingLastPathComponent)
-        let writer = try AtomicFileWriter(path: dest)
+        let writer = try AtomicFileWriter(path: dest, mayReplaceRead: true)
         defer { writer.discard() }   // after a commit, nothing is left to discard
         let digest = try download(url, to: writer, expectedSize: f.size, label: f.path, quiet: quiet, timeout: timeout)
         if let sha = f.sha256, sha != digest {

@@ -22,7 +22,11 @@ public func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = fals
         return try ResNet(source: source, backend: backend, allowNonFinite: allowNonFinite)
     }
     let file = try weightsFile(spec, defaultName: defaultResNetName)
-    return try ResNet(source: try openWeights(file), backend: backend, allowNonFinite: allowNonFinite)
+    let weights = try openWeights(file)
+    if !quiet, let stripped = weights as? PrefixStrippedCheckpoint {
+        note("vlm: note: \(file): every key carries the prefix '\(stripped.prefix)' (a model saved inside a wrapper); read without it")
+    }
+    return try explainingSharedPrefix(weights) { try ResNet(source: weights, backend: backend, allowNonFinite: allowNonFinite) }
 }
 
 /// A model argument's weights: the file itself, or the folder's weights (`weightsInFolder`).
@@ -48,6 +52,9 @@ public func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool
         throw InputError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
     }
     let enc = try TextEncoder(folder: path, backend: backend, allowNonFinite: allowNonFinite)
+    if !quiet, let prefix = enc.strippedPrefix {
+        note("vlm: note: \(path): every key carries the prefix '\(prefix)' (a model saved inside a wrapper); read without it")
+    }
     let heads = enc.model.ignoredHeads
     if !heads.isEmpty && !quiet {
         note("vlm: note: \(path): ignoring \(heads.count) task-head tensors (\(heads.prefix(3).joined(separator: ", "))\(heads.count > 3 ? ", …" : "")); using the encoder only")

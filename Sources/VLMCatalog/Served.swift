@@ -104,7 +104,8 @@ public final class ServedModels {
     /// What {"info": true} answers: models loaded so far, their dimensions, the options in force.
     public func info() -> [String: JSONValue] {
         var out: [String: JSONValue] = ["version": .string(recipe.version), "threads": .integer(Int64(Threads.count)),
-                                        "backend": .string(backend.settings["backend"] ?? "")]
+                                        "backend": .string(backend.settings["backend"] ?? ""),
+                                        "openblas_kernels": .string(OpenBLASCore.kernelReport()), "kernels": .string(kernelInstructionSet)]
         out["image_model"] = .string(recipe.imageModel ?? resolveModelsFolder(defaultResNetName))
         out["text_model"] = .string(recipe.textModel ?? defaultTextModel())
         if let e = try? images() {

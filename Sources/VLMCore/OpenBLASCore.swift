@@ -15,6 +15,24 @@ public enum OpenBLASCore {
         return String(cString: p)
     }
 
+    /// The kernels in use and who chose them, for `vlm bench`, /info and the worker's info:
+    /// "SkylakeX", "SkylakeX (chosen by vlm for this CPU)", or — when OPENBLAS_CORETYPE in the
+    /// environment holds kernels weaker than the CPU runs — "Haswell (set by OPENBLAS_CORETYPE
+    /// in the environment; this CPU runs SkylakeX: unset it for faster products)".
+    public static func kernelReport(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        kernelReport(current: coreName, environment: environment, cpuFlags: cpuFlags())
+    }
+
+    /// Pure, for tests.
+    public static func kernelReport(current: String, environment: [String: String], cpuFlags: Set<String>) -> String {
+        guard let set = environment["OPENBLAS_CORETYPE"] else { return current }
+        if environment["VLM_REEXECUTED"] == "1" { return "\(current) (chosen by vlm for this CPU)" }
+        if let better = recommendedCoreType(current: current, cpuFlags: cpuFlags) {
+            return "\(current) (set by OPENBLAS_CORETYPE=\(set) in the environment; this CPU runs \(better): unset it for faster products)"
+        }
+        return "\(current) (set by OPENBLAS_CORETYPE=\(set) in the environment)"
+    }
+
     static let avx512Cores: Set<String> = ["skylakex", "cooperlake", "sapphirerapids"]
     static let avx2Cores: Set<String> = avx512Cores.union(["haswell", "zen", "excavator"])
 

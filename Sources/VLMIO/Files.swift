@@ -179,6 +179,8 @@ public struct FileStatus: Equatable, Sendable {
     public var kind: FileKind
     public var size: UInt64
     public var mtimeNanoseconds: Int64
+    public var device: UInt64
+    public var inode: UInt64
 
     /// Follows symbolic links unless `followLinks` is false; nil with errno set when the path
     /// cannot be examined.
@@ -208,7 +210,12 @@ public struct FileStatus: Equatable, Sendable {
         kind = FileKind(mode: st.st_mode)
         size = UInt64(max(0, st.st_size))
         mtimeNanoseconds = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
     }
+
+    /// Whether both name one file (device and inode).
+    public func isSameFile(as other: FileStatus) -> Bool { device == other.device && inode == other.inode }
 }
 
 /// strerror(errno) in lower case, as messages here say it ("no such file or directory").
@@ -252,6 +259,7 @@ public final class InputFile {
         fd = f
         owned = true
         status = st
+        if let st, st.kind == .regular { ReadFiles.record(path, st) }
     }
 
     /// Reads an already open descriptor (its own duplicate, from the start), named `name`.
@@ -310,14 +318,18 @@ public final class InputFile {
         return out
     }
 
-    /// Everything to the end; more than `limit` bytes is an error.
+    /// Everything to the end; more than `limit` bytes is an error (at once for a regular file
+    /// whose size says so).
     public func readAll(limit: Int = 1 << 34) throws -> Data {
+        if let status, status.kind == .regular, status.size > UInt64(limit) {
+            throw IOError.cannotOpen(path: name, reason: "\(status.size) bytes, over the \(byteCount(UInt64(limit))) a file of this kind may hold")
+        }
         var data = Data()
         while true {
             let chunk = try read(upTo: 1 << 20)
             if chunk.isEmpty { return data }
             data.append(contentsOf: chunk)
-            if data.count > limit { throw IOError.cannotOpen(path: name, reason: "larger than \(limit) bytes") }
+            if data.count > limit { throw IOError.cannotOpen(path: name, reason: "over the \(byteCount(UInt64(limit))) a file of this kind may hold") }
         }
     }
 
@@ -544,9 +556,14 @@ public final class AtomicFileWriter {
     public let target: String
     private let temporary: String
     private var sink: FileSink?
+    /// Whether the target may be a file this process read (`ReadFiles`): only a download that
+    /// replaces a file it checksummed. Otherwise such a target is refused at `commit()`, so no
+    /// command can destroy its own model, vocabulary or input with an output.
+    private let mayReplaceRead: Bool
 
-    public init(path: String) throws {
+    public init(path: String, mayReplaceRead: Bool = false) throws {
         self.path = path
+        self.mayReplaceRead = mayReplaceRead
         target = try resolveSymlinks(path)
         let dir = (target as NSString).deletingLastPathComponent
         let name = (target as NSString).lastPathComponent
@@ -579,6 +596,10 @@ public final class AtomicFileWriter {
         try s.sync()
         close(s.fd)
         sink = nil
+        if !mayReplaceRead, let st = FileStatus.of(target), let read = ReadFiles.matching(st).first {
+            unlink(temporary)
+            throw IOError.cannotWrite(path: path, reason: "is \(read == path ? "" : "the same file as \(read), ")a file this command read; it is left as it was (choose another output)")
+        }
         if rename(temporary, target) != 0 {
             let reason = errnoMessage()
             unlink(temporary)
@@ -607,14 +628,27 @@ public enum FileBytes {
         let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw IOError.cannotOpen(path: name, reason: errnoMessage()) }
         defer { close(fd) }
+        // The size on the opened descriptor first: a file over the limit (a huge sparse one,
+        // say) is refused before a byte of memory is taken for it.
+        let status = FileStatus.of(fd: fd)
+        if let status, status.kind == .regular, status.size > UInt64(limit) {
+            throw IOError.cannotOpen(path: name, reason: "\(status.size) bytes, larger than \(limit) bytes")
+        }
         let dict = Thread.current.threadDictionary
         let buffer: Buffer
         if let b = dict[key] as? Buffer { buffer = b } else { buffer = Buffer(); dict[key] = buffer }
+        // A buffer grown past 64 MiB for one large file is not kept for the next.
+        defer {
+            if buffer.capacity > 64 << 20 {
+                buffer.bytes?.deallocate()
+                (buffer.bytes, buffer.capacity) = (nil, 0)
+            }
+        }
         var size = 0
         while true {
             if size == buffer.capacity {
                 if buffer.capacity >= limit + 1 { throw IOError.cannotOpen(path: name, reason: "larger than \(limit) bytes") }
-                let hint = size == 0 ? Int(FileStatus.of(fd: fd)?.size ?? 0) + 1 : 0
+                let hint = size == 0 ? Int(status?.size ?? 0) + 1 : 0
                 let grown = min(limit + 1, max(buffer.capacity * 2, hint, 1 << 20))
                 let p = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 64)
                 if let old = buffer.bytes { p.copyMemory(from: old, byteCount: size); old.deallocate() }

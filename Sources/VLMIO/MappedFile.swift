@@ -26,6 +26,7 @@ public final class MappedFile {
         if (st.st_mode & S_IFMT) == S_IFDIR { throw IOError.cannotOpen(path: path, reason: "is a directory") }
         if (st.st_mode & S_IFMT) != S_IFREG { throw IOError.cannotOpen(path: path, reason: "not a regular file") }
         size = Int(st.st_size)
+        ReadFiles.record(path, FileStatus(st))
         if size == 0 {
             base = nil
         } else {

@@ -81,6 +81,11 @@ public final class SafetensorsFile {
     /// Tensor names in the order their data appears in the file.
     public var names: [String] { tensors.values.sorted { ($0.begin, $0.name) < ($1.begin, $1.name) }.map(\.name) }
 
+    /// The header limit of the reference reader (safetensors' MAX_HEADER_SIZE).
+    public static let maxHeaderBytes: UInt64 = 100_000_000
+    /// The most tensors one file may hold; the largest published checkpoints hold ~100,000.
+    public static let maxTensors = ShardedCheckpoint.maxTensors
+
     public init(path: String) throws {
         self.path = path
         file = try MappedFile(path: path)
@@ -89,6 +94,9 @@ public final class SafetensorsFile {
         let headerLength: UInt64 = file.withBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian }
         guard headerLength <= UInt64(size - 8) else {
             throw SafetensorsError.headerPastEnd(path: path, headerLength: headerLength, fileSize: size)
+        }
+        guard headerLength <= SafetensorsFile.maxHeaderBytes else {
+            throw SafetensorsError.headerNotJSON(path: path, reason: "its \(headerLength)-byte header is over the \(SafetensorsFile.maxHeaderBytes) bytes the format allows (safetensors' own reader refuses it too)")
         }
         let headerData = file.withBytes { Data($0[8..<(8 + Int(headerLength))]) }
         dataStart = 8 + Int(headerLength)
@@ -99,6 +107,9 @@ public final class SafetensorsFile {
         }
         guard let entries = root.objectValue else {
             throw SafetensorsError.headerNotJSON(path: path, reason: "the top level is not an object")
+        }
+        guard entries.count <= SafetensorsFile.maxTensors + 1 else {
+            throw SafetensorsError.headerNotJSON(path: path, reason: "its header lists \(entries.count) entries, over the \(SafetensorsFile.maxTensors) tensors a checkpoint may hold")
         }
         var infos: [String: TensorInfo] = [:]
         var meta: [String: String] = [:]

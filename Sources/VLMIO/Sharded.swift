@@ -29,24 +29,32 @@ public final class ShardedCheckpoint: Checkpoint {
 
     /// Shards at most (each is a mapped file); the largest models ship a few hundred.
     static let maxShards = 4096
+    /// The largest index read, and the most tensors it may name: the largest published
+    /// checkpoints (about 100,000 tensors) have indexes of about 10 MB.
+    public static let maxIndexBytes = 16 << 20
+    public static let maxTensors = 262_144
 
     /// `data`: the index's bytes when already read (else read from `indexPath`).
-    public init(indexPath: String, data given: Data? = nil, open: (String) throws -> Checkpoint = { try Checkpoints.open($0) }) throws {
+    public init(indexPath: String, data given: Data? = nil, open: (String) throws -> Checkpoint = { try Checkpoints.openWeightsFile($0) }) throws {
         path = indexPath
         func fail(_ m: String) -> TorchCheckpointError { TorchCheckpointError(indexPath, m) }
-        guard let data = given ?? FileManager.default.contents(atPath: indexPath) else {
-            throw IOError.cannotOpen(path: indexPath, reason: errno == ENOENT ? "no such file" : errnoMessage(errno))
+        let data = try given ?? readSmallFile(indexPath, limit: Self.maxIndexBytes, what: "a sharded checkpoint's index")
+        guard data.count <= Self.maxIndexBytes else {
+            throw fail("an index of \(data.count) bytes is over the \(byteCount(UInt64(Self.maxIndexBytes))) a checkpoint index may hold")
         }
-        guard data.count <= 64 << 20 else { throw fail("an index of \(data.count) bytes is not a checkpoint index (over 64 MiB)") }
         guard case .object(let top)? = JSONValue.parse(data) else { throw fail("not a JSON object (a sharded checkpoint's index)") }
         guard case .object(let map)? = top["weight_map"] else { throw fail("no \"weight_map\" object naming each tensor's shard") }
         guard !map.isEmpty else { throw fail("the weight_map is empty") }
+        guard map.count <= Self.maxTensors else { throw fail("the weight_map names \(map.count) tensors, over the \(Self.maxTensors) a checkpoint may hold") }
         var shardOf: [String: String] = [:]
         for (tensor, v) in map {
             guard case .string(let file) = v else { throw fail("weight_map[\"\(tensor.prefix(100))\"] is \(v.typeName), not a shard's file name") }
             let parts = file.split(separator: "/", omittingEmptySubsequences: false)
             guard !file.isEmpty, parts.count == 1, file != ".", file != "..", !file.utf8.contains(0) else {
                 throw fail("weight_map[\"\(tensor.prefix(100))\"] names \(jsonString(String(file.prefix(200)))): a shard must be a file beside the index")
+            }
+            guard !file.hasSuffix(".json") else {
+                throw fail("weight_map[\"\(tensor.prefix(100))\"] names \(jsonString(String(file.prefix(200)))), an index or JSON file: a shard must be a weights file (safetensors or torch.save)")
             }
             shardOf[tensor] = file
         }
@@ -98,4 +106,39 @@ public final class ShardedCheckpoint: Checkpoint {
         guard let s = shard(name) else { throw TorchCheckpointError(path, "no tensor '\(name)'") }
         return try s.storedBytes(name)
     }
+}
+
+// MARK: - A checkpoint saved inside a wrapper module
+
+/// The first key component every tensor name shares ("backbone." for `backbone.conv1.weight`,
+/// `backbone.fc.bias`, …); nil when the names do not all share one.
+public func sharedKeyPrefix(_ names: [String]) -> String? {
+    guard let first = names.first, let dot = first.firstIndex(of: ".") else { return nil }
+    let prefix = String(first[...dot])
+    return names.allSatisfy { $0.hasPrefix(prefix) && $0.count > prefix.count } ? prefix : nil
+}
+
+/// A checkpoint read with one key prefix removed from every name (a model saved inside a
+/// wrapper: `backbone.`, `model.`, `encoder.`, DataParallel's `module.` in safetensors).
+public final class PrefixStrippedCheckpoint: Checkpoint {
+    public let base: Checkpoint
+    public let prefix: String
+    public let tensorNames: [String]
+
+    public init(_ base: Checkpoint, prefix: String) {
+        precondition(base.tensorNames.allSatisfy { $0.hasPrefix(prefix) })
+        self.base = base
+        self.prefix = prefix
+        tensorNames = base.tensorNames.map { String($0.dropFirst(prefix.count)) }
+    }
+
+    public var path: String { base.path }
+    public var formatName: String { base.formatName }
+    public var layoutNote: String? {
+        ((base.layoutNote.map { [$0] } ?? []) + ["the '\(prefix)' prefix every key carried removed"]).joined(separator: "; ")
+    }
+    public func dtype(of name: String) -> DType? { base.dtype(of: prefix + name) }
+    public func shape(of name: String) -> [Int]? { base.shape(of: prefix + name) }
+    public func floatTensor(_ name: String) throws -> Tensor { try base.floatTensor(prefix + name) }
+    public func storedBytes(_ name: String) throws -> Data { try base.storedBytes(prefix + name) }
 }

@@ -44,13 +44,60 @@ public enum Checkpoints {
     /// `….index.json` is a sharded checkpoint's index.
     public static func open(_ path: String) throws -> Checkpoint {
         if path.hasSuffix(".index.json") { return try ShardedCheckpoint(indexPath: path) }
+        return try openWeightsFile(path)
+    }
+
+    /// One file of tensors, never an index: what a sharded checkpoint's index may name (an
+    /// index naming an index, itself included, would recurse without end).
+    public static func openWeightsFile(_ path: String) throws -> Checkpoint {
         let file = try MappedFile(path: path)
-        if let kind = file.withBytes(TorchCheckpoint.format(of:)) { return try TorchCheckpoint(file: file, format: kind) }
-        let isTar = file.withBytes { b in b.count >= 262 && Array(b[257..<262]) == Array("ustar".utf8) }
-        if isTar {
-            throw TorchCheckpointError(path, "a tar-format checkpoint (torch before 0.4) is not supported; load it in PyTorch and save it again with torch.save")
+        if let kind = file.withBytes(TorchCheckpoint.format(of:)) {
+            if kind == .zip, let other = file.withBytes({ foreignZip($0, path: path) }) { throw TorchCheckpointError(path, other) }
+            return try TorchCheckpoint(file: file, format: kind)
         }
+        if let other = file.withBytes({ foreignFormat($0, path: path) }) { throw TorchCheckpointError(path, other) }
         return try SafetensorsFile(path: path)
+    }
+
+    /// What a file vlm does not read is, by its first bytes (and, for ONNX's protobuf, which has
+    /// no magic, its name or the shape of its first fields): nil when it may be safetensors.
+    static func foreignFormat(_ b: UnsafeRawBufferPointer, path: String) -> String? {
+        func starts(_ magic: [UInt8], at offset: Int = 0) -> Bool {
+            b.count >= offset + magic.count && zip(b[offset..<(offset + magic.count)], magic).allSatisfy { $0 == $1 }
+        }
+        let unsupported = "vlm reads safetensors and torch.save checkpoints only"
+        if starts([0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            return "an HDF5 file (TensorFlow's tf_model.h5 or a Keras .h5 model), not a checkpoint vlm reads; \(unsupported): load it in transformers with from_tf=True and save_pretrained, or convert it to safetensors"
+        }
+        if b.count >= 262 && Array(b[257..<262]) == Array("ustar".utf8) {
+            return "a tar-format checkpoint (torch before 0.4) is not supported; load it in PyTorch and save it again with torch.save"
+        }
+        if starts(Array("GGUF".utf8)) { return "a GGUF file (llama.cpp), not a checkpoint vlm reads; \(unsupported)" }
+        if starts(Array("TFL3".utf8), at: 4) { return "a TensorFlow Lite model, not a checkpoint vlm reads; \(unsupported)" }
+        if starts([0x93] + Array("NUMPY".utf8)) { return "a NumPy .npy array, not a checkpoint; \(unsupported)" }
+        // ONNX's ModelProto: field 1 (ir_version, a small varint) first, then another field.
+        let onnxShaped = b.count >= 4 && b[0] == 0x08 && (1...15).contains(b[1]) && [0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42].contains(b[2])
+        let lower = path.lowercased()
+        if onnxShaped || lower.hasSuffix(".onnx") {
+            return "an ONNX model, not a checkpoint vlm reads; \(unsupported): export the PyTorch model's state_dict with torch.save or safetensors instead"
+        }
+        if lower.hasSuffix(".pb") || lower.hasSuffix(".tflite") || lower.hasSuffix(".msgpack") {
+            return "a \(lower.hasSuffix(".msgpack") ? "Flax (msgpack)" : "TensorFlow") model file, not a checkpoint vlm reads; \(unsupported)"
+        }
+        return nil
+    }
+
+    /// A zip that is not torch.save's: a Keras 3 .keras archive, a NumPy .npz.
+    static func foreignZip(_ b: UnsafeRawBufferPointer, path: String) -> String? {
+        guard let zip = try? ZipArchive(bytes: b, path: path) else { return nil }
+        let names = Set(zip.entries.map(\.name))
+        if names.contains("model.weights.h5") || (names.contains("metadata.json") && names.contains("config.json") && !names.contains(where: { $0.hasSuffix("data.pkl") })) {
+            return "a Keras .keras archive, not a checkpoint vlm reads; vlm reads safetensors and torch.save checkpoints only"
+        }
+        if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) {
+            return "a NumPy .npz archive, not a checkpoint; vlm reads safetensors and torch.save checkpoints only"
+        }
+        return nil
     }
 }
 

@@ -148,13 +148,16 @@ public let imageExtensions: Set<String> = ["jpg", "jpeg", "jpe", "png"]
 /// Expands arguments: a folder is walked recursively (symbolic links to files followed, to
 /// folders not, so a loop cannot trap the walk), taking files with an image extension in byte
 /// order; anything else is taken as named. Names are bytes throughout.
-public func expandImagePaths(_ args: [RawPath], into list: PathList) throws {
+/// `emptyFoldersAsItems`: a folder holding no image becomes one item (an error row naming it)
+/// instead of adding nothing — for the lines of a --list, where nothing else would say so.
+public func expandImagePaths(_ args: [RawPath], into list: PathList, emptyFoldersAsItems: Bool = false) throws {
     for p in args {
         if let st = FileStatus.of(p), st.kind == .directory {
             var found: [RawPath] = []
             try walk(p, into: &found)
             found.sort { $0.bytes.lexicographicallyPrecedes($1.bytes) }
             for f in found { list.append(f, walked: true) }
+            if found.isEmpty && emptyFoldersAsItems { list.append(p, walked: false) }
         } else {
             list.append(p, walked: false)   // missing or unreadable paths become item errors
         }
@@ -199,19 +202,20 @@ private func walk(_ dir: RawPath, into found: inout [RawPath]) throws {
 /// The image paths of arguments (folders walked), a --list (one per line; blank lines
 /// ignored) and a --list0 (NUL-separated). Names stay bytes throughout.
 public func listImages(images: [String], list: String?, list0: String?) throws -> PathList {
-    var args = images.map { RawPath($0) }
+    var listed: [RawPath] = []
     if let list {
         var reader = LineReader(try InputFile(list, what: "the list of images"))
         while let line = try reader.nextLine() {
-            if !line.isEmpty { args.append(RawPath(bytes: line)) }
+            if !line.isEmpty { listed.append(RawPath(bytes: line)) }
         }
     }
     if let list0 {
         let data = try InputFile(list0, what: "the list of images").readAll()
-        for name in data.split(separator: 0, omittingEmptySubsequences: true) { args.append(RawPath(bytes: Array(name))) }
+        for name in data.split(separator: 0, omittingEmptySubsequences: true) { listed.append(RawPath(bytes: Array(name))) }
     }
     let paths = PathList()
-    try expandImagePaths(args, into: paths)
+    try expandImagePaths(images.map { RawPath($0) }, into: paths)
+    try expandImagePaths(listed, into: paths, emptyFoldersAsItems: true)
     return paths
 }
 

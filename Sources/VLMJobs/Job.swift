@@ -208,6 +208,8 @@ public final class Job {
                                                  concurrentUnits: Int = 1) throws -> JobSummary
     where S.Value == E.Value {
         precondition(unitSize > 0 && definition.items == source.count && definition.dim == encoder.dim)
+        // Again now that the models are loaded: -o may not replace a file they were read from.
+        try refuseOutput(settings.output, overwriting: [])
         folderIsOnlyOurs = false
         let total = source.count
         let sink: RowSink

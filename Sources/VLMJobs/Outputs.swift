@@ -21,19 +21,19 @@ public enum OutputTarget {
     case file(path: String, target: String)
 
     /// Checks `path` and opens a stream target; a regular-file target is only checked (its
-    /// folder exists and it is not a folder itself).
-    public static func resolve(_ path: String) throws -> OutputTarget {
+    /// folder exists and it is not a folder itself). `example`: a file name to suggest.
+    public static func resolve(_ path: String, example: String = "features.npy") throws -> OutputTarget {
         if path == "-" { return .stream(.standardOutput, kind: nil) }
         if path.isEmpty { throw IOError.cannotWrite(path: "\"\"", reason: "an empty path is not an output file; use -o FILE or -o - for stdout") }
         if path.hasSuffix("/") {
-            throw IOError.cannotWrite(path: path, reason: "names a folder (it ends in /); name a file, e.g. -o \(path)features.npy")
+            throw IOError.cannotWrite(path: path, reason: "names a folder (it ends in /); name a file, e.g. -o \(path)\(example)")
         }
         let target = try resolveSymlinks(path)
         if let st = FileStatus.of(target) {
             switch st.kind {
             case .regular: break
             case .directory:
-                throw IOError.cannotWrite(path: path, reason: "is a folder; name a file in it, e.g. -o \((path as NSString).appendingPathComponent("features.npy"))")
+                throw IOError.cannotWrite(path: path, reason: "is a folder; name a file in it, e.g. -o \((path as NSString).appendingPathComponent(example))")
             case .fifo:
                 return .fifo(path: path)
             default:
@@ -72,17 +72,69 @@ public enum OutputTarget {
     }
 }
 
-/// Refuses an output that is one of the job's own input files (the finished output would
-/// replace it: an input lost with exit 0) — or, with `sidecars`, whose `.ids.txt` or
-/// `.errors.jsonl` beside it is. Only a regular file is replaced: `-` and anything else (a
-/// FIFO, a terminal, /dev/null) is written as a stream and never refused.
+/// The files written beside a regular-file output.
+public let outputSidecars = [".ids.txt", ".errors.jsonl"]
+
+/// Refuses an output that would replace a file this job reads — one of `inputs`, or any file
+/// the process has read so far (`ReadFiles`: model weights, shards, configs, vocabularies,
+/// PCA and label files) — or, with `sidecars`, whose `.ids.txt` or `.errors.jsonl` beside it
+/// is one; an output inside another job's partial folder; and an output that is another
+/// output's sidecar (`-o A.npy.ids.txt` beside `A.npy` or its running job). Only a regular
+/// file is replaced: `-` and anything else (a FIFO, a terminal, /dev/null) is written as a
+/// stream and never refused. Jobs call it again once their models are loaded.
 public func refuseOutput(_ output: String, overwriting inputs: [String], sidecars: Bool = true) throws {
     guard output != "-" else { return }
-    for target in [output] + (sidecars ? [output + ".ids.txt", output + ".errors.jsonl"] : [])
-    where FileStatus.of(target)?.kind == .regular {
-        for input in inputs where input != "-" && FileStatus.sameFile(input, target) {
-            let what = target == output ? "-o is" : "-o's \((target as NSString).lastPathComponent) beside it is"
-            throw OptionError("\(output): \(what) \(input == target ? "" : "the same file as ")\(input), an input of this job, which the output would replace; choose another -o")
+    if let st = FileStatus.of(output), st.kind != .regular { return }
+    let target = (try? resolveSymlinks(output)) ?? output
+    try refuseJobFolder(output, target: target)
+    for path in [output] + (sidecars ? outputSidecars.map { output + $0 } : []) {
+        guard let st = FileStatus.of(path), st.kind == .regular else { continue }
+        let named = inputs.filter { $0 != "-" && FileStatus.of($0).map { $0.isSameFile(as: st) } == true }
+        guard let input = named.first ?? ReadFiles.matching(st).first else { continue }
+        let what = path == output ? "-o is" : "-o's \((path as NSString).lastPathComponent) beside it is"
+        let role = named.isEmpty ? "a file this job reads" : "an input of this job"
+        throw OptionError("\(output): \(what) \(input == path ? "" : "the same file as ")\(input), \(role), which the output would replace; choose another -o")
+    }
+}
+
+/// Refuses an output that is one of the job's images (`vlm embed-image photo.jpg -o photo.jpg`),
+/// through a link too. Only entries with the output's own file name are examined.
+public func refuseOutput(_ output: String, amongImages paths: PathList) throws {
+    guard output != "-", let st = FileStatus.of(output), st.kind == .regular else { return }
+    let name = Array(((try? resolveSymlinks(output)) ?? output).utf8.split(separator: 0x2F).last ?? [])
+    let given = Array(output.utf8.split(separator: 0x2F).last ?? [])
+    for i in 0..<paths.count {
+        let p = paths[i]
+        guard p.bytes.suffix(name.count).elementsEqual(name) || p.bytes.suffix(given.count).elementsEqual(given) else { continue }
+        if let s = FileStatus.of(p), s.isSameFile(as: st) {
+            throw OptionError("\(output): -o is the image \(p.description), an input of this job, which the output would replace; choose another -o")
+        }
+    }
+}
+
+/// `-o` inside a job's partial folder, or onto the sidecar of another output (finished or
+/// being written), would replace that job's files under it.
+private func refuseJobFolder(_ output: String, target: String) throws {
+    /// The folder holding `p` ("" for a bare name), by bytes.
+    func parent(_ p: String) -> String {
+        var b = Array(p.utf8)
+        while b.count > 1 && b.last == 0x2F { b.removeLast() }
+        guard let slash = b.lastIndex(of: 0x2F) else { return "" }
+        return slash == 0 ? "/" : String(decoding: b[..<slash], as: UTF8.self)
+    }
+    let absolute = target.hasPrefix("/") ? target : FileManager.default.currentDirectoryPath + "/" + target
+    var dir = parent(absolute)
+    while !dir.isEmpty && dir != "/" {
+        if dir.hasSuffix(".partial"), FileStatus.of(dir + "/job.json", followLinks: false) != nil {
+            throw OptionError("\(output): is inside \(dir), the partial state of another vlm job's output, which it would corrupt; choose another -o")
+        }
+        dir = parent(dir)
+    }
+    for suffix in outputSidecars where target.hasSuffix(suffix) {
+        let owner = String(target.dropLast(suffix.count))
+        guard !owner.isEmpty else { continue }
+        if FileStatus.of(owner)?.kind == .regular || FileStatus.of(owner + ".partial", followLinks: false) != nil {
+            throw OptionError("\(output): is the \(suffix.dropFirst()) of the output \(owner), which this job would replace; choose another -o")
         }
     }
 }

@@ -62,6 +62,8 @@ final class PartialSink: RowSink {
     let rowsBase: UInt64
     private var rowsFile, idsFile, errorsFile, journalFile: FileSink
     private(set) var last: UnitRecord?
+    /// The record before `last`: where the last unit's bytes begin.
+    private var beforeLast: UnitRecord?
 
     var doneItems: Int { last?.end ?? 0 }
     var failures: Int { last?.failures ?? 0 }
@@ -171,6 +173,7 @@ final class PartialSink: RowSink {
                                     input: inputDigest, data: hash.finalizeHex())
             try journalFile.write(record.line)
             try journalFile.sync()
+            beforeLast = last
             last = record
         } catch let IOError.cannotWrite(path, reason) {
             throw InputError("\(path): cannot write: \(reason); the \(doneItems) items done so far are kept in \(folder): run the same command with --resume once that is fixed")
@@ -220,6 +223,7 @@ final class PartialSink: RowSink {
             guard try identity(unit) == r.input else {
                 return (good, goodBytes, "the inputs of unit \(unit + 1) changed since they were embedded")
             }
+            beforeLast = good
             good = r
             goodBytes = reader.offset
         }
@@ -255,6 +259,8 @@ final class PartialSink: RowSink {
         guard fileSize(rowsFile) == rowsEnd, fileSize(idsFile) == (last?.idsBytes ?? 0) else {
             throw InputError("\(folder): the job's files disagree with its journal; run again with --resume to repair, or delete the folder")
         }
+        try checkOwnFiles()
+        try refuseOutput(output, overwriting: [])
         // Sidecars first, the main file last: when it exists, its sidecars do.
         let errorsPath = target + ".errors.jsonl"
         if failures > 0 {
@@ -280,6 +286,25 @@ final class PartialSink: RowSink {
         }
         try removeTree(folder)
         return JobSummary(items: items, rows: rows, failures: failures, errorsFile: failures > 0 ? errorsPath : nil)
+    }
+
+    /// Before publishing: each partial file is still the one this job opened (no other process
+    /// put a file of its own under its name), and the rows, ids and errors end in the bytes the
+    /// last unit's record hashed — only that unit is read again, never the whole output.
+    private func checkOwnFiles() throws {
+        for f in [rowsFile, idsFile, errorsFile, journalFile] {
+            guard let mine = FileStatus.of(fd: f.fd), let named = FileStatus.of(f.name, followLinks: false), mine.isSameFile(as: named) else {
+                throw InputError("\(f.name): no longer the file this job wrote (replaced by another process?); nothing was published: run again with --resume")
+            }
+        }
+        guard let last else { return }
+        var hash = SHA256()
+        try hashRange(rowsFile, beforeLast?.rowsBytes ?? rowsBase, last.rowsBytes, into: &hash)
+        hash.update(try readRange(idsFile, beforeLast?.idsBytes ?? 0, last.idsBytes))
+        hash.update(try readRange(errorsFile, beforeLast?.errorsBytes ?? 0, last.errorsBytes))
+        guard hash.finalizeHex() == last.data, fileSize(errorsFile) == last.errorsBytes else {
+            throw InputError("\(folder): the last unit's rows, ids or errors no longer match its record (changed by another process?); nothing was published: run again with --resume")
+        }
     }
 
     /// Puts a partial file in place as `path`: a hard link under a temporary name, renamed onto

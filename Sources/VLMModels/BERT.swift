@@ -78,8 +78,9 @@ public struct BertConfig: Decodable, Equatable, Sendable {
 
     /// Reads and checks config.json; errors name the file.
     public static func load(path: String) throws -> BertConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw WeightError.unrecognized(source: path, reason: "cannot read config.json (missing or unreadable)")
+        let data: Data
+        do { data = try readJSONFile(path, what: "the model's config.json") } catch let e as IOError {
+            throw WeightError.unrecognized(source: path, reason: "cannot read config.json (\(e.description.dropFirst(path.count + 2)))")
         }
         let cfg: BertConfig
         // model_type first: a RoBERTa, XLM-R or MPNet config reads as BERT settings, but those
@@ -105,19 +106,25 @@ public struct BertConfig: Decodable, Equatable, Sendable {
             }
         } catch DecodingError.keyNotFound(let key, _) {
             throw WeightError.unrecognized(source: path, reason: "missing key '\(key.stringValue)'")
-        } catch DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx) where !ctx.codingPath.isEmpty {
+        } catch DecodingError.typeMismatch(_, let ctx) where !ctx.codingPath.isEmpty {
             throw WeightError.unrecognized(source: path, reason: "key '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type")
+        } catch DecodingError.valueNotFound(_, let ctx) where !ctx.codingPath.isEmpty {
+            throw WeightError.unrecognized(source: path, reason: "key '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' is null")
         } catch {
-            throw WeightError.unrecognized(source: path, reason: "not a JSON object of BERT settings")
+            throw WeightError.unrecognized(source: path, reason: "not a JSON object of \(kind == "distilbert" ? "DistilBERT" : "BERT") settings")
         }
-        for (name, v) in [("hidden_size", cfg.hiddenSize), ("num_hidden_layers", cfg.numHiddenLayers),
-                          ("num_attention_heads", cfg.numAttentionHeads), ("intermediate_size", cfg.intermediateSize),
+        // Each setting by the name the file uses (DistilBERT's config names them its own way).
+        let distil = cfg.isDistilBERT
+        let names = (hidden: distil ? "dim" : "hidden_size", layers: distil ? "n_layers" : "num_hidden_layers",
+                     heads: distil ? "n_heads" : "num_attention_heads", intermediate: distil ? "hidden_dim" : "intermediate_size")
+        for (name, v) in [(names.hidden, cfg.hiddenSize), (names.layers, cfg.numHiddenLayers),
+                          (names.heads, cfg.numAttentionHeads), (names.intermediate, cfg.intermediateSize),
                           ("max_position_embeddings", cfg.maxPositionEmbeddings), ("vocab_size", cfg.vocabSize),
-                          ("type_vocab_size", cfg.isDistilBERT ? 1 : cfg.typeVocabSize)] where v <= 0 {
+                          ("type_vocab_size", distil ? 1 : cfg.typeVocabSize)] where v <= 0 {
             throw WeightError.unrecognized(source: path, reason: "\(name) must be positive, got \(v)")
         }
         if cfg.hiddenSize % cfg.numAttentionHeads != 0 {
-            throw WeightError.unrecognized(source: path, reason: "hidden_size \(cfg.hiddenSize) is not a multiple of num_attention_heads \(cfg.numAttentionHeads)")
+            throw WeightError.unrecognized(source: path, reason: "\(names.hidden) \(cfg.hiddenSize) is not a multiple of \(names.heads) \(cfg.numAttentionHeads)")
         }
         if !(cfg.layerNormEps >= 0 && cfg.layerNormEps < 1) {
             throw WeightError.unrecognized(source: path, reason: "layer_norm_eps \(cfg.layerNormEps) is not in [0, 1)")

@@ -51,7 +51,11 @@ public struct SentenceTransformerConfig: Equatable, Sendable {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, at path: String, what: String) throws -> T? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard FileStatus.of(path) != nil else { return nil }
+        let data: Data
+        do { data = try readJSONFile(path, what: what) } catch let e as IOError {
+            throw WeightError.unrecognized(source: path, reason: "cannot read \(what) (\(e.description.dropFirst(path.count + 2)))")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch {
@@ -155,7 +159,7 @@ public struct TextModelFolder {
     static func modelMaxLength(folder: String) -> Int? {
         struct File: Decodable { var model_max_length: Double? }
         let path = (folder as NSString).appendingPathComponent("tokenizer_config.json")
-        guard let data = FileManager.default.contents(atPath: path),
+        guard FileStatus.of(path) != nil, let data = try? readJSONFile(path, what: "tokenizer_config.json"),
               let v = (try? JSONDecoder().decode(File.self, from: data))?.model_max_length,
               v >= 2, v < 1e9, v == v.rounded() else { return nil }
         return Int(v)
@@ -193,18 +197,23 @@ public final class TextEncoder {
     public var defaultNormalize: Bool { files.defaultNormalize }
     public var defaultMaxLength: Int { files.defaultMaxLength }
 
+    /// The wrapper prefix removed from every weight's key, if any (`openWeights`).
+    public let strippedPrefix: String?
+
     /// Loads the folder's tokenizer, settings and weights, prepared for `backend`.
     public init(folder: String, backend: any Backend, allowNonFinite: Bool = false) throws {
         let files = try TextModelFolder(folder: folder)
         self.files = files
         let config = files.config
         let weights = try openWeights(try weightsInFolder(folder))
+        strippedPrefix = (weights as? PrefixStrippedCheckpoint)?.prefix
         do {
-            model = try BertModel(config: config, source: weights, backend: backend, allowNonFinite: allowNonFinite)
+            model = try explainingSharedPrefix(weights) { try BertModel(config: config, source: weights, backend: backend, allowNonFinite: allowNonFinite) }
         } catch let WeightError.shapeMismatch(source, key, expected, got) {
             throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(files.path("config.json")) implies \(WeightError.shapeText(expected))")
-        } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") {
-            throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(files.path("config.json")) says num_hidden_layers \(config.numHiddenLayers))")
+        } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") || key.hasPrefix("transformer.layer.") {
+            let name = config.isDistilBERT ? "n_layers" : "num_hidden_layers"
+            throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(files.path("config.json")) says \(name) \(config.numHiddenLayers))")
         }
     }
 

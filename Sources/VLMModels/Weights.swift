@@ -25,15 +25,48 @@ extension TorchCheckpoint: TensorSource {
     public var keys: [String] { tensorNames }
 }
 
-/// A checkpoint of either kind, as a tensor source: safetensors, or a torch.save file.
+/// A checkpoint of either kind, as a tensor source: safetensors, or a torch.save file. When
+/// every key carries one wrapper prefix (`backbone.conv1.weight`: a model saved inside another
+/// module) and the keys without it are a layout vlm knows, the prefix is removed (its
+/// `layoutNote` says so).
 public func openWeights(_ path: String) throws -> any TensorSource & Checkpoint {
     let c = try Checkpoints.open(path)
+    if let prefix = sharedKeyPrefix(c.tensorNames), !isKnownLayout(c.tensorNames),
+       isKnownLayout(c.tensorNames.map { String($0.dropFirst(prefix.count)) }) {
+        return PrefixStrippedCheckpoint(c, prefix: prefix)
+    }
     if let s = c as? SafetensorsFile { return s }
     if let s = c as? ShardedCheckpoint { return s }
     return c as! TorchCheckpoint
 }
 
+/// Runs `load` on `source`; a missing tensor in a checkpoint whose every key shares a prefix
+/// the tensor lacks says so (the prefix was not removed: without it the keys are no model vlm
+/// knows either).
+public func explainingSharedPrefix<T>(_ source: TensorSource, _ load: () throws -> T) throws -> T {
+    do {
+        return try load()
+    } catch let WeightError.missingTensor(name, key) {
+        guard let prefix = sharedKeyPrefix(source.keys), !key.hasPrefix(prefix) else { throw WeightError.missingTensor(source: name, key: key) }
+        throw WeightError.unrecognized(source: name, reason: "missing tensor '\(key)': every key in it starts with '\(prefix)', and without that prefix the keys are not a model vlm knows either")
+    }
+}
+
+/// Whether `keys` hold the root of a model vlm runs: a torchvision/timm ResNet, or a BERT-family
+/// encoder (bare, under `bert.`, or DistilBERT's).
+func isKnownLayout(_ keys: [String]) -> Bool {
+    let set = Set(keys)
+    if set.contains("conv1.weight") && set.contains("layer1.0.conv1.weight") { return true }
+    return ["embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight", "distilbert.embeddings.word_embeddings.weight"]
+        .contains(where: set.contains)
+}
+
 extension ShardedCheckpoint: TensorSource {
+    public var sourceName: String { path }
+    public var keys: [String] { tensorNames }
+}
+
+extension PrefixStrippedCheckpoint: TensorSource {
     public var sourceName: String { path }
     public var keys: [String] { tensorNames }
 }
@@ -54,6 +87,12 @@ public func weightsInFolder(_ folder: String) throws -> String {
     }
     if let index = names.first(where: { $0.hasSuffix(".index.json") }) {
         throw WeightError.unrecognized(source: folder, reason: "\(index) is not a sharded checkpoint's index vlm knows (model.safetensors.index.json or pytorch_model.bin.index.json); pass --model with the index file")
+    }
+    let kinds: [(suffix: String, what: String)] = [(".h5", "TensorFlow/Keras HDF5"), (".keras", "Keras"), (".onnx", "ONNX"),
+                                                   (".msgpack", "Flax"), (".gguf", "GGUF"), (".tflite", "TensorFlow Lite"), (".pb", "TensorFlow")]
+    let foreign = names.compactMap { n in kinds.first { n.lowercased().hasSuffix($0.suffix) }.map { "\(n) (\($0.what))" } }
+    if !foreign.isEmpty {
+        throw WeightError.unrecognized(source: folder, reason: "holds \(foreign.prefix(3).joined(separator: ", ")), which vlm does not read; it reads model.safetensors, pytorch_model.bin or a .pth/.pt checkpoint (convert the weights to safetensors first)")
     }
     throw WeightError.unrecognized(source: folder, reason: "no model.safetensors, pytorch_model.bin or .pth/.pt checkpoint in this folder")
 }

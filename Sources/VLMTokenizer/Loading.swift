@@ -4,6 +4,7 @@
 // BertTokenizerFast.__init__ does.
 
 import Foundation
+import VLMCore
 
 extension WordPieceTokenizer {
     public static func load(folder: String) throws -> WordPieceTokenizer {
@@ -25,7 +26,7 @@ extension WordPieceTokenizer {
         }
         if fm.fileExists(atPath: path("tokenizer.json")) {
             let tj = path("tokenizer.json")
-            guard let data = fm.contents(atPath: tj) else { throw TokenizerError.badFile(path: tj, reason: "cannot read") }
+            let data = try readTokenizerFile(tj, limit: 64 << 20)
             // Codable decoding skips what it does not model (the vocabulary, unless needed),
             // which keeps start-up short for scripts that embed one line at a time.
             let head: TokenizerJSON
@@ -73,7 +74,7 @@ extension WordPieceTokenizer {
         }
         if fm.fileExists(atPath: path("tokenizer_config.json")) {
             let tc = path("tokenizer_config.json")
-            guard let data = fm.contents(atPath: tc) else { throw TokenizerError.badFile(path: tc, reason: "cannot read") }
+            let data = try readTokenizerFile(tc, limit: 16 << 20)
             let cfg: TokenizerConfigJSON
             do { cfg = try JSONDecoder().decode(TokenizerConfigJSON.self, from: data) } catch {
                 throw TokenizerError.badFile(path: tc, reason: "not a JSON object of tokenizer settings")
@@ -189,9 +190,7 @@ func obj(forVocabIn data: Data, path: String) -> [String: Int]? {
 
 /// One token per line, "\n" or "\r\n" line ends.
 func readVocabTxt(_ path: String) throws -> [String] {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw TokenizerError.badFile(path: path, reason: "cannot read")
-    }
+    let data = try readTokenizerFile(path, limit: 32 << 20)
     guard let text = String(data: data, encoding: .utf8) else {
         throw TokenizerError.badFile(path: path, reason: "not valid UTF-8")
     }
@@ -223,4 +222,19 @@ struct TokenizerConfigJSON: Decodable {
             stripAccents = .some(try c.decodeNil(forKey: .stripAccents) ? nil : (try? c.decode(Bool.self, forKey: .stripAccents)))
         }
     }
+}
+
+/// A tokenizer file read whole, its size checked first (the largest real ones: a 250,000-token
+/// vocab.txt of ~5 MB, bge-m3's 17 MB tokenizer.json) and recorded as read (`ReadFiles`).
+func readTokenizerFile(_ path: String, limit: Int) throws -> Data {
+    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? 0
+    if size > limit {
+        throw TokenizerError.badFile(path: path, reason: "\(size) bytes, over the \(limit >> 20) MiB a tokenizer file may hold")
+    }
+    guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError.badFile(path: path, reason: "cannot read") }
+    guard data.count <= limit else {
+        throw TokenizerError.badFile(path: path, reason: "over the \(limit >> 20) MiB a tokenizer file may hold")
+    }
+    ReadFiles.record(path)
+    return data
 }

@@ -41,8 +41,9 @@ struct Convert: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        let source = try Checkpoints.open(try weightsFile(input))
-        let target = try OutputTarget.resolve(output)
+        let source = try openWeights(try weightsFile(input))
+        let target = try OutputTarget.resolve(output, example: "model.safetensors")
+        try refuseOutput(output, overwriting: [], sidecars: false)
         if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
         let names = source.tensorNames
         if let sink = try target.openStream() {

@@ -71,6 +71,7 @@ struct EmbedImage: ParsableCommand {
         if paths.count == 0 {
             throw InputError("no images in \((self.images + [list, list0].compactMap { $0 }).joined(separator: ", ")) (folders are searched for .jpg, .jpeg, .jpe and .png)")
         }
+        try refuseOutput(common.out.output, amongImages: paths)
         let source = ImageFileSource(paths: paths.slice(common.job.slice(paths.count)))
         try batch.run(source, projection.wrap(images, pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
     }

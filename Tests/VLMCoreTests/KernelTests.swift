@@ -272,6 +272,17 @@ final class OpenBLASCoreTests: XCTestCase {
         XCTAssertNil(OpenBLASCore.recommendedCoreType(environment: ["VLM_OPENBLAS_CORETYPE": "keep"]))
         XCTAssertFalse(OpenBLASCore.coreName.isEmpty)
     }
+
+    /// What bench, /info and the worker report: the kernels, and who chose them.
+    func testKernelReportSaysWhenTheEnvironmentChoseWeakerKernels() {
+        XCTAssertEqual(OpenBLASCore.kernelReport(current: "SkylakeX", environment: [:], cpuFlags: avx512), "SkylakeX")
+        XCTAssertEqual(OpenBLASCore.kernelReport(current: "Haswell", environment: ["OPENBLAS_CORETYPE": "Haswell"], cpuFlags: avx512),
+                       "Haswell (set by OPENBLAS_CORETYPE=Haswell in the environment; this CPU runs SkylakeX: unset it for faster products)")
+        XCTAssertEqual(OpenBLASCore.kernelReport(current: "Haswell", environment: ["OPENBLAS_CORETYPE": "Haswell"], cpuFlags: ["fma", "avx2"]),
+                       "Haswell (set by OPENBLAS_CORETYPE=Haswell in the environment)")
+        XCTAssertEqual(OpenBLASCore.kernelReport(current: "SkylakeX", environment: ["OPENBLAS_CORETYPE": "SkylakeX", "VLM_REEXECUTED": "1"], cpuFlags: avx512),
+                       "SkylakeX (chosen by vlm for this CPU)")
+    }
 }
 
 final class TransformerKernelTests: XCTestCase {

@@ -294,4 +294,55 @@ final class JobTests: XCTestCase {
             XCTAssertEqual(got.map(\.number), r.map { $0 + 1 })
         }
     }
+
+    /// Another process writing into a running job's partial state: a rows file put in place of
+    /// the job's, or bytes added to it. The job notices before publishing (its files are the ones
+    /// it opened, of the sizes its journal implies) and publishes nothing, instead of passing
+    /// another's bytes off as its output.
+    func testAJobPublishesNothingWhenItsPartialFilesWereReplacedOrChanged() throws {
+        for damage in ["replace rows", "grow rows"] {
+            let out = path("tampered-\(damage.count).npy")
+            final class Tamper: RowEncoder {
+                let inner = NumberEncoder()
+                let folder: String, damage: String, atUnit: Int
+                var units = 0
+                init(folder: String, damage: String, atUnit: Int) { (self.folder, self.damage, self.atUnit) = (folder, damage, atUnit) }
+                var dim: Int { inner.dim }
+                var settings: [String: String] { inner.settings }
+                func prepare(_ items: [(id: [UInt8], value: Int)]) -> [(id: [UInt8], value: Int)] { items }
+                func encode(_ items: [(id: [UInt8], value: Int)]) throws -> EncodedBatch {
+                    units += 1
+                    if units == atUnit {
+                        let rows = folder + "/rows.f32"
+                        if damage == "replace rows" {
+                            let copy = try Data(contentsOf: URL(fileURLWithPath: rows))
+                            try copy.write(to: URL(fileURLWithPath: rows + ".other"))
+                            XCTAssertEqual(rename(rows + ".other", rows), 0)
+                        }
+                    }
+                    if units == atUnit && damage == "grow rows" {
+                        // Bytes past what the job will write: its rows file is then longer
+                        // than its journal says.
+                        let h = try FileHandle(forUpdating: URL(fileURLWithPath: folder + "/rows.f32"))
+                        try h.seekToEnd()
+                        h.write(Data(count: 1 << 20))
+                        try h.close()
+                    }
+                    return try inner.encode(items)
+                }
+            }
+            let source = NumberSource(20)
+            let settings = JobSettings(output: out, format: .npy, resume: false, errors: .skip, quiet: true, unitName: "numbers")
+            let job = try Job(settings: settings, target: try OutputTarget.resolve(out))
+            // 20 items in units of 4: five units; the damage lands after the fourth is recorded.
+            let tamper = Tamper(folder: out + ".partial", damage: damage, atUnit: 5)
+            let def = JobDefinition(command: "test", format: .npy, dim: tamper.dim, unitSize: unit, items: source.count,
+                                    inputs: source.definition, models: ["m"], engine: [:], settings: tamper.settings)
+            XCTAssertThrowsError(try job.run(source: source, encoder: tamper, unitSize: unit, definition: def), damage) { e in
+                XCTAssertTrue("\(e)".contains("nothing was published") || "\(e)".contains("disagree with its journal"), "\(damage): \(e)")
+            }
+            XCTAssertNil(FileStatus.of(out), damage)
+            XCTAssertNil(FileStatus.of(out + ".ids.txt"), damage)
+        }
+    }
 }

@@ -5,19 +5,21 @@
 // UTF-8 checked, \u escapes paired, keys compared as the text they decode to. The pass also
 // counts values: JSONDecoder builds every value of a body, ignored ones too (a 32 MiB list of
 // zeros costs ~900 MB), so a body holding more values than any request needs is refused first.
+// Model files (config.json and the like) are read as Python reads them: of two equal keys, the
+// last (`lastKeyWins`).
 
-import VLMIO
+import Foundation
 
 /// Where a body stops being strict JSON.
-struct JSONSyntaxError: Error {
-    var offset: Int
-    var reason: String
+public struct JSONSyntaxError: Error {
+    public var offset: Int
+    public var reason: String
 }
 
-enum StrictJSON {
+public enum StrictJSON {
     /// Checks `bytes` is one JSON value with no trailing comma and no key twice in an object,
     /// holding at most `maxValues` values (strings, numbers, literals, lists and objects).
-    static func check(_ bytes: UnsafeRawBufferPointer, maxValues: Int = .max) throws {
+    public static func check(_ bytes: UnsafeRawBufferPointer, maxValues: Int = .max) throws {
         var p = Parser(bytes: bytes, maxValues: maxValues)
         p.space()
         try p.value(depth: 0)
@@ -25,11 +27,35 @@ enum StrictJSON {
         if p.at < bytes.count { throw JSONSyntaxError(offset: p.at, reason: "text after the JSON value") }
     }
 
+    /// `data` with every member whose key comes again later in its object blanked out, so a
+    /// decoder that keeps the first of equal keys (Foundation's) reads what Python's json and
+    /// transformers read: the last. Text that is not strict JSON is returned as it is (its
+    /// decoder then says what is wrong).
+    public static func lastKeyWins(_ data: Data) -> Data {
+        var blank: [Range<Int>] = []
+        let ok: Bool = data.withUnsafeBytes { b in
+            var p = Parser(bytes: b, maxValues: .max)
+            p.keepLastKey = true
+            p.space()
+            guard (try? p.value(depth: 0)) != nil else { return false }
+            blank = p.blanked
+            return true
+        }
+        guard ok, !blank.isEmpty else { return data }
+        var out = data
+        for r in blank { out.replaceSubrange(r, with: Data(repeating: 0x20, count: r.count)) }
+        return out
+    }
+
     struct Parser {
         let bytes: UnsafeRawBufferPointer
         let maxValues: Int
         var at = 0
         var values = 0
+        /// Of two equal keys, keep the last (record the earlier member in `blanked`) instead of
+        /// refusing the text.
+        var keepLastKey = false
+        var blanked: [Range<Int>] = []
 
         init(bytes: UnsafeRawBufferPointer, maxValues: Int) { (self.bytes, self.maxValues) = (bytes, maxValues) }
 
@@ -236,16 +262,22 @@ enum StrictJSON {
             at += 1
             space()
             if peek == UInt8(ascii: "}") { at += 1; return }
-            var keys = Set<[UInt8]>()
+            var keys: [[UInt8]: Int] = [:]   // each key's member, by number
+            var starts: [Int] = []           // where each member's key begins
             while true {
                 space()
                 if peek == UInt8(ascii: "}") { throw fail("a trailing comma in an object") }
                 guard peek == UInt8(ascii: "\"") else { throw fail("an object's key must be a string in double quotes") }
                 let keyAt: Int = at
+                starts.append(keyAt)
                 let key: [UInt8] = keyText(try string())
-                guard keys.insert(key).inserted else {
-                    at = keyAt
-                    throw fail("the key \(jsonString(String(decoding: key.prefix(200), as: UTF8.self))) appears twice in one object")
+                if let earlier = keys.updateValue(starts.count - 1, forKey: key) {
+                    guard keepLastKey else {
+                        at = keyAt
+                        throw fail("the key \(jsonString(String(decoding: key.prefix(200), as: UTF8.self))) appears twice in one object")
+                    }
+                    // The earlier member, its comma included, up to the next member's key.
+                    blanked.append(starts[earlier]..<starts[earlier + 1])
                 }
                 space()
                 guard peek == UInt8(ascii: ":") else { throw fail("expected : after an object's key") }
