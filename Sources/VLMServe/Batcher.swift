@@ -50,6 +50,8 @@ public final class Lane<Prepared>: @unchecked Sendable {
         var done: (Result<EncodedBatch, Error>) -> Void
     }
     var queue: [Pending] = []
+    /// The abort answers of the batch last taken (`LaneQueue.abortAnswers`).
+    var lastTaken: [() -> Void] = []
 }
 
 /// The lanes' common face for the model thread (called with the batcher's lock held, except `run`).
@@ -68,6 +70,9 @@ protocol LaneQueue: AnyObject {
     /// Removes whole requests from the front, at least one, within the limits; returns the batch
     /// to run outside the lock and its size.
     func take(maxItems: Int, maxTokens: Int, now: Double) -> (run: () -> Void, requests: Int, items: Int, tokens: Int, waited: [Double])
+    /// How to answer the requests of the batch `take` just returned (`stopping`), should the
+    /// drain be cut short while it runs: each request is answered once, by whichever comes first.
+    func abortAnswers(of run: Int) -> [() -> Void]
 }
 
 extension Lane: LaneQueue {
@@ -93,6 +98,11 @@ extension Lane: LaneQueue {
         return all.map { (p: Pending) -> () -> Void in { p.done(.failure(BatchRefusal.stopping)) } }
     }
 
+    func abortAnswers(of run: Int) -> [() -> Void] {
+        defer { lastTaken = [] }
+        return lastTaken
+    }
+
     func remove(_ ticket: Ticket) -> (() -> Void)? {
         guard let k = queue.firstIndex(where: { (p: Pending) -> Bool in p.ticket === ticket }) else { return nil }
         let p: Pending = queue.remove(at: k)
@@ -110,6 +120,7 @@ extension Lane: LaneQueue {
         }
         let batch = Array(queue.prefix(n))
         queue.removeFirst(n)
+        lastTaken = batch.map { (p: Pending) -> () -> Void in { p.done(.failure(BatchRefusal.stopping)) } }
         let waited = batch.map { now - $0.enqueued }
         let run = { [self] in
             let result = Result { try self.encode(batch.count == 1 ? batch[0].prepared : self.merge(batch.map(\.prepared))) }
@@ -130,6 +141,18 @@ extension Lane: LaneQueue {
             }
         }
         return (run, n, items, tokens, waited)
+    }
+}
+
+/// Set once: the first to claim it answers a request.
+final class AnsweredFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed = false
+    func claim() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if claimed { return false }
+        claimed = true
+        return true
     }
 }
 
@@ -173,6 +196,9 @@ public final class Batcher: @unchecked Sendable {
     private var arriving = 0
     private var lastBatchRequests = 0
     private var lastBatchEnd: Double = 0
+    /// Answers for the requests of the batch the model is running, used when the drain is cut
+    /// short (`stop(answeringQueued:)`), so they get a 503 rather than a closed connection.
+    private var runningAborts: [() -> Void] = []
 
     public init(limits: Limits, observer: (any BatchObserver)? = nil) {
         self.limits = limits
@@ -231,6 +257,8 @@ public final class Batcher: @unchecked Sendable {
         var answers: [() -> Void] = []
         if answeringQueued {
             for lane in lanes { answers += lane.removeAll() }
+            answers += runningAborts
+            runningAborts = []
         }
         condition.broadcast()
         condition.unlock()
@@ -253,6 +281,10 @@ public final class Batcher: @unchecked Sendable {
         fileprivate init(time: Double) { self.time = time }
         /// Bytes of its body the server holds for it (the server's own accounting).
         public var heldBytes = 0
+        /// When its deadline began counting (set before the request's work is handed on).
+        public var since: Double { time }
+        /// Not queued (nor refused, nor answered) yet: still read, decoded or tokenized.
+        public var isArriving: Bool { !departed }
     }
     /// The arrival of the request this task serves; `submit` counts it as queued.
     @TaskLocal public static var current: Arrival?
@@ -290,6 +322,9 @@ public final class Batcher: @unchecked Sendable {
         arriving -= 1
         condition.broadcast()
     }
+
+    /// Requests being read and prepared now.
+    public var arrivingRequests: Int { condition.lock(); defer { condition.unlock() }; return arriving }
 
     /// Items waiting now.
     public var queuedItems: Int { condition.lock(); defer { condition.unlock() }; return queued }
@@ -341,7 +376,9 @@ public final class Batcher: @unchecked Sendable {
         queued += items
         observer?.queueChanged(items: queued)
         // The answer counts the items out of the queue when it is given, whatever the outcome.
+        let answered = AnsweredFlag()
         let finish: (Result<EncodedBatch, Error>) -> Void = { [self] (result: Result<EncodedBatch, Error>) -> Void in
+            guard answered.claim() else { return }   // a cut drain answered it already
             condition.lock()
             queued -= items
             observer?.queueChanged(items: queued)
@@ -396,13 +433,14 @@ public final class Batcher: @unchecked Sendable {
             }
             let batch = lane.take(maxItems: maxItems, maxTokens: limits.maxBatchTokens, now: Self.now())
             lastBatchRequests = batch.requests
+            runningAborts = lane.abortAnswers(of: batch.requests)
             condition.unlock()
             expired.forEach { $0() }
             for w in batch.waited { observer?.waited(lane: lane.name, seconds: w) }
             let start = Self.now()
             batch.run()
             let end: Double = Self.now()
-            condition.lock(); lastBatchEnd = end; condition.unlock()
+            condition.lock(); lastBatchEnd = end; runningAborts = []; condition.unlock()
             observer?.batchRan(lane: lane.name, requests: batch.requests, items: batch.items, tokens: batch.tokens, seconds: Self.now() - start)
         }
         condition.lock(); finished = true; condition.broadcast(); condition.unlock()

@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import VLMIO
 
 // MARK: - Multipart uploads
 
@@ -35,7 +36,9 @@ struct MultipartForm {
             let name = Self.parameter("name", in: disposition) ?? ""
             if let filename = Self.parameter("filename", in: disposition) {
                 form.files.append(File(name: filename.isEmpty ? name : filename, data: data))
-            } else if !type.isEmpty && !type.hasPrefix("text/") {
+            } else if (!type.isEmpty && !type.hasPrefix("text/")) || Self.fileFieldNames.contains(name.lowercased()) {
+                // curl -F 'files=<cat.jpg' sends the bytes with no filename: a part under a
+                // file field's name is a file all the same.
                 form.files.append(File(name: name, data: data))
             } else {
                 form.fields[name] = String(decoding: data, as: UTF8.self)
@@ -51,6 +54,9 @@ struct MultipartForm {
         }
         return form
     }
+
+    /// Part names that always hold an image.
+    static let fileFieldNames: Set<String> = ["files", "file", "image", "images"]
 
     static func boundary(_ contentType: String) -> String? {
         guard let b = parameter("boundary", in: contentType), !b.isEmpty, b.utf8.count <= 200 else { return nil }
@@ -82,16 +88,32 @@ final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
     let maxBodyBytes: Int
     let hasRoom: @Sendable () -> Bool
+    /// A request the HTTP layer refused (unparseable, bad Content-Length, headers or URL over
+    /// the limits): NIO answered it 400 and closes the connection; this counts it.
+    let rejected: @Sendable () -> Void
+    /// --idle-timeout and --read-timeout, for the connection's clock (`ConnectionClock`).
+    let idleTimeout: Double, readTimeout: Double
+    let headersTimedOut: @Sendable () -> Void
 
-    init(maxBodyBytes: Int, hasRoom: @escaping @Sendable () -> Bool) {
+    init(maxBodyBytes: Int, hasRoom: @escaping @Sendable () -> Bool, rejected: @escaping @Sendable () -> Void = {},
+         idleTimeout: Double = 60, readTimeout: Double = 60, headersTimedOut: @escaping @Sendable () -> Void = {}) {
         self.maxBodyBytes = maxBodyBytes
         self.hasRoom = hasRoom
+        self.rejected = rejected
+        (self.idleTimeout, self.readTimeout, self.headersTimedOut) = (idleTimeout, readTimeout, headersTimedOut)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is HTTPParserError { rejected() }
+        context.fireErrorCaught(error)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
-            try? pipeline.addHandler(ConnectionRules(), position: .before(codec))
+            let clock = ConnectionClock(idle: idleTimeout, read: readTimeout, headersTimedOut: headersTimedOut)
+            try? pipeline.addHandler(clock, position: .first)
+            try? pipeline.addHandler(ConnectionRules(clock: clock), position: .before(codec))
         }
     }
 
@@ -125,9 +147,14 @@ final class ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler {
     }
     private var asked: [Asked] = []
     private var closeAfterAnswer = false
+    let clock: ConnectionClock?
+
+    init(clock: ConnectionClock? = nil) { self.clock = clock }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = unwrapInboundIn(data) { clock?.requestEnded() }
         guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        clock?.headDecoded()
         let last: Bool = !head.isKeepAlive
         let http10: Bool = head.version.major == 1 && head.version.minor == 0
         asked.append(Asked(last: last, keepAlive10: http10 && !last))
@@ -150,13 +177,113 @@ final class ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.write(wrapOutboundOut(.head(head)), promise: promise)
         case .end where closeAfterAnswer:
+            clock?.responseEnded()
             closeAfterAnswer = false
             let channel: Channel = context.channel
             let written: EventLoopFuture<Void> = context.writeAndFlush(data)
             written.whenComplete { (_: Result<Void, Error>) -> Void in channel.close(promise: nil) }
             if let promise { written.cascade(to: promise) }
+        case .end:
+            clock?.responseEnded()
+            context.write(data, promise: promise)
         default:
             context.write(data, promise: promise)
+        }
+    }
+}
+
+/// A connection's time limits, in place of Hummingbird's idle timeout (which also closes a
+/// connection in the middle of a request, with no answer): between requests, --idle-timeout;
+/// from a request's first byte to the end of its headers, --read-timeout, then a 408 and the
+/// connection closed (headers dribbled a byte at a time hold nothing longer); while a body is
+/// read, the handler's own --read-timeout answers 408; while a request is answered, none.
+/// First in the pipeline, it sees every byte that arrives; ConnectionRules tells it where the
+/// requests and answers begin and end.
+final class ConnectionClock: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let idle: TimeAmount, read: TimeAmount
+    let headersTimedOut: @Sendable () -> Void
+    private var context: ChannelHandlerContext?
+    private var task: Scheduled<Void>?
+    /// Requests whose head was read and whose answer has not ended.
+    private var inFlight = 0
+    /// When the first byte of a request whose head is not complete arrived.
+    private var headersSince: NIODeadline?
+    private var readingBody = false
+    private var lastActive = NIODeadline.now()
+
+    init(idle: Double, read: Double, headersTimedOut: @escaping @Sendable () -> Void) {
+        self.idle = .nanoseconds(Int64(idle * 1e9))
+        self.read = .nanoseconds(Int64(read * 1e9))
+        self.headersTimedOut = headersTimedOut
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        reschedule()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        task?.cancel()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActive = .now()
+        if headersSince == nil && !readingBody {
+            headersSince = lastActive
+            reschedule()
+        }
+        context.fireChannelRead(data)
+    }
+
+    func headDecoded() {
+        headersSince = nil
+        readingBody = true
+        inFlight += 1
+        reschedule()
+    }
+
+    func requestEnded() {
+        readingBody = false
+        lastActive = .now()
+        reschedule()
+    }
+
+    func responseEnded() {
+        inFlight = max(0, inFlight - 1)
+        lastActive = .now()
+        reschedule()
+    }
+
+    private func reschedule() {
+        task?.cancel()
+        task = nil
+        guard let context else { return }
+        let deadline: NIODeadline
+        if let since = headersSince, inFlight == 0 {
+            deadline = since + read
+        } else if readingBody || inFlight > 0 {
+            return   // the request's own limits (--read-timeout, --request-timeout) apply
+        } else {
+            deadline = lastActive + idle
+        }
+        task = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.fire() }
+    }
+
+    private func fire() {
+        task = nil
+        guard let context, context.channel.isActive else { return }
+        if headersSince != nil && inFlight == 0 {
+            let seconds = Double(read.nanoseconds) / 1e9
+            let body = "{\"error\":\(jsonString(String(format: "the request headers did not arrive within %g s (--read-timeout)", seconds))),\"error_type\":\"Validation\"}"
+            let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+            headersTimedOut()
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(ByteBuffer(string: text))).whenComplete { _ in channel.close(promise: nil) }
+        } else if !readingBody && inFlight == 0 {
+            context.close(promise: nil)
         }
     }
 }

@@ -132,18 +132,29 @@ final class ByteBudget: @unchecked Sendable {
 /// started when its task is cancelled never runs (the task gets CancellationError at once).
 final class WorkPool: @unchecked Sendable {
     private let queue = OperationQueue()
-    init(width: Int) {
+    /// --request-timeout: a request whose turn comes after it is answered, not worked on.
+    private let timeout: Double
+    init(width: Int, timeout: Double = .infinity) {
         queue.maxConcurrentOperationCount = max(1, width)
         queue.qualityOfService = .userInitiated
+        self.timeout = timeout
     }
 
     func run<T>(_ work: @escaping () throws -> T) async throws -> T {
         let once = Once<T>()
+        // Only work before the request is queued counts against its deadline (not its answer's
+        // writing, after the forward pass).
+        let arrival: Batcher.Arrival? = Batcher.current
+        let since: Double? = arrival.flatMap { $0.isArriving ? $0.since : nil }
         return try await withTaskCancellationHandler(operation: { () async throws -> T in
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) -> Void in
                 guard once.install(c) else { return }
-                queue.addOperation { () -> Void in
+                queue.addOperation { [timeout] () -> Void in
                     guard once.begin() else { return }
+                    // The deadline covers the wait for the pool too (behind a long tokenization).
+                    if let since, arrival?.isArriving == true, Batcher.now() - since > timeout {
+                        return once.resume(.failure(BatchRefusal.deadline(seconds: Batcher.now() - since)))
+                    }
                     let result: Result<T, Error> = Result { try work() }
                     once.resume(result)
                 }
@@ -319,8 +330,11 @@ extension EmbeddingServer {
         try checkCount(texts.count, field: field)
         let encodings = encoder.prepare(texts.map { (id: [], value: TextInput($0)) })
         if !truncate, let k = encodings.firstIndex(where: \.truncated) {
-            let full = encoder.encoder.tokenizer.encode(texts[k]).count   // untruncated, for the message
-            throw APIError.tooLarge("\(field)[\(k)] is \(full) tokens, over the model's \(encoder.maxLength) (send \"truncate\": true"
+            // Counted up to 16 times the limit: counting all of a text of megabytes would take seconds.
+            let cap = 16 * encoder.maxLength
+            let probe = encoder.encoder.tokenizer.encode(texts[k], maxLength: cap)
+            let size = probe.truncated ? "more than \(cap) tokens" : "\(probe.count) tokens"
+            throw APIError.tooLarge("\(field)[\(k)] is \(size), over the model's \(encoder.maxLength) (send \"truncate\": true"
                                     + (config.autoTruncate ? ")" : ", or start vlm serve with --auto-truncate)"))
         }
         return encodings
@@ -418,6 +432,11 @@ extension EmbeddingServer {
             var normalize = false
             if multipart {
                 let form = try MultipartForm.parse(buffer, contentType: type)
+                if form.files.isEmpty {
+                    let names = form.fields.keys.filter { $0 != "normalize" }.sorted().prefix(5).map { jsonString($0) }
+                    throw APIError.validation("the multipart body holds no image part" + (names.isEmpty ? "" : " (the text fields \(names.joined(separator: ", ")) are not images)")
+                                              + "; send each image as a part named \"files\" (curl -F files=@cat.jpg)")
+                }
                 try checkCount(form.files.count, field: "files")
                 if let v = form.fields["normalize"] {
                     guard let b = ["true": true, "false": false][v.lowercased()] else {
@@ -502,10 +521,17 @@ extension EmbeddingServer {
             return String(cString: r)
         }
         func inside(_ p: String) -> Bool { p == root || p.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
+        func isEntry(_ p: String) -> Bool { var st = stat(); return lstat(p, &st) == 0 }
         let full = (root as NSString).appendingPathComponent(path)
         guard let resolved = real(full) else {
+            // A link that leads nowhere answers as one leading outside (403) wherever it points,
+            // so no answer tells whether a file outside the root exists.
+            if isEntry(full) { throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root") }
             var folder = (full as NSString).deletingLastPathComponent
-            while real(folder) == nil && folder.count > root.count { folder = (folder as NSString).deletingLastPathComponent }
+            while real(folder) == nil && folder.count > root.count {
+                if isEntry(folder) { throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root") }
+                folder = (folder as NSString).deletingLastPathComponent
+            }
             if let f = real(folder), inside(f) {
                 throw APIError(status: .notFound, type: "Validation", message: "\(name): no such file under the server's root")
             }
@@ -513,6 +539,11 @@ extension EmbeddingServer {
         }
         guard inside(resolved) else {
             throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root")
+        }
+        // A file is held in memory as an uploaded body is: over --max-body-bytes is refused
+        // before it is read (the reader checks again on the descriptor it opens).
+        if let st = FileStatus.of(resolved), st.kind == .regular, st.size > UInt64(config.maxBodyBytes) {
+            throw APIError.tooLarge("\(name) is \(st.size) bytes, over the server's --max-body-bytes \(config.maxBodyBytes)")
         }
         return resolved
     }

@@ -121,7 +121,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         (self.config, self.models) = (config, models)
         metrics = ServeMetrics()
         batcher = Batcher(limits: config.limits, observer: metrics)
-        pool = WorkPool(width: config.workThreads)
+        pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout)
         bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes))
         if case .success(let t) = models.text {
             let lane = Lane<[Encoding]>(name: "text", dim: t.dim, merge: { $0.flatMap { $0 } }, encode: { try t.encode($0) })
@@ -144,9 +144,8 @@ public final class EmbeddingServer: @unchecked Sendable {
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, answers every request in flight,
     /// and returns true; false when the drain was cut short (--shutdown-timeout, or a second
-    /// signal): requests still queued are answered 503 without running (`unrunAtCut` counts
-    /// them), those still arriving are cancelled, and the forward pass running finishes
-    /// unanswered. `ready` is called with the bound port once the socket listens.
+    /// signal) with requests in flight: those queued and those of the forward pass running are
+    /// answered 503 at once, those still arriving are cancelled (`unrunAtCut` counts them all). `ready` is called with the bound port once the socket listens.
     public func run(ready: @escaping @Sendable (Int) -> Void) async throws -> Bool {
         batcher.start()
         defer {
@@ -159,9 +158,14 @@ public final class EmbeddingServer: @unchecked Sendable {
         logger.logLevel = .critical
         let maxBody: Int = config.maxBodyBytes
         let hasRoom: @Sendable () -> Bool = { [batcher] () -> Bool in batcher.hasRoom }
+        let rejected: @Sendable () -> Void = { [metrics] () -> Void in metrics.request(endpoint: "(unparsed)", status: 400, seconds: 0) }
+        let headersTimedOut: @Sendable () -> Void = { [metrics] () -> Void in metrics.request(endpoint: "(unparsed)", status: 408, seconds: 0) }
+        let (idle, read) = (config.idleTimeout, config.readTimeout)
+        // No idle timeout of Hummingbird's: ConnectionClock keeps the connection's time limits.
         let app = Application(router: router,
-                              server: .http1(configuration: .init(additionalChannelHandlers: [ContinueHandler(maxBodyBytes: maxBody, hasRoom: hasRoom)],
-                                                                  idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
+                              server: .http1(configuration: .init(additionalChannelHandlers: [
+                                  ContinueHandler(maxBodyBytes: maxBody, hasRoom: hasRoom, rejected: rejected,
+                                                  idleTimeout: idle, readTimeout: read, headersTimedOut: headersTimedOut)])),
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "vlm",
                                                    availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
                               onServerRunning: { [self] channel in
@@ -178,7 +182,9 @@ public final class EmbeddingServer: @unchecked Sendable {
         // every request still reading, preparing or queued.
         let control: ShutdownControl = self.control
         let cut: @Sendable () -> Void = { [batcher] () -> Void in
-            let unrun: Int = batcher.stop(answeringQueued: true)
+            // Queued requests and the batch running are answered 503 now; those still being
+            // read are cancelled below (and answered 503 where their connection still listens).
+            let unrun: Int = batcher.stop(answeringQueued: true) + batcher.arrivingRequests
             control.record(unrun: unrun)
             // A moment for those answers to be written before the connections close.
             Task.detached { () async -> Void in
@@ -200,9 +206,9 @@ public final class EmbeddingServer: @unchecked Sendable {
         } catch {
             failure = error
         }
-        let wasCut: Bool = control.finish()
+        let (wasCut, leftUnanswered) = control.finish()
         if let failure, !wasCut { throw failure }
-        return !wasCut
+        return !leftUnanswered
     }
 
     // MARK: Routes
@@ -214,7 +220,7 @@ public final class EmbeddingServer: @unchecked Sendable {
     ]
 
     func routes(_ router: Router<BasicRequestContext>) {
-        router.add(middleware: JSONNotFound())
+        router.add(middleware: JSONNotFound(metrics: metrics))
         router.post("embed") { [self] request, _ in await answer("/embed", style: .tei) { try await embedTexts(request) } }
         router.post("v1/embeddings") { [self] request, _ in await answer("/v1/embeddings", style: .openAI) { try await openAIEmbeddings(request) } }
         router.get("v1/models") { [self] _, _ in await answer("/v1/models", style: .openAI, arrives: false) { try openAIModels() } }
@@ -333,7 +339,10 @@ public final class EmbeddingServer: @unchecked Sendable {
 
 /// A request no route takes: 405 with Allow for a known path asked with another method, else 404,
 /// both as JSON like every other error.
+/// Counted in /metrics: 405 under the route's path, 404 under "(unknown)" (never the path asked,
+/// which would let clients grow the label set without bound).
 struct JSONNotFound: RouterMiddleware {
+    let metrics: ServeMetrics
     func handle(_ request: Request, context: BasicRequestContext,
                 next: (Request, BasicRequestContext) async throws -> Response) async throws -> Response {
         do {
@@ -344,8 +353,10 @@ struct JSONNotFound: RouterMiddleware {
                 var r = json("{\"error\":\(jsonString("\(path) takes \(method.rawValue), not \(request.method.rawValue)")),\"error_type\":\"Validation\"}",
                              status: .methodNotAllowed)
                 r.headers[.allow] = method.rawValue
+                metrics.request(endpoint: path, status: 405, seconds: 0)
                 return r
             }
+            metrics.request(endpoint: "(unknown)", status: 404, seconds: 0)
             return json("{\"error\":\(jsonString("no such endpoint: \(path)")),\"error_type\":\"Validation\"}", status: .notFound)
         }
     }
@@ -438,12 +449,13 @@ final class ShutdownControl: @unchecked Sendable {
         action?()
     }
 
-    /// The group has returned: true when the drain was cut short (a cut after this is too late
-    /// to count).
-    func finish() -> Bool {
+    /// The group has returned: whether the drain was cut short, and whether that cut answered
+    /// requests 503 (a cut after this is too late to count; a cut of an idle server — two
+    /// signals in a row, as `timeout` sends — answered none).
+    func finish() -> (cut: Bool, answered503: Bool) {
         lock.lock(); defer { lock.unlock() }
         finished = true
-        return cut
+        return (cut, cut && unrunCount > 0)
     }
 }
 

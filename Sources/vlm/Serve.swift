@@ -57,8 +57,10 @@ struct ServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Inputs waiting at most; a request that would pass it is answered 429.")
     var maxQueue: Int = 1024
 
-    @Option(parsing: .unconditional, help: "Inputs (texts, images, pairs) per request at most (413 beyond).")
-    var maxInputs: Int = 256
+    @Option(name: .customLong("max-inputs"), parsing: .unconditional,
+            help: "Inputs (texts, images, pairs) per request at most (413 beyond). Default: 256, or --max-queue when lower.")
+    var maxInputsOption: Int?
+    var maxInputs: Int { maxInputsOption ?? min(256, maxQueue) }
 
     @Option(parsing: .unconditional, help: "Bytes per request body at most (413 beyond).")
     var maxBodyBytes: Int = 32 << 20
@@ -160,19 +162,34 @@ struct ServeCommand: ParsableCommand {
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var outcome: Result<Bool, Error> = .success(true)
         let display = config.host.contains(":") ? "[\(config.host)]" : config.host
+        let everywhere = ["0", "0.0.0.0", "::", "0:0:0:0:0:0:0:0"].contains(config.host)
+        let anyAddress = config.host.contains(":") ? "http://[::]" : "http://0.0.0.0"
         Task {
-            outcome = await Result(catching: { try await server.run { port in note("vlm: serving on http://\(display):\(port)") } })
+            outcome = await Result(catching: { try await server.run { port in
+                note(everywhere ? "vlm: serving on port \(port) of all interfaces (\(anyAddress):\(port))" : "vlm: serving on http://\(display):\(port)")
+            } })
             done.signal()
         }
         done.wait()
         switch outcome {
         case .success(true): return
         case .success(false):
-            note("vlm: note: the drain was cut short (--shutdown-timeout or a second signal): \(server.unrunAtCut) queued requests were answered 503 without running, the rest in flight were cancelled")
+            note("vlm: note: the drain was cut short (--shutdown-timeout or a second signal): \(server.unrunAtCut) requests queued, running or arriving were answered 503")
             throw Finished(status: .failure)
         case .failure(let e):
-            throw InputError("cannot listen on \(display):\(port): \(e)")
+            throw InputError("cannot listen on \(display):\(port): \(Self.listenError(e))")
         }
+    }
+}
+
+extension ServeCommand {
+    /// Why listening failed, in words (NIO's errors print as Swift type names).
+    static func listenError(_ e: Error) -> String {
+        let text = "\(e)"
+        if text.contains("SocketAddressError") || text.contains("unknown") || text.contains("getaddrinfo") || text.contains("NIOConnectionError") {
+            return "not an address or host name this machine can listen on (\(text.prefix(120)))"
+        }
+        return text
     }
 }
 

@@ -209,4 +209,34 @@ final class BatcherTests: XCTestCase {
         b.waitUntilDrained()
         XCTAssertEqual(b.queuedItems, 0)
     }
+
+    /// A drain cut short while a batch runs answers that batch's requests at once (stopping),
+    /// instead of leaving them to a connection that closes; the pass's late result is dropped.
+    func testACutStopAnswersTheBatchRunningToo() async throws {
+        let started = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let slow = Lane<[Float]>(name: "slow", dim: 1, merge: { $0.flatMap { $0 } }, encode: { xs in
+            started.signal()
+            release.wait()
+            return EncodedBatch(rows: xs, failures: xs.map { _ in nil })
+        })
+        let b = Batcher(limits: .init(maxBatchItems: 10, maxBatchTokens: 100, maxQueueItems: 10, linger: 0, timeout: 60))
+        b.add(slow)
+        b.start()
+        let running = Task { try await b.submit(slow, [1], items: 1) }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { started.wait(); c.resume() }
+        }
+        let queued = Task { try await b.submit(slow, [2], items: 1) }
+        try await waitQueued(b, 2)
+        XCTAssertEqual(b.stop(answeringQueued: true), 2)
+        for t in [running, queued] {
+            do {
+                _ = try await t.value
+                XCTFail("answered with rows after the cut")
+            } catch let e as BatchRefusal { XCTAssertEqual(e, .stopping) }
+        }
+        release.signal()
+        b.waitUntilDrained()
+        XCTAssertEqual(b.queuedItems, 0)
+    }
 }
