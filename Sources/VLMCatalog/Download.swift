@@ -72,7 +72,8 @@ public func run(name: String, registry: String?, modelsDir: String?) throws {
         try created.make((dest as NSString).deletingLastPathComponent)
         let writer = try AtomicFileWriter(path: dest, mayReplaceRead: true)
         defer { writer.discard() }   // after a commit, nothing is left to discard
-        let digest = try download(url, to: writer, expectedSize: f.size, label: f.path, quiet: quiet, timeout: timeout)
+        let digest = try download(url, to: writer, expectedSize: f.size, label: f.path, quiet: quiet, timeout: timeout,
+                                  hostVariable: f.url == nil ? "VLM_HUB_URL" : "VLM_URL_MIRROR")
         if let sha = f.sha256, sha != digest {
             throw InputError("\(url): sha256 mismatch: got \(digest), the registry pins \(sha); nothing was placed\n")
         }
@@ -119,9 +120,13 @@ public final class Folders {
 
 /// Streams `url` into `writer`, hashing as it goes; returns the sha256. The writer is not
 /// committed here: the caller verifies first.
-public func download(_ url: String, to writer: AtomicFileWriter, expectedSize: Int?, label: String, quiet: Bool, timeout: Double) throws -> String {
+/// `hostVariable`: the variable that chose this URL's host (VLM_HUB_URL for the hub's files,
+/// VLM_URL_MIRROR for a file's own URL), named when the host cannot be found.
+public func download(_ url: String, to writer: AtomicFileWriter, expectedSize: Int?, label: String, quiet: Bool, timeout: Double,
+                     hostVariable: String = "VLM_HUB_URL") throws -> String {
     guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https" else { throw InputError("\(url): not an http(s) URL") }
     let delegate = DownloadDelegate(writer: writer, label: label, expected: expectedSize, quiet: quiet)
+    delegate.hostVariable = hostVariable
     let config = URLSessionConfiguration.ephemeral
     config.timeoutIntervalForRequest = timeout
     let session = URLSession(configuration: config, delegate: delegate, delegateQueue: nil)
@@ -145,6 +150,7 @@ public final class DownloadDelegate: NSObject, URLSessionDataDelegate, @unchecke
     public var status: Int?
     public var failure: String?
     public let done = DispatchSemaphore(value: 0)
+    public var hostVariable = "VLM_HUB_URL"
 
     public init(writer: AtomicFileWriter, label: String, expected: Int?, quiet: Bool) {
         self.writer = writer
@@ -180,7 +186,7 @@ public final class DownloadDelegate: NSObject, URLSessionDataDelegate, @unchecke
             let code = (error as NSError).code
             failure = code == NSURLErrorTimedOut ? "timed out (nothing received for the timeout; --timeout)"
                 : code == NSURLErrorCannotConnectToHost ? "cannot connect to the server"
-                : code == NSURLErrorCannotFindHost ? "cannot find the host (no network, or a wrong $VLM_HUB_URL?)"
+                : code == NSURLErrorCannotFindHost ? "cannot find the host (no network, or a wrong $\(hostVariable)?)"
                 : error.localizedDescription
         }
         done.signal()

@@ -31,6 +31,9 @@ public func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = fals
 
 /// A model argument's weights: the file itself, or the folder's weights (`weightsInFolder`).
 public func weightsFile(_ path: String, defaultName: String? = nil) throws -> String {
+    if path == "-" {
+        throw OptionError("a checkpoint is read from a file (it is memory-mapped), not from stdin: save it to a file and name that")
+    }
     guard let st = FileStatus.of(path) else {
         let code = errno
         if let defaultName, path == resolveModelsFolder(defaultName) {
@@ -39,9 +42,24 @@ public func weightsFile(_ path: String, defaultName: String? = nil) throws -> St
         throw IOError.cannotOpen(path: path, reason: code == ENOENT ? "no such file or folder" : errnoMessage(code))
     }
     if st.kind == .directory {
-        return try weightsInFolder(path)
+        do {
+            return try weightsInFolder(path)
+        } catch WeightError.unrecognized(let source, let reason) where reason.hasPrefix("no model.safetensors") {
+            // A registry model's folder before its weights are fetched (models/resnet50 on a fresh clone).
+            guard let name = knownModelName(folder: path) ?? defaultName.flatMap({ path == resolveModelsFolder($0) ? $0 : nil }) else { throw WeightError.unrecognized(source: source, reason: reason) }
+            let tryWithout = name.hasPrefix("resnet") ? ", or try the command with --model synthetic:\(name) (seeded random weights)" : ""
+            throw WeightError.unrecognized(source: source, reason: "no weights yet: run `vlm models fetch \(name)` to download them (sha256-checked)\(tryWithout)")
+        }
     }
     return path
+}
+
+/// The registry name of a models-folder path (`models/resnet50` → "resnet50"), if it is one.
+func knownModelName(folder: String) -> String? {
+    let name = (folder as NSString).lastPathComponent
+    guard let (reg, _) = try? Registry.load(nil), reg.models.contains(where: { $0.name == name }),
+          FileStatus.sameFile(folder, resolveModelsFolder(name)) else { return nil }
+    return name
 }
 
 public func defaultTextModel() -> String { resolveModelsFolder(defaultTextModelName) }

@@ -108,13 +108,24 @@ public final class ServedModels {
                                         "openblas_kernels": .string(OpenBLASCore.kernelReport()), "kernels": .string(kernelInstructionSet)]
         out["image_model"] = .string(recipe.imageModel ?? resolveModelsFolder(defaultResNetName))
         out["text_model"] = .string(recipe.textModel ?? defaultTextModel())
-        if let e = try? images() {
+        // Each model: loaded (its dimension and options), or not and why — never only a name.
+        do {
+            let e = try images()
             out["image_dim"] = .integer(Int64(e.dim))
             out["image_options"] = .object(e.settings.mapValues { .string($0) })
+            out["image_loaded"] = .bool(true)
+        } catch {
+            out["image_loaded"] = .bool(false)
+            out["image_error"] = .string(oneLineMessage(error))
         }
-        if let e = try? texts() {
+        do {
+            let e = try texts()
             out["text_dim"] = .integer(Int64(e.dim))
             out["text_options"] = .object(e.settings.mapValues { .string($0) })
+            out["text_loaded"] = .bool(true)
+        } catch {
+            out["text_loaded"] = .bool(false)
+            out["text_error"] = .string(oneLineMessage(error))
         }
         if let e = try? pairs() { out["pair_dim"] = .integer(Int64(e.dim)) }
         return out
@@ -175,4 +186,9 @@ public final class ServedModels {
         for d in out { data.append(d!) }
         return data
     }
+}
+
+/// An error as one line, for answers that carry it.
+func oneLineMessage(_ error: Error) -> String {
+    "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
 }

@@ -16,7 +16,7 @@ public final class FeatureFile {
         self.path = path
         file = try InputFile(path, what: "the features")
         guard let st = file.status, st.kind == .regular else {
-            throw InputError("\(path): not a regular file (features are read in chunks, from a file)")
+            throw InputError("\(path == "-" ? "<stdin>" : path): not a regular file: feature files are sized first and read in chunks, so they must be files (save the stream to a file first)")
         }
         let size = Int(st.size)
         let head = try file.read(upTo: min(size, 1 << 20))

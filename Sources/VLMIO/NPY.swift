@@ -24,6 +24,15 @@ public enum NPYError: VLMError, Equatable {
 
 public enum NPY {
     /// Reads a float32 C-order array.
+    /// A command-line argument: a file (mapped), or "-" (stdin), a FIFO or another stream, read
+    /// whole.
+    public static func read(argument path: String) throws -> Tensor {
+        guard path == "-" || (FileStatus.of(path).map { $0.kind != .regular } ?? false) else { return try read(path: path) }
+        let file = try InputFile(path, what: "the array")
+        let data = try file.readAll()
+        return try data.withUnsafeBytes { try parse($0, path: file.name) }
+    }
+
     public static func read(path: String) throws -> Tensor {
         let file = try MappedFile(path: path)
         return try file.withBytes { try parse($0, path: path) }

@@ -221,15 +221,8 @@ public func listImages(images: [String], list: String?, list0: String?) throws -
 
 /// A preprocessed float32 (N, channels, H, W) array from a file or stdin.
 public func readInputNPY(_ path: String, channels: Int) throws -> Tensor {
-    let input: Tensor
-    if path == "-" || (FileStatus.of(path).map { $0.kind != .regular } ?? false) {
-        // stdin, /dev/stdin, a FIFO, process substitution: read as a stream.
-        let file = try InputFile(path, what: "the input array")
-        let data = try file.readAll()
-        input = try data.withUnsafeBytes { try NPY.parse($0, path: file.name) }
-    } else {
-        input = try NPY.read(path: path)
-    }
+    // stdin, /dev/stdin, a FIFO, process substitution: read as a stream.
+    let input = try NPY.read(argument: path)
     let name = path == "-" ? "<stdin>" : path
     guard input.rank == 4, input.shape[1] == channels else {
         throw InputError("\(name): expected a float32 array of shape (N, \(channels), H, W), got \(input.shape)")

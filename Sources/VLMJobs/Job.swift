@@ -244,10 +244,13 @@ public final class Job {
             }
         }
         let summary = try sink.finish(items: total)
-        progress.finish(summary: String(format: "done: %d/%d %@ in %@%@", total, total, settings.unitName, formatDuration(progress.elapsed),
+        // Counted in records (rows and failures): blank lines of a text or JSON-lines input are
+        // no items.
+        let records = summary.rows + summary.failures
+        progress.finish(summary: String(format: "done: %d %@ in %@%@", records, settings.unitName, formatDuration(progress.elapsed),
                                         summary.failures > 0 ? ", \(summary.failures) skipped" : ""))
         if summary.failures > 0 && !settings.quiet {
-            writeStandardError("vlm: \(summary.failures) of \(total) items skipped; " + (summary.errorsFile.map { "see \($0)" } ?? "listed above") + "\n")
+            writeStandardError("vlm: \(summary.failures) of \(records) items skipped; " + (summary.errorsFile.map { "see \($0)" } ?? "listed above") + "\n")
         }
         return summary
     }

@@ -20,7 +20,7 @@ final class ServeMetrics: BatchObserver, @unchecked Sendable {
         registry.makeCounter(descriptor: .init(metricName: "vlm_requests_total", helpText: "HTTP requests answered"),
                              labels: [("endpoint", endpoint), ("status", "\(status)")]).increment()
         registry.makeValueHistogram(descriptor: .init(metricName: "vlm_request_duration_seconds", helpText: "Time from a request's start to its answer"),
-                                    labels: [("endpoint", endpoint)], buckets: Self.latencyBuckets).record(seconds)
+                                    labels: [("endpoint", endpoint), ("status", "\(status)")], buckets: Self.latencyBuckets).record(seconds)
     }
 
     func batchRan(lane: String, requests: Int, items: Int, tokens: Int, seconds: Double) {

@@ -277,7 +277,7 @@ final class ConnectionClock: ChannelInboundHandler, RemovableChannelHandler {
         guard let context, context.channel.isActive else { return }
         if headersSince != nil && inFlight == 0 {
             let seconds = Double(read.nanoseconds) / 1e9
-            let body = "{\"error\":\(jsonString(String(format: "the request headers did not arrive within %g s (--read-timeout)", seconds))),\"error_type\":\"Validation\"}"
+            let body = "{\"error\":\(jsonString(String(format: "the request headers did not arrive within %g s (--read-timeout)", seconds))),\"error_type\":\"Validation\"}\n"
             let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
             headersTimedOut()
             let channel = context.channel

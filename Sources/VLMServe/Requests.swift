@@ -54,8 +54,11 @@ struct ImageRequest: Decodable {
 }
 
 struct FuseRequest: Decodable {
+    /// `image` is a path (under --root), as in `vlm fuse --pairs` and `vlm worker`; `image_bytes`
+    /// base64 or a data: URL, as in the worker; `path` is an older name for `image`.
     struct Pair: Decodable {
         var image: String?
+        var image_bytes: String?
         var path: String?
         var text: String
     }
@@ -572,16 +575,22 @@ extension EmbeddingServer {
             var names: [(name: String, path: String?)] = []
             for (k, p) in r.inputs.enumerated() {
                 let name = "inputs[\(k)]"
-                switch (p.image, p.path) {
-                case (let b?, nil):
-                    items.append((Array(name.utf8), (.bytes(try decodeBase64Image(b, name: name + ".image")), TextInput(p.text))))
+                let given = [p.image, p.image_bytes, p.path].compactMap { $0 }.count
+                guard given == 1 else {
+                    throw APIError.validation("\(name) needs one of \"image\" (a path under the server's --root) and \"image_bytes\" (base64 or a data: URL)")
+                }
+                if let b = p.image_bytes {
+                    items.append((Array(name.utf8), (.bytes(try decodeBase64Image(b, name: name + ".image_bytes")), TextInput(p.text))))
                     names.append((name, nil))
-                case (nil, let path?):
-                    let n = "\(name).path (\(jsonString(path)))"
+                } else if let path = p.image ?? p.path {
+                    let key = p.image != nil ? "image" : "path"
+                    if path.hasPrefix("data:") || (path.utf8.count > 512 && !path.contains(".")) {
+                        throw APIError.validation("\(name).\(key) is a path under the server's --root; send image data (base64 or a data: URL) as \"image_bytes\"")
+                    }
+                    let n = "\(name).\(key) (\(jsonString(path)))"
                     let full = try resolve(path, name: n)
                     items.append((Array(n.utf8), (.file(RawPath(full), walked: true), TextInput(p.text))))
                     names.append((n, full))
-                default: throw APIError.validation("\(name) needs \"image\" (base64) or \"path\", one of them")
                 }
             }
             let prepared = encoder.prepare(items)

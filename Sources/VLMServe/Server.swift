@@ -374,10 +374,16 @@ func normalized(_ rows: [Float], dim: Int) -> [Float] {
     return out
 }
 
+/// A JSON answer, ending in a newline: `curl … >> vectors.jsonl` in a shell loop then writes one
+/// line per answer (JSON readers ignore the newline).
 func json(_ s: String, status: HTTPResponse.Status = .ok) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: s)))
+    var buffer = ByteBuffer()
+    buffer.reserveCapacity(s.utf8.count + 1)
+    buffer.writeString(s)
+    buffer.writeInteger(UInt8(ascii: "\n"))
+    return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
 }
 
 func vectorJSON(_ row: ArraySlice<Float>) -> String {

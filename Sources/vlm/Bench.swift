@@ -24,7 +24,7 @@ enum BenchBackends: String, ExpressibleByArgument, CaseIterable {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput on the blas and naive backends (release builds only mean anything).",
-        discussion: """
+        discussion: paragraphs("""
         Workloads:
           resnet18|34|50|101|152   images of --size × --size, --batch per forward pass
           peak                     the measured FMA peak and sgemm rate (2048³) on --threads
@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
                                    --sentences N: N generated captions through the whole text path
                                    (tokenize, sort by length, packed batches of at most
                                    --batch texts and --batch-tokens tokens, pool)
-        """)
+        """))
 
     @Argument(help: "The workload: resnet50, bert-base, minilm, peak (or resnet18/34/101/152).")
     var workload: String

@@ -19,14 +19,14 @@ enum ConvertDType: String, ExpressibleByArgument, CaseIterable {
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint (torch.save .pth/.pt/.bin, or safetensors) as a safetensors file.",
-        discussion: """
+        discussion: paragraphs("""
         The state dict is read without running its pickle (only the globals torch.save writes for \
         tensors are allowed); a wrapped one ({"state_dict": …}, {"model": …}) is unwrapped and a \
         DataParallel 'module.' prefix removed. Keys and their order are kept; so are dtypes, unless \
         --dtype converts the float tensors (F64, F32, F16, BF16) — integer tensors such as \
         BatchNorm's num_batches_tracked stay as they are. Rounding is to nearest even, as PyTorch's \
         .to(dtype). The output loads with safetensors.torch.load_file.
-        """)
+        """))
 
     @Argument(help: "The checkpoint: a file, or a model folder holding one.")
     var input: String

@@ -14,14 +14,14 @@ struct EmbedImage: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed-image",
         abstract: "ResNet features (pooled or logits) for image files, folders, lists, or a preprocessed .npy.",
-        discussion: """
+        discussion: paragraphs("""
         Inputs: image paths and folders (recursive, sorted by bytes, .jpg/.jpeg/.jpe/.png), --list FILE|-
         (one path per line, as find prints them), --list0 FILE|- (NUL-separated, as find -print0
         writes them), or --input-npy (a preprocessed float32 (N, 3, H, W) array; ids are row numbers
         from 0). One row per image that worked, in input order, with its path as id: .npy or .f32
         plus <output>.ids.txt, or jsonl/tsv with the id in each row. Bad files are skipped and
         listed in <output>.errors.jsonl; the exit code is then 2.
-        """)
+        """))
 
     @Argument(help: "Image files or folders.")
     var images: [String] = []

@@ -12,7 +12,7 @@ struct EmbedText: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed-text",
         abstract: "Sentence vectors from a BERT-family model (default: models/all-MiniLM-L6-v2).",
-        discussion: """
+        discussion: paragraphs("""
         One row per text, in input order, with its id: the 1-based line (or argument) number, or
         --jsonl-id-field. Texts are read in units of 4 × --batch-size (the unit a resumed job
         continues from), sorted by length within a unit into packed batches (no padding is
@@ -21,7 +21,7 @@ struct EmbedText: ParsableCommand {
         Normalize, max_seq_length), so an unflagged run gives what SentenceTransformer.encode
         gives; otherwise mean pooling, no normalisation. A line that is not UTF-8, or a JSON line
         without the field, is skipped and recorded (exit 2).
-        """)
+        """))
 
     @OptionGroup var input: TextInputOptions
 
@@ -43,7 +43,12 @@ struct EmbedText: ParsableCommand {
     func run() throws {
         let (backend, batch) = try common.start("embed-text", unitName: "texts", inputs: [input.file, projection.pca])
         let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: common.job.resume, quiet: common.job.quiet)
-        guard lines.lineCount > 0 else { throw InputError("\(lines.name): no texts to embed") }
+        guard lines.lineCount > 0 else {
+            // Nothing named and nothing piped is a usage error, as embed-image's is; a named file
+            // that holds no text is bad input.
+            if input.texts.isEmpty && input.file == nil { throw OptionError("no input: give texts as arguments, --file FILE, or pipe lines to stdin (stdin was empty)") }
+            throw InputError("\(lines.name): no texts to embed")
+        }
         let pca = try projection.load()
         let enc = try common.textEncoder(model, backend: backend)
         let rows = try text.encoder(enc, batchSize: batchSize, pairs: input.jsonlPairField != nil)

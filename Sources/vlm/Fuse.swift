@@ -11,13 +11,13 @@ import VLMModels
 struct Fuse: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Concatenate each image's ResNet vector with its text's vector: [N, D_image + D_text].",
-        discussion: """
+        discussion: paragraphs("""
         Pairs come from --image/--text, or --pairs FILE|- as TSV (image path, tab, text) or JSON
         lines ({"image": ..., "text": ...}). The image part is what embed-image gives (pooled by
         default), the text part what embed-text gives (the text model's pooling and normalisation);
         --normalize-parts L2-normalises each part before concatenating. Pairs whose image fails,
         and lines that are not pairs, are skipped and recorded as in embed-image (exit 2).
-        """)
+        """))
 
     @Option(help: "One image (with --text).")
     var image: String?

@@ -15,12 +15,12 @@ struct PCACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pca",
         abstract: "Fit a PCA (optionally whitened) to feature files, and project features with it.",
-        discussion: """
+        discussion: paragraphs("""
         vlm pca fit features.npy --dim 256 -o pca.safetensors
         vlm pca apply pca.safetensors features.npy -o reduced.npy
         vlm embed-image photos/ --pca pca.safetensors -o reduced.npy    (the same, in one job)
         The fit equals scikit-learn's PCA(n_components=K, whiten=..., svd_solver="covariance_eigh").
-        """,
+        """),
         subcommands: [PCAFit.self, PCAApply.self])
 }
 
@@ -38,7 +38,7 @@ struct PCAFit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fit",
         abstract: "Fit a PCA to the rows of feature files (.npy, or raw float32 .f32 with --dim-in).",
-        discussion: """
+        discussion: paragraphs("""
         The mean and covariance are accumulated in one pass over the files, a chunk of rows at a
         time (float32 products of each chunk centred on its own mean, merged in double), so
         files far larger than memory fit in O(D²) memory. The top eigenvectors of the covariance
@@ -49,7 +49,7 @@ struct PCAFit: ParsableCommand {
         root of its variance. A component whose variance is at most 1e-6 of the largest (below
         what the float32 covariance resolves: rank-deficient rows) has none: it is reported on
         stderr, and whitened it maps to 0 instead of dividing by rounding noise.
-        """)
+        """))
 
     @Argument(help: "Feature files: 2-D float32 .npy (N, D), or raw little-endian float32 rows (with --dim-in).")
     var features: [String]
@@ -109,13 +109,13 @@ struct PCAApply: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",
         abstract: "Project the rows of feature files with a PCA file from vlm pca fit, as a resumable batch job.",
-        discussion: """
+        discussion: paragraphs("""
         One row per input row, (x − mean) · componentsᵀ (whitened if the PCA was fitted with
         --whiten), in order. Ids come from each file's <file>.ids.txt (what embed writes beside
         .npy and .f32 output), else row numbers from 0 (path:row with several files); binary
         output gets its own <output>.ids.txt. Rows holding NaN or infinity are skipped and
         recorded (exit 2).
-        """)
+        """))
 
     @Argument(help: "The PCA file (vlm pca fit's output).")
     var pca: String

@@ -16,7 +16,7 @@ struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve embeddings over HTTP, batching concurrent requests into shared forward passes.",
-        discussion: """
+        discussion: paragraphs("""
         Endpoints: POST /embed (text-embeddings-inference: {"inputs": str | [str], "normalize", "truncate"} → [[float]]),
         POST /v1/embeddings (OpenAI: input, model, encoding_format float|base64, dimensions), GET /v1/models,
         POST /embed_image ({"inputs": [base64 or data: URL]}, {"paths": [...]} under --root, or multipart/form-data
@@ -29,7 +29,7 @@ struct ServeCommand: ParsableCommand {
         passes --shutdown-timeout or a second signal comes: what is left is cancelled).
         Listens on 127.0.0.1 unless --host says otherwise; --port 0 takes any free port. The address is
         printed on stderr as "vlm: serving on http://HOST:PORT".
-        """)
+        """))
 
     @Option(help: "Address to listen on (0.0.0.0 or :: for every interface).")
     var host = "127.0.0.1"
@@ -113,8 +113,11 @@ struct ServeCommand: ParsableCommand {
     /// /info names model files by their last component: clients need not see the server's paths.
     static func publicInfo(_ info: [String: JSONValue]) -> [String: JSONValue] {
         var out = info
-        for key in ["image_model", "text_model"] {
-            if case .string(let path)? = info[key] { out[key] = .string((path as NSString).lastPathComponent) }
+        for kind in ["image", "text"] {
+            guard case .string(let path)? = info[kind + "_model"] else { continue }
+            let name = (path as NSString).lastPathComponent
+            out[kind + "_model"] = .string(name)
+            if case .string(let error)? = info[kind + "_error"] { out[kind + "_error"] = .string(error.replacingOccurrences(of: path, with: name)) }
         }
         return out
     }

@@ -10,10 +10,10 @@ struct Similarity: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Cosine similarity between the rows of a .npy feature file (or between two files), as a table.")
 
-    @Argument(help: "A (N, D) float32 .npy; a second (M, D) one compares across the two.")
+    @Argument(help: "A (N, D) float32 .npy (- for stdin); a second (M, D) one compares across the two.")
     var files: [String]
 
-    @Option(help: "Row labels, one per line (for the first file's rows).")
+    @Option(help: "Row labels, one per line (for the first file's rows). Default: the file's <file>.ids.txt, else row numbers.")
     var labels: String?
 
     @Option(help: "Column labels, one per line (for the second file's rows). Default: the row labels.")
@@ -28,19 +28,22 @@ struct Similarity: ParsableCommand {
     }
 
     func run() throws {
-        let a = try NPY.read(path: files[0])
-        let b = files.count == 2 ? try NPY.read(path: files[1]) : a
+        let a = try NPY.read(argument: files[0])
+        let b = files.count == 2 ? try NPY.read(argument: files[1]) : a
         guard a.rank == 2, b.rank == 2, a.shape[1] == b.shape[1] else {
             throw InputError("\(files.joined(separator: ", ")): need (N, D) arrays with the same D, got \(a.shape) and \(b.shape)")
         }
-        func readLabels(_ p: String?, _ n: Int) throws -> [String] {
-            guard let p else { return (0..<n).map { "#\($0)" } }
+        /// --labels, else the file's own ids (`.ids.txt` beside it, as the batch commands write
+        /// it), else row numbers.
+        func readLabels(_ p: String?, _ n: Int, file: String) throws -> [String] {
+            let ids = file + ".ids.txt"
+            guard let p = p ?? (file != "-" && FileStatus.of(ids)?.kind == .regular ? ids : nil) else { return (0..<n).map { "#\($0)" } }
             let l = try readLines(p, what: "the labels", lossy: true)
             guard l.count == n else { throw InputError("\(p): \(l.count) labels for \(n) rows; give one label per row") }
             return l
         }
-        let rows = try readLabels(labels, a.shape[0])
-        let cols = try readLabels(columnLabels ?? (files.count == 1 ? labels : nil), b.shape[0])
+        let rows = try readLabels(labels, a.shape[0], file: files[0])
+        let cols = try readLabels(columnLabels ?? (files.count == 1 ? labels : nil), b.shape[0], file: files[files.count - 1])
         let d = a.shape[1]
         func unit(_ t: Tensor, _ i: Int) -> [Float] {
             var v = Array(t.data[(i * d)..<((i + 1) * d)])
@@ -49,7 +52,8 @@ struct Similarity: ParsableCommand {
         }
         let ua = (0..<a.shape[0]).map { unit(a, $0) }, ub = (0..<b.shape[0]).map { unit(b, $0) }
         func cut(_ s: String) -> String {
-            let c = s.count > width ? String(s.prefix(width - 1)) + "…" : s
+            // A path keeps its end (the file name), any other label its start.
+            let c = s.count <= width ? s : s.contains("/") ? "…" + String(s.suffix(width - 1)) : String(s.prefix(width - 1)) + "…"
             return c.padding(toLength: width, withPad: " ", startingAt: 0)
         }
         var out = cut("") + " " + (0..<ub.count).map { "[\($0)]".leftPadded(6) }.joined(separator: " ") + "\n"

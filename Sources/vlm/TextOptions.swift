@@ -39,7 +39,7 @@ struct TextInputOptions: ParsableArguments {
     func lines(spool: String?, reuseSpool: Bool, quiet: Bool) throws -> TextLines {
         if !texts.isEmpty { return TextLines(arguments: texts) }
         if file == nil && isatty(0) != 0 {
-            throw InputError("no input: give texts as arguments, --file FILE, or pipe lines to stdin")
+            throw OptionError("no input: give texts as arguments, --file FILE, or pipe lines to stdin")
         }
         return try TextLines(file ?? "-", spool: spool, reuseSpool: reuseSpool, quiet: quiet)
     }

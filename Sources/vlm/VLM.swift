@@ -26,20 +26,41 @@ struct Finished: Error {
 let exitCodesHelp = """
 EXIT CODES:
   0   success
-  1   error: bad input, model or output (one line on stderr names the file and the problem)
-  2   finished, but some items were skipped (listed on stderr and in <output>.errors.jsonl)
-  64  usage error: unknown option, missing or invalid argument
+  1   error: bad input, model or output (one line on stderr names it)
+  2   finished, but some items were skipped (stderr, <output>.errors.jsonl)
+  64  usage error: bad option or argument, or an invalid VLM_* variable
 
 Data goes to stdout only; errors, warnings and progress to stderr only. "-" means stdin or
-stdout wherever a file is expected. Shell completions: vlm --generate-completion-script bash|zsh|fish
+stdout for files read once or written (texts, lists, images, arrays, outputs); checkpoints and
+vlm pca's feature files must be files. Shell completions: vlm --generate-completion-script bash|zsh|fish
 """
+
+/// Help text as paragraphs: the lines of each paragraph joined with spaces, so ArgumentParser
+/// wraps it once to the terminal's width (at 80 columns, or off a terminal, lines wrapped in the
+/// source were wrapped again). Blank lines, indented lines (tables) and a line ending in ":"
+/// keep their breaks.
+func paragraphs(_ text: String) -> String {
+    var out = ""
+    var joinNext = false
+    for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        let indented = line.first == " " || line.first == "\t"
+        if line.isEmpty || indented || !joinNext {
+            if !out.isEmpty { out += "\n" }
+        } else {
+            out += " "
+        }
+        out += line
+        joinNext = !line.isEmpty && !indented && !line.hasSuffix(":")
+    }
+    return out
+}
 
 @main
 struct VLM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlm",
         abstract: "Images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).",
-        discussion: exitCodesHelp,
+        discussion: paragraphs(exitCodesHelp),
         version: "0.2.0",
         subcommands: [EmbedImage.self, EmbedText.self, Fuse.self, Classify.self, PreprocessCommand.self, Tokenize.self,
                       Similarity.self, PCACommand.self, Inspect.self, Convert.self, Bench.self, ModelsCommand.self, WorkerCommand.self, ServeCommand.self]

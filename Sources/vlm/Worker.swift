@@ -17,7 +17,7 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Embed requests read as JSON lines on stdin; one JSON-line response each on stdout, in order.",
-        discussion: """
+        discussion: paragraphs("""
         Requests: {"id": ID, "image": PATH} or {"id": ID, "image_bytes": BASE64} (embed-image),
         {"id": ID, "text": TEXT[, "pair": TEXT]} (embed-text), both an image and a text (fuse:
         image vector ⧺ text vector), {"info": true} (models, dimensions, options).
@@ -27,7 +27,7 @@ struct WorkerCommand: ParsableCommand {
         more arrive within --linger-ms; each batch is answered and flushed. At the end of stdin the
         worker finishes and exits 0. Vectors equal the commands' for the same options (bit for bit
         when the batch is the same). Threads: --threads, else $VLM_THREADS, else $OMP_NUM_THREADS.
-        """)
+        """))
 
     @OptionGroup var served: ServedModelOptions
 

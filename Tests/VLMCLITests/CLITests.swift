@@ -138,6 +138,11 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.out.contains("bn1.num_batches_tracked\tI64\t[]"), r.out)
         XCTAssertTrue(r.out.contains("architecture: resnet (custom bottleneck [1, 2, 1, 1]"), r.out)
         XCTAssertTrue(r.out.contains("fc to 10 classes"), r.out)
+        // The summary comes first, the tensors after it; --summary leaves them out.
+        let arch = try XCTUnwrap(r.out.range(of: "architecture:")), tensor = try XCTUnwrap(r.out.range(of: "layer4.0.conv3.weight"))
+        XCTAssertLessThan(arch.lowerBound, tensor.lowerBound)
+        let short = try runVLM(["inspect", tiny.path, "--summary"])
+        XCTAssertTrue(short.out.contains("architecture:") && !short.out.contains("layer4.0.conv3.weight"), short.out)
     }
 
     func testBenchJSON() throws {
@@ -187,6 +192,15 @@ final class CLITests: XCTestCase {
         let r = try runVLM(["--help"])
         XCTAssertEqual(r.status, 0)
         XCTAssertTrue(r.out.contains("EXIT CODES"), r.out)
+        XCTAssertTrue(r.out.contains("invalid VLM_* variable"), r.out)
+        // Help is wrapped once, to the width: at 80 columns every line fits, and a paragraph
+        // wrapped in the source is one line at 200 (issue 28: it was wrapped twice).
+        for sub in [[], ["embed-image"], ["serve"], ["pca", "fit"]] {
+            let narrow = try runVLM(sub + ["--help"], env: ["COLUMNS": "80"])
+            for line in narrow.out.split(separator: "\n") where !line.hasPrefix("USAGE:") { XCTAssertLessThanOrEqual(line.count, 80, "\(sub): \(line)") }
+        }
+        let wide = try runVLM(["embed-image", "--help"], env: ["COLUMNS": "200"])
+        XCTAssertTrue(wide.out.contains("--list FILE|- (one path per line, as find prints them), --list0 FILE|-"), wide.out)
     }
 
     // MARK: - Bad input: one line, exit 1, no crash

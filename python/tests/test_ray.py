@@ -39,7 +39,7 @@ def test_text_and_image_jobs_equal_the_cli(ray_cluster, tmp_path, photos):
     ref = np.load(subprocess_rows(["embed-text", "--model", BERT, "--file", str(tmp_path / "texts.txt")], tmp_path / "t.npy"))
     ds = ray.data.from_items([{"id": str(i + 1), "text": t} for i, t in enumerate(texts)])
     ds = ds.map_batches(vlm.ray.TextEmbedder, fn_constructor_kwargs={"model": BERT}, batch_format="numpy",
-                        batch_size=64, concurrency=1, num_cpus=1, **log)
+                        batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, **log)
     ds.write_parquet(str(tmp_path / "text_out"))
     rows = read_parquet(str(tmp_path / "text_out"))
     assert len(rows) == 300
@@ -56,7 +56,7 @@ def test_text_and_image_jobs_equal_the_cli(ray_cluster, tmp_path, photos):
     kinds = {json.loads(l)["id"]: json.loads(l)["kind"] for l in (tmp_path / "i.npy.errors.jsonl").read_text().splitlines()}
     ds = ray.data.from_items([{"id": p, "path": p} for p in paths])
     ds = ds.map_batches(vlm.ray.ImageEmbedder, fn_constructor_kwargs={"model": RESNET}, batch_format="numpy",
-                        batch_size=4, concurrency=1, num_cpus=1, **log)
+                        batch_size=4, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, **log)
     ds.write_parquet(str(tmp_path / "image_out"))
     rows = read_parquet(str(tmp_path / "image_out"))
     assert len(rows) == len(paths)
@@ -92,7 +92,7 @@ def test_child_killed_mid_run_yields_every_row_once(ray_cluster, tmp_path):
     killer.start()
     ds = ray.data.from_items([{"id": str(i + 1), "text": t} for i, t in enumerate(texts)])
     ds = ds.map_batches(vlm.ray.TextEmbedder, fn_constructor_kwargs={"model": BERT}, batch_format="numpy",
-                        batch_size=500, concurrency=1, num_cpus=1, **log)
+                        batch_size=500, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, **log)
     ds.write_parquet(str(tmp_path / "out"))
     killer.join()
     t = pq.read_table(str(tmp_path / "out")).to_pandas()

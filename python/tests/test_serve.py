@@ -209,9 +209,13 @@ def test_images_and_pairs_equal_the_cli(tmp_path, photos):
         status, r = s.post("/embed_image", parts, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         assert status == 400 and "closing boundary" in r["error"]
         # Pairs: image ⧺ text, by path or by bytes.
-        status, v = s.post("/fuse", {"inputs": [{"path": paths[0], "text": TEXTS[0]}, {"image": b64[1], "text": TEXTS[1]},
+        # One meaning per key on every front end: "image" a path (as in fuse --pairs and the
+        # worker), "image_bytes" base64; "path" is the older name of "image".
+        status, v = s.post("/fuse", {"inputs": [{"image": paths[0], "text": TEXTS[0]}, {"image_bytes": b64[1], "text": TEXTS[1]},
                                                 {"path": paths[2], "text": TEXTS[2]}]})
         assert status == 200 and rel_rows(v, fused) <= 1e-6
+        status, r = s.post("/fuse", {"inputs": [{"image": b64[1], "text": TEXTS[1]}]})
+        assert status == 422 and "image_bytes" in r["error"], r
         # Bad images: the request is refused naming the input and the problem; nothing crashes.
         for name, kind in broken.items():
             status, r = s.post("/embed_image", {"inputs": [b64[0], base64.b64encode(open(name, "rb").read() or b"\0").decode()]})

@@ -177,3 +177,31 @@ def test_start_up_messages_and_info():
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=60) == 0
     assert info["openblas_kernels"].startswith("Haswell (set by OPENBLAS_CORETYPE=Haswell in the environment"), info
+
+
+def test_info_says_which_models_are_loaded_and_why_not(tmp_path, monkeypatch):
+    # The default image model's folder, without weights (as on a fresh clone): the server runs
+    # for texts, and /info says the image model is not loaded, and why, without the server's paths.
+    (tmp_path / "resnet50").mkdir()
+    monkeypatch.setenv("VLM_MODELS", str(tmp_path))
+    with Server(["--text-model", BERT]) as s:
+        status, info = s.get("/info")
+        assert status == 200 and info["text_loaded"] is True and info["image_loaded"] is False, info
+        assert "vlm models fetch resnet50" in info["image_error"] and str(tmp_path) not in info["image_error"], info
+        assert s.post("/embed_image", {"inputs": ["eA=="]})[0] == 503
+
+
+def test_answers_end_in_a_newline_and_latency_is_labelled_by_status(tmp_path):
+    # A shell loop appending each answer to a file gets one line per answer.
+    with Server(["--text-model", BERT]) as s:
+        out = b""
+        for t in ("a cat", "a dog"):
+            status, _, data = s.request("POST", "/embed", {"inputs": t})
+            assert status == 200 and data.endswith(b"]\n")
+            out += data
+        assert [len(json.loads(l)) for l in out.decode().splitlines()] == [1, 1]
+        status, _, data = s.request("POST", "/embed", b"{", {"Content-Type": "application/json"})
+        assert status == 400 and data.endswith(b"}\n")
+        metrics = s.get("/metrics")[1]
+        assert re.search(r'vlm_request_duration_seconds_count\{endpoint="/embed",status="200"\} 2', metrics), metrics
+        assert re.search(r'vlm_request_duration_seconds_count\{endpoint="/embed",status="400"\} 1', metrics), metrics

@@ -105,3 +105,18 @@ def test_bad_options_fail_at_start():
         vlm.Worker(text_model="/no/such/model")
     with pytest.raises(vlm.WorkerError, match="max-length"):
         vlm.Worker(text_model=BERT, max_length=1)
+
+
+def test_no_model_for_the_inputs_raises_instead_of_empty_rows(tmp_path, monkeypatch, photos):
+    # The default image model without weights (a fresh clone): embed_pairs cannot give rows of
+    # the model's width, so it raises saying why, rather than returning shape (N, 0).
+    (tmp_path / "models" / "resnet50").mkdir(parents=True)
+    monkeypatch.setenv("VLM_MODELS", str(tmp_path / "models"))
+    good, _ = photos
+    with vlm.Worker(text_model=BERT) as w:
+        v, errors = w.embed_texts(["still works"])
+        assert v.shape[0] == 1 and v.shape[1] > 0 and not errors
+        with pytest.raises(vlm.WorkerError, match="vlm models fetch resnet50"):
+            w.embed_pairs(good[:8], ["a caption"] * 8)
+        with pytest.raises(vlm.WorkerError, match="image model"):
+            w.embed_images(good[:2])

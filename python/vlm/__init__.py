@@ -226,6 +226,9 @@ class Worker:
         dim = next((r["dim"] for r in out if "dim" in r), None)
         if dim is None:
             dim = self._dim_for([requests[i] for i in present] or self._kind_of(requests))
+        if not dim:
+            # No model answers this kind of request: rows without width would be no rows at all.
+            raise WorkerError("no model can embed these inputs: " + self._why_not([requests[i] for i in present] or self._kind_of(requests)))
         vectors = np.full((len(requests), dim), np.nan, dtype=np.float32)
         errors = []
         for i, r in enumerate(out):
@@ -240,6 +243,13 @@ class Worker:
     def _kind_of(requests):
         """A stand-in request of the batch's kind, when every value is missing."""
         return getattr(requests, "kind", [])
+
+    def _why_not(self, requests):
+        info = self.info()
+        sample = requests[0] if requests else {}
+        kinds = [k for k in ("image", "text") if k in sample or (k == "image" and "image_bytes" in sample)]
+        reasons = [f"{k} model {info.get(k + '_model', '?')}: {info[k + '_error']}" for k in kinds if info.get(k + "_error")]
+        return "; ".join(reasons) or "the worker reports no dimension for them"
 
     def _dim_for(self, requests):
         info = self.info()

@@ -4,14 +4,15 @@ actor owning one `vlm.Worker` (one `vlm worker` child, models loaded once).
     import ray, vlm.ray
     ds = ray.data.read_text("captions.txt")                    # a column "text"
     ds = ds.map_batches(vlm.ray.TextEmbedder, fn_constructor_kwargs={"model": "models/all-MiniLM-L6-v2"},
-                        batch_format="numpy", concurrency=2, num_cpus=1)
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1)
     ds.write_parquet("out/")                                    # + "embedding", "error", "error_kind"
 
 Every other column is kept. "embedding" is float32 of fixed width (NaN for a failed item),
 "error" the message (None when it worked), "error_kind" the kind as errors.jsonl names it.
-Size the actor pool with `concurrency` and give each `num_cpus`; leave CPUs for Ray's read
-tasks — an actor pool holding every CPU stalls the dataset (on 8 cores, e.g., concurrency=3,
-num_cpus=2). Each worker's threads follow `num_cpus` (Ray sets OMP_NUM_THREADS per actor) unless
+Size the actor pool (`ActorPoolStrategy(size=n)`) and give each actor `num_cpus` from
+`ray.cluster_resources()`; leave CPUs for Ray's read tasks — an actor pool holding every CPU, or
+asking for more CPUs than the cluster has, stalls the dataset (on 8 cores, e.g., 3 actors of
+2 CPUs). Each worker's threads follow `num_cpus` (Ray sets OMP_NUM_THREADS per actor) unless
 `threads=` says otherwise.
 """
 import numpy as np
