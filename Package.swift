@@ -55,7 +55,7 @@ let package = Package(
         // MARK: - Library targets: shims → core → io → models → CLI
         .target(name: "VLMCore", dependencies: ["COpenBLAS", "CKernels"]),
         .target(name: "VLMIO", dependencies: ["VLMCore", "CKernels", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "VLMTokenizer", dependencies: ["VLMCore"]),
+        .target(name: "VLMTokenizer", dependencies: ["VLMCore", "VLMIO"]),
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode", "CKernels"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
         // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.

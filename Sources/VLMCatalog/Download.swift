@@ -69,7 +69,7 @@ public func run(name: String, registry: String?, modelsDir: String?) throws {
             return
         }
         let url = try f.url.map(mirrored) ?? "\(hub)/\(m.repo!)/resolve/\(m.revision ?? "main")/\(f.path)"
-        try created.make((dest as NSString).deletingLastPathComponent)
+        try created.make(parentPath(dest))
         let writer = try AtomicFileWriter(path: dest, mayReplaceRead: true)
         defer { writer.discard() }   // after a commit, nothing is left to discard
         let digest = try download(url, to: writer, expectedSize: f.size, label: f.path, quiet: quiet, timeout: timeout,
@@ -105,7 +105,7 @@ public final class Folders {
         var p = path
         while !p.isEmpty, p != "/", FileStatus.of(p) == nil {
             missing.append(p)
-            p = (p as NSString).deletingLastPathComponent
+            p = parentPath(p)
         }
         for d in missing.reversed() {
             if mkdir(d, 0o755) != 0 && errno != EEXIST { throw IOError.cannotWrite(path: d, reason: errnoMessage()) }

@@ -108,7 +108,7 @@ public func resolveModelSpec(_ spec: String?, defaultName: String) -> String {
 public func declaredPreprocess(_ spec: String?) throws -> (ModelPreprocess, String)? {
     let path = resolveModelSpec(spec, defaultName: defaultResNetName)
     guard !path.hasPrefix("synthetic:"), let st = FileStatus.of(path) else { return nil }
-    var folder = st.kind == .directory ? path : (path as NSString).deletingLastPathComponent
+    var folder = st.kind == .directory ? path : parentPath(path)
     if folder.isEmpty { folder = "." }
     let file = (folder as NSString).appendingPathComponent("preprocess.json")
     if FileStatus.of(file) != nil {
@@ -128,7 +128,7 @@ public func declaredPreprocess(_ spec: String?) throws -> (ModelPreprocess, Stri
 /// writable (a checkout's models/), else the cache folder ($XDG_CACHE_HOME/vlm).
 public func modelsRoot() -> String {
     if let env = ProcessInfo.processInfo.environment["VLM_MODELS"], !env.isEmpty { return env }
-    let dir = (resolveModelsFolder("registry.json") as NSString).deletingLastPathComponent
+    let dir = parentPath(resolveModelsFolder("registry.json"))
     return access(dir, W_OK) == 0 ? dir : cacheFolder()
 }
 

@@ -540,7 +540,7 @@ public func resolveSymlinks(_ path: String) throws -> String {
         let n = readlink(current, &buf, buf.count - 1)
         if n < 0 { throw IOError.cannotOpen(path: current, reason: errnoMessage()) }
         let target = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        current = target.hasPrefix("/") ? target : ((current as NSString).deletingLastPathComponent as NSString).appendingPathComponent(target)
+        current = target.hasPrefix("/") ? target : (parentPath(current) as NSString).appendingPathComponent(target)
     }
     throw IOError.cannotOpen(path: path, reason: "too many levels of symbolic links")
 }
@@ -565,7 +565,7 @@ public final class AtomicFileWriter {
         self.path = path
         self.mayReplaceRead = mayReplaceRead
         target = try resolveSymlinks(path)
-        let dir = (target as NSString).deletingLastPathComponent
+        let dir = parentPath(target)
         let name = (target as NSString).lastPathComponent
         temporary = ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent(".\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)

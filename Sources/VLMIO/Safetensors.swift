@@ -98,6 +98,15 @@ public final class SafetensorsFile {
         guard headerLength <= SafetensorsFile.maxHeaderBytes else {
             throw SafetensorsError.headerNotJSON(path: path, reason: "its \(headerLength)-byte header is over the \(SafetensorsFile.maxHeaderBytes) bytes the format allows (safetensors' own reader refuses it too)")
         }
+        // About 6 + rank JSON values a tensor (its object, dtype, shape, offsets): at most 10 on
+        // average, counted before
+        // anything is decoded.
+        let withinLimit = file.withBytes { b in
+            StrictJSON.hasAtMost(10 * SafetensorsFile.maxTensors, valuesIn: UnsafeRawBufferPointer(rebasing: b[8..<(8 + Int(headerLength))]))
+        }
+        guard withinLimit else {
+            throw SafetensorsError.headerNotJSON(path: path, reason: "its header holds more entries than the \(SafetensorsFile.maxTensors) tensors a checkpoint may hold (or a __metadata__ as large)")
+        }
         let headerData = file.withBytes { Data($0[8..<(8 + Int(headerLength))]) }
         dataStart = 8 + Int(headerLength)
         let dataSize = size - dataStart

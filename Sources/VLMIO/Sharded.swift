@@ -42,6 +42,10 @@ public final class ShardedCheckpoint: Checkpoint {
         guard data.count <= Self.maxIndexBytes else {
             throw fail("an index of \(data.count) bytes is over the \(byteCount(UInt64(Self.maxIndexBytes))) a checkpoint index may hold")
         }
+        // Each tensor is two values (its name and shard) in the weight map; counted before decoding.
+        guard data.withUnsafeBytes({ StrictJSON.hasAtMost(2 * Self.maxTensors + 4096, valuesIn: $0) }) else {
+            throw fail("the weight_map names more than the \(Self.maxTensors) tensors a checkpoint may hold")
+        }
         guard case .object(let top)? = JSONValue.parse(data) else { throw fail("not a JSON object (a sharded checkpoint's index)") }
         guard case .object(let map)? = top["weight_map"] else { throw fail("no \"weight_map\" object naming each tensor's shard") }
         guard !map.isEmpty else { throw fail("the weight_map is empty") }
@@ -60,7 +64,7 @@ public final class ShardedCheckpoint: Checkpoint {
         }
         let files = Set(shardOf.values).sorted()
         guard files.count <= Self.maxShards else { throw fail("\(files.count) shards, over the \(Self.maxShards) read") }
-        let folder = (indexPath as NSString).deletingLastPathComponent
+        let folder = parentPath(indexPath)
         var opened: [Checkpoint] = []
         var owner: [String: Int] = [:]
         var names: [String] = []

@@ -44,7 +44,7 @@ public enum OutputTarget {
         } else if errno != ENOENT {
             throw IOError.cannotWrite(path: path, reason: errnoMessage())
         }
-        let dir = (target as NSString).deletingLastPathComponent
+        let dir = parentPath(target)
         let folder = dir.isEmpty ? "." : dir
         guard let d = FileStatus.of(folder), d.kind == .directory else {
             throw IOError.cannotWrite(path: path, reason: "the folder \(folder) does not exist")
@@ -112,23 +112,45 @@ public func refuseOutput(_ output: String, amongImages paths: PathList) throws {
     }
 }
 
+/// The same for a source of image–text pairs (`vlm fuse --pairs`): its image paths are read,
+/// a few thousand at a time, only when `-o` names an existing file.
+public func refuseOutput<S: ItemSource>(_ output: String, amongPairsOf source: S) throws where S.Value == (image: ImageInput, text: TextInput) {
+    guard output != "-", let st = FileStatus.of(output), st.kind == .regular else { return }
+    var start = 0
+    while start < source.count {
+        let end = min(source.count, start + 4096)
+        let paths = PathList()
+        for item in try source.items(start..<end) {
+            if case .value(let v) = item.content, case .file(let p, _) = v.image { paths.append(p, walked: false) }
+        }
+        try refuseOutput(output, amongImages: paths)
+        start = end
+    }
+}
+
 /// `-o` inside a job's partial folder, or onto the sidecar of another output (finished or
 /// being written), would replace that job's files under it.
 private func refuseJobFolder(_ output: String, target: String) throws {
-    /// The folder holding `p` ("" for a bare name), by bytes.
-    func parent(_ p: String) -> String {
-        var b = Array(p.utf8)
-        while b.count > 1 && b.last == 0x2F { b.removeLast() }
-        guard let slash = b.lastIndex(of: 0x2F) else { return "" }
-        return slash == 0 ? "/" : String(decoding: b[..<slash], as: UTF8.self)
-    }
     let absolute = target.hasPrefix("/") ? target : FileManager.default.currentDirectoryPath + "/" + target
-    var dir = parent(absolute)
+    // The folder with its links resolved: a link to a partial folder leads inside it too.
+    var dir = parentPath(absolute)
+    if let real = realpath(dir, nil) {
+        dir = String(cString: real)
+        free(real)
+    }
+    let name = target.split(separator: "/").last.map(String.init) ?? target
+    if name.hasPrefix(".") && name.hasSuffix(".lock") && name.count > 6 {
+        // Another output's lock file (`.<name>.lock`): replacing it would let two jobs write one output.
+        let owner = (dir as NSString).appendingPathComponent(String(name.dropFirst().dropLast(5)))
+        if FileStatus.of(owner) != nil || FileStatus.of(owner + ".partial", followLinks: false) != nil {
+            throw OptionError("\(output): is the lock file of the output \(owner), which keeps two jobs from writing it at once; choose another -o")
+        }
+    }
     while !dir.isEmpty && dir != "/" {
         if dir.hasSuffix(".partial"), FileStatus.of(dir + "/job.json", followLinks: false) != nil {
             throw OptionError("\(output): is inside \(dir), the partial state of another vlm job's output, which it would corrupt; choose another -o")
         }
-        dir = parent(dir)
+        dir = parentPath(dir)
     }
     for suffix in outputSidecars where target.hasSuffix(suffix) {
         let owner = String(target.dropLast(suffix.count))
@@ -148,7 +170,7 @@ public final class OutputLock {
     private let fd: Int32
 
     public init(target: String, output: String) throws {
-        let dir = (target as NSString).deletingLastPathComponent
+        let dir = parentPath(target)
         path = ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent("." + (target as NSString).lastPathComponent + ".lock")
         let f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         if f < 0 { throw IOError.cannotWrite(path: output, reason: "cannot create the job's lock file \(path) beside it: \(errnoMessage())") }

@@ -128,11 +128,11 @@ final class PartialSink: RowSink {
         let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0o644)
         if fd < 0 {
             let reason = errno == ELOOP ? "is a symbolic link, which vlm never puts in a job folder" : errnoMessage()
-            throw InputError("\(path): \(reason); delete \((path as NSString).deletingLastPathComponent) to start over")
+            throw InputError("\(path): \(reason); delete \(parentPath(path)) to start over")
         }
         guard let st = FileStatus.of(fd: fd), st.kind == .regular else {
             close(fd)
-            throw InputError("\(path): not a regular file, which vlm never puts in a job folder; delete \((path as NSString).deletingLastPathComponent) to start over")
+            throw InputError("\(path): not a regular file, which vlm never puts in a job folder; delete \(parentPath(path)) to start over")
         }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         return FileSink(fd: fd, name: path)
@@ -311,7 +311,7 @@ final class PartialSink: RowSink {
     /// the target (a copy where the file system has no hard links). The partial keeps its file
     /// until the folder is removed, so a kill in between leaves a job that resumes and finishes.
     private func publish(_ f: FileSink, to path: String) throws {
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = parentPath(path)
         let tmp = ((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent(".\((path as NSString).lastPathComponent).tmp-\(getpid())")
         unlink(tmp)
         if link(f.name, tmp) != 0 {

@@ -211,7 +211,9 @@ public final class TextEncoder {
             model = try explainingSharedPrefix(weights) { try BertModel(config: config, source: weights, backend: backend, allowNonFinite: allowNonFinite) }
         } catch let WeightError.shapeMismatch(source, key, expected, got) {
             throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(files.path("config.json")) implies \(WeightError.shapeText(expected))")
-        } catch let WeightError.missingTensor(source, key) where key.hasPrefix("encoder.layer.") || key.hasPrefix("transformer.layer.") {
+        } catch let WeightError.missingTensor(source, key)
+                    where (key.hasPrefix("encoder.layer.") || key.hasPrefix("transformer.layer.")) && !key.contains(".layer.0.") {
+            // Some layers are there, not as many as the config says.
             let name = config.isDistilBERT ? "n_layers" : "num_hidden_layers"
             throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(files.path("config.json")) says \(name) \(config.numHiddenLayers))")
         }

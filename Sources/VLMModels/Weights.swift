@@ -31,9 +31,15 @@ extension TorchCheckpoint: TensorSource {
 /// `layoutNote` says so).
 public func openWeights(_ path: String) throws -> any TensorSource & Checkpoint {
     let c = try Checkpoints.open(path)
-    if let prefix = sharedKeyPrefix(c.tensorNames), !isKnownLayout(c.tensorNames),
-       isKnownLayout(c.tensorNames.map { String($0.dropFirst(prefix.count)) }) {
-        return PrefixStrippedCheckpoint(c, prefix: prefix)
+    if !isKnownLayout(c.tensorNames) {
+        // One wrapper or a few nested ones (`model.backbone.`, `module.module.`).
+        var prefix = "", names = c.tensorNames
+        for _ in 0..<3 {
+            guard let p = sharedKeyPrefix(names) else { break }
+            prefix += p
+            names = names.map { String($0.dropFirst(p.count)) }
+            if isKnownLayout(names) { return PrefixStrippedCheckpoint(c, prefix: prefix) }
+        }
     }
     if let s = c as? SafetensorsFile { return s }
     if let s = c as? ShardedCheckpoint { return s }

@@ -103,8 +103,19 @@ final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
         (self.idleTimeout, self.readTimeout, self.headersTimedOut) = (idleTimeout, readTimeout, headersTimedOut)
     }
 
+    /// This connection's clock; and whether a refusal was counted (NIO may report one bad
+    /// request twice, and a request whose headers timed out was counted as a 408 already).
+    private var clock: ConnectionClock?
+    private var counted = false
+    private var inRequest = false
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if error is HTTPParserError { rejected() }
+        // A parse error inside a request whose head was read (its body cut short) belongs to a
+        // request the server answers itself (408, 400): only one that never became a request counts.
+        if error is HTTPParserError && !counted && !inRequest && !(clock?.answeredTimeout ?? false) {
+            counted = true
+            rejected()
+        }
         context.fireErrorCaught(error)
     }
 
@@ -112,12 +123,18 @@ final class ContinueHandler: ChannelInboundHandler, RemovableChannelHandler {
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
             let clock = ConnectionClock(idle: idleTimeout, read: readTimeout, headersTimedOut: headersTimedOut)
+            self.clock = clock
             try? pipeline.addHandler(clock, position: .first)
             try? pipeline.addHandler(ConnectionRules(clock: clock), position: .before(codec))
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: inRequest = true
+        case .end: inRequest = false
+        default: break
+        }
         if case .head(let head) = unwrapInboundIn(data), head.headerFields[.expect]?.lowercased() == "100-continue" {
             var tooLarge = false
             if let text = head.headerFields[.contentLength], let length = Int(text) { tooLarge = length > maxBodyBytes }
@@ -212,6 +229,8 @@ final class ConnectionClock: ChannelInboundHandler, RemovableChannelHandler {
     private var headersSince: NIODeadline?
     private var readingBody = false
     private var lastActive = NIODeadline.now()
+    /// A 408 was written for headers that did not arrive.
+    private(set) var answeredTimeout = false
 
     init(idle: Double, read: Double, headersTimedOut: @escaping @Sendable () -> Void) {
         self.idle = .nanoseconds(Int64(idle * 1e9))
@@ -280,6 +299,7 @@ final class ConnectionClock: ChannelInboundHandler, RemovableChannelHandler {
             let body = "{\"error\":\(jsonString(String(format: "the request headers did not arrive within %g s (--read-timeout)", seconds))),\"error_type\":\"Validation\"}\n"
             let text = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
             headersTimedOut()
+            answeredTimeout = true
             let channel = context.channel
             context.writeAndFlush(NIOAny(ByteBuffer(string: text))).whenComplete { _ in channel.close(promise: nil) }
         } else if !readingBody && inFlight == 0 {

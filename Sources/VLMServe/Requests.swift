@@ -137,10 +137,13 @@ final class WorkPool: @unchecked Sendable {
     private let queue = OperationQueue()
     /// --request-timeout: a request whose turn comes after it is answered, not worked on.
     private let timeout: Double
-    init(width: Int, timeout: Double = .infinity) {
+    /// True once the server's drain was cut short: work not begun is answered `stopping` at once.
+    private let stopping: @Sendable () -> Bool
+    init(width: Int, timeout: Double = .infinity, stopping: @escaping @Sendable () -> Bool = { false }) {
         queue.maxConcurrentOperationCount = max(1, width)
         queue.qualityOfService = .userInitiated
         self.timeout = timeout
+        self.stopping = stopping
     }
 
     func run<T>(_ work: @escaping () throws -> T) async throws -> T {
@@ -152,8 +155,9 @@ final class WorkPool: @unchecked Sendable {
         return try await withTaskCancellationHandler(operation: { () async throws -> T in
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) -> Void in
                 guard once.install(c) else { return }
-                queue.addOperation { [timeout] () -> Void in
+                queue.addOperation { [timeout, stopping] () -> Void in
                     guard once.begin() else { return }
+                    if stopping() { return once.resume(.failure(BatchRefusal.stopping)) }
                     // The deadline covers the wait for the pool too (behind a long tokenization).
                     if let since, arrival?.isArriving == true, Batcher.now() - since > timeout {
                         return once.resume(.failure(BatchRefusal.deadline(seconds: Batcher.now() - since)))
@@ -530,10 +534,10 @@ extension EmbeddingServer {
             // A link that leads nowhere answers as one leading outside (403) wherever it points,
             // so no answer tells whether a file outside the root exists.
             if isEntry(full) { throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root") }
-            var folder = (full as NSString).deletingLastPathComponent
+            var folder = parentPath(full)
             while real(folder) == nil && folder.count > root.count {
                 if isEntry(folder) { throw APIError(status: .forbidden, type: "Validation", message: "\(name) leads outside the server's root") }
-                folder = (folder as NSString).deletingLastPathComponent
+                folder = parentPath(folder)
             }
             if let f = real(folder), inside(f) {
                 throw APIError(status: .notFound, type: "Validation", message: "\(name): no such file under the server's root")

@@ -113,7 +113,7 @@ public final class EmbeddingServer: @unchecked Sendable {
     public var unrunAtCut: Int { control.unrun }
     /// The port bound, once running (the one asked for, or the kernel's pick for 0).
     public private(set) var boundPort: Int?
-    let control = ShutdownControl()
+    let control: ShutdownControl
     let pool: WorkPool
     let bodyBudget: ByteBudget
 
@@ -121,7 +121,9 @@ public final class EmbeddingServer: @unchecked Sendable {
         (self.config, self.models) = (config, models)
         metrics = ServeMetrics()
         batcher = Batcher(limits: config.limits, observer: metrics)
-        pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout)
+        let control = ShutdownControl()
+        self.control = control
+        pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout, stopping: { control.isCut })
         bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes))
         if case .success(let t) = models.text {
             let lane = Lane<[Encoding]>(name: "text", dim: t.dim, merge: { $0.flatMap { $0 } }, encode: { try t.encode($0) })
@@ -150,7 +152,9 @@ public final class EmbeddingServer: @unchecked Sendable {
         batcher.start()
         defer {
             batcher.stop()
-            batcher.waitUntilDrained()
+            // After a cut every request was answered: the forward pass still running (seconds for
+            // a batch of large images) is not waited for.
+            if !control.isCut { batcher.waitUntilDrained() }
         }
         let router = Router()
         routes(router)
@@ -183,14 +187,14 @@ public final class EmbeddingServer: @unchecked Sendable {
         let control: ShutdownControl = self.control
         let cut: @Sendable () -> Void = { [batcher] () -> Void in
             // Queued requests and the batch running are answered 503 now; those still being
-            // read are cancelled below (and answered 503 where their connection still listens).
+            // read or prepared get 503 as soon as their work comes round (the pool refuses to
+            // begin more), for up to 2 s; then whatever still reads a body is cancelled.
             let unrun: Int = batcher.stop(answeringQueued: true) + batcher.arrivingRequests
             control.record(unrun: unrun)
+            for _ in 0..<40 where batcher.arrivingRequests > 0 { usleep(50_000) }
             // A moment for those answers to be written before the connections close.
-            Task.detached { () async -> Void in
-                try? await Task.sleep(nanoseconds: 200_000_000)
-                serving.cancel()
-            }
+            usleep(200_000)
+            serving.cancel()
         }
         control.onCut(cut)
         let signals = SecondSignal()
@@ -419,6 +423,9 @@ func base64Floats(_ row: ArraySlice<Float>) -> String {
 /// The drain's course, set from any thread: begun (so /health answers 503), finished, or cut
 /// short — judged by what happened, not by the clock.
 final class ShutdownControl: @unchecked Sendable {
+    /// Where signals and the drain's timer are handled (a serial queue gets a thread of its own
+    /// even when every pool thread is busy).
+    static let queue = DispatchQueue(label: "vlm-shutdown", qos: .userInteractive)
     private let lock = NSLock()
     private var draining = false
     private var finished = false
@@ -428,6 +435,7 @@ final class ShutdownControl: @unchecked Sendable {
     private var unrunCount = 0
 
     var isDraining: Bool { lock.lock(); defer { lock.unlock() }; return draining }
+    var isCut: Bool { lock.lock(); defer { lock.unlock() }; return cut }
     var unrun: Int { lock.lock(); defer { lock.unlock() }; return unrunCount }
     func record(unrun n: Int) { lock.lock(); unrunCount += n; lock.unlock() }
 
@@ -438,11 +446,9 @@ final class ShutdownControl: @unchecked Sendable {
     /// Graceful shutdown has begun; after `timeout` seconds the drain is cut short.
     func beginDrain(timeout: Double) {
         lock.lock(); draining = true; lock.unlock()
-        let nanoseconds = UInt64(timeout * 1e9)
-        Task.detached { [self] () async -> Void in
-            try? await Task.sleep(nanoseconds: nanoseconds)
-            cutShort()
-        }
+        // On a queue of its own, not the concurrency pool or Dispatch's global queues: both can
+        // be busy with requests' work when the time comes.
+        ShutdownControl.queue.asyncAfter(deadline: .now() + timeout) { [self] in cutShort() }
     }
 
     /// Cuts the drain short unless it has finished.
@@ -486,7 +492,7 @@ final class SecondSignal: @unchecked Sendable {
 
     init() {
         for sig in [SIGTERM, SIGINT] {
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: ShutdownControl.queue)
             s.setEventHandler { [weak self] in
                 guard let self else { return }
                 self.lock.lock(); self.count += 1; let second = self.count == 2; self.lock.unlock()

@@ -5,6 +5,7 @@
 
 import Foundation
 import VLMCore
+import VLMIO
 
 extension WordPieceTokenizer {
     public static func load(folder: String) throws -> WordPieceTokenizer {
@@ -236,5 +237,6 @@ func readTokenizerFile(_ path: String, limit: Int) throws -> Data {
         throw TokenizerError.badFile(path: path, reason: "over the \(limit >> 20) MiB a tokenizer file may hold")
     }
     ReadFiles.record(path)
-    return data
+    // JSON as Python's json reads it: of two equal keys, the last.
+    return path.hasSuffix(".json") ? StrictJSON.lastKeyWins(data) : data
 }

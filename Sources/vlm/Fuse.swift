@@ -54,6 +54,7 @@ struct Fuse: ParsableCommand {
             guard lines.lineCount > 0 else { throw InputError("\(lines.name): no pairs") }
             source = PairSource(lines: lines, range: common.job.slice(lines.lineCount))
         }
+        try refuseOutput(common.out.output, amongPairsOf: source)
         let pca = try projection.load()
         let net = try common.resnet(models.imageModel, backend: backend)
         let images = try imageOptions.encoder(net, layer: models.imageLayer, model: models.imageModel)

@@ -153,6 +153,10 @@ final class HardeningCLITests: XCTestCase {
         XCTAssertEqual(wrapped.status, 0, wrapped.stderr)
         XCTAssertTrue(wrapped.stderr.contains("'backbone.'"), wrapped.stderr)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("plain.npy"))), try Data(contentsOf: URL(fileURLWithPath: path("wrapped.npy"))))
+        // Nested wrappers too.
+        try renamedCheckpoint({ "model.backbone." + $0 }, to: path("nested.safetensors"))
+        XCTAssertEqual(try runVLM(["embed-image", "--model", path("nested.safetensors"), photo, "-o", path("nested.npy"), "--quiet"]).status, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("plain.npy"))), try Data(contentsOf: URL(fileURLWithPath: path("nested.npy"))))
         // convert writes the names without the prefix.
         XCTAssertEqual(try runVLM(["convert", path("wrapped.safetensors"), "-o", path("conv.safetensors"), "--quiet"]).status, 0)
         let original = try SafetensorsFile(path: tinyResNet + "/model.safetensors")
@@ -239,5 +243,78 @@ extension HardeningCLITests {
         let vocab = try String(contentsOfFile: m + "/vocab.txt", encoding: .utf8)
         try (vocab + String(repeating: "a", count: 33 << 20)).write(toFile: m + "/vocab.txt", atomically: true, encoding: .utf8)
         assertRefused(try runVLM(["embed-text", "--model", m, "hello", "-o", "-"]), status: 1, ["vocab.txt", "32 MiB"])
+    }
+}
+
+extension HardeningCLITests {
+    /// A DistilBERT config's problems in its own key names (dim, n_heads, n_layers), not BERT's.
+    func testDistilBERTSettingsAreNamedAsItsConfigNamesThem() throws {
+        func distil(_ heads: Int, layers: Int) throws -> String {
+            let m = path("d-\(heads)-\(layers)")
+            try FileManager.default.copyItem(atPath: tinyBERT, toPath: m)
+            let cfg = "{\"model_type\": \"distilbert\", \"dim\": 32, \"n_heads\": \(heads), \"n_layers\": \(layers), \"hidden_dim\": 64, \"vocab_size\": 30522, \"max_position_embeddings\": 128}"
+            try cfg.write(toFile: m + "/config.json", atomically: true, encoding: .utf8)
+            return m
+        }
+        assertRefused(try runVLM(["embed-text", "--model", try distil(3, layers: 2), "hi", "-o", "-"]), status: 1, ["dim 32 is not a multiple of n_heads 3"])
+        assertRefused(try runVLM(["embed-text", "--model", try distil(4, layers: 0), "hi", "-o", "-"]), status: 1, ["n_layers must be positive"])
+    }
+}
+
+// MARK: - Found by the second probe of this issue's fixes
+
+extension HardeningCLITests {
+    /// Foundation's deletingLastPathComponent trapped on a one-character name: `-o q` crashed.
+    func testAOneCharacterOutputNameIsWritten() throws {
+        let r = try runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && '\(vlmBinary().path)' embed-text --model '\(tinyBERT)' hi -o q --format jsonl --quiet && '\(vlmBinary().path)' convert '\(tinyResNet)' -o z --quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertNotNil(FileStatus.of(path("q")))
+        XCTAssertNotNil(FileStatus.of(path("z")))
+    }
+
+    func testFuseNeverReplacesItsImage() throws {
+        try FileManager.default.createDirectory(atPath: path("img"), withIntermediateDirectories: true)
+        let image = try copy(photo, "img/a.jpg")
+        let before = try digest(image)
+        try "\(image)\ta caption\n".write(toFile: path("pairs.tsv"), atomically: true, encoding: .utf8)
+        for args in [["--image", image, "--text", "hi"], ["--pairs", path("pairs.tsv")]] {
+            let r = try runVLM(["fuse"] + args + ["--image-model", tinyResNet, "--text-model", tinyBERT, "-o", image])
+            assertRefused(r, status: 64, ["a.jpg", "an input of this job"])
+        }
+        XCTAssertEqual(try digest(image), before)
+    }
+
+    func testAnotherJobsPartialFolderAndLockAreRefusedThroughLinksToo() throws {
+        try FileManager.default.createDirectory(atPath: path("imgs"), withIntermediateDirectories: true)
+        for k in 0..<8 { _ = try copy(photo, "imgs/\(k).jpg") }
+        let a = path("A.npy")
+        try FileManager.default.createSymbolicLink(atPath: path("pl"), withDestinationPath: a + ".partial")
+        let job = try startPaused(["embed-image", path("imgs"), "--model", tinyResNet, "--batch-size", "2", "-o", a], afterUnits: 1)
+        defer { kill(job.processIdentifier, SIGKILL); job.waitUntilExit() }
+        for out in [path("pl/rows.f32"), path("pl/journal.jsonl"), path(".A.npy.lock")] {
+            assertRefused(try runVLM(["embed-text", "--model", tinyBERT, "hello", "-o", out]), status: 64, [out])
+        }
+    }
+
+    /// Millions of tiny entries are refused by a count that decodes nothing, not after a parse
+    /// of seconds and gigabytes (the message says which check refused them).
+    func testAHeaderOfMillionsOfValuesIsRefusedBeforeItIsDecoded() throws {
+        var header = "{"
+        for k in 0..<450_000 { header += (k > 0 ? "," : "") + "\"t\(k)\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}" }
+        header += "}"
+        try safetensors(header).write(to: URL(fileURLWithPath: path("many.safetensors")))
+        assertRefused(try runVLM(["inspect", path("many.safetensors")]), status: 1, ["holds more entries than the 262144 tensors"])
+    }
+
+    func testADuplicatedTokenizerConfigKeyTakesTheLast() throws {
+        let plain = try runVLM(["tokenize", "--model", tinyBERT, "Hello World"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let m = path("m")
+        try FileManager.default.copyItem(atPath: tinyBERT, toPath: m)
+        try #"{"do_lower_case": false, "do_lower_case": true}"#.write(toFile: m + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        let r = try runVLM(["tokenize", "--model", m, "Hello World"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, plain.stdout)
+        XCTAssertFalse(r.out.contains("[UNK]"), r.out)
     }
 }
