@@ -130,7 +130,7 @@ public struct BertConfig: Decodable, Equatable, Sendable {
             throw WeightError.unrecognized(source: path, reason: "layer_norm_eps \(cfg.layerNormEps) is not in [0, 1)")
         }
         if ActivationFunction(huggingFace: cfg.hiddenAct) == nil {
-            throw WeightError.unrecognized(source: path, reason: "hidden_act '\(cfg.hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
+            throw WeightError.unrecognized(source: path, reason: "\(distil ? "activation" : "hidden_act") '\(cfg.hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
         }
         if let p = cfg.positionEmbeddingType, p != "absolute" {
             throw WeightError.unrecognized(source: path, reason: "position_embedding_type '\(p)' is not supported (absolute only)")
@@ -206,13 +206,37 @@ public struct BertKeyMap {
         }
         return "encoder.layer.\(n)." + tail   // unknown: kept, so it is reported as unused
     }
+
+    /// The inverse, for messages: BERT's encoder.layer.N name as DistilBERT's file would have it.
+    static func distilBERTName(ofBERT k: String) -> String {
+        let head = "encoder.layer."
+        guard k.hasPrefix(head) else { return k }
+        let rest = k.dropFirst(head.count)
+        guard let dot = rest.firstIndex(of: ".") else { return k }
+        let n = rest[..<dot], tail = String(rest[rest.index(after: dot)...])
+        let renames: [(String, String)] = [
+            ("attention.self.query.", "attention.q_lin."), ("attention.self.key.", "attention.k_lin."),
+            ("attention.self.value.", "attention.v_lin."), ("attention.output.dense.", "attention.out_lin."),
+            ("attention.output.LayerNorm.", "sa_layer_norm."), ("intermediate.dense.", "ffn.lin1."),
+            ("output.dense.", "ffn.lin2."), ("output.LayerNorm.", "output_layer_norm."),
+        ]
+        for (from, to) in renames where tail.hasPrefix(from) {
+            return "transformer.layer.\(n)." + to + tail.dropFirst(from.count)
+        }
+        return "transformer.layer.\(n)." + tail
+    }
 }
 
 /// A source seen through a key map: canonical names in, checkpoint tensors out.
 final class MappedTensorSource: TensorSource {
     let base: TensorSource
     let map: [String: String]
-    init(base: TensorSource, map: [String: String]) { self.base = base; self.map = map }
+    /// The file's own name of a canonical key it lacks (DistilBERT's layer names), for messages.
+    let missingName: (String) -> String
+    init(base: TensorSource, map: [String: String], missingName: @escaping (String) -> String = { $0 }) {
+        (self.base, self.map, self.missingName) = (base, map, missingName)
+    }
+    func checkpointName(of key: String) -> String { map[key] ?? missingName(key) }
     var sourceName: String { base.sourceName }
     var keys: [String] { map.keys.sorted() }
     func shape(of key: String) -> [Int]? { map[key].flatMap { base.shape(of: $0) } }
@@ -312,7 +336,10 @@ public final class BertModel {
         activation = ActivationFunction(huggingFace: c.hiddenAct)!
         let keyMap = BertKeyMap(keys: source.keys)
         ignoredHeads = keyMap.ignoredHeads
-        let store = WeightStore(MappedTensorSource(base: source, map: keyMap.canonical), allowNonFinite: allowNonFinite)
+        // A tensor the file lacks is named as the file's own family names it.
+        let prefix = source.keys.contains { $0.hasPrefix("distilbert.") } ? "distilbert." : source.keys.contains { $0.hasPrefix("bert.") } ? "bert." : ""
+        let missingName: (String) -> String = { prefix + (c.isDistilBERT ? BertKeyMap.distilBERTName(ofBERT: $0) : $0) }
+        let store = WeightStore(MappedTensorSource(base: source, map: keyMap.canonical, missingName: missingName), allowNonFinite: allowNonFinite)
         let r = store.root, e = r.pp("embeddings"), h = c.hiddenSize
         wordEmbeddings = try e.tensor("word_embeddings.weight", exact: [c.vocabSize, h]).data
         positionEmbeddings = try e.tensor("position_embeddings.weight", exact: [c.maxPositionEmbeddings, h]).data

@@ -212,7 +212,7 @@ public final class TextEncoder {
         } catch let WeightError.shapeMismatch(source, key, expected, got) {
             throw WeightError.unrecognized(source: source, reason: "tensor '\(key)' has shape \(got) but \(files.path("config.json")) implies \(WeightError.shapeText(expected))")
         } catch let WeightError.missingTensor(source, key)
-                    where (key.hasPrefix("encoder.layer.") || key.hasPrefix("transformer.layer.")) && !key.contains(".layer.0.") {
+                    where (key.contains("encoder.layer.") || key.contains("transformer.layer.")) && !key.contains(".layer.0.") {
             // Some layers are there, not as many as the config says.
             let name = config.isDistilBERT ? "n_layers" : "num_hidden_layers"
             throw WeightError.unrecognized(source: source, reason: "missing tensor '\(key)' (\(files.path("config.json")) says \(name) \(config.numHiddenLayers))")

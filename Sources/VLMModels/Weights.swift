@@ -13,6 +13,13 @@ public protocol TensorSource: AnyObject {
     var keys: [String] { get }
     func shape(of key: String) -> [Int]?
     func floatTensor(_ key: String) throws -> Tensor
+    /// The name `key` has (or would have) in the file, for messages: a source that renames
+    /// keys (DistilBERT's layers read as BERT's) names the file's own.
+    func checkpointName(of key: String) -> String
+}
+
+extension TensorSource {
+    public func checkpointName(of key: String) -> String { key }
 }
 
 extension SafetensorsFile: TensorSource {
@@ -173,15 +180,15 @@ public final class WeightStore {
     /// Throws `unusedTensors` when some key was never read nor ignored.
     public func checkAllUsed() throws {
         let unused = source.keys.filter { !used.contains($0) }
-        if !unused.isEmpty { throw WeightError.unusedTensors(source: source.sourceName, keys: unused) }
+        if !unused.isEmpty { throw WeightError.unusedTensors(source: source.sourceName, keys: unused.map(source.checkpointName)) }
     }
 
     fileprivate func fetch(_ key: String, expected: [Int?]) throws -> Tensor {
         guard let shape = source.shape(of: key) else {
-            throw WeightError.missingTensor(source: source.sourceName, key: key)
+            throw WeightError.missingTensor(source: source.sourceName, key: source.checkpointName(of: key))
         }
         let fits = shape.count == expected.count && zip(shape, expected).allSatisfy { $1 == nil || $0 == $1 }
-        if !fits { throw WeightError.shapeMismatch(source: source.sourceName, key: key, expected: expected, got: shape) }
+        if !fits { throw WeightError.shapeMismatch(source: source.sourceName, key: source.checkpointName(of: key), expected: expected, got: shape) }
         if shape.contains(0) {
             throw WeightError.unrecognized(source: source.sourceName, reason: "tensor '\(key)' has shape \(shape): an empty dimension, no layer can be made of it")
         }

@@ -178,7 +178,9 @@ struct ServeCommand: ParsableCommand {
         case .success(true): return
         case .success(false):
             note("vlm: note: the drain was cut short (--shutdown-timeout or a second signal): \(server.unrunAtCut) requests queued, running or arriving were answered 503")
-            throw Finished(status: .failure)
+            // Every request is answered; the forward pass still running on the model thread is
+            // abandoned: _exit, not exit, whose teardown of libraries under that thread crashed.
+            _exit(ExitStatus.failure.rawValue)
         case .failure(let e):
             throw InputError("cannot listen on \(display):\(port): \(Self.listenError(e))")
         }

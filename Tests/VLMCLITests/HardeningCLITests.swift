@@ -131,12 +131,14 @@ final class HardeningCLITests: XCTestCase {
     // MARK: - 12. A checkpoint saved inside a wrapper module
 
     /// The fixture's safetensors with every key renamed by `rename` (the data section as it is).
-    func renamedCheckpoint(_ rename: (String) -> String, to out: String) throws {
-        let data = try Data(contentsOf: URL(fileURLWithPath: tinyResNet + "/model.safetensors"))
+    func renamedCheckpoint(_ rename: (String) -> String?, to out: String, from source: String? = nil) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: (source ?? tinyResNet) + "/model.safetensors"))
         let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian })
         let header = try XCTUnwrap(JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as? [String: Any])
         var renamed: [String: Any] = [:]
-        for (k, v) in header { renamed[k == "__metadata__" ? k : rename(k)] = v }
+        for (k, v) in header {
+            if k == "__metadata__" { renamed[k] = v } else if let n = rename(k) { renamed[n] = v }
+        }
         let h = try JSONSerialization.data(withJSONObject: renamed)
         var out8 = UInt64(h.count).littleEndian
         var bytes = Data(bytes: &out8, count: 8)
@@ -258,6 +260,21 @@ extension HardeningCLITests {
         }
         assertRefused(try runVLM(["embed-text", "--model", try distil(3, layers: 2), "hi", "-o", "-"]), status: 1, ["dim 32 is not a multiple of n_heads 3"])
         assertRefused(try runVLM(["embed-text", "--model", try distil(4, layers: 0), "hi", "-o", "-"]), status: 1, ["n_layers must be positive"])
+        // A DistilBERT checkpoint of 2 layers (the tiny BERT's, under DistilBERT's names) with a
+        // config saying 3: the missing tensor by the file's own name, the setting by its name.
+        let m = try distil(4, layers: 3)
+        let renames = [("attention.self.query.", "attention.q_lin."), ("attention.self.key.", "attention.k_lin."),
+                       ("attention.self.value.", "attention.v_lin."), ("attention.output.dense.", "attention.out_lin."),
+                       ("attention.output.LayerNorm.", "sa_layer_norm."), ("intermediate.dense.", "ffn.lin1."),
+                       ("output.dense.", "ffn.lin2."), ("output.LayerNorm.", "output_layer_norm.")]
+        try renamedCheckpoint({ key in
+            if key.hasPrefix("pooler.") || key.contains("token_type") || key.hasPrefix("classifier.") || key.contains("position_ids") { return nil }
+            guard key.hasPrefix("encoder.layer.") else { return key }
+            let rest = key.dropFirst("encoder.layer.".count), n = rest.prefix { $0 != "." }, tail = String(rest.dropFirst(n.count + 1))
+            for (from, to) in renames where tail.hasPrefix(from) { return "transformer.layer.\(n)." + to + tail.dropFirst(from.count) }
+            return nil
+        }, to: m + "/model.safetensors", from: tinyBERT)
+        assertRefused(try runVLM(["embed-text", "--model", m, "hi", "-o", "-"]), status: 1, ["transformer.layer.2.attention.q_lin.weight", "n_layers 3"])
     }
 }
 

@@ -210,22 +210,23 @@ final class BERTLoadingTests: XCTestCase {
         XCTAssertEqual(plain.forward(batch).hidden, withHead.forward(batch).hidden)
     }
 
+    /// Errors name each tensor as the file does (here under its `bert.` prefix).
     func testMissingShapeAndUnusedErrors() throws {
         let (cfg, s) = try tinyState()
         var missing = s
         missing["bert.encoder.layer.1.attention.self.value.weight"] = nil
         XCTAssertThrowsError(try BertModel(config: cfg, source: MemoryTensorSource(name: "m", state: missing), backend: BLASBackend())) {
-            XCTAssertEqual($0 as? WeightError, .missingTensor(source: "m", key: "encoder.layer.1.attention.self.value.weight"))
+            XCTAssertEqual($0 as? WeightError, .missingTensor(source: "m", key: "bert.encoder.layer.1.attention.self.value.weight"))
         }
         var shape = s
         shape["bert.encoder.layer.0.intermediate.dense.weight"] = Tensor(zeros: [65, 32])
         XCTAssertThrowsError(try BertModel(config: cfg, source: MemoryTensorSource(name: "m", state: shape), backend: BLASBackend())) {
-            XCTAssertEqual($0 as? WeightError, .shapeMismatch(source: "m", key: "encoder.layer.0.intermediate.dense.weight", expected: [64, 32], got: [65, 32]))
+            XCTAssertEqual($0 as? WeightError, .shapeMismatch(source: "m", key: "bert.encoder.layer.0.intermediate.dense.weight", expected: [64, 32], got: [65, 32]))
         }
         var unused = s
         unused["bert.encoder.layer.2.output.dense.weight"] = Tensor(zeros: [32, 64])
         XCTAssertThrowsError(try BertModel(config: cfg, source: MemoryTensorSource(name: "m", state: unused), backend: BLASBackend())) {
-            XCTAssertEqual($0 as? WeightError, .unusedTensors(source: "m", keys: ["encoder.layer.2.output.dense.weight"]))
+            XCTAssertEqual($0 as? WeightError, .unusedTensors(source: "m", keys: ["bert.encoder.layer.2.output.dense.weight"]))
         }
     }
 
@@ -249,11 +250,11 @@ final class BERTLoadingTests: XCTestCase {
         try FileManager.default.copyItem(at: tiny.appendingPathComponent("vocab.txt"), to: dir.appendingPathComponent("vocab.txt"))
         expect("no model.safetensors")
         try FileManager.default.copyItem(at: tiny.appendingPathComponent("model.safetensors"), to: dir.appendingPathComponent("model.safetensors"))
-        expect("tensor 'embeddings.word_embeddings.weight' has shape [30522, 32] but \(dir.path)/config.json implies [30522, 48]")
+        expect("tensor 'bert.embeddings.word_embeddings.weight' has shape [30522, 32] but \(dir.path)/config.json implies [30522, 48]")
         cfg["hidden_size"] = 32
         cfg["num_hidden_layers"] = 3
         try JSONSerialization.data(withJSONObject: cfg).write(to: dir.appendingPathComponent("config.json"))
-        expect("missing tensor 'encoder.layer.2.attention.self.query.weight' (\(dir.path)/config.json says num_hidden_layers 3)")
+        expect("missing tensor 'bert.encoder.layer.2.attention.self.query.weight' (\(dir.path)/config.json says num_hidden_layers 3)")
         cfg["num_hidden_layers"] = 2
         cfg["hidden_act"] = "swish"
         try JSONSerialization.data(withJSONObject: cfg).write(to: dir.appendingPathComponent("config.json"))
