@@ -16,8 +16,9 @@ VENV := .venv
 SERVE_VENV := .venv-serve
 PY := $(VENV)/bin/python
 APT_PACKAGES := libopenblas-dev liblapacke-dev libturbojpeg0-dev libpng-dev zlib1g-dev pkg-config
-# make test only: a Java runtime for pyspark's local mode (python/tests/test_spark_dask.py).
-TEST_APT_PACKAGES := openjdk-17-jre-headless
+# make test only: a Java runtime for pyspark's local mode (python/tests/test_spark_dask.py), and
+# the curl and jq of the README's shell examples (python/tests/test_readme.py runs them).
+TEST_APT_PACKAGES := openjdk-17-jre-headless curl jq
 GENERATED := Tests/Fixtures/generated
 VLM := .build/release/vlm
 

@@ -26,6 +26,13 @@ def snippet(engine):
     return block.replace("/models/all-MiniLM-L6-v2", BERT)
 
 
+def frame_snippet(engine):
+    """The python block after the README's **Spark** or **Dask** heading that builds its example
+    frame (the README test skips it for Spark: it starts a session, which this test has)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    return re.search(r"\*\*" + engine + r"\*\*.*?```python\n((?:(?!```).)*?)```", readme, re.S).group(1)
+
+
 def frame():
     return pd.DataFrame({"id": [f"t{k}" for k in range(len(TEXTS))], "text": pd.Series(TEXTS, dtype=object)})
 
@@ -68,6 +75,9 @@ def test_the_spark_snippet_on_local_spark(workdir):
              .config("spark.sql.shuffle.partitions", "2").config("spark.driver.bindAddress", "127.0.0.1")
              .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
     try:
+        example = {}
+        exec(frame_snippet("Spark"), example)  # the README's own frame, on this session
+        assert example["spark_df"].count() == 2
         spark_df = spark.createDataFrame(frame(), schema="id string, text string").repartition(2)
         exec(snippet("Spark"), {"spark_df": spark_df})
     finally:
