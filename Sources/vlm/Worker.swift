@@ -88,6 +88,18 @@ struct PairModelOptions: ParsableArguments {
     @Flag(help: "L2-normalise the image part and the text part of a pair before concatenating.")
     var normalizeParts = false
 
+    /// Not an option here (two models are in play), but what a user of the one-model commands
+    /// types: caught to name the two that are.
+    @Option(name: .customLong("model"), help: .hidden)
+    var oneModel: String?
+
+    func validate() throws {
+        if let oneModel {
+            let isText = FileStatus.of(oneModel + "/config.json") != nil
+            throw ValidationError("--model names one model; pairs take two: --image-model (a ResNet checkpoint) and --text-model (a BERT-family folder): here --\(isText ? "text" : "image")-model \(oneModel)")
+        }
+    }
+
     /// The models' identities for a job's fingerprint (the defaults resolved).
     var identities: [String] { [imageModel ?? resolveModelsFolder(defaultResNetName), textModel ?? defaultTextModel()] }
 }

@@ -33,6 +33,16 @@ final class FirstMinutesCLITests: XCTestCase {
         }
     }
 
+    func testModelOnAPairCommandNamesTheTwoModelOptions() throws {
+        for (model, suggested) in [(tinyResNet, "--image-model " + tinyResNet), (tinyBERT, "--text-model " + tinyBERT)] {
+            for args in [["fuse", "--image", photo, "--text", "a cat", "--model", model], ["worker", "--model", model]] {
+                let r = try runVLM(args, stdin: Data())
+                XCTAssertEqual(r.status, 64, r.stderr)
+                XCTAssertTrue(r.stderr.contains("--image-model") && r.stderr.contains("--text-model") && r.stderr.contains(suggested), r.stderr)
+            }
+        }
+    }
+
     func testNoInputIsAUsageErrorForTextsAsForImages() throws {
         XCTAssertEqual(try runVLM(["embed-image", "--model", tinyResNet]).status, 64)
         let texts = try runVLM(["embed-text", "--model", tinyBERT], stdin: Data())
