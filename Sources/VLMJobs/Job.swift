@@ -44,6 +44,8 @@ public struct JobSettings {
     public var pauseAfterUnits: Int?
     /// Write rows that hold NaN or infinity instead of recording them as non_finite errors.
     public var allowNonFinite = false
+    /// The vlm version, for the output's description.
+    public var version = ""
 
     public init(output: String, format: RowFormat, resume: Bool, errors: ErrorPolicy, quiet: Bool, unitName: String) {
         (self.output, self.format, self.resume, self.errors, self.quiet, self.unitName) = (output, format, resume, errors, quiet, unitName)
@@ -111,6 +113,9 @@ public struct JobSummary: Equatable {
     public var failures: Int
     /// Where the failures are listed (nil for stream outputs: stderr only).
     public var errorsFile: String?
+    /// True when `--resume` found the output already complete, as this very job would write
+    /// it, and did nothing.
+    public var alreadyComplete = false
 }
 
 /// A value computed on a background queue.
@@ -151,6 +156,8 @@ public final class Job {
     /// True when this job made the partial folder and has not started running: a job that
     /// fails before its first unit (a model that does not load, say) leaves nothing behind.
     private var folderIsOnlyOurs = false
+    /// True when a partial folder was there before this job (a job to resume, or to discard).
+    private var hadPartial = false
 
     /// Checks the output and, for a file, takes its lock and sets up `<target>.partial/`
     /// (kept for --resume, else an old one is discarded) — before any model is loaded.
@@ -172,7 +179,7 @@ public final class Job {
         case .file(let path, let resolved):
             lock = try OutputLock(target: resolved, output: path)
             // The sidecars are replaced as the output is: each must be a regular file or absent.
-            for sidecar in (settings.format.isBinary ? [".ids.txt"] : []) + [".errors.jsonl"] {
+            for sidecar in (settings.format.isBinary ? [".ids.txt"] : []) + [".errors.jsonl", OutputDescription.suffix] {
                 if let st = FileStatus.of(resolved + sidecar, followLinks: false), st.kind != .regular {
                     throw InputError("\(resolved + sidecar): \(st.kind.phrase), where the job would write its \(sidecar.dropFirst()) beside \(path); move it or choose another -o")
                 }
@@ -180,6 +187,7 @@ public final class Job {
             let dir = resolved + ".partial"
             folder = dir
             let exists = FileStatus.of(dir, followLinks: false) != nil
+            hadPartial = exists
             if exists && !settings.resume {
                 if !settings.quiet { writeStandardError("vlm: note: discarding the unfinished job in \(dir) (use --resume to continue it)\n") }
                 try removeTree(dir)
@@ -208,17 +216,25 @@ public final class Job {
                                                  concurrentUnits: Int = 1) throws -> JobSummary
     where S.Value == E.Value {
         precondition(unitSize > 0 && definition.items == source.count && definition.dim == encoder.dim)
+        let total = source.count
         // Again now that the models are loaded: -o may not replace a file they were read from.
         try refuseOutput(settings.output, overwriting: [])
+        var noted = false
+        if settings.resume, !hadPartial, case .file(_, let resolved) = target,
+           let done = try OutputDescription.complete(resolved, output: settings.output, definition: definition, quiet: settings.quiet,
+                                                     noted: &noted,
+                                                     inputs: { Self.identityDigest(try source.items(Self.range($0, unitSize, total))) }) {
+            // Nothing to resume because nothing is left to do: the job folder made for it goes.
+            return done
+        }
         folderIsOnlyOurs = false
-        let total = source.count
         let sink: RowSink
         switch target {
         case .stream, .fifo:
             sink = try StreamSink(sink: try target.openStream()!, format: settings.format, dim: encoder.dim)
         case .file(let path, let resolved):
-            sink = try PartialSink(folder: folder!, output: path, target: resolved, definition: definition, resume: settings.resume,
-                                   quiet: settings.quiet, unitName: settings.unitName) { unit in
+            sink = try PartialSink(folder: folder!, output: path, target: resolved, definition: definition, resume: settings.resume && !noted,
+                                   quiet: settings.quiet, unitName: settings.unitName, version: settings.version) { unit in
                 Self.identityDigest(try source.items(Self.range(unit, unitSize, total)))
             }
         }

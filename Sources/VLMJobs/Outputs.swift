@@ -73,11 +73,11 @@ public enum OutputTarget {
 }
 
 /// The files written beside a regular-file output.
-public let outputSidecars = [".ids.txt", ".errors.jsonl"]
+public let outputSidecars = [".ids.txt", ".errors.jsonl", OutputDescription.suffix]
 
 /// Refuses an output that would replace a file this job reads — one of `inputs`, or any file
 /// the process has read so far (`ReadFiles`: model weights, shards, configs, vocabularies,
-/// PCA and label files) — or, with `sidecars`, whose `.ids.txt` or `.errors.jsonl` beside it
+/// PCA and label files) — or, with `sidecars`, whose `.ids.txt`, `.errors.jsonl` or `.meta.json` beside it
 /// is one; an output inside another job's partial folder; and an output that is another
 /// output's sidecar (`-o A.npy.ids.txt` beside `A.npy` or its running job). Only a regular
 /// file is replaced: `-` and anything else (a FIFO, a terminal, /dev/null) is written as a

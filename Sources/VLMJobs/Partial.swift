@@ -65,14 +65,20 @@ final class PartialSink: RowSink {
     /// The record before `last`: where the last unit's bytes begin.
     private var beforeLast: UnitRecord?
 
+    /// The vlm version, for the output's description.
+    let version: String
+    /// SHA-256 over the input digests of the units done so far, in order: the whole job's
+    /// inputs, for the output's description.
+    private var inputsHash = SHA256()
+
     var doneItems: Int { last?.end ?? 0 }
     var failures: Int { last?.failures ?? 0 }
 
     static let headerBytes: UInt64 = 128
 
     init(folder: String, output: String, target: String, definition: JobDefinition, resume: Bool, quiet: Bool, unitName: String,
-         identity: (Int) throws -> String) throws {
-        (self.folder, self.output, self.target, self.definition) = (folder, output, target, definition)
+         version: String = "", identity: (Int) throws -> String) throws {
+        (self.folder, self.output, self.target, self.definition, self.version) = (folder, output, target, definition, version)
         dim = definition.dim
         format = RowFormat(rawValue: definition.format) ?? .npy
         rowsBase = format == .npy ? Self.headerBytes : 0
@@ -173,6 +179,7 @@ final class PartialSink: RowSink {
                                     input: inputDigest, data: hash.finalizeHex())
             try journalFile.write(record.line)
             try journalFile.sync()
+            inputsHash.update(Array(record.input.utf8))
             beforeLast = last
             last = record
         } catch let IOError.cannotWrite(path, reason) {
@@ -223,6 +230,7 @@ final class PartialSink: RowSink {
             guard try identity(unit) == r.input else {
                 return (good, goodBytes, "the inputs of unit \(unit + 1) changed since they were embedded")
             }
+            inputsHash.update(Array(r.input.utf8))
             beforeLast = good
             good = r
             goodBytes = reader.offset
@@ -261,6 +269,11 @@ final class PartialSink: RowSink {
         }
         try checkOwnFiles()
         try refuseOutput(output, overwriting: [])
+        // An older description goes first: it must never sit beside files it does not describe.
+        let descriptionPath = target + OutputDescription.suffix
+        if FileStatus.of(descriptionPath, followLinks: false) != nil, unlink(descriptionPath) != 0 {
+            throw IOError.cannotWrite(path: descriptionPath, reason: "cannot remove the old description: \(errnoMessage())")
+        }
         // Sidecars first, the main file last: when it exists, its sidecars do.
         let errorsPath = target + ".errors.jsonl"
         if failures > 0 {
@@ -284,6 +297,11 @@ final class PartialSink: RowSink {
         case .jsonl, .tsv:
             try renderText(rows: rows)
         }
+        // The description last (a kill before it leaves the folder, and a resumed job ends
+        // here again): what made the files, and which files they are, for --resume to know a
+        // complete output.
+        try OutputDescription(version: version, definition: definition, rows: rows, failures: failures,
+                              inputs: inputsHash.finalizeHex(), target: target).write(to: descriptionPath)
         try removeTree(folder)
         return JobSummary(items: items, rows: rows, failures: failures, errorsFile: failures > 0 ? errorsPath : nil)
     }

@@ -165,6 +165,7 @@ struct BatchJob {
                                    quiet: options.quiet, unitName: unitName)
         settings.pauseAfterUnits = ProcessInfo.processInfo.environment["VLM_TEST_PAUSE_AFTER_UNITS"].flatMap { Int($0) }
         settings.allowNonFinite = allowNonFinite
+        settings.version = VLM.configuration.version
         job = try Job(settings: settings, target: try OutputTarget.resolve(output.output))
     }
 
@@ -178,6 +179,6 @@ struct BatchJob {
                                        engine: EngineOptions.fingerprint(backend), settings: all)
         let summary = try job.run(source: source, encoder: encoder, unitSize: unitSize, definition: definition,
                                   concurrentUnits: concurrentUnits)
-        if summary.failures > 0 { throw Finished(status: .partial) }
+        if summary.failures > 0 && !summary.alreadyComplete { throw Finished(status: .partial) }
     }
 }

@@ -43,6 +43,71 @@ final class FirstMinutesCLITests: XCTestCase {
         }
     }
 
+    func testResumeOnACompleteOutputDoesNothingUnlessSomethingChanged() throws {
+        let fm = FileManager.default
+        let bad = path("bad.jpg"), mine = path("rocket.jpg")
+        XCTAssertTrue(fm.createFile(atPath: bad, contents: Data("not an image".utf8)))
+        try fm.copyItem(atPath: rocket, toPath: mine)
+        let out = path("x.npy")
+        func job(_ extra: [String] = []) throws -> RunResult {
+            try runVLM(["embed-image", photo, mine, bad, "--model", tinyResNet, "-o", out] + extra)
+        }
+        func marks() throws -> [String] {
+            try [out, out + ".ids.txt", out + ".errors.jsonl", out + ".meta.json"].map { p in
+                let a = try fm.attributesOfItem(atPath: p)
+                return "\(a[.systemFileNumber]!):\(a[.modificationDate]!)"
+            }
+        }
+        XCTAssertEqual(try job().status, 2)
+        let description = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + ".meta.json"))) as! [String: Any]
+        XCTAssertEqual(description["rows"] as? Int, 2)
+        XCTAssertEqual(description["failures"] as? Int, 1)
+        XCTAssertEqual(description["command"] as? String, "embed-image")
+        let before = try marks()
+
+        // Complete, nothing changed: exit 0, no file touched, no job folder left.
+        let again = try job(["--resume"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stderr.contains("x.npy is complete (2 rows, 1 failed item listed in"), again.stderr)
+        XCTAssertEqual(try marks(), before)
+        XCTAssertFalse(fm.fileExists(atPath: out + ".partial"))
+
+        // Each change makes the job run again, saying why.
+        let otherOption = try job(["--resume", "--batch-size", "2"])
+        XCTAssertEqual(otherOption.status, 2, otherOption.stderr)
+        XCTAssertTrue(otherOption.stderr.contains("made by another job (other batch size)"), otherOption.stderr)
+        XCTAssertFalse(otherOption.stderr.contains("nothing to do"), otherOption.stderr)
+        XCTAssertEqual(try job(["--resume"]).status, 2)  // back to the first job's options: it runs once more
+        XCTAssertEqual(try job(["--resume"]).status, 0)
+        try fm.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 60)], ofItemAtPath: mine)
+        let changedInput = try job(["--resume"])
+        XCTAssertEqual(changedInput.status, 2, changedInput.stderr)
+        XCTAssertTrue(changedInput.stderr.contains("its inputs changed since its job finished"), changedInput.stderr)
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: out + ".ids.txt"))
+        try h.seekToEnd(); try h.write(contentsOf: Data("extra\n".utf8)); try h.close()
+        let changedOutput = try job(["--resume"])
+        XCTAssertEqual(changedOutput.status, 2, changedOutput.stderr)
+        XCTAssertTrue(changedOutput.stderr.contains("its ids.txt changed since its job finished"), changedOutput.stderr)
+        XCTAssertEqual(try String(contentsOfFile: out + ".ids.txt", encoding: .utf8), "\(photo)\n\(mine)\n")
+
+        // A text job from stdin: the same texts are complete, other texts are not.
+        let texts = path("t.jsonl")
+        let first = try runVLM(["embed-text", "--model", tinyBERT, "-o", texts, "--resume"], stdin: Data("a\nb\n".utf8))
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let same = try runVLM(["embed-text", "--model", tinyBERT, "-o", texts, "--resume"], stdin: Data("a\nb\n".utf8))
+        XCTAssertEqual(same.status, 0, same.stderr)
+        XCTAssertTrue(same.stderr.contains("is complete (2 rows)"), same.stderr)
+        let other = try runVLM(["embed-text", "--model", tinyBERT, "-o", texts, "--resume"], stdin: Data("a\nc\n".utf8))
+        XCTAssertEqual(other.status, 0, other.stderr)
+        XCTAssertFalse(other.stderr.contains("nothing to do"), other.stderr)
+        XCTAssertTrue(other.stderr.contains("computing it anew"), other.stderr)
+
+        // The description is guarded as the other sidecars are.
+        let onto = try runVLM(["embed-image", photo, "--model", tinyResNet, "-o", out + ".meta.json"])
+        XCTAssertEqual(onto.status, 64, onto.stderr)
+        XCTAssertTrue(onto.stderr.contains("meta.json of the output"), onto.stderr)
+    }
+
     func testNoInputIsAUsageErrorForTextsAsForImages() throws {
         XCTAssertEqual(try runVLM(["embed-image", "--model", tinyResNet]).status, 64)
         let texts = try runVLM(["embed-text", "--model", tinyBERT], stdin: Data())

@@ -165,10 +165,11 @@ final class EmbedImageFilesTests: XCTestCase {
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + suffix)),
                            try Data(contentsOf: URL(fileURLWithPath: path("ref.npy") + suffix)), "file \(suffix)")
         }
-        // A finished job leaves no partial; --resume then simply runs the job.
+        // A finished job leaves no partial; --resume then finds it complete (issue 28).
         XCTAssertFalse(fm.fileExists(atPath: out + ".partial"))
-        let r = try runVLM(args + ["-o", out, "--resume"])
-        XCTAssertEqual(r.status, 2)
+        let r = try runVLM(args.filter { $0 != "--quiet" } + ["-o", out, "--resume"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("is complete (24 rows, 1 failed item listed in"), r.stderr)
         // A different job (other options) cannot resume from a partial state.
         try killPaused(args + ["-o", out], afterUnits: 2)
         let other = try runVLM(args + ["-o", out, "--resume", "--layer", "logits"])

@@ -1,0 +1,107 @@
+// `<output>.meta.json`: what made a batch job's output — the job's definition (inputs, model
+// files, every row-changing setting, engine), the vlm version, the row and failure counts —
+// and which files it published (size, modification time, inode), written last when a job
+// publishes. `--resume` on an output whose job has finished reads it: the same job over
+// unchanged inputs and unchanged files has nothing left to do.
+
+import Foundation
+import VLMCore
+import VLMIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One published file, as the description knows it.
+public struct PublishedFile: Codable, Equatable {
+    public var size: UInt64
+    public var mtimeNanoseconds: Int64
+    public var inode: UInt64
+
+    init(_ st: FileStatus) { (size, mtimeNanoseconds, inode) = (st.size, st.mtimeNanoseconds, st.inode) }
+}
+
+public struct OutputDescription: Codable {
+    public static let suffix = ".meta.json"
+    /// The largest description read (a job's definition is a few kilobytes).
+    static let readLimit = 1 << 20
+
+    public var version: Int = 1
+    public var vlmVersion: String
+    public var command: String
+    public var dim: Int
+    public var rows: Int
+    public var failures: Int
+    public var fingerprint: String
+    public var definition: JobDefinition
+    /// SHA-256 over the units' input digests, in order (file sizes and times, texts).
+    public var inputs: String
+    /// The published files by suffix ("" for the output itself, ".ids.txt", ".errors.jsonl").
+    public var files: [String: PublishedFile]
+
+    init(version: String, definition: JobDefinition, rows: Int, failures: Int, inputs: String, target: String) throws {
+        (vlmVersion, command, dim, self.rows, self.failures) = (version, definition.command, definition.dim, rows, failures)
+        (fingerprint, self.definition, self.inputs) = (definition.fingerprint, definition, inputs)
+        files = [:]
+        for suffix in ["", ".ids.txt", ".errors.jsonl"] {
+            if let st = FileStatus.of(target + suffix, followLinks: false), st.kind == .regular { files[suffix] = PublishedFile(st) }
+        }
+    }
+
+    func write(to path: String) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        var data = try e.encode(self)
+        data.append(0x0A)
+        try writeAtomically(data, to: path)
+    }
+
+    /// The description beside `target`, read without counting it among the files the job
+    /// reads (it is the output's own, which the job may replace); nil when absent or not one.
+    static func read(beside target: String) -> OutputDescription? {
+        let path = target + suffix
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard FileStatus.of(fd: fd)?.kind == .regular, let file = try? InputFile(duplicating: fd, name: path),
+              let data = try? file.readAll(limit: readLimit) else { return nil }
+        return try? JSONDecoder().decode(OutputDescription.self, from: data)
+    }
+
+    /// For `--resume` with no partial state: the summary of the finished job when `target`
+    /// holds this very job's complete output — same definition, the files the description
+    /// names untouched and no others beside them, the inputs' digests unchanged (`inputs`
+    /// gives unit u's) — and nil, with a note saying why, when the job must run.
+    /// `noted`: set when a note said why the job runs.
+    static func complete(_ target: String, output: String, definition: JobDefinition, quiet: Bool, noted: inout Bool,
+                         inputs: (Int) throws -> String) throws -> JobSummary? {
+        var said = false
+        defer { noted = said }
+        func note(_ why: String) -> JobSummary? {
+            if !quiet { writeStandardError("vlm: note: \(output): \(why); computing it anew\n") }
+            said = true
+            return nil
+        }
+        guard FileStatus.of(target) != nil else { return nil }
+        guard let d = read(beside: target) else { return note("no \(suffix) beside it says which job made it") }
+        guard d.version == 1, d.fingerprint == definition.fingerprint else {
+            return note("made by another job (other \(PartialSink.difference(d.definition, definition)))")
+        }
+        for suffix in ["", ".ids.txt", ".errors.jsonl"] {
+            let st = FileStatus.of(target + suffix, followLinks: false).flatMap { $0.kind == .regular ? PublishedFile($0) : nil }
+            guard st == d.files[suffix] else {
+                return note(suffix.isEmpty ? "changed since its job finished" : "its \(suffix.dropFirst()) changed since its job finished")
+            }
+        }
+        var hash = SHA256()
+        let units = (definition.items + definition.unitSize - 1) / definition.unitSize
+        for u in 0..<units { hash.update(Array(try inputs(u).utf8)) }
+        guard hash.finalizeHex() == d.inputs else { return note("its inputs changed since its job finished") }
+        let errorsFile = d.failures > 0 ? target + ".errors.jsonl" : nil
+        if !quiet {
+            let failed = errorsFile.map { ", \(d.failures) failed item\(d.failures == 1 ? "" : "s") listed in \($0)" } ?? ""
+            writeStandardError("vlm: \(output) is complete (\(d.rows) rows\(failed)) and its inputs, models and options are unchanged; nothing to do\n")
+        }
+        return JobSummary(items: definition.items, rows: d.rows, failures: d.failures, errorsFile: errorsFile, alreadyComplete: true)
+    }
+}
