@@ -406,7 +406,17 @@ final class PCACLITests: XCTestCase {
             // --normalize-output alone: unit rows of the model's width.
             let unit = path("\(name)-unit.npy")
             XCTAssertEqual(try runVLM(args + ["--normalize-output", "-o", unit, "--quiet"]).status, 0)
-            XCTAssertEqual(try NPY.read(path: unit).shape, [3, dim])
+            let unitRows = try NPY.read(path: unit), plainRows = try NPY.read(path: plainOut)
+            XCTAssertEqual(unitRows.shape, [3, dim])
+            XCTAssertEqual(plainRows.shape, [3, dim])
+            for i in 0..<3 {
+                // Each row is the plain row over its norm (in double), element by element.
+                let plain = plainRows.data[(i * dim)..<((i + 1) * dim)].map(Double.init)
+                let norm = plain.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                XCTAssertGreaterThan(norm, 0)
+                let want = plain.map { Float($0 / norm) }
+                XCTAssertLessThanOrEqual(relativeError(Array(unitRows.data[(i * dim)..<((i + 1) * dim)]), want), 1e-6, "\(name) row \(i)")
+            }
         }
         // Resume: a partial made with one PCA file is not resumed with another.
         let pcaA = try pcaFor(dim: 256, k: 5, whiten: false), pcaB = try pcaFor(dim: 256, k: 5, whiten: true)

@@ -16,8 +16,22 @@ final class WorkerCLITests: XCTestCase {
 
     var worker: [String] { ["worker", "--image-model", resnet, "--text-model", bert] }
 
-    func responses(_ r: RunResult) throws -> [[String: Any]] {
-        try r.out.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-worker-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    /// The responses of a worker run, which must have exited 0; with `count`, there must be
+    /// exactly that many (an empty answer must not pass a loop over its lines).
+    func responses(_ r: RunResult, count: Int? = nil, file: StaticString = #filePath, line: UInt = #line) throws -> [[String: Any]] {
+        XCTAssertEqual(r.status, 0, r.stderr, file: file, line: line)
+        let out = try r.out.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        if let count { XCTAssertEqual(out.count, count, "responses: \(r.out.prefix(300)) \(r.stderr)", file: file, line: line) }
+        return out
     }
 
     func vector(_ obj: [String: Any]) -> [Float] {
@@ -31,8 +45,8 @@ final class WorkerCLITests: XCTestCase {
 
     /// Rows of a CLI job written as .npy.
     func cli(_ args: [String], stdin: Data? = nil) throws -> Tensor {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("w-\(UUID().uuidString).npy").path
-        defer { for s in ["", ".ids.txt", ".errors.jsonl"] { try? FileManager.default.removeItem(atPath: out + s) } }
+        // Inside the test's own folder (its lock file and sidecars go with it).
+        let out = dir.appendingPathComponent("w-\(UUID().uuidString).npy").path
         let r = try runVLM(args + ["-o", out, "--quiet"], stdin: stdin)
         XCTAssertEqual(r.status, 0, r.stderr)
         return try NPY.read(path: out)
@@ -57,8 +71,8 @@ final class WorkerCLITests: XCTestCase {
         ]
         let r = try runVLM(worker, stdin: Data((lines.joined(separator: "\n") + "\n").utf8))
         XCTAssertEqual(r.status, 0, r.stderr)
-        let out = try responses(r)
-        XCTAssertEqual(out.count, lines.count, "exactly one response per request")
+        let out = try responses(r, count: lines.count)  // exactly one response per request
+        guard out.count == lines.count else { return }
         XCTAssertEqual(out[0]["id"] as? String, "t1")
         XCTAssertEqual(out[0]["dim"] as? Int, 32)
         XCTAssertEqual(out[1]["dim"] as? Int, 256)
@@ -95,8 +109,9 @@ final class WorkerCLITests: XCTestCase {
                                  (imageLines, try cli(["embed-image"] + images + ["--model", resnet])),
                                  (pairLines, try cli(["fuse", "--pairs", "-", "--image-model", resnet, "--text-model", bert],
                                                      stdin: Data(zip(images, texts).map { "\($0)\t\($1)\n" }.joined().utf8)))] {
-            let out = try responses(try runVLM(worker, stdin: Data((lines.joined(separator: "\n") + "\n").utf8)))
+            let out = try responses(try runVLM(worker, stdin: Data((lines.joined(separator: "\n") + "\n").utf8)), count: lines.count)
             let d = cliRows.shape[1]
+            XCTAssertEqual(cliRows.shape[0], lines.count)
             for (k, o) in out.enumerated() {
                 XCTAssertEqual(vector(o), Array(cliRows.data[(k * d)..<((k + 1) * d)]), "row \(k) bit for bit")
             }
@@ -104,15 +119,15 @@ final class WorkerCLITests: XCTestCase {
         // Other batches: texts two at a time, images one at a time, interleaved with each other.
         let mixed = zip(textLines, imageLines).flatMap { [$0, $1] }
         let out = try responses(try runVLM(worker + ["--text-batch-size", "2", "--image-batch-size", "1"],
-                                           stdin: Data((mixed.joined(separator: "\n") + "\n").utf8)))
+                                           stdin: Data((mixed.joined(separator: "\n") + "\n").utf8)), count: mixed.count)
         let textRows = try cli(["embed-text", "--model", bert] + texts), imageRows = try cli(["embed-image"] + images + ["--model", resnet])
         for (k, o) in out.enumerated() {
             let ref = k % 2 == 0 ? Array(textRows.data[((k / 2) * 32)..<((k / 2 + 1) * 32)]) : Array(imageRows.data[((k / 2) * 256)..<((k / 2 + 1) * 256)])
             XCTAssertLessThanOrEqual(relativeError(vector(o), ref), 1e-6, "response \(k)")
         }
         // --vectors json carries the same numbers.
-        let json = try responses(try runVLM(worker + ["--vectors", "json"], stdin: Data((textLines[0] + "\n").utf8)))
-        let b64 = try responses(try runVLM(worker, stdin: Data((textLines[0] + "\n").utf8)))
+        let json = try responses(try runVLM(worker + ["--vectors", "json"], stdin: Data((textLines[0] + "\n").utf8)), count: 1)
+        let b64 = try responses(try runVLM(worker, stdin: Data((textLines[0] + "\n").utf8)), count: 1)
         XCTAssertEqual((json[0]["vector"] as! [NSNumber]).map(\.floatValue), vector(b64[0]))
     }
 
@@ -146,11 +161,12 @@ final class WorkerCLITests: XCTestCase {
         // A default model that is missing: its requests get errors, the others are answered.
         let r = try runVLM(["worker", "--text-model", bert], stdin: Data((request(["id": "i", "image": images[0]]) + "\n" + request(["id": "t", "text": "x"]) + "\n").utf8),
                            env: ["VLM_MODELS": "/no/such/models"])
-        let out = try responses(r)
+        let out = try responses(r, count: 2)
+        guard out.count == 2 else { return }
         XCTAssertEqual((out[0]["error"] as? [String: Any])?["kind"] as? String, "model")
         XCTAssertEqual(out[1]["dim"] as? Int, 32)
         // OMP_NUM_THREADS sets the threads when --threads does not.
-        let info = try responses(try runVLM(worker, stdin: Data("{\"info\": true}\n".utf8), env: ["OMP_NUM_THREADS": "1"]))
-        XCTAssertEqual((info[0]["info"] as! [String: Any])["threads"] as? Int, 1)
+        let info = try responses(try runVLM(worker, stdin: Data("{\"info\": true}\n".utf8), env: ["OMP_NUM_THREADS": "1"]), count: 1)
+        XCTAssertEqual((info.first?["info"] as? [String: Any])?["threads"] as? Int, 1)
     }
 }
