@@ -93,8 +93,9 @@ models:
 test: EXTRA_APT_PACKAGES = $(TEST_APT_PACKAGES)
 test: setup models fixtures
 	$(SWIFT) build -c release --build-tests
-	$(SWIFT) test -c release --skip-build --disable-swift-testing
-	VLM_BINARY=$(CURDIR)/$(VLM) $(PY) -m pytest -q -p no:warnings python/tests
+	set -o pipefail; $(SWIFT) test -c release --skip-build --disable-swift-testing 2>&1 | tee .build/swift-tests.log
+	VLM_BINARY=$(CURDIR)/$(VLM) $(PY) -m pytest -q -p no:warnings -rs --junitxml=.build/pytest.xml python/tests
+	$(PY) scripts/check_skips.py .build/swift-tests.log .build/pytest.xml
 
 # MARK: - Demo and benchmarks
 demo: build models

@@ -23,6 +23,11 @@ public enum FuzzHarness {
         return d
     }()
 
+    /// Removes the scratch folder (the replay test's end; a fuzzer's process just exits).
+    public static func removeScratch() {
+        try? FileManager.default.removeItem(atPath: scratch)
+    }
+
     static func file(_ name: String, _ bytes: UnsafeRawBufferPointer) -> String {
         let p = (scratch as NSString).appendingPathComponent(name)
         FileManager.default.createFile(atPath: p, contents: Data(bytes))

@@ -109,20 +109,14 @@ final class ReliabilityCLITests: XCTestCase {
         reader.start()
         let r = try runVLM(common + ["-o", fifo, "--format", "tsv"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        while !reader.isFinished { usleep(10_000) }
+        // The writer has exited, so the reader sees the end; the bound only fails, never decides.
+        let deadline = Date(timeIntervalSinceNow: 60)
+        while !reader.isFinished && Date() < deadline { usleep(10_000) }
+        XCTAssertTrue(reader.isFinished, "the FIFO's reader never saw the end of the rows")
         XCTAssertTrue(String(decoding: box.data, as: UTF8.self).hasPrefix(img + "\t"))
         XCTAssertEqual(FileStatus.of(fifo)?.kind, .fifo)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["imgs", "out.fifo"])
         assertOneErrorLine(try runVLM(common + ["-o", fifo, "--resume"]), status: 64, ["--resume needs an output file", "a FIFO"])
-        // A character device made here (as root): written, never replaced.
-        if getuid() == 0 && mknod(path("null"), S_IFCHR | 0o666, deviceNumber(major: 1, minor: 3)) == 0 {
-            XCTAssertEqual(try runVLM(common + ["-o", path("null"), "--format", "npy"]).status, 0)
-            XCTAssertEqual(FileStatus.of(path("null"))?.kind, .characterDevice)
-            XCTAssertFalse(FileManager.default.fileExists(atPath: path("null.partial")))
-            XCTAssertFalse(FileManager.default.fileExists(atPath: path(".null.lock")))
-        } else {
-            print("skipped: character device output (cannot mknod here)")
-        }
         // A symbolic link: its target is replaced atomically, the link stays.
         try Data("old".utf8).write(to: URL(fileURLWithPath: path("target.npy")))
         try FileManager.default.createSymbolicLink(atPath: path("link.npy"), withDestinationPath: "target.npy")
@@ -137,17 +131,33 @@ final class ReliabilityCLITests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("imgs.partial")))
     }
 
+    /// A character device made here (as root, inside the test's folder): written, never replaced.
+    func testACharacterDeviceOutputIsWrittenNeverReplaced() throws {
+        guard getuid() == 0, mknod(path("null"), S_IFCHR | 0o666, deviceNumber(major: 1, minor: 3)) == 0 else {
+            throw XCTSkip("character device output: cannot mknod here (not root)")
+        }
+        let img = imageFixtures.appendingPathComponent("astronaut.jpg").path
+        XCTAssertEqual(try runVLM(["embed-image", img, "--model", tiny, "--quiet", "-o", path("null"), "--format", "npy"]).status, 0)
+        XCTAssertEqual(FileStatus.of(path("null"))?.kind, .characterDevice)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("null.partial")))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path(".null.lock")))
+    }
+
+    /// A full device (a /dev/full made here): "no space left on device", exit 1.
+    func testAFullDeviceEndsWithOneLine() throws {
+        guard getuid() == 0, mknod(path("full"), S_IFCHR | 0o666, deviceNumber(major: 1, minor: 7)) == 0 else {
+            throw XCTSkip("/dev/full-like device: cannot mknod here (not root)")
+        }
+        let img = imageFixtures.appendingPathComponent("astronaut.jpg").path
+        let args = ["embed-image", img, "--model", tiny, "--quiet", "--format", "tsv"]
+        assertOneErrorLine(try runVLM(args + ["-o", path("full")]), ["no space left on device"])
+        let viaStdout = try runShell("\(vlmBinary().path) \(args.joined(separator: " ")) > \(path("full"))")
+        assertOneErrorLine(viaStdout, ["<stdout>", "no space left on device"])
+    }
+
     func testWriteErrorsEndWithOneLineAndKeepThePartial() throws {
         let img = imageFixtures.appendingPathComponent("astronaut.jpg").path
         let args = ["embed-image", img, "--model", tiny, "--quiet", "--format", "tsv"]
-        // A full device (a /dev/full made here): "no space left on device", exit 1.
-        if getuid() == 0 && mknod(path("full"), S_IFCHR | 0o666, deviceNumber(major: 1, minor: 7)) == 0 {
-            assertOneErrorLine(try runVLM(args + ["-o", path("full")]), ["no space left on device"])
-            let viaStdout = try runShell("\(vlmBinary().path) \(args.joined(separator: " ")) > \(path("full"))")
-            assertOneErrorLine(viaStdout, ["<stdout>", "no space left on device"])
-        } else {
-            print("skipped: /dev/full-like device (cannot mknod here)")
-        }
         // A closed stdout, and a pipe closed early with SIGPIPE ignored.
         assertOneErrorLine(try runShell("\(vlmBinary().path) \(args.joined(separator: " ")) >&-"), ["<stdout>", "bad file descriptor"])
         let many = try folder(40)
@@ -157,8 +167,7 @@ final class ReliabilityCLITests: XCTestCase {
         // did, and --resume finishes it once there is room.
         try FileManager.default.createDirectory(atPath: path("small"), withIntermediateDirectories: true)
         guard getuid() == 0, try runShell("mount -t tmpfs -o size=600k tmpfs \(path("small"))").status == 0 else {
-            print("skipped: full disk under a job (cannot mount a tmpfs here)")
-            return
+            throw XCTSkip("full disk under a job: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)")
         }
         let jobArgs = ["embed-image", path("imgs"), "--model", tiny, "--quiet", "--batch-size", "4", "--format", "tsv"]
         XCTAssertEqual(try runVLM(jobArgs + ["-o", path("ref.tsv")]).status, 0)

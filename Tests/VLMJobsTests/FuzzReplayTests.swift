@@ -10,11 +10,15 @@ final class FuzzReplayTests: XCTestCase {
     func testEverySeedAndRegressionInputReturns() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fuzz")
+        defer { FuzzHarness.removeScratch() }  // the harness's files, nothing left in the temp folder
         var replayed = 0
         for kind in ["corpus", "regressions"] {
-            for (name, harness) in FuzzHarness.targets {
+            for (name, harness) in FuzzHarness.targets.sorted(by: { $0.key < $1.key }) {
                 let dir = root.appendingPathComponent(kind).appendingPathComponent(name)
-                for f in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] {
+                let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+                // Every target has seeds: a missing or emptied corpus folder fails, never replays nothing.
+                if kind == "corpus" { XCTAssertFalse(files.isEmpty, "no seed inputs in \(dir.path)") }
+                for f in files {
                     let data = try Data(contentsOf: dir.appendingPathComponent(f))
                     data.withUnsafeBytes { harness($0) }
                     replayed += 1
