@@ -122,6 +122,12 @@ final class CLITests: XCTestCase {
         let obj = try JSONSerialization.jsonObject(with: Data(rows[2].utf8)) as! [String: Any]
         XCTAssertEqual(obj["id"] as? String, "2", "rows of an array are numbered from 0")
         XCTAssertEqual((obj["vector"] as? [Any])?.count, 256)
+        // The vectors are torchvision's pooled rows, as the .npy and TSV outputs are.
+        let pooled = try NPY.read(path: tiny.appendingPathComponent("pooled.npy").path)
+        let vectors = try rows.flatMap { line -> [Float] in
+            ((try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any])["vector"] as! [NSNumber]).map(\.floatValue)
+        }
+        XCTAssertLessThanOrEqual(relativeError(vectors, pooled.data), 1e-4)
 
         let tsv = try runVLM(["embed-image", "--model", tiny.path, "--input-npy", "-", "--format", "tsv"],
                           stdin: try Data(contentsOf: URL(fileURLWithPath: input)))

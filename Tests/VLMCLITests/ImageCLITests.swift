@@ -126,6 +126,16 @@ final class EmbedImageFilesTests: XCTestCase {
         XCTAssertEqual(rows.count, good.count)
         let first = try JSONSerialization.jsonObject(with: Data(rows[0].utf8)) as! [String: Any]
         XCTAssertEqual(first["id"] as? String, good[0])
+        // The JSON vectors are the .npy rows of the same job.
+        XCTAssertEqual(try runVLM(["embed-image"] + good + ["--model", tiny, "--layer", "logits", "--quiet", "-o", path("logits.npy")]).status, 0)
+        let logits = try NPY.read(path: path("logits.npy"))
+        XCTAssertEqual(logits.shape, [good.count, 10])
+        for (i, line) in rows.enumerated() {
+            let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            XCTAssertEqual(obj["id"] as? String, good[i])
+            let v = (obj["vector"] as! [NSNumber]).map(\.floatValue)
+            XCTAssertLessThanOrEqual(relativeError(v, Array(logits.data[(i * 10)..<((i + 1) * 10)])), 1e-6, "row \(i)")
+        }
         XCTAssertTrue(jl.stderr.isEmpty, "--quiet: \(jl.stderr)")
     }
 
@@ -221,9 +231,21 @@ final class FuseAndClassifyTests: XCTestCase {
                               "--image-layer", "logits", "--format", "tsv", "--quiet"])
         XCTAssertEqual(one.status, 0, one.stderr)
         XCTAssertEqual(rows(one)[0].count, 10 + 32)
-        let jl = try runVLM(["fuse", "--pairs", "-", "--image-model", tinyResNet, "--text-model", tinyBert, "--quiet"],
+        func single(_ args: [String]) throws -> [Float] {
+            let r = try runVLM(args + ["--format", "tsv", "--quiet"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return rows(r).first ?? []
+        }
+        let logitsRow = try single(["embed-image", imgs[0], "--model", tinyResNet, "--layer", "logits"])
+        let textRow = try single(["embed-text", "--model", tinyBert, texts[0]])
+        XCTAssertLessThanOrEqual(relativeError(rows(one)[0], logitsRow + textRow), 1e-6, "logits ⧺ text")
+        // A JSON-lines pair (its text holding a newline, which TSV cannot): image ⧺ text too.
+        let jl = try runVLM(["fuse", "--pairs", "-", "--image-model", tinyResNet, "--text-model", tinyBert, "--quiet", "--format", "tsv"],
                             stdin: Data("{\"image\": \(jsonString(imgs[1])), \"text\": \"a\\nb\"}\n".utf8))
         XCTAssertEqual(jl.status, 0, jl.stderr)
+        let want = try single(["embed-image", imgs[1], "--model", tinyResNet]) + (try single(["embed-text", "--model", tinyBert, "a\nb"]))
+        XCTAssertEqual(rows(jl).count, 1)
+        XCTAssertLessThanOrEqual(relativeError(rows(jl).first ?? [], want), 1e-6, "JSON-lines pair")
         let bad = try runVLM(["fuse", "--pairs", "-", "--image-model", tinyResNet, "--text-model", tinyBert, "--quiet"],
                              stdin: Data("no tab here\n".utf8))
         XCTAssertEqual(bad.status, 2)

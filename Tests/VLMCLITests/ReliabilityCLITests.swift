@@ -262,7 +262,14 @@ final class ReliabilityCLITests: XCTestCase {
         let nan = try write("nan.safetensors") { k, t in if k == "layer2.0.conv2.weight" { t.data[5] = .nan } }
         let img = imageFixtures.appendingPathComponent("coffee.jpg").path
         assertOneErrorLine(try runVLM(["embed-image", img, "--model", nan]), ["layer2.0.conv2.weight", "NaN or infinite", "--allow-nonfinite"])
-        XCTAssertEqual(try runVLM(["embed-image", img, "--model", nan, "--allow-nonfinite", "--quiet"]).status, 0)
+        let allowed = try runVLM(["embed-image", img, "--model", nan, "--allow-nonfinite", "--quiet", "-o", path("nan.npy")])
+        XCTAssertEqual(allowed.status, 0, allowed.stderr)
+        // Written, not recorded: the row is there and holds what the weights make of it.
+        let written = try NPY.read(path: path("nan.npy"))
+        XCTAssertEqual(written.shape, [1, 256])
+        XCTAssertTrue(written.data.contains { !$0.isFinite }, "the NaN weight reaches the row")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("nan.npy.errors.jsonl")))
+        XCTAssertEqual(try String(contentsOfFile: path("nan.npy.ids.txt"), encoding: .utf8), img + "\n")
         let negative = try write("neg.safetensors") { k, t in if k == "bn1.running_var" { t.data[2] = -0.5 } }
         assertOneErrorLine(try runVLM(["embed-image", img, "--model", negative]), ["bn1.running_var", "negative variance"])
         // conv1.weight with its dimensions swapped is named, not the BatchNorm after it.
@@ -393,6 +400,11 @@ extension ReliabilityCLITests {
         let pair = try runVLM(["fuse", "--pairs", "-", "--image-model", tiny, "--text-model", bert, "--format", "tsv", "--quiet"],
                               stdin: Data("\(path("{brace}.jpg"))\ta caption\n".utf8))
         XCTAssertEqual(pair.status, 0, pair.stderr)
+        let flags = try runVLM(["fuse", "--image", path("{brace}.jpg"), "--text", "a caption", "--image-model", tiny, "--text-model", bert,
+                                "--format", "tsv", "--quiet"])
+        XCTAssertEqual(flags.status, 0, flags.stderr)
+        XCTAssertEqual(pair.out.split(separator: "\t").first.map(String.init), path("{brace}.jpg"), "its path is its id")
+        XCTAssertEqual(pair.out, flags.out, "the pair's row, as from --image/--text")
         // A sidecar that is not a regular file is refused before any work.
         XCTAssertEqual(mkfifo(path("s.npy.ids.txt"), 0o644), 0)
         assertOneErrorLine(try runVLM(["embed-image", img, "--model", tiny, "-o", path("s.npy")]), ["s.npy.ids.txt", "a FIFO"])
