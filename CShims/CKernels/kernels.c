@@ -2,6 +2,7 @@
 #include "vlm_kernels.h"
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 
 // Each exported kernel is built three times — AVX-512 (with FMA), AVX2 with FMA, and the
 // baseline x86-64 (SSE2) — from one always-inlined body, and `vlm_isa()` picks the build once,
@@ -11,15 +12,41 @@
 #define ISA_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi2")))
 #define ISA_AVX2 __attribute__((target("avx2,fma,bmi2")))
 
-int vlm_isa(void) {
-    static int isa = -1;
-    if (isa < 0) {
+int vlm_cpu_isa(void) {
+    static int cpu = -1;
+    if (cpu < 0) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
-            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) isa = 2;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
-        else isa = 0;
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) cpu = 2;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) cpu = 1;
+        else cpu = 0;
     }
+    return cpu;
+}
+
+int vlm_isa_level(const char *name) {
+    if (!name) return -1;
+    if (!strcmp(name, "baseline")) return 0;
+    if (!strcmp(name, "avx2")) return 1;
+    if (!strcmp(name, "avx512")) return 2;
+    return -1;
+}
+
+static int isa = -1;
+
+// The CPU's level, or VLM_KERNELS's when it names one the CPU runs (read once; the command line
+// refuses any other value before a kernel runs).
+int vlm_isa(void) {
+    if (isa < 0) {
+        int cpu = vlm_cpu_isa(), want = vlm_isa_level(getenv("VLM_KERNELS"));
+        isa = (want >= 0 && want <= cpu) ? want : cpu;
+    }
+    return isa;
+}
+
+int vlm_isa_force(int level) {
+    int cpu = vlm_cpu_isa();
+    isa = level < 0 ? cpu : (level > cpu ? cpu : level);
     return isa;
 }
 

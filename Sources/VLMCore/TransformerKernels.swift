@@ -87,3 +87,34 @@ public func attentionHeadScratch(l: Int, d: Int) -> Int { vlm_attention_head_scr
 
 /// The instruction set the C kernels run on this CPU: "avx512", "avx2+fma" or "baseline".
 public var kernelInstructionSet: String { String(cString: vlm_isa_name()) }
+
+/// The C kernels' builds, lowest first, by the names `VLM_KERNELS` takes.
+public enum KernelLevel: Int, CaseIterable, Sendable {
+    case baseline = 0, avx2 = 1, avx512 = 2
+
+    public var name: String { ["baseline", "avx2", "avx512"][rawValue] }
+
+    /// The best this CPU runs.
+    public static var cpu: KernelLevel { KernelLevel(rawValue: Int(vlm_cpu_isa())) ?? .baseline }
+
+    /// Every level this CPU runs.
+    public static var available: [KernelLevel] { allCases.filter { $0.rawValue <= cpu.rawValue } }
+
+    /// Checks `VLM_KERNELS` (nil or empty: the CPU's best): a name and a level the CPU runs.
+    public static func check(environment value: String?) throws {
+        guard let value, !value.isEmpty else { return }
+        let level = Int(vlm_isa_level(value))
+        guard let k = KernelLevel(rawValue: level) else {
+            throw OptionError("VLM_KERNELS=\(value): use baseline, avx2 or avx512 (a level this CPU runs: up to \(cpu.name))")
+        }
+        if k.rawValue > cpu.rawValue {
+            throw OptionError("VLM_KERNELS=\(value): this CPU runs at most \(cpu.name); use \(available.map(\.name).joined(separator: ", "))")
+        }
+    }
+
+    /// Tests: runs the kernels of `level` from now on (the CPU's best when nil).
+    @discardableResult
+    public static func force(_ level: KernelLevel?) -> KernelLevel {
+        KernelLevel(rawValue: Int(vlm_isa_force(Int32(level?.rawValue ?? -1)))) ?? .baseline
+    }
+}

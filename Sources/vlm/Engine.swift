@@ -42,6 +42,7 @@ struct EngineOptions: ParsableArguments {
             }
             kind = k
         }
+        try KernelLevel.check(environment: env["VLM_KERNELS"])
         switch env["VLM_WINOGRAD"] {
         case nil, "", "1": break
         case "0": if kind == .blas { return BLASBackend(winograd: false) }

@@ -285,8 +285,20 @@ final class OpenBLASCoreTests: XCTestCase {
     }
 }
 
+/// Runs `body` at every kernel level this CPU has (AVX-512, AVX2, baseline: each build of the C
+/// kernels), then goes back to the CPU's best. Each level must really be the one running.
+func atEveryKernelLevel(_ body: (KernelLevel) -> Void) {
+    defer { KernelLevel.force(nil) }
+    for level in KernelLevel.available {
+        XCTAssertEqual(KernelLevel.force(level), level)
+        XCTAssertEqual(kernelInstructionSet, ["baseline", "avx2+fma", "avx512"][level.rawValue])
+        body(level)
+    }
+}
+
 final class TransformerKernelTests: XCTestCase {
     func testLayerNormSoftmaxAndActivationsMatchDirectFormulas() {
+        atEveryKernelLevel { level in
         var rng = SeededRandom(seed: 10)
         for (rows, cols) in [(5, 37), (3, 384), (2, 8)] {
         let x = rng.normals(rows * cols, std: 3, mean: 1)
@@ -319,6 +331,7 @@ final class TransformerKernelTests: XCTestCase {
         XCTAssertEqual(ActivationFunction(huggingFace: "gelu_new"), .geluTanh)
         XCTAssertEqual(ActivationFunction(huggingFace: "gelu_pytorch_tanh"), .geluTanh)
         XCTAssertNil(ActivationFunction(huggingFace: "swish"))
+        }
     }
 }
 
@@ -405,6 +418,7 @@ final class FastMathTests: XCTestCase {
     /// The vectorisable exp and erf against Foundation's, on dense grids, with the bounds their
     /// documentation states (exp: 2 ulp relative; erf: 2.4e-7 absolute, plus float rounding).
     func testExpAndErfApproximationsStayWithinTheirBounds() {
+        atEveryKernelLevel { level in
         var worstExp = 0.0, worstErf = 0.0, worstGelu = 0.0
         for i in 0...200_000 {
             let x = Float(-87.0 + Double(i) * (175.0 / 200_000))
@@ -425,6 +439,7 @@ final class FastMathTests: XCTestCase {
         print("exp rel \(worstExp), erf abs \(worstErf), gelu \(worstGelu)")
         XCTAssertEqual(expApprox(0), 1)
         XCTAssertEqual(erfApprox(0), 0, accuracy: 1e-7)
+        }
     }
 }
 
@@ -432,6 +447,7 @@ final class AttentionKernelTests: XCTestCase {
     /// The direct kernel, and each backend's choice (BLAS: direct up to 64 keys, two sgemm
     /// products beyond; naive: two naive products), against softmax(Q Kᵀ) V in Double.
     func testEveryAttentionPathEqualsTheFormula() {
+        atEveryKernelLevel { level in
         var rng = SeededRandom(seed: 33)
         for (l, d) in [(1, 8), (7, 16), (16, 32), (17, 32), (33, 64), (64, 32), (5, 24), (65, 32), (90, 64)] {
             let ld = 3 * d + 5, ldc = d + 3
@@ -468,6 +484,7 @@ final class AttentionKernelTests: XCTestCase {
                 XCTAssertLessThanOrEqual(relativeError(got, want), 1e-6, "\(name) l\(l) d\(d)")
                 XCTAssertTrue((0..<l).allSatisfy { i in out[(i * ldc + d)..<((i + 1) * ldc)].allSatisfy { $0 == 0 } }, name)
             }
+        }
         }
     }
 }

@@ -30,8 +30,15 @@ void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, 
                         size_t ld, size_t l, size_t d, float scale, float *scratch);
 
 /// The instruction set the kernels run: 2 AVX-512, 1 AVX2 with FMA, 0 baseline; and its name.
+/// It is the CPU's best (`vlm_cpu_isa`), or the lower one `VLM_KERNELS` (baseline, avx2, avx512)
+/// names, read once.
 int vlm_isa(void);
 const char *vlm_isa_name(void);
+int vlm_cpu_isa(void);
+/// The level VLM_KERNELS's value names (-1: none of them).
+int vlm_isa_level(const char *name);
+/// Tests: run `level` (clamped to the CPU's; -1 the CPU's) from now on; returns the level in effect.
+int vlm_isa_force(int level);
 
 /// Runs iterations × 12 independent multiply-add chains of the widest vectors this CPU runs
 /// (for measuring the FMA peak); sets *lanes to the floats per vector and returns a value that
