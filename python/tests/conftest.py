@@ -8,7 +8,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 # Ray's worker processes inherit the environment: they find the package the same way.
-os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"), os.path.join(ROOT, "python", "tests")]
+                                           + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 VLM = os.environ.get("VLM_BINARY") or os.path.join(ROOT, ".build", "release", "vlm")
 os.environ["VLM_BINARY"] = VLM
 BERT = os.path.join(ROOT, "Tests", "Fixtures", "bert", "tiny")

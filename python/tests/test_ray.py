@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -73,33 +72,51 @@ def test_text_and_image_jobs_equal_the_cli(ray_cluster, tmp_path, photos):
 
 def test_child_killed_mid_run_yields_every_row_once(ray_cluster, tmp_path):
     import vlm.ray
-    starts = tmp_path / "starts.log"
+    starts, kills = tmp_path / "starts.log", tmp_path / "kills.log"
     log = {"runtime_env": {"env_vars": {"VLM_WORKER_START_LOG": str(starts)}}}
     texts = [f"caption {i} " * 30 for i in range(4000)]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
     ref = np.load(subprocess_rows(["embed-text", "--model", BERT, "--file", str(tmp_path / "texts.txt")], tmp_path / "t.npy"))
 
-    def kill_once():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            lines = starts.read_text().splitlines() if starts.exists() else []
-            if lines:
-                time.sleep(1.0)
-                os.kill(int(lines[0].split()[1]), signal.SIGKILL)
-                return
-            time.sleep(0.05)
-    killer = threading.Thread(target=kill_once)
-    killer.start()
+    # Defined here, so Ray ships the class itself to the actor (cloudpickle by value).
+    class KilledMidBatch(vlm.ray.TextEmbedder):
+        """A TextEmbedder whose vlm child is SIGKILLed once, in the middle of its second batch, at
+        an event rather than after a delay: the batch's first fifth is sent and the rest held
+        back; once that fifth is answered (the child waits for more, nothing half written) the
+        child is killed, and the rest go to the dead child."""
+
+        def __init__(self, kill_log, **kw):
+            super().__init__(**kw)
+            self.kill_log, self.batches = kill_log, 0
+
+        def __call__(self, batch):
+            self.batches += 1
+            n = len(batch[self.text_column])
+            if self.batches >= 2 and n >= 2 and not os.path.exists(self.kill_log):
+                self.kill_mid_run(self.worker._child, n // 5 or 1)
+            return super().__call__(batch)
+
+        def kill_mid_run(self, child, answered):
+            from killing import kill_mid_run
+
+            def record(pid, answered, n):
+                with open(self.kill_log, "a") as f:
+                    f.write(f"{pid} {answered} {n}\n")
+            kill_mid_run(child, answered, record)
+
     ds = ray.data.from_items([{"id": str(i + 1), "text": t} for i, t in enumerate(texts)])
-    ds = ds.map_batches(vlm.ray.TextEmbedder, fn_constructor_kwargs={"model": BERT}, batch_format="numpy",
+    ds = ds.map_batches(KilledMidBatch, fn_constructor_kwargs={"model": BERT, "kill_log": str(kills)}, batch_format="numpy",
                         batch_size=500, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, **log)
     ds.write_parquet(str(tmp_path / "out"))
-    killer.join()
     t = pq.read_table(str(tmp_path / "out")).to_pandas()
     assert sorted(t["id"], key=int) == [str(i + 1) for i in range(4000)], "every row exactly once"
-    assert len(starts.read_text().splitlines()) >= 2, "the killed child was restarted"
+    started = [int(l.split()[1]) for l in starts.read_text().splitlines()]
+    pid, answered, sent = map(int, kills.read_text().split())
+    assert pid == started[0] and 0 < answered < sent, "the first child was killed mid-batch, part of it answered"
+    assert len(started) == 2, "the killed child was restarted"
     for _, r in t.iterrows():
         i = int(r["id"]) - 1
+        assert pd.isna(r["error"]), (r["id"], r["error_kind"], r["error"])
         v = np.asarray(r["embedding"], dtype=np.float32)
         assert np.linalg.norm(v - ref[i]) / np.linalg.norm(ref[i]) <= 1e-6
 

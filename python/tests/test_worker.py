@@ -1,5 +1,6 @@
 """vlm.Worker against the command line: the same vectors, errors as rows, a killed child
 restarted with nothing lost, an item that kills the child twice answered as an error."""
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import vlm
+from killing import kill_mid_run
 from conftest import BERT, RESNET, VLM
 
 
@@ -43,11 +45,18 @@ def test_texts_images_pairs_equal_the_cli(tmp_path, photos):
         assert rel(bv[0], iref[iids.index(good[1])]) <= 1e-6 and be[0][:2] == (1, "not_an_image")
         pv, pe = w.embed_pairs(good[:3], texts[:3])
         assert pe == [] and pv.shape == (3, 256 + 32)
-        assert rel(pv[:, 256:], ref[:3]) <= 1e-6
-    # Options map to flags by name: max_length=4 → --max-length 4, normalize=True → --normalize.
+        # Image ⧺ text, as vlm fuse: each half equals its own command's row.
+        for k in range(3):
+            assert rel(pv[k, :256], iref[iids.index(good[k])]) <= 1e-6, f"pair {k}: the image half"
+            assert rel(pv[k, 256:], ref[k]) <= 1e-6, f"pair {k}: the text half"
+    # Options map to flags by name: max_length=4 → --max-length 4, normalize=True → --normalize;
+    # the vector is the command's with the same flags (a unit norm alone would not show the cut).
+    long_text = "one two three four five"
+    cut, _ = cli_rows(["embed-text", "--model", BERT, "--max-length", "4", "--normalize", long_text], tmp_path, "cut.npy")
     with vlm.Worker(text_model=BERT, max_length=4, normalize=True) as w:
-        v, _ = w.embed_texts(["one two three four five"])
+        v, _ = w.embed_texts([long_text])
         assert abs(np.linalg.norm(v[0]) - 1) < 1e-5
+        assert rel(v[0], cut[0]) <= 1e-6, "max_length=4 cuts the text as --max-length 4 does"
         assert w.info()["text_options"]["max_length"] == "4"
 
 
@@ -78,17 +87,40 @@ def test_a_large_batch_does_not_deadlock(tmp_path):
     assert v.shape == (20000, 32) and not e and not np.isnan(v).any()
 
 
+
+
 def test_killed_child_is_restarted_and_nothing_lost(tmp_path):
     texts = [f"text {i} " * 20 for i in range(3000)]
     ref, _ = cli_rows(["embed-text", "--model", BERT, "--file", "-"], tmp_path, stdin="\n".join(texts).encode() + b"\n")
     with vlm.Worker(text_model=BERT) as w:
-        first = w.pid
-        killer = threading.Timer(0.3, lambda: os.kill(first, signal.SIGKILL))
-        killer.start()
+        first, killed = w.pid, []
+        kill_mid_run(w._child, 500, lambda *r: killed.append(r))
         v, e = w.embed_texts(texts)
-        killer.join()
-        assert w.starts >= 2, "the child was killed mid-run and restarted"
+        assert killed == [(first, 500, 3000)], "the child was killed with 500 of 3000 answered"
+        assert w.starts == 2 and w.pid != first, "and restarted"
         assert not e
+        assert max(rel(v[i], ref[i]) for i in range(len(texts))) <= 1e-6
+
+
+def test_a_child_killed_while_writing_its_answers_is_restarted(tmp_path):
+    # Killed as soon as its first answer is read: it is still writing the rest of the batch's
+    # answers, so the pipe ends inside a line.
+    texts = [f"text {i} " * 20 for i in range(3000)]
+    ref, _ = cli_rows(["embed-text", "--model", BERT, "--file", "-"], tmp_path, stdin="\n".join(texts).encode() + b"\n")
+    with vlm.Worker(text_model=BERT) as w:
+        child, killed = w._child, []
+        exchange = child.exchange
+
+        def killing_exchange(lines, on_response):
+            def on(k, line):
+                on_response(k, line)
+                if not killed:
+                    os.kill(child.proc.pid, signal.SIGKILL)
+                    killed.append(k)
+            return exchange(lines, on)
+        child.exchange = killing_exchange
+        v, e = w.embed_texts(texts)
+        assert killed == [0] and w.starts == 2 and not e
         assert max(rel(v[i], ref[i]) for i in range(len(texts))) <= 1e-6
 
 

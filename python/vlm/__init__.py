@@ -89,7 +89,9 @@ class _Child:
         got = 0
         while got < len(lines):
             line = self.proc.stdout.readline()
-            if not line:
+            if not line.endswith(b"\n"):
+                # The end of the pipe, or a line cut short by the child's death: the request is
+                # unanswered (resent to the next child), never parsed as a half answer.
                 break
             on_response(got, line)
             got += 1
