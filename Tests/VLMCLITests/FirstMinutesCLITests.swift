@@ -108,6 +108,16 @@ final class FirstMinutesCLITests: XCTestCase {
         XCTAssertTrue(onto.stderr.contains("meta.json of the output"), onto.stderr)
     }
 
+    func testVLMKernelsChoosesALevelTheCPUHasAndRefusesOthers() throws {
+        let bench = ["bench", "minilm", "--sentences", "4", "--backend", "blas", "--min-iterations", "1", "--min-time", "0"]
+        let base = try runVLM(bench, env: ["VLM_KERNELS": "baseline"])
+        XCTAssertEqual(base.status, 0, base.stderr)
+        XCTAssertTrue((base.out + base.stderr).contains("vlm's C kernels: baseline"), base.out)
+        let bad = try runVLM(["embed-text", "--model", tinyBERT, "hi"], env: ["VLM_KERNELS": "sse9"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("VLM_KERNELS=sse9") && bad.stderr.contains("baseline"), bad.stderr)
+    }
+
     func testNoInputIsAUsageErrorForTextsAsForImages() throws {
         XCTAssertEqual(try runVLM(["embed-image", "--model", tinyResNet]).status, 64)
         let texts = try runVLM(["embed-text", "--model", tinyBERT], stdin: Data())
