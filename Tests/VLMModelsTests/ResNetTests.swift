@@ -135,14 +135,14 @@ final class ResNetParityTests: XCTestCase {
                 let net = try f.net(be)
                 let alone = net.forward(one)
                 let within = net.forward(batched)
-                XCTAssertLessThanOrEqual(relativeError(within.pooled.rows(5..<6).data, alone.pooled.data), 1e-6, "\(name) \(be.kind)")
-                XCTAssertLessThanOrEqual(relativeError(within.logits!.rows(5..<6).data, alone.logits!.data), 1e-6, "\(name) \(be.kind)")
+                XCTAssertLessThanOrEqual(relativeError(within.pooled.rows(5..<6).data, alone.pooled.data), batchInvariance, "\(name) \(be.kind)")
+                XCTAssertLessThanOrEqual(relativeError(within.logits!.rows(5..<6).data, alone.logits!.data), batchInvariance, "\(name) \(be.kind)")
                 // The same batch in passes of 3 images (3 + 3 + 2) gives the same result.
                 let passes = net.forward(batched, imagesPerPass: 3)
                 XCTAssertEqual(passes.pooled.shape, within.pooled.shape)
                 XCTAssertEqual(passes.logits!.shape, within.logits!.shape)
-                XCTAssertLessThanOrEqual(relativeError(passes.pooled.data, within.pooled.data), 1e-6, "\(name) \(be.kind)")
-                XCTAssertLessThanOrEqual(relativeError(passes.logits!.data, within.logits!.data), 1e-6, "\(name) \(be.kind)")
+                XCTAssertLessThanOrEqual(relativeError(passes.pooled.data, within.pooled.data), batchInvariance, "\(name) \(be.kind)")
+                XCTAssertLessThanOrEqual(relativeError(passes.logits!.data, within.logits!.data), batchInvariance, "\(name) \(be.kind)")
             }
         }
     }
@@ -228,3 +228,8 @@ final class ResNetLoadingTests: XCTestCase {
         XCTAssertNoThrow(try ResNet(source: f, backend: BLASBackend()))
     }
 }
+
+/// How far a row may move with the batch around it (relative): the README's promise. GEMM's
+/// blocking follows the batch's shape, so the last bits move: measured up to 7.3e-7 (bert-base
+/// pooler rows) and 4.9e-7 (ResNet logits) on Zen 3; 1e-7 failed 19 of these checks.
+let batchInvariance = 1e-6
