@@ -11,7 +11,8 @@ CMYK JPEG.
 For each case: the file; <name>.decoded.u8 (Image.open(f).convert("RGB") as raw uint8 H×W×3);
 <name>.resized.u8 (torchvision Resize(256) of that image, raw uint8); <name>.tensor.npy (the
 full Resize(256) → CenterCrop(224) → ToTensor → Normalize(ImageNet) output, 3×224×224
-float32); cases.json lists names, files and shapes. Run: .venv/bin/python
+float32); <name>.tensor232.npy (the same with Resize(232), torchvision's V2 weights'
+transform); cases.json lists names, files and shapes. Run: .venv/bin/python
 scripts/export_image_fixtures.py
 """
 import json
@@ -80,6 +81,9 @@ def main():
     resize = transforms.Resize(256)
     full = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
                                transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    # torchvision's V2 weights (the registry's resnet50/101/152) resize to 232.
+    full232 = transforms.Compose([transforms.Resize(232), transforms.CenterCrop(224), transforms.ToTensor(),
+                                  transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     listing = []
     for filename, write in cases():
         path = os.path.join(OUT, filename)
@@ -94,6 +98,7 @@ def main():
         decoded.tofile(os.path.join(OUT, f"{name}.decoded.u8"))
         resized.tofile(os.path.join(OUT, f"{name}.resized.u8"))
         np.save(os.path.join(OUT, f"{name}.tensor.npy"), tensor)
+        np.save(os.path.join(OUT, f"{name}.tensor232.npy"), full232(rgb).numpy().astype(np.float32))
         listing.append({"name": name, "file": filename, "mode": mode, "decoded": list(decoded.shape), "resized": list(resized.shape)})
         print(f"{filename}: {mode} {decoded.shape} -> {resized.shape}")
     with open(os.path.join(OUT, "cases.json"), "w") as f:

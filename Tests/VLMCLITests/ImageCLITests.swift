@@ -33,6 +33,40 @@ final class PreprocessCLITests: XCTestCase {
     }
 }
 
+final class Resize232CLITests: XCTestCase {
+    /// torchvision's V2 weights (the registry's default ResNets) resize to 232: --resize 232, and
+    /// a model folder whose preprocess.json says so, equal torchvision's Resize(232) →
+    /// CenterCrop(224) on every image case, each value within one uint8 step.
+    func testResize232EqualsTorchvision() throws {
+        struct Case: Decodable { let name: String, file: String }
+        let cases = try JSONDecoder().decode([Case].self, from: Data(contentsOf: imageFixtures.appendingPathComponent("cases.json")))
+        XCTAssertGreaterThanOrEqual(cases.count, 20)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-232-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("model"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(#"{"resize": 232, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}"#.utf8)
+            .write(to: dir.appendingPathComponent("model/preprocess.json"))
+        let files = cases.map { imageFixtures.appendingPathComponent($0.file).path }
+        let n = 3 * 224 * 224
+        var differsFrom256 = 0
+        for flags in [["--resize", "232"], ["--model", dir.appendingPathComponent("model").path]] {
+            let out = dir.appendingPathComponent("x.npy").path
+            let r = try runVLM(["preprocess"] + flags + files + ["-o", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let got = try NPY.read(path: out)
+            XCTAssertEqual(got.shape, [cases.count, 3, 224, 224])
+            for (i, c) in cases.enumerated() {
+                let want = try NPY.read(path: imageFixtures.appendingPathComponent("\(c.name).tensor232.npy").path).data
+                let row = got.data[(i * n)..<((i + 1) * n)]
+                XCTAssertLessThanOrEqual(zip(row, want).map { abs($0 - $1) }.max()!, 0.0176, "\(c.file) \(flags)")
+                let at256 = try NPY.read(path: imageFixtures.appendingPathComponent("\(c.name).tensor.npy").path).data
+                if zip(row, at256).map({ abs($0 - $1) }).max()! > 0.0176 { differsFrom256 += 1 }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(differsFrom256, 2 * (cases.count - 4), "232 is not 256: the test tells them apart")
+    }
+}
+
 final class EmbedImageFilesTests: XCTestCase {
     var dir: URL!
     let tiny = fixtures.appendingPathComponent("resnet/bottleneck_f32").path
