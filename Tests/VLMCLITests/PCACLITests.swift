@@ -76,13 +76,31 @@ final class PCACLITests: XCTestCase {
         XCTAssertEqual(got.metadata["dim_in"], "\(c.dim)", file: file, line: line)
         XCTAssertNotNil(got.metadata["vlm_version"], file: file, line: line)
         let useful = rank ?? c.k
-        var separated = 0
+        var separated = 0, clustered = 0
         for k in 0..<useful {
             XCTAssertEqual(Double(ev.data[k]), Double(refEv.data[k]), accuracy: 1e-4 * Double(refEv.data[k]), "explained_variance[\(k)]", file: file, line: line)
             XCTAssertEqual(Double(ratio.data[k]), Double(refRatio.data[k]), accuracy: 1e-4 * Double(refRatio.data[k]), "ratio[\(k)]", file: file, line: line)
             let e = eig.data.map(Double.init)
             let gap = min(k > 0 ? e[k - 1] - e[k] : .infinity, e[k] - e[k + 1]) / e[k]
-            guard gap > 1e-3 else { continue }
+            guard gap > 1e-3 else {
+                // Near-equal eigenvalues: any basis of their joint eigenspace is as right as
+                // scikit-learn's, so the component must lie in the span of the reference
+                // components of its cluster (consecutive eigenvalues within 1e-3 of each other).
+                var lo = k, hi = k
+                while lo > 0 && (e[lo - 1] - e[lo]) / e[lo] <= 1e-3 { lo -= 1 }
+                while hi + 1 < e.count && (e[hi] - e[hi + 1]) / e[hi] <= 1e-3 { hi += 1 }
+                guard hi < c.k else { continue }  // the cluster runs past the kept components
+                clustered += 1
+                let a = comp.data[(k * c.dim)..<((k + 1) * c.dim)]
+                var inSpan = 0.0
+                for j in lo...hi {
+                    let b = refComp.data[(j * c.dim)..<((j + 1) * c.dim)]
+                    let d = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+                    inSpan += d * d
+                }
+                XCTAssertGreaterThanOrEqual(inSpan.squareRoot(), 0.9999, "component \(k) in the span of components \(lo)...\(hi)", file: file, line: line)
+                continue
+            }
             separated += 1
             let a = comp.data[(k * c.dim)..<((k + 1) * c.dim)], b = refComp.data[(k * c.dim)..<((k + 1) * c.dim)]
             let dot = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
@@ -91,6 +109,7 @@ final class PCACLITests: XCTestCase {
             XCTAssertGreaterThan(a.max { abs($0) < abs($1) }!, 0, file: file, line: line)
         }
         XCTAssertGreaterThan(separated, useful / 2, "most components are separated in these fixtures", file: file, line: line)
+        print("PCA parity: \(separated) components checked by direction, \(clustered) by subspace, of \(useful)")
     }
 
     func testFitAndApplyEqualScikitLearn() throws {
