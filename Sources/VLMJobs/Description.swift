@@ -43,9 +43,16 @@ public struct OutputDescription: Codable {
         (vlmVersion, command, dim, self.rows, self.failures) = (version, definition.command, definition.dim, rows, failures)
         (fingerprint, self.definition, self.inputs) = (definition.fingerprint, definition, inputs)
         files = [:]
-        for suffix in ["", ".ids.txt", ".errors.jsonl"] {
+        for suffix in Self.suffixes(definition) {
             if let st = FileStatus.of(target + suffix, followLinks: false), st.kind == .regular { files[suffix] = PublishedFile(st) }
         }
+    }
+
+    /// The files a job of this format publishes (an `.ids.txt` beside a JSON-lines output is
+    /// not its own, whatever is there).
+    static func suffixes(_ definition: JobDefinition) -> [String] {
+        let binary = RowFormat(rawValue: definition.format)?.isBinary ?? true
+        return [""] + (binary ? [".ids.txt"] : []) + [".errors.jsonl"]
     }
 
     func write(to path: String) throws {
@@ -72,9 +79,11 @@ public struct OutputDescription: Codable {
     /// holds this very job's complete output — same definition, the files the description
     /// names untouched and no others beside them, the inputs' digests unchanged (`inputs`
     /// gives unit u's) — and nil, with a note saying why, when the job must run.
-    /// `noted`: set when a note said why the job runs.
-    static func complete(_ target: String, output: String, definition: JobDefinition, quiet: Bool, noted: inout Bool,
-                         inputs: (Int) throws -> String) throws -> JobSummary? {
+    /// `noted`: set when a note said why the job runs. `version`: this vlm's; `settings` say
+    /// whether an input is a stream (whose changes no identity shows) and how failures count.
+    static func complete(_ target: String, output: String, definition: JobDefinition, settings: JobSettings, streamedInput: Bool,
+                         noted: inout Bool, inputs: (Int) throws -> String) throws -> JobSummary? {
+        let quiet = settings.quiet
         var said = false
         defer { noted = said }
         func note(_ why: String) -> JobSummary? {
@@ -87,7 +96,12 @@ public struct OutputDescription: Codable {
         guard d.version == 1, d.fingerprint == definition.fingerprint else {
             return note("made by another job (other \(PartialSink.difference(d.definition, definition)))")
         }
-        for suffix in ["", ".ids.txt", ".errors.jsonl"] {
+        guard d.vlmVersion == settings.version else { return note("made by vlm \(d.vlmVersion), this is \(settings.version)") }
+        guard !streamedInput else { return note("an input is a stream, whose changes --resume cannot see") }
+        guard d.failures == 0 || settings.errors == .skip else {
+            return note("it has \(d.failures) failed item\(d.failures == 1 ? "" : "s") and --errors fail stops at the first")
+        }
+        for suffix in suffixes(definition) {
             let st = FileStatus.of(target + suffix, followLinks: false).flatMap { $0.kind == .regular ? PublishedFile($0) : nil }
             guard st == d.files[suffix] else {
                 return note(suffix.isEmpty ? "changed since its job finished" : "its \(suffix.dropFirst()) changed since its job finished")
@@ -100,7 +114,8 @@ public struct OutputDescription: Codable {
         let errorsFile = d.failures > 0 ? target + ".errors.jsonl" : nil
         if !quiet {
             let failed = errorsFile.map { ", \(d.failures) failed item\(d.failures == 1 ? "" : "s") listed in \($0)" } ?? ""
-            writeStandardError("vlm: \(output) is complete (\(d.rows) rows\(failed)) and its inputs, models and options are unchanged; nothing to do\n")
+            let retry = errorsFile == nil ? "" : " (failed items are not retried: delete the output to run them again)"
+            writeStandardError("vlm: \(output) is complete (\(d.rows) rows\(failed)) and its inputs, models and options are unchanged; nothing to do\(retry)\n")
         }
         return JobSummary(items: definition.items, rows: d.rows, failures: d.failures, errorsFile: errorsFile, alreadyComplete: true)
     }

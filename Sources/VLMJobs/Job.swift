@@ -158,6 +158,10 @@ public final class Job {
     private var folderIsOnlyOurs = false
     /// True when a partial folder was there before this job (a job to resume, or to discard).
     private var hadPartial = false
+    /// Set by the command when an input is read from a stream (an image or array on stdin, a
+    /// FIFO named as an image): its items' identities cannot show a change, so a finished
+    /// output is never taken as complete.
+    public var streamedInput = false
 
     /// Checks the output and, for a file, takes its lock and sets up `<target>.partial/`
     /// (kept for --resume, else an old one is discarded) — before any model is loaded.
@@ -221,8 +225,8 @@ public final class Job {
         try refuseOutput(settings.output, overwriting: [])
         var noted = false
         if settings.resume, !hadPartial, case .file(_, let resolved) = target,
-           let done = try OutputDescription.complete(resolved, output: settings.output, definition: definition, quiet: settings.quiet,
-                                                     noted: &noted,
+           let done = try OutputDescription.complete(resolved, output: settings.output, definition: definition, settings: settings,
+                                                     streamedInput: streamedInput, noted: &noted,
                                                      inputs: { Self.identityDigest(try source.items(Self.range($0, unitSize, total))) }) {
             // Nothing to resume because nothing is left to do: the job folder made for it goes.
             return done

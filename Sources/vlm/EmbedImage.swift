@@ -64,7 +64,8 @@ struct EmbedImage: ParsableCommand {
         if let inputNPY {
             let input = try readInputNPY(inputNPY, channels: net.config.inChannels)
             let source = TensorRowSource(rows: common.job.slice(input.shape[0]), fileIdentity: Array(modelIdentity(inputNPY).utf8))
-            try batch.run(source, projection.wrap(TensorRowEncoder(images: images, input: input), pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
+            try batch.run(source, projection.wrap(TensorRowEncoder(images: images, input: input), pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models,
+                          streamedInput: isStream(inputNPY))
             return
         }
         let paths = try listImages(images: self.images, list: list, list0: list0)
@@ -73,6 +74,15 @@ struct EmbedImage: ParsableCommand {
         }
         try refuseOutput(common.out.output, amongImages: paths)
         let source = ImageFileSource(paths: paths.slice(common.job.slice(paths.count)))
-        try batch.run(source, projection.wrap(images, pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models)
+        try batch.run(source, projection.wrap(images, pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models,
+                      streamedInput: self.images.contains(where: isStream))
     }
+}
+
+/// stdin, or a named file that is not a regular file or folder (a FIFO, `<(curl …)`): read once,
+/// its changes invisible to a file identity.
+func isStream(_ path: String) -> Bool {
+    if path == "-" { return true }
+    guard let st = FileStatus.of(path) else { return false }
+    return st.kind != .regular && st.kind != .directory
 }

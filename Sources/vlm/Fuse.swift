@@ -61,6 +61,6 @@ struct Fuse: ParsableCommand {
         let texts = try textOptions.encoder(try common.textEncoder(models.textModel, backend: backend), batchSize: batchSize, pairs: false)
         defer { reportTruncation(texts, of: source.count) }
         try batch.run(source, projection.wrap(PairRowEncoder(images: images, texts: texts, normalizeParts: models.normalizeParts), pca: pca, backend: backend), unitSize: batchSize,
-                      backend: backend, models: models.identities)
+                      backend: backend, models: models.identities, streamedInput: image.map(isStream) ?? false)
     }
 }

@@ -169,16 +169,22 @@ struct BatchJob {
         job = try Job(settings: settings, target: try OutputTarget.resolve(output.output))
     }
 
-    /// Runs the job; throws `Finished(.partial)` when items were skipped.
+    /// Runs the job; throws `Finished(.partial)` when items were skipped. `streamedInput`: an
+    /// input is a stream (see `Job.streamedInput`).
     func run<S: ItemSource, E: RowEncoder>(_ source: S, _ encoder: E, unitSize: Int, backend: any Backend, models: [String],
-                                            settings: [String: String] = [:], concurrentUnits: Int = 1) throws where S.Value == E.Value {
+                                            settings: [String: String] = [:], concurrentUnits: Int = 1,
+                                            streamedInput: Bool = false) throws where S.Value == E.Value {
+        job.streamedInput = streamedInput
         var all = encoder.settings
         for (k, v) in settings { all[k] = v }
+        // NaN rows written or recorded: the output differs.
+        if job.settings.allowNonFinite { all["allow_nonfinite"] = "true" }
         let definition = JobDefinition(command: command, format: format, dim: encoder.dim, unitSize: unitSize, items: source.count,
                                        inputs: source.definition, models: models.map(modelIdentity),
                                        engine: EngineOptions.fingerprint(backend), settings: all)
         let summary = try job.run(source: source, encoder: encoder, unitSize: unitSize, definition: definition,
                                   concurrentUnits: concurrentUnits)
-        if summary.failures > 0 && !summary.alreadyComplete { throw Finished(status: .partial) }
+        // The finished job's outcome, also when --resume found it complete.
+        if summary.failures > 0 { throw Finished(status: .partial) }
     }
 }

@@ -48,6 +48,8 @@ struct PreprocessCommand: ParsableCommand {
         } else {
             // Row i is the i-th image: its path in <output>.ids.txt, as the batch commands write it.
             try writeAtomically(Data(values.map { RowText.idLine($0.id) }.joined().utf8), to: output + ".ids.txt")
+            // A batch job's description of an earlier output here no longer describes it.
+            unlink(output + OutputDescription.suffix)
             try writeAtomically(data, to: output)
         }
     }

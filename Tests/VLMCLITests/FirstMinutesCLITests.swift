@@ -65,10 +65,12 @@ final class FirstMinutesCLITests: XCTestCase {
         XCTAssertEqual(description["command"] as? String, "embed-image")
         let before = try marks()
 
-        // Complete, nothing changed: exit 0, no file touched, no job folder left.
+        // Complete, nothing changed: no work, no file touched, no job folder left; the finished
+        // job's outcome (exit 2: an item failed, and is not retried).
         let again = try job(["--resume"])
-        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(again.status, 2, again.stderr)
         XCTAssertTrue(again.stderr.contains("x.npy is complete (2 rows, 1 failed item listed in"), again.stderr)
+        XCTAssertTrue(again.stderr.contains("not retried"), again.stderr)
         XCTAssertEqual(try marks(), before)
         XCTAssertFalse(fm.fileExists(atPath: out + ".partial"))
 
@@ -78,7 +80,12 @@ final class FirstMinutesCLITests: XCTestCase {
         XCTAssertTrue(otherOption.stderr.contains("made by another job (other batch size)"), otherOption.stderr)
         XCTAssertFalse(otherOption.stderr.contains("nothing to do"), otherOption.stderr)
         XCTAssertEqual(try job(["--resume"]).status, 2)  // back to the first job's options: it runs once more
-        XCTAssertEqual(try job(["--resume"]).status, 0)
+        XCTAssertTrue(try job(["--resume"]).stderr.contains("is complete"))
+        // --errors fail would have stopped at the failed item: the job runs, and stops.
+        let failFast = try job(["--resume", "--errors", "fail"])
+        XCTAssertEqual(failFast.status, 1, failFast.stderr)
+        XCTAssertTrue(failFast.stderr.contains("--errors fail stops at the first"), failFast.stderr)
+        XCTAssertEqual(try job(["--resume"]).status, 2)
         try fm.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 60)], ofItemAtPath: mine)
         let changedInput = try job(["--resume"])
         XCTAssertEqual(changedInput.status, 2, changedInput.stderr)
@@ -101,6 +108,27 @@ final class FirstMinutesCLITests: XCTestCase {
         XCTAssertEqual(other.status, 0, other.stderr)
         XCTAssertFalse(other.stderr.contains("nothing to do"), other.stderr)
         XCTAssertTrue(other.stderr.contains("computing it anew"), other.stderr)
+
+        // An image read from stdin: its changes cannot be seen, so it is never taken as complete.
+        let piped = path("piped.npy")
+        let jpeg = try Data(contentsOf: URL(fileURLWithPath: photo))
+        for _ in 0..<2 {
+            let r = try runVLM(["embed-image", "-", "--model", tinyResNet, "-o", piped, "--resume"], stdin: jpeg)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertFalse(r.stderr.contains("nothing to do"), r.stderr)
+        }
+        let other2 = try runVLM(["embed-image", "-", "--model", tinyResNet, "-o", piped, "--resume"], stdin: try Data(contentsOf: URL(fileURLWithPath: rocket)))
+        XCTAssertEqual(other2.status, 0, other2.stderr)
+        let single = try runVLM(["embed-image", rocket, "--model", tinyResNet, "-o", path("rocket.npy"), "--quiet"])
+        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(try NPY.read(path: piped).data, try NPY.read(path: path("rocket.npy")).data, "the new image's row, not the old one's")
+        // A JSON-lines output: a stray .ids.txt beside it is not its own and changes nothing.
+        let jl = path("t2.jsonl")
+        XCTAssertEqual(try runVLM(["embed-text", "--model", tinyBERT, "-o", jl, "a", "b"]).status, 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: jl + ".ids.txt", contents: Data("stray\n".utf8)))
+        let jlAgain = try runVLM(["embed-text", "--model", tinyBERT, "-o", jl, "a", "b", "--resume"])
+        XCTAssertEqual(jlAgain.status, 0, jlAgain.stderr)
+        XCTAssertTrue(jlAgain.stderr.contains("is complete (2 rows)"), jlAgain.stderr)
 
         // The description is guarded as the other sidecars are.
         let onto = try runVLM(["embed-image", photo, "--model", tinyResNet, "-o", out + ".meta.json"])

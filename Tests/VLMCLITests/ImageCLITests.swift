@@ -218,7 +218,7 @@ final class EmbedImageFilesTests: XCTestCase {
         // A finished job leaves no partial; --resume then finds it complete (issue 28).
         XCTAssertFalse(fm.fileExists(atPath: out + ".partial"))
         let r = try runVLM(args.filter { $0 != "--quiet" } + ["-o", out, "--resume"])
-        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.status, 2, r.stderr)  // the finished job's outcome: one item failed
         XCTAssertTrue(r.stderr.contains("is complete (24 rows, 1 failed item listed in"), r.stderr)
         // A different job (other options) cannot resume from a partial state.
         try killPaused(args + ["-o", out], afterUnits: 2)

@@ -53,13 +53,17 @@ def blocks():
         m = MARKER.search(line)
         if m:
             pending.append(m)
+        if re.match(r"^\s*(```|~~~)", line) and not re.match(r"^```(\w*)\s*$", line):
+            raise AssertionError(f"README.md:{k + 1}: a fence this test does not read ({line.strip()!r}): use ```sh, ```python or ```text")
         fence = re.match(r"^```(\w*)\s*$", line)
         if fence:
             end = k + 1
             while not lines[end].startswith("```"):
                 end += 1
             language = fence.group(1)
-            if language in ("sh", "bash", "python"):
+            # Every block is run, skipped by name, or declared text: none is passed over unseen.
+            assert language in ("sh", "python", "text"), f"README.md:{k + 1}: block language {language!r}: use sh, python or text"
+            if language in ("sh", "python"):
                 count[heading] = count.get(heading, 0) + 1
                 skip = next((m for m in pending if m.group("name")), None)
                 name = skip.group("name") if skip else f"{heading} #{count[heading]}"
@@ -135,7 +139,7 @@ def environment(sandbox):
     env = {k: v for k, v in os.environ.items() if k != "VLM_BINARY"}
     env["PATH"] = f"{sandbox / '.bin'}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
     env["VLM_MODELS"] = str(sandbox / "models")
-    env["JOB_COMPLETION_INDEX"] = "0"
+    env["JOB_COMPLETION_INDEX"] = "63"     # shard 64/64: the last photo (shard 1/64 of a few is empty)
     return env
 
 
@@ -154,13 +158,17 @@ def substituted(text, sandbox, port):
 
 def split_comment(line):
     """(code, comment) of a shell line: the comment starts at a # outside quotes after a blank."""
-    quote = None
+    quote, escaped = None, False
     for k, c in enumerate(line):
-        if quote:
-            if c == quote:
+        if escaped:
+            escaped = False
+        elif quote:
+            if c == "\\" and quote == '"':
+                escaped = True
+            elif c == quote:
                 quote = None
-            elif c == "\\" and quote == '"':
-                continue
+        elif c == "\\":
+            escaped = True
         elif c in "'\"":
             quote = c
         elif c == "#" and (k == 0 or line[k - 1] in " \t"):
@@ -216,6 +224,25 @@ def expected_stderr(text):
     return [shown(c) for c in (split_comment(l)[1] for l in text.split("\n") if not split_comment(l)[0].strip()) if c and c.startswith("vlm:")]
 
 
+def run_group(args, cwd, env, timeout=300):
+    """Runs a block in a process group of its own, killed whole when it ends or times out (a
+    server or a Ray cluster it started is never left behind)."""
+    import signal
+    p = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise AssertionError(f"{args}: still running after {timeout} s:\n{err.decode(errors='replace')[-2000:]}")
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
+
+
 RUNNABLE = [pytest.param(b, id=b[0]) for b in BLOCKS]
 
 
@@ -227,12 +254,13 @@ def test_readme_block(block, sandbox, tmp_path):
     port = free_port()
     text = substituted(text, sandbox, port)
     for command in without:
-        text = text.replace(command, "true")
+        text = "\n".join(code.replace(command, "true") + ("#" + line[len(code) + 1:] if comment is not None else "")
+                         for line in text.split("\n") for code, comment in [split_comment(line)])
     env = environment(sandbox)
     if language == "python":
         script = tmp_path / "block.py"
         script.write_text(text)
-        r = subprocess.run([sys.executable, str(script)], cwd=sandbox, env=env, capture_output=True, timeout=300)
+        r = run_group([sys.executable, str(script)], sandbox, env)
         assert r.returncode == 0, f"README.md:{first}: the python block failed:\n{r.stderr.decode(errors='replace')[-3000:]}"
         return
     body, checks = instrumented(text, str(tmp_path))
@@ -240,9 +268,12 @@ def test_readme_block(block, sandbox, tmp_path):
                "trap 'st=$?; kill $(jobs -p) 2>/dev/null || true; wait || true; exit $st' EXIT")
     script = tmp_path / "block.sh"
     script.write_text(prelude + "\n" + body + "\n")
-    r = subprocess.run(["bash", str(script)], cwd=sandbox, env=env, capture_output=True, timeout=300)
+    r = run_group(["bash", str(script)], sandbox, env)
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 0, f"README.md:{first}: the block failed (exit {r.returncode}):\n{err[-3000:]}"
+    # curl exits 0 on an HTTP error: no answer the block printed may be one of vlm's error bodies.
+    out = r.stdout.decode(errors="replace")
+    assert '"error_type"' not in out and '{"error":' not in out, f"README.md:{first}: an error answer:\n{out[-2000:]}"
     for path, sample, k in checks:
         got = open(path, encoding="utf-8", errors="replace").read()
         assert re.fullmatch(output_pattern(sample), re.sub(r"\s+", "", got), re.S), \
