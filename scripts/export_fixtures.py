@@ -7,10 +7,14 @@
   full   torchvision's resnet50 at full size with seeded random weights and randomised
          BatchNorm; written to Tests/Fixtures/generated/resnet50/ (git-ignored, ~100 MB),
          made by `make fixtures` before the tests run.
+  deep   the other depths and widths torchvision names — resnet101, resnet152,
+         wide_resnet50_2, wide_resnet101_2 — from torchvision's own constructors at full size,
+         seeded, with a small odd-sized input (2×3×67×81) so the forward pass stays cheap;
+         written to Tests/Fixtures/generated/<name>/ (git-ignored, ~1.2 GB in all).
 
 Each model folder holds model.safetensors (the state dict, num_batches_tracked included),
 input.npy (N,3,H,W float32), pooled.npy (the global-average-pool output, N×C) and
-logits.npy (fc output). Run: .venv/bin/python scripts/export_fixtures.py small|full
+logits.npy (fc output). Run: .venv/bin/python scripts/export_fixtures.py small|full|deep
 """
 import argparse
 import json
@@ -20,7 +24,7 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from torchvision.models import resnet50
+from torchvision.models import resnet50, resnet101, resnet152, wide_resnet50_2, wide_resnet101_2
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,10 +125,21 @@ def full():
     export(m, torch.randn(2, 3, 224, 224, generator=gen), out)
 
 
+def deep():
+    for k, (name, make) in enumerate([("resnet101", resnet101), ("resnet152", resnet152),
+                                      ("wide_resnet50_2", wide_resnet50_2), ("wide_resnet101_2", wide_resnet101_2)]):
+        torch.manual_seed(101 + k)
+        gen = torch.Generator().manual_seed(101 + k)
+        m = make()
+        randomise_batchnorm(m, gen)
+        randomise_fc(m, gen)
+        export(m, torch.randn(2, 3, 67, 81, generator=gen), os.path.join(ROOT, "Tests", "Fixtures", "generated", name))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["small", "full"])
+    ap.add_argument("what", choices=["small", "full", "deep"])
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    {"small": small, "full": full}[args.what]()
+    {"small": small, "full": full, "deep": deep}[args.what]()
     sys.exit(0)
