@@ -1,6 +1,6 @@
 // What `GET /metrics` reports, in Prometheus' text format (swift-prometheus): requests by
 // endpoint and status, request latency, batch sizes in items and tokens, forward-pass time,
-// time spent queued, and the queue's depth.
+// time spent queued, the queue's depth, and the request body bytes held.
 
 import Foundation
 import Prometheus
@@ -8,12 +8,15 @@ import Prometheus
 final class ServeMetrics: BatchObserver, @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let queueDepth: Gauge
+    private let bodyBytes: Gauge
     private static let latencyBuckets: [Double] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30]
     private static let sizeBuckets: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     private static let tokenBuckets: [Double] = [16, 64, 256, 1024, 2048, 4096, 8192, 16384, 65536]
 
     init() {
         queueDepth = registry.makeGauge(descriptor: .init(metricName: "vlm_queue_depth", helpText: "Inputs waiting for the model"))
+        bodyBytes = registry.makeGauge(descriptor: .init(metricName: "vlm_body_bytes_held",
+                                                         helpText: "Request body bytes held at once, counted against --max-buffered-bytes"))
     }
 
     func request(endpoint: String, status: Int, seconds: Double) {
@@ -39,6 +42,8 @@ final class ServeMetrics: BatchObserver, @unchecked Sendable {
     }
 
     func queueChanged(items: Int) { queueDepth.set(Double(items)) }
+
+    func bodyBytesHeld(_ bytes: Int) { bodyBytes.set(Double(bytes)) }
 
     func waited(lane: String, seconds: Double) {
         registry.makeValueHistogram(descriptor: .init(metricName: "vlm_queue_wait_seconds", helpText: "Time a request waited for its forward pass"),

@@ -116,18 +116,21 @@ final class ByteBudget: @unchecked Sendable {
     private let lock = NSLock()
     private var used = 0
     let limit: Int
-    init(limit: Int) { self.limit = limit }
+    /// Told the bytes held after each change, under the lock (so in order): /metrics' gauge.
+    private let changed: @Sendable (Int) -> Void
+    init(limit: Int, changed: @escaping @Sendable (Int) -> Void = { _ in }) { (self.limit, self.changed) = (limit, changed) }
 
     /// Takes `n` bytes if they fit.
     func take(_ n: Int) -> Bool {
         lock.lock(); defer { lock.unlock() }
         if used + n > limit { return false }
         used += n
+        changed(used)
         return true
     }
 
     func give(_ n: Int) {
-        lock.lock(); used -= n; lock.unlock()
+        lock.lock(); used -= n; changed(used); lock.unlock()
     }
 }
 

@@ -124,7 +124,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         let control = ShutdownControl()
         self.control = control
         pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout, stopping: { control.isCut })
-        bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes))
+        bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes), changed: { [metrics] in metrics.bodyBytesHeld($0) })
         if case .success(let t) = models.text {
             let lane = Lane<[Encoding]>(name: "text", dim: t.dim, merge: { $0.flatMap { $0 } }, encode: { try t.encode($0) })
             batcher.add(lane)
