@@ -108,6 +108,19 @@ final class PCACLITests: XCTestCase {
             // scikit-learn's sign: the largest-magnitude entry is positive.
             XCTAssertGreaterThan(a.max { abs($0) < abs($1) }!, 0, file: file, line: line)
         }
+        // The components are orthonormal, as scikit-learn's are: a basis of a near-degenerate
+        // eigenspace passes the span check above even with a vector repeated, not this.
+        var worstNorm = 0.0, worstDot = 0.0
+        for i in 0..<useful {
+            let a = comp.data[(i * c.dim)..<((i + 1) * c.dim)]
+            for j in i..<useful {
+                let b = comp.data[(j * c.dim)..<((j + 1) * c.dim)]
+                let d = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+                if i == j { worstNorm = max(worstNorm, abs(d - 1)) } else { worstDot = max(worstDot, abs(d)) }
+            }
+        }
+        XCTAssertLessThanOrEqual(worstNorm, 1e-5, "‖component‖² − 1", file: file, line: line)
+        XCTAssertLessThanOrEqual(worstDot, 1e-4, "components · each other", file: file, line: line)
         XCTAssertGreaterThan(separated, useful / 2, "most components are separated in these fixtures", file: file, line: line)
         print("PCA parity: \(separated) components checked by direction, \(clustered) by subspace, of \(useful)")
     }

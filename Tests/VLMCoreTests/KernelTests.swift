@@ -335,6 +335,35 @@ final class TransformerKernelTests: XCTestCase {
     }
 }
 
+final class KernelLevelTests: XCTestCase {
+    /// Forcing a level runs that level's build, not only reports it: the builds differ in their
+    /// rounding (FMA contraction, vector width), so the same inputs give other bits at each level
+    /// this CPU has, through LayerNorm, softmax and GELU alike.
+    func testEachLevelRunsItsOwnBuild() throws {
+        guard KernelLevel.available.count > 1 else { throw XCTSkip("this CPU has only the baseline kernels") }
+        var rng = SeededRandom(seed: 77)
+        let (rows, cols) = (16, 384)
+        let x = rng.normals(rows * cols, std: 2, mean: 0.5)
+        let g = rng.normals(cols, std: 1), b = rng.normals(cols, std: 1)
+        var results: [KernelLevel: [[Float]]] = [:]
+        atEveryKernelLevel { level in
+            var ln = x, sm = x, ge = x
+            layerNormForward(&ln, gamma: g, beta: b, rows: rows, cols: cols, eps: 1e-12)
+            softmaxRowsForward(&sm, rows: rows, cols: cols, scale: 0.125)
+            activationForward(&ge, count: ge.count, .gelu)
+            results[level] = [ln, sm, ge]
+        }
+        let levels = KernelLevel.available
+        for (i, a) in levels.enumerated() {
+            for c in levels[(i + 1)...] {
+                for (k, name) in ["LayerNorm", "softmax", "GELU"].enumerated() {
+                    XCTAssertTrue(results[a]![k] != results[c]![k], "\(name): \(a.name) and \(c.name) gave the same bits")
+                }
+            }
+        }
+    }
+}
+
 final class EpilogueTests: XCTestCase {
     /// Every combination of bias, residual and ReLU against the formula, on both backends, with a
     /// padded ldc and a NaN that ReLU must keep (as torch's relu).
