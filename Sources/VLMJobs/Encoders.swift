@@ -109,13 +109,18 @@ public final class ImageRowEncoder: RowEncoder {
     /// (good, 3, crop, crop) tensors of the items that decode, and each other item's error.
     public static func preprocess(_ items: [(id: [UInt8], value: ImageInput)], preprocessing: Preprocessing,
                                   maxPixels: UInt64, draft: Bool = false) -> PreparedImages {
+        Threads.run { preprocessOnEngine(items, preprocessing: preprocessing, maxPixels: maxPixels, draft: draft) }
+    }
+
+    static func preprocessOnEngine(_ items: [(id: [UInt8], value: ImageInput)], preprocessing: Preprocessing,
+                                   maxPixels: UInt64, draft: Bool) -> PreparedImages {
         let per = 3 * preprocessing.crop * preprocessing.crop
         var slots = [[Float]?](repeating: nil, count: items.count)
         var errs = [ItemError?](repeating: nil, count: items.count)
         slots.withUnsafeMutableBufferPointer { s in
             errs.withUnsafeMutableBufferPointer { e in
                 let sp = s.baseAddress!, ep = e.baseAddress!
-                DispatchQueue.concurrentPerform(iterations: items.count) { k in
+                Threads.parallelBlocks(items.count) { k in
                     do {
                         sp[k] = try withDecoded(items[k].value, id: items[k].id, maxPixels: maxPixels,
                                                 draft: draft ? preprocessing.resize : nil) { image in
@@ -237,7 +242,7 @@ public final class TextRowEncoder: RowEncoder {
     public var truncatedCount: Int { lock.lock(); defer { lock.unlock() }; return truncated }
 
     public func prepare(_ items: [(id: [UInt8], value: TextInput)]) -> [Encoding] {
-        let encodings = items.map { encoder.encode($0.value.text, pair: $0.value.pair, maxLength: maxLength) }
+        let encodings = Threads.run { items.map { encoder.encode($0.value.text, pair: $0.value.pair, maxLength: maxLength) } }
         let cut = encodings.filter(\.truncated).count
         lock.lock(); truncated += cut; lock.unlock()
         return encodings

@@ -118,23 +118,11 @@ public struct JobSummary: Equatable {
     public var alreadyComplete = false
 }
 
-/// A value computed on a background queue.
+/// A value computed on the engine's threads, inside its thread budget.
 final class Future<T>: @unchecked Sendable {
-    private let group = DispatchGroup()
-    private var value: T?
-
-    init(_ work: @escaping () -> T) {
-        group.enter()
-        DispatchQueue.global(qos: .userInitiated).async {
-            self.value = work()
-            self.group.leave()
-        }
-    }
-
-    func wait() -> T {
-        group.wait()
-        return value!
-    }
+    private let pending: Pending<T>
+    init(_ work: @escaping () -> T) { pending = Threads.submit(work) }
+    func wait() -> T { pending.wait() }
 }
 
 /// A flag set once, read from any thread.
@@ -373,7 +361,7 @@ public final class Job {
         while let current = next {
             let unit = try current.wait().get()
             if overlapUnits { next = schedule(unit.index + 1) }
-            let encoded = try encoder.encode(unit.prepared)
+            let encoded = try Threads.run { try encoder.encode(unit.prepared) }
             if !overlapUnits { next = schedule(unit.index + 1) }
             try body(unit.index, finish(unit, encoded))
         }

@@ -362,6 +362,10 @@ public final class BertModel {
     /// Runs the encoder over a packed batch. Token ids must be < vocab_size, type ids <
     /// type_vocab_size and each sequence no longer than max_position_embeddings (checked).
     public func forward(_ batch: PackedBatch) -> BertOutput {
+        Threads.run { forwardOnEngine(batch) }
+    }
+
+    private func forwardOnEngine(_ batch: PackedBatch) -> BertOutput {
         let c = config, h = c.hiddenSize, t = batch.tokenCount, inter = c.intermediateSize
         precondition(t > 0, "empty batch")
         var x = [Float](repeating: 0, count: t * h)

@@ -347,6 +347,10 @@ public final class ResNet {
     /// running at most `imagesPerPass` images (default: `imagesPerPass(height:width:)`) at a
     /// time. Each image's result does not depend on the others in its batch.
     public func forward(_ input: Tensor, imagesPerPass: Int? = nil) -> ResNetOutput {
+        Threads.run { forwardOnEngine(input, imagesPerPass: imagesPerPass) }
+    }
+
+    private func forwardOnEngine(_ input: Tensor, imagesPerPass: Int?) -> ResNetOutput {
         precondition(input.rank == 4 && input.shape[1] == config.inChannels,
                      "ResNet input must be (N, \(config.inChannels), H, W), got \(input.shape)")
         let n = input.shape[0]

@@ -254,7 +254,7 @@ public final class TextEncoder {
                       batchTokens: Int = TextEncoder.defaultBatchTokens) throws -> TextEmbedding {
         let pooling = pooling ?? defaultPooling
         try check(pooling: pooling, pairs: pairs?.contains { $0 != nil } ?? false)
-        let encodings = texts.indices.map { encode(texts[$0], pair: pairs?[$0] ?? nil, maxLength: maxLength) }
+        let encodings = Threads.run { texts.indices.map { encode(texts[$0], pair: pairs?[$0] ?? nil, maxLength: maxLength) } }
         let out = embed(encodings: encodings, pooling: pooling, normalize: normalize ?? defaultNormalize,
                         batchSize: batchSize, batchTokens: batchTokens)
         return TextEmbedding(vectors: Tensor(shape: [texts.count, model.config.hiddenSize], data: out),
@@ -277,6 +277,10 @@ public final class TextEncoder {
     /// tokens, so each batch holds texts of similar length.
     public func embed(encodings: [VLMTokenizer.Encoding], pooling: Pooling, normalize: Bool,
                       batchSize: Int = TextEncoder.defaultBatchSize, batchTokens: Int = TextEncoder.defaultBatchTokens) -> [Float] {
+        Threads.run { embedOnEngine(encodings: encodings, pooling: pooling, normalize: normalize, batchSize: batchSize, batchTokens: batchTokens) }
+    }
+
+    private func embedOnEngine(encodings: [VLMTokenizer.Encoding], pooling: Pooling, normalize: Bool, batchSize: Int, batchTokens: Int) -> [Float] {
         let h = model.config.hiddenSize
         var out = [Float](repeating: 0, count: encodings.count * h)
         let order = encodings.indices.sorted { (encodings[$0].count, $1) > (encodings[$1].count, $0) }

@@ -165,7 +165,8 @@ final class WorkPool: @unchecked Sendable {
                     if let since, arrival?.isArriving == true, Batcher.now() - since > timeout {
                         return once.resume(.failure(BatchRefusal.deadline(seconds: Batcher.now() - since)))
                     }
-                    let result: Result<T, Error> = Result { try work() }
+                    // On the engine's threads: this one waits, inside the one thread budget.
+                    let result: Result<T, Error> = Result { try Threads.run(work) }
                     once.resume(result)
                 }
             }

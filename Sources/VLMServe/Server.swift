@@ -56,7 +56,9 @@ public struct ServeConfiguration: Sendable {
     public var shutdownTimeout = 30.0
     /// Threads for the CPU work around the model (decoding JSON and images, tokenizing, writing
     /// answers).
-    public var workThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Requests prepared (read, tokenized, decoded) at once; their work itself runs on the
+    /// engine's threads, within --threads.
+    public var workThreads = max(1, Threads.count)
 
     public init() {}
 }

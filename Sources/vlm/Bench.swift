@@ -66,7 +66,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("backend"), help: "blas, naive or both (side by side, with the speedup).")
     var backends: BenchBackends = .both
 
-    @Option(parsing: .unconditional, help: "Threads for the engine's loops and products. Default: $VLM_THREADS, else $OMP_NUM_THREADS, else all cores.")
+    @Option(parsing: .unconditional, help: "Threads for the engine's loops and products. Default: $VLM_THREADS, else $OMP_NUM_THREADS, else the CPUs this process may use (affinity mask, cgroup quota).")
     var threads: Int?
 
     @Option(help: "A checkpoint (ResNet file/folder, or BERT model folder) instead of synthetic weights.")

@@ -15,7 +15,7 @@ struct EngineOptions: ParsableArguments {
     var backend: BackendKind?
 
     @Option(parsing: .unconditional,
-            help: "Threads for the engine (it splits each large product into single-threaded sgemm calls). Default: $VLM_THREADS, else $OMP_NUM_THREADS, else all cores.")
+            help: "Threads for the engine (it splits each large product into single-threaded sgemm calls). At most this many work at once. Default: $VLM_THREADS, else $OMP_NUM_THREADS, else the CPUs this process may use (affinity mask, cgroup quota).")
     var threads: Int?
 
     @Flag(help: "Load weights holding NaN or infinity instead of refusing them, and write vectors holding NaN or infinity instead of recording them as non_finite errors.")

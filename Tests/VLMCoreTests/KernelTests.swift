@@ -517,3 +517,76 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 }
+
+final class ThreadBudgetTests: XCTestCase {
+    /// The default thread count is the CPUs this process may use: the affinity mask, capped by
+    /// the cgroup's CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`, at the
+    /// process's own cgroup or any level above it), rounded up.
+    func testTheDefaultFollowsTheCgroupQuota() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-cgroup-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        func write(_ path: String, _ text: String) throws {
+            let full = "\(root)/\(path)"
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: full, atomically: true, encoding: .utf8)
+        }
+        func count(affinity: Int, _ membership: String) throws -> Int {
+            try write("proc-self-cgroup", membership)
+            return Threads.defaultCount(affinity: affinity, cgroupRoot: "\(root)/fs", cgroupFile: "\(root)/proc-self-cgroup")
+        }
+        // No quota anywhere: the affinity mask.
+        XCTAssertEqual(try count(affinity: 6, "0::/\n"), 6)
+        XCTAssertNil(Threads.cgroupQuota(root: "\(root)/fs", membership: "\(root)/proc-self-cgroup"))
+        // cgroup v2 at the root a container sees: 1.5 CPUs → 2.
+        try write("fs/cpu.max", "150000 100000\n")
+        XCTAssertEqual(try count(affinity: 6, "0::/\n"), 2)
+        XCTAssertEqual(try count(affinity: 1, "0::/\n"), 1, "the mask is smaller")
+        try FileManager.default.removeItem(atPath: "\(root)/fs")
+        // v2, the process's own cgroup unlimited, its parent limited to 3 CPUs.
+        try write("fs/a/b/cpu.max", "max 100000\n")
+        try write("fs/a/cpu.max", "300000 100000\n")
+        XCTAssertEqual(try count(affinity: 8, "0::/a/b\n"), 3)
+        try FileManager.default.removeItem(atPath: "\(root)/fs")
+        // cgroup v1: half a CPU → 1; an unlimited quota (-1) is none.
+        try write("fs/cpu,cpuacct/docker/x/cpu.cfs_quota_us", "50000\n")
+        try write("fs/cpu,cpuacct/docker/x/cpu.cfs_period_us", "100000\n")
+        XCTAssertEqual(try count(affinity: 8, "12:memory:/docker/x\n4:cpu,cpuacct:/docker/x\n"), 1)
+        try write("fs/cpu,cpuacct/docker/x/cpu.cfs_quota_us", "-1\n")
+        XCTAssertEqual(try count(affinity: 8, "4:cpu,cpuacct:/docker/x\n"), 8)
+        // This process: no more than its affinity mask.
+        XCTAssertLessThanOrEqual(Threads.defaultCount(), Threads.affinityCount() ?? .max)
+        XCTAssertGreaterThanOrEqual(Threads.defaultCount(), 1)
+    }
+
+    /// Work handed to the engine from many threads at once, nested regions included, runs on the
+    /// engine's threads only, at most `count` of them, and gives every block's result.
+    func testWorkFromManyThreadsRunsOnTheEngineWithinTheBudget() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for width in [1, 2, 3] {
+            Threads.set(width)
+            let lock = NSLock()
+            var running = 0, most = 0, names = Set<Int>(), sums = [Int](repeating: 0, count: 8)
+            DispatchQueue.concurrentPerform(iterations: 8) { caller in
+                let total = Threads.run { () -> Int in
+                    var partial = [Int](repeating: 0, count: 40)
+                    Threads.parallelBlocks(40) { i in
+                        lock.lock(); running += 1; most = max(most, running)
+                        names.insert(Int(bitPattern: pthread_self())); lock.unlock()
+                        XCTAssertTrue(Threads.onEngineThread)
+                        var inner = 0
+                        Threads.parallelFor(100, minChunk: 1) { r in inner += r.count }   // nested: serial here
+                        usleep(200)
+                        partial[i] = inner + i
+                        lock.lock(); running -= 1; lock.unlock()
+                    }
+                    return partial.reduce(0, +)
+                }
+                lock.lock(); sums[caller] = total; lock.unlock()
+            }
+            XCTAssertEqual(sums, [Int](repeating: 40 * 100 + 39 * 40 / 2, count: 8))
+            XCTAssertLessThanOrEqual(most, width, "blocks at once with \(width) threads")
+            XCTAssertLessThanOrEqual(names.count, width, "distinct threads with \(width) threads")
+        }
+    }
+}

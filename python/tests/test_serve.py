@@ -801,9 +801,10 @@ def test_a_cut_short_drain_answers_what_is_queued_without_running_it():
     # One long forward pass runs, three requests wait behind it; the drain is cut short by a
     # second signal while that pass runs: the waiting ones are answered 503 (stopping), not
     # run, and vlm exits 1.
-    # One engine thread: the long pass (about 0.4 TFLOP) lasts over a second even on the
-    # fastest core, so it is still running when the cut comes (checked below, not assumed).
-    s = Server(["--text-model", MINILM, "--shutdown-timeout", "60", "--max-batch-size", "64", "--threads", "1"])
+    # Two engine threads: the long pass (about 0.4 TFLOP) lasts over a second even on the
+    # fastest cores, so it is still running when the cut comes (checked below, not assumed);
+    # the requests behind it are tokenized meanwhile (a free engine thread takes that first).
+    s = Server(["--text-model", MINILM, "--shutdown-timeout", "60", "--max-batch-size", "64", "--threads", "2"])
     got = {}
 
     def client(k):

@@ -117,7 +117,7 @@ class Worker:
     """A context manager owning one `vlm worker` child.
 
     image_model, text_model: the worker's --image-model and --text-model (None: vlm's defaults).
-    threads: --threads (None: $OMP_NUM_THREADS, which Ray and Spark set, else all cores).
+    threads: --threads (None: $OMP_NUM_THREADS, which Ray and Spark set, else the CPUs the process may use).
     **options: the worker's flags by name, e.g. max_length=128, normalize=False, layer="logits",
     resize=232, normalize_parts=True, image_batch_size=16.
     """

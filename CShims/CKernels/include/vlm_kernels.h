@@ -34,6 +34,10 @@ void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, 
 /// names, read once.
 int vlm_isa(void);
 const char *vlm_isa_name(void);
+/// CPUs in this process's affinity mask, or -1 when it cannot be read.
+int vlm_affinity_cpus(void);
+/// Names the calling thread (15 bytes at most) for /proc, top and debuggers.
+void vlm_set_thread_name(const char *name);
 int vlm_cpu_isa(void);
 /// The level VLM_KERNELS's value names (-1: none of them).
 int vlm_isa_level(const char *name);
