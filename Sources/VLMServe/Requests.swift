@@ -379,9 +379,9 @@ extension EmbeddingServer {
         let buffer = try await body(request)
         let (r, encodings) = try await pool.run { [self] in
             let r = try decode(OpenAIRequest.self, buffer)
-            if let m = r.model, m != models.textName {
-                throw APIError(status: .notFound, type: "Validation", message: "model \(jsonString(m)) is not served here; this server serves \(jsonString(models.textName))")
-            }
+            // One model serves texts here: any `model` a client sends picks it (clients such as
+            // LangChain send names like "text-embedding-3-small"), as text-embeddings-inference
+            // and llama-server do. A name would be refused only where it picks between models.
             switch r.encoding_format {
             case nil, "float", "base64": break
             case let f?: throw APIError.validation("encoding_format must be \"float\" or \"base64\", not \(jsonString(f))")
@@ -395,7 +395,7 @@ extension EmbeddingServer {
         let normalize = r.normalize ?? models.textNormalize
         var rows = try await textRows(encodings, normalize: normalize, field: "input")
         let tokens = encodings.reduce(0) { $0 + $1.count }
-        let name = models.textName
+        let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
         return try await pool.run {
             var dim = encoder.dim
             if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {

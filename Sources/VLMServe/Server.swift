@@ -69,16 +69,18 @@ public struct ServeModels {
     public var text: Result<TextRowEncoder, Error>
     /// Whether requests that do not say get normalised text vectors (the model's default).
     public var textNormalize: Bool
-    /// The name /v1/embeddings answers to and reports.
-    public var textName: String
+    /// The names /v1/models lists for the text model (`--served-model-name`, repeatable; the
+    /// first is the one /v1/embeddings reports when a request names none of them).
+    public var textNames: [String]
+    public var textName: String { textNames.first ?? "" }
     public var image: Result<ImageRowEncoder, Error>
     public var pair: Result<PairRowEncoder, Error>
     /// /info's body: models, dimensions, options.
     public var info: [String: JSONValue]
 
-    public init(text: Result<TextRowEncoder, Error>, textNormalize: Bool, textName: String, image: Result<ImageRowEncoder, Error>,
+    public init(text: Result<TextRowEncoder, Error>, textNormalize: Bool, textNames: [String], image: Result<ImageRowEncoder, Error>,
                 pair: Result<PairRowEncoder, Error>, info: [String: JSONValue]) {
-        (self.text, self.textNormalize, self.textName, self.image, self.pair, self.info) = (text, textNormalize, textName, image, pair, info)
+        (self.text, self.textNormalize, self.textNames, self.image, self.pair, self.info) = (text, textNormalize, textNames, image, pair, info)
     }
 }
 
@@ -306,7 +308,9 @@ public final class EmbeddingServer: @unchecked Sendable {
     func openAIModels() throws -> Response {
         var data: [String] = []
         if case .success = models.text {
-            data.append("{\"id\":\(jsonString(models.textName)),\"object\":\"model\",\"created\":0,\"owned_by\":\"vlm\"}")
+            for name in models.textNames {
+                data.append("{\"id\":\(jsonString(name)),\"object\":\"model\",\"created\":0,\"owned_by\":\"vlm\"}")
+            }
         }
         return json("{\"object\":\"list\",\"data\":[" + data.joined(separator: ",") + "]}")
     }
@@ -326,6 +330,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         out["auto_truncate"] = .bool(config.autoTruncate)
         out["paths_under_root"] = .bool(config.root != nil)   // whether "paths" are read; not where from
         out["served_model_name"] = .string(models.textName)
+        out["served_model_names"] = .array(models.textNames.map { .string($0) })
         out["text_normalize_default"] = .bool(models.textNormalize)
         return json(JSONValue.object(out).jsonText)
     }

@@ -39,8 +39,8 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var served: ServedModelOptions
 
-    @Option(help: "The model name /v1/embeddings answers to. Default: the text model folder's name.")
-    var servedModelName: String?
+    @Option(help: ArgumentHelp("A name /v1/models lists for the text model (repeatable); /v1/embeddings takes any model name, as one model serves texts, and reports the name asked for when it is one of these, else the first. Default: the text model folder's name.", valueName: "name"))
+    var servedModelName: [String] = []
 
     @Option(parsing: .unconditional, help: "Texts per forward pass at most (requests arriving together share one; a larger request runs alone).")
     var maxBatchSize: Int = TextEncoder.defaultBatchSize
@@ -108,6 +108,7 @@ struct ServeCommand: ParsableCommand {
         }
         try Limits.check("--max-connections", maxConnections, 1...(1 << 20))
         if host.isEmpty { throw ValidationError("--host must not be empty") }
+        if servedModelName.contains(where: { $0.isEmpty }) { throw ValidationError("--served-model-name must not be empty") }
     }
 
     /// /info names model files by their last component: clients need not see the server's paths.
@@ -152,8 +153,8 @@ struct ServeCommand: ParsableCommand {
         let textRows = Result { try models.rawTexts(normalize: false) }
         let textDefault = (try? models.bert()).map { text.normalize ?? $0.defaultNormalize } ?? false
         let textFolder = served.pair.textModel ?? defaultTextModel()
-        let name = servedModelName ?? URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent
-        let serving = ServeModels(text: textRows, textNormalize: textDefault, textName: name,
+        let names = servedModelName.isEmpty ? [URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent] : servedModelName
+        let serving = ServeModels(text: textRows, textNormalize: textDefault, textNames: names,
                                   image: Result { try models.images().inner }, pair: Result { try models.pairs().inner },
                                   info: Self.publicInfo(models.info()))
         for (what, r) in [("text", textRows.map { _ in () }), ("image", serving.image.map { _ in () })] {

@@ -153,12 +153,27 @@ def test_texts_equal_the_cli_on_the_real_minilm(tmp_path):
         status, r = s.post("/v1/embeddings", {"input": TEXTS, "dimensions": 64})
         short = ref[:, :64] / np.linalg.norm(ref[:, :64], axis=1, keepdims=True)
         assert status == 200 and rel_rows([d["embedding"] for d in r["data"]], short) <= 1e-6
-        status, r = s.post("/v1/embeddings", {"input": "x", "model": "text-embedding-3-small"})
-        assert status == 404 and "all-MiniLM-L6-v2" in r["error"]["message"]
+        # One model serves texts: any name picks it (LangChain and others send OpenAI's names),
+        # and the answer names the model that served it.
+        status, r = s.post("/v1/embeddings", {"input": TEXTS, "model": "text-embedding-3-small"})
+        assert status == 200 and r["model"] == "all-MiniLM-L6-v2"
+        assert rel_rows([d["embedding"] for d in r["data"]], ref) <= 1e-6
         status, r = s.get("/v1/models")
         assert status == 200 and [m["id"] for m in r["data"]] == ["all-MiniLM-L6-v2"]
+    # --served-model-name, repeatable: the names /v1/models lists; a request naming one of them
+    # is answered with that name, any other with the first.
+    with Server(["--text-model", MINILM, "--served-model-name", "minilm", "--served-model-name", "text-embedding-3-small"]) as s:
+        status, r = s.get("/v1/models")
+        assert status == 200 and [m["id"] for m in r["data"]] == ["minilm", "text-embedding-3-small"]
+        status, r = s.post("/v1/embeddings", {"input": TEXTS, "model": "text-embedding-3-small"})
+        assert status == 200 and r["model"] == "text-embedding-3-small" and rel_rows([d["embedding"] for d in r["data"]], ref) <= 1e-6
+        status, r = s.post("/v1/embeddings", {"input": TEXTS, "model": "ada"})
+        assert status == 200 and r["model"] == "minilm"
         status, info = s.get("/info")
+        assert info["served_model_names"] == ["minilm", "text-embedding-3-small"] and info["served_model_name"] == "minilm"
         assert status == 200 and info["text_dim"] == 384 and info["limits"]["max_inputs"] == 256
+    r = subprocess.run([VLM, "serve", "--text-model", MINILM, "--served-model-name", ""], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64 and "--served-model-name must not be empty" in r.stderr
 
 
 def test_truncation_follows_the_request_and_the_cli(tmp_path):
