@@ -15,6 +15,7 @@
 import CKernels
 import COpenBLAS
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,7 +25,7 @@ public enum Threads {
     nonisolated(unsafe) private static var _count: Int = {
         openblas_set_num_threads(1)
         let n = defaultCount()
-        pool.setWidth(n)
+        pool.setWidth(n)   // no thread starts before work comes
         return n
     }()
 
@@ -180,6 +181,7 @@ public enum Threads {
     /// `count` workers (balanced when costs fall with the index, as in length-sorted batches).
     public static func parallelInterleaved(_ total: Int, _ body: (_ worker: Int, _ index: Int) -> Void) {
         if total <= 0 { return }
+        if !onEngineThread { return run { parallelInterleaved(total, body) } }
         let workers = inParallelRegion ? 1 : min(count, total)
         if workers == 1 { for i in 0..<total { body(0, i) }; return }
         parallelBlocks(workers) { w in
@@ -191,6 +193,7 @@ public enum Threads {
     /// `minChunk` items. Chunks are disjoint, so bodies may write disjoint output ranges.
     public static func parallelFor(_ total: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         if total <= 0 { return }
+        if !onEngineThread { return run { parallelFor(total, minChunk: minChunk, body) } }
         if inParallelRegion { body(0..<total); return }
         let workers = min(count, max(1, total / max(1, minChunk)))
         if workers <= 1 { body(0..<total); return }
@@ -268,11 +271,37 @@ final class Region {
     let maxHelpers: Int
     private let done = NSCondition()
     private var isDone = false
+    private let doneFlag = Atomic<Bool>(false)
     init(blocks: Int, maxHelpers: Int, body: @escaping (Int) -> Void) { (self.blocks, self.maxHelpers, self.body) = (blocks, maxHelpers, body) }
 
-    func finish() { done.lock(); isDone = true; done.broadcast(); done.unlock() }
-    func waitDone() { done.lock(); while !isDone { done.wait() }; done.unlock() }
+    func finish() {
+        doneFlag.store(true, ordering: .releasing)
+        done.lock(); isDone = true; done.broadcast(); done.unlock()
+    }
+
+    /// Waits for the helpers' last blocks: a short spin first (they usually end within
+    /// microseconds of the owner's, and a futex sleep and wake costs tens of them).
+    func waitDone() {
+        if spinUntil({ doneFlag.load(ordering: .acquiring) }) { return }
+        done.lock(); while !isDone { done.wait() }; done.unlock()
+    }
 }
+
+/// Spins up to `spinMicroseconds` for `ready`; true when it became ready. The spin happens only on
+/// engine threads that would otherwise sleep, so it stays inside the thread budget.
+@inline(__always) func spinUntil(_ ready: () -> Bool) -> Bool {
+    let deadline = DispatchTime.now().uptimeNanoseconds + spinMicroseconds * 1000
+    var n = 0
+    while true {
+        if ready() { return true }
+        n += 1
+        if n & 63 == 0 && DispatchTime.now().uptimeNanoseconds > deadline { return false }
+    }
+}
+
+/// How long an idle engine thread polls for work, and a region's thread for its helpers, before
+/// sleeping on a condition.
+let spinMicroseconds: UInt64 = 30
 
 /// `width` threads that run tasks (FIFO, first) and help with open regions.
 final class EnginePool: @unchecked Sendable {
@@ -281,24 +310,34 @@ final class EnginePool: @unchecked Sendable {
     private var tasks: [PoolTask] = []
     private var head = 0
     private var regions: [Region] = []
+    /// Bumped whenever work arrives: idle threads poll it briefly before they sleep.
+    private let arrivals = Atomic<Int>(0)
 
+    /// Sets the width; threads start when work first comes (so a `--threads 2` process on a
+    /// large machine starts 2, not the default count first). Threads past a smaller width sleep.
     func setWidth(_ n: Int) {
         cond.lock()
         width = n
-        while spawned < n {
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Starts threads up to the width (under the lock).
+    private func spawnToWidth() {
+        while spawned < width {
             let index = spawned
             let t = Thread { [self] in loop(index) }
             t.stackSize = 8 << 20
             t.start()
             spawned += 1
         }
-        cond.broadcast()
-        cond.unlock()
     }
 
     func enqueue(_ task: PoolTask) {
         cond.lock()
+        spawnToWidth()
         tasks.append(task)
+        arrivals.add(1, ordering: .releasing)
         wake(1)
         cond.unlock()
     }
@@ -335,9 +374,18 @@ final class EnginePool: @unchecked Sendable {
                 }
                 if let r = regions.first(where: { $0.next < $0.blocks && $0.helpers < $0.maxHelpers }) {
                     r.helpers += 1
-                    runBlocks(r)
+                    runBlocks(r, helper: true)
                     continue
                 }
+                // Nothing to do: poll briefly (regions come one after another within a forward
+                // pass), then sleep. Work that arrives after the poll signals under the lock.
+                let seen = arrivals.load(ordering: .acquiring)
+                cond.unlock()
+                let arrived = spinUntil { arrivals.load(ordering: .acquiring) != seen }
+                cond.lock()
+                // Re-read under the lock: work added since the poll (its signal found no one
+                // waiting) is seen here, not slept through.
+                if arrived || arrivals.load(ordering: .acquiring) != seen { continue }
             }
             cond.wait()
         }
@@ -355,8 +403,13 @@ final class EnginePool: @unchecked Sendable {
     }
 
     /// Claims and runs blocks of `r` until none are left (called and returning under the lock).
-    private func runBlocks(_ r: Region) {
+    /// A helper (not the region's own thread) leaves between blocks when a task is queued.
+    private func runBlocks(_ r: Region, helper: Bool = false) {
         while r.next < r.blocks {
+            if helper && head < tasks.count {
+                r.helpers -= 1
+                return
+            }
             let i = r.next
             r.next += 1
             if r.next == r.blocks, let k = regions.firstIndex(where: { $0 === r }) { regions.remove(at: k) }
@@ -376,7 +429,9 @@ final class EnginePool: @unchecked Sendable {
         cond.lock()
         let r = Region(blocks: blocks, maxHelpers: min(blocks, width) - 1, body: body)
         if r.maxHelpers > 0 {
+            spawnToWidth()
             regions.append(r)
+            arrivals.add(1, ordering: .releasing)
             wake(r.maxHelpers)
         }
         runBlocks(r)

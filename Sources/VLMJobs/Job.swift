@@ -363,7 +363,7 @@ public final class Job {
             if overlapUnits { next = schedule(unit.index + 1) }
             let encoded = try Threads.run { try encoder.encode(unit.prepared) }
             if !overlapUnits { next = schedule(unit.index + 1) }
-            try body(unit.index, finish(unit, encoded))
+            try body(unit.index, Threads.run { finish(unit, encoded) })
         }
     }
 
