@@ -60,7 +60,7 @@ venv: $(VENV)/.stamp
 $(GENERATED)/resnet50/model.safetensors: scripts/export_fixtures.py $(VENV)/.stamp
 	$(PY) scripts/export_fixtures.py full
 
-$(GENERATED)/wide_resnet101_2/model.safetensors: scripts/export_fixtures.py $(VENV)/.stamp
+$(GENERATED)/wide_resnet50_2/model.safetensors: scripts/export_fixtures.py $(VENV)/.stamp
 	$(PY) scripts/export_fixtures.py deep
 
 $(GENERATED)/bert-base/model.safetensors: scripts/export_text_fixtures.py $(VENV)/.stamp
@@ -74,7 +74,7 @@ $(GENERATED)/pca/done: scripts/export_pca_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/pca
 	$(PY) scripts/export_pca_fixtures.py
 
-fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/wide_resnet101_2/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done
+fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/wide_resnet50_2/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done
 
 # The committed small fixtures; rerun after changing the export scripts.
 fixtures-small: $(VENV)/.stamp models

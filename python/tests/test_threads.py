@@ -100,8 +100,8 @@ def folder_of_images(tmp_path, n=16):
 WORKLOADS = {
     "resnet50 batch 8": lambda tmp: ["bench", "resnet50", "--batch", "8", "--backend", "blas", "--model", RESNET50,
                                      "--min-time", "0", "--min-iterations", "1"],
-    "bert": lambda tmp: ["bench", "bert-base", "--model", BERT_BASE, "--batch", "8", "--seq", "128", "--backend", "blas",
-                         "--min-time", "0", "--min-iterations", "2"],
+    "bert": lambda tmp: ["bench", "bert-base", "--model", BERT_BASE, "--batch", "8", "--seq", "64", "--backend", "blas",
+                         "--min-time", "0", "--min-iterations", "1"],
     "image folder job": lambda tmp: ["embed-image", folder_of_images(tmp), "--model", RESNET50, "-o", tmp / "out.npy",
                                      "--quiet"],
 }
