@@ -578,25 +578,16 @@ def metric(text, name, **labels):
     return float(m.group(1)) if m else None
 
 
-def wait_metric(s, name, value, **labels):
-    """/metrics' text once the sample reaches `value` (bounded: batch metrics are recorded just
-    after the batch's answers go out)."""
+def wait_metric(s, name, value, below=False, **labels):
+    """/metrics' text once the sample reaches `value` — or, `below`, falls to it (bounded: batch
+    metrics are recorded just after the batch's answers go out)."""
     for _ in range(600):
         text = s.get("/metrics")[1]
-        if (metric(text, name, **labels) or 0) >= value:
+        got = metric(text, name, **labels) or 0
+        if (got <= value) if below else (got >= value):
             return text
         time.sleep(0.05)
-    raise AssertionError(f"{name}{labels} never reached {value}: {metric(text, name, **labels)}")
-
-
-def wait_metric_below(s, name, value, **labels):
-    """/metrics' text once the sample is at most `value` (bounded)."""
-    for _ in range(600):
-        text = s.get("/metrics")[1]
-        if (metric(text, name, **labels) or 0) <= value:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{name}{labels} never fell to {value}: {metric(text, name, **labels)}")
+    raise AssertionError(f"{name}{labels} never {'fell to' if below else 'reached'} {value}: {metric(text, name, **labels)}")
 
 
 # Bytes read past one answer (the next answers, when the server's replies to pipelined
@@ -720,7 +711,7 @@ def test_connections_close_when_http_says_so():
             first.sendall(held[800:])
             assert read_answer(first)[0] == 200
         # Every byte is given back once its request is answered.
-        assert metric(wait_metric_below(s, "vlm_body_bytes_held", 0), "vlm_body_bytes_held") == 0
+        assert metric(wait_metric(s, "vlm_body_bytes_held", 0, below=True), "vlm_body_bytes_held") == 0
         # Admission comes before the body: with the queue's room taken by requests arriving,
         # the next is answered 429 without sending a byte of its body, and is not told to
         # send it (no 100 Continue).
