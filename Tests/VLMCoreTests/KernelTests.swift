@@ -2,6 +2,7 @@
 // torch's layouts (NCHW activations, OIHW weights) — independent of the engine's NHWC code.
 
 import XCTest
+import CKernels
 import VLMCore
 
 final class KernelTests: XCTestCase {
@@ -336,9 +337,11 @@ final class TransformerKernelTests: XCTestCase {
 }
 
 final class KernelLevelTests: XCTestCase {
-    /// Forcing a level runs that level's build, not only reports it: the builds differ in their
-    /// rounding (FMA contraction, vector width), so the same inputs give other bits at each level
-    /// this CPU has, through LayerNorm, softmax and GELU alike.
+    /// Forcing a level runs that level's build, not only reports it. The baseline build has no
+    /// FMA, so the same inputs give other bits through LayerNorm, softmax and GELU than the FMA
+    /// builds; AVX2 and AVX-512 do the same arithmetic (16 lanes written out in the source, FMA
+    /// in both) and may agree bit for bit, so between them the build is told by its vector
+    /// width, which `vlm_fma_chains` reports from the same dispatch.
     func testEachLevelRunsItsOwnBuild() throws {
         guard KernelLevel.available.count > 1 else { throw XCTSkip("this CPU has only the baseline kernels") }
         var rng = SeededRandom(seed: 77)
@@ -346,19 +349,23 @@ final class KernelLevelTests: XCTestCase {
         let x = rng.normals(rows * cols, std: 2, mean: 0.5)
         let g = rng.normals(cols, std: 1), b = rng.normals(cols, std: 1)
         var results: [KernelLevel: [[Float]]] = [:]
+        var lanes: [KernelLevel: Int32] = [:]
         atEveryKernelLevel { level in
             var ln = x, sm = x, ge = x
             layerNormForward(&ln, gamma: g, beta: b, rows: rows, cols: cols, eps: 1e-12)
             softmaxRowsForward(&sm, rows: rows, cols: cols, scale: 0.125)
             activationForward(&ge, count: ge.count, .gelu)
             results[level] = [ln, sm, ge]
+            var l: Int32 = 0
+            _ = vlm_fma_chains(1, &l)
+            lanes[level] = l
         }
         let levels = KernelLevel.available
-        for (i, a) in levels.enumerated() {
-            for c in levels[(i + 1)...] {
-                for (k, name) in ["LayerNorm", "softmax", "GELU"].enumerated() {
-                    XCTAssertTrue(results[a]![k] != results[c]![k], "\(name): \(a.name) and \(c.name) gave the same bits")
-                }
+        let width: [String: Int32] = ["baseline": 4, "avx2": 8, "avx512": 16]
+        for level in levels { XCTAssertEqual(lanes[level], width[level.name], "\(level.name) ran another level's build") }
+        for fma in levels where fma != .baseline {
+            for (k, name) in ["LayerNorm", "softmax", "GELU"].enumerated() {
+                XCTAssertTrue(results[.baseline]![k] != results[fma]![k], "\(name): baseline and \(fma.name) gave the same bits")
             }
         }
     }
