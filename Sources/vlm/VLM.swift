@@ -109,6 +109,12 @@ func reexecWithBetterBLASKernels() {
     setenv("VLM_REEXECUTED", "1", 1)
     var argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) }
     argv.append(nil)
+    // The binary's own path, not /proc/self/exe: the kernel names the process after the file
+    // executed, and ps, top and /proc/PID/comm would show "exe".
+    if let real = realpath("/proc/self/exe", nil) {
+        execv(real, argv)
+        free(real)
+    }
     execv("/proc/self/exe", argv)
     // execv returned: it failed; run on with the kernels we have.
     unsetenv("OPENBLAS_CORETYPE")
