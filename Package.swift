@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "vlm", targets: ["vlm"]),
         .library(name: "VLMModels", targets: ["VLMModels"]),
         .library(name: "VLMTokenizer", targets: ["VLMTokenizer"]),
+        .library(name: "VLMEmbed", targets: ["VLMEmbed"]),
         .library(name: "VLMJobs", targets: ["VLMJobs"]),
     ],
     dependencies: [
@@ -58,13 +59,16 @@ let package = Package(
         .target(name: "VLMTokenizer", dependencies: ["VLMCore", "VLMIO"]),
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode", "CKernels"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
-        // Batch jobs: item sources, encoders, the resumable partial state, outputs, progress.
-        .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
-        // vlm serve: the HTTP embedding server, on the jobs' encoders, with dynamic batching.
-        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMJobs"]),
+        // Model locations, the registry, fetching and loading.
+        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels"]),
+        // The one way from an item to a vector: the encoders, the embedding service built from a
+        // Codable description, the shared item error, the worker protocol.
+        .target(name: "VLMEmbed", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer", "VLMCatalog"]),
+        // Batch jobs: item sources, the resumable partial state, outputs, progress.
+        .target(name: "VLMJobs", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer", "VLMEmbed"]),
         .target(name: "VLMBench", dependencies: ["VLMCore", "VLMIO", "VLMModels", "VLMCatalog"]),
         .target(name: "VLMServe", dependencies: [
-            "VLMJobs", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
+            "VLMEmbed", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -78,7 +82,7 @@ let package = Package(
         ]),
         .executableTarget(
             name: "vlm",
-            dependencies: ["VLMBench", "VLMCatalog", "VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
+            dependencies: ["VLMBench", "VLMCatalog", "VLMEmbed", "VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)
@@ -87,10 +91,10 @@ let package = Package(
         .testTarget(name: "VLMTokenizerTests", dependencies: ["VLMTokenizer"]),
         .testTarget(name: "VLMImageTests", dependencies: ["VLMImage"]),
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
-        .testTarget(name: "VLMJobsTests", dependencies: ["VLMJobs", "FuzzHarness"]),
+        .testTarget(name: "VLMJobsTests", dependencies: ["VLMEmbed", "VLMJobs", "FuzzHarness"]),
         // What each fuzz target does with an input; the fuzzers and the corpus replay test share it.
-        .target(name: "FuzzHarness", dependencies: ["VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
-        .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMJobs"]),
+        .target(name: "FuzzHarness", dependencies: ["VLMEmbed", "VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
+        .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMEmbed", "VLMJobs"]),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm"]),
     ]
 )

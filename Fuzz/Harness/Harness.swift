@@ -7,6 +7,7 @@ import Foundation
 import VLMCore
 import VLMIO
 import VLMImage
+import VLMEmbed
 import VLMJobs
 import VLMTokenizer
 

@@ -7,7 +7,6 @@ import FoundationNetworking
 #endif
 import VLMCore
 import VLMIO
-import VLMJobs
 
 /// Folders a fetch created, so a failed one can remove those it left empty.
 /// `vlm models fetch`: a registry model's files downloaded (from the hub, $VLM_HUB_URL, or their

@@ -9,7 +9,6 @@
 import Foundation
 import VLMCore
 import VLMIO
-import VLMJobs
 
 public struct RegistryFile: Codable {
     public var path: String

@@ -4,6 +4,7 @@
 
 import Foundation
 import VLMCore
+import VLMEmbed
 import VLMIO
 
 /// Every row of the files, in order.

@@ -20,6 +20,7 @@
 
 import Foundation
 import VLMCore
+import VLMEmbed
 import VLMIO
 
 #if canImport(Glibc)

@@ -5,6 +5,7 @@
 
 import Foundation
 import VLMCore
+import VLMEmbed
 import VLMIO
 
 #if canImport(Glibc)

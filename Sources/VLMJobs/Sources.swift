@@ -6,6 +6,7 @@
 
 import Foundation
 import VLMCore
+import VLMEmbed
 import VLMIO
 
 #if canImport(Glibc)

@@ -8,7 +8,7 @@
 // answered with a timeout instead of being run.
 
 import Foundation
-import VLMJobs
+import VLMEmbed
 
 /// Why a request was not run.
 public enum BatchRefusal: Error, Equatable {

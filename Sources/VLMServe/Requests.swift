@@ -9,7 +9,7 @@ import Hummingbird
 import NIOCore
 import VLMCore
 import VLMIO
-import VLMJobs
+import VLMEmbed
 import VLMModels
 import VLMTokenizer
 
@@ -351,12 +351,12 @@ extension EmbeddingServer {
         return encodings
     }
 
-    /// Rows of tokenized texts from the batcher, each normalised when `normalize`.
-    func textRows(_ encodings: [Encoding], normalize: Bool, field: String) async throws -> [Float] {
-        let (encoder, lane) = try textEncoder()
+    /// Vectors of tokenized texts from the batcher, each normalised when `normalize` (before any
+    /// projection), and their width.
+    func textRows(_ encodings: [Encoding], normalize: Bool, field: String) async throws -> (rows: [Float], dim: Int) {
+        let (_, lane) = try textEncoder()
         let batch = try await batcher.submit(lane, encodings, items: encodings.count, tokens: encodings.reduce(0) { $0 + $1.count })
-        let rows = try checked(batch, dim: encoder.dim, names: encodings.indices.map { "\(field)[\($0)]" })
-        return normalize ? normalized(rows, dim: encoder.dim) : rows
+        return try finished(.text, batch, names: encodings.indices.map { "\(field)[\($0)]" }, normalize: normalize)
     }
 
     func embedTexts(_ request: Request) async throws -> Response {
@@ -370,8 +370,8 @@ extension EmbeddingServer {
             return (try tokenize(r.inputs.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "inputs"),
                     r.normalize ?? models.textNormalize)
         }
-        let rows = try await textRows(encodings, normalize: normalize, field: "inputs")
-        return try await pool.run { json(vectorsJSON(rows, dim: encoder.dim)) }
+        let (rows, dim) = try await textRows(encodings, normalize: normalize, field: "inputs")
+        return try await pool.run { json(vectorsJSON(rows, dim: dim)) }
     }
 
     func openAIEmbeddings(_ request: Request) async throws -> Response {
@@ -386,18 +386,18 @@ extension EmbeddingServer {
             case nil, "float", "base64": break
             case let f?: throw APIError.validation("encoding_format must be \"float\" or \"base64\", not \(jsonString(f))")
             }
-            if let d = r.dimensions, !(d >= 1 && d <= Double(encoder.dim) && d == d.rounded()) {
+            let width = models.dims[.text] ?? encoder.dim
+            if let d = r.dimensions, !(d >= 1 && d <= Double(width) && d == d.rounded()) {
                 let shown: String = d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)"
-                throw APIError.validation("dimensions must be a whole number from 1 to \(encoder.dim), not \(shown)")
+                throw APIError.validation("dimensions must be a whole number from 1 to \(width), not \(shown)")
             }
             return (r, try tokenize(r.input.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "input"))
         }
         let normalize = r.normalize ?? models.textNormalize
-        var rows = try await textRows(encodings, normalize: normalize, field: "input")
+        var (rows, dim) = try await textRows(encodings, normalize: normalize, field: "input")
         let tokens = encodings.reduce(0) { $0 + $1.count }
         let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
         return try await pool.run {
-            var dim = encoder.dim
             if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {
                 // The first d values (normalised again when the vectors are normalised, as
                 // OpenAI's shortened embeddings are).
@@ -563,8 +563,8 @@ extension EmbeddingServer {
         let (encoder, lane) = try imageEncoder()
         let (prepared, names, normalize) = try await preparedImages(request, encoder: encoder)
         let batch = try await batcher.submit(lane, prepared, items: names.count)
-        let rows = try checked(batch, dim: encoder.dim, names: names)
-        return try await pool.run { json(vectorsJSON(normalize ? normalized(rows, dim: encoder.dim) : rows, dim: encoder.dim)) }
+        let (rows, dim) = try finished(.image, batch, names: names, normalize: normalize)
+        return try await pool.run { json(vectorsJSON(rows, dim: dim)) }
     }
 
     // MARK: Pairs
@@ -610,7 +610,7 @@ extension EmbeddingServer {
             return (prepared, names.map(\.name), r.normalize ?? false)
         }
         let batch = try await batcher.submit(pairLane!, prepared, items: names.count, tokens: prepared.1.reduce(0) { $0 + $1.count })
-        let rows = try checked(batch, dim: encoder.dim, names: names)
-        return try await pool.run { json(vectorsJSON(normalize ? normalized(rows, dim: encoder.dim) : rows, dim: encoder.dim)) }
+        let (rows, dim) = try finished(.pair, batch, names: names, normalize: normalize)
+        return try await pool.run { json(vectorsJSON(rows, dim: dim)) }
     }
 }

@@ -21,7 +21,7 @@ import Prometheus
 import ServiceLifecycle
 import VLMCore
 import VLMIO
-import VLMJobs
+import VLMEmbed
 import VLMModels
 import VLMTokenizer
 
@@ -38,8 +38,6 @@ public struct ServeConfiguration: Sendable {
     public var autoTruncate = false
     /// The folder `paths` in image and fuse requests are read from; nil: paths refused.
     public var root: String?
-    /// Vectors holding NaN or infinity are answered instead of refused.
-    public var allowNonFinite = false
     public var limits = Batcher.Limits(maxBatchItems: 256, maxBatchTokens: 8192, maxQueueItems: 1024, linger: 0.001, timeout: 30)
     /// Images (and pairs) per forward pass.
     public var maxImageBatch = 16
@@ -63,11 +61,14 @@ public struct ServeConfiguration: Sendable {
     public init() {}
 }
 
-/// The models a server runs: each encoder, or why it is missing.
+/// The models a server runs — the embedding service's encoders, or why each is missing — and
+/// the names it serves texts under.
 public struct ServeModels {
-    /// Texts, with normalisation left to each request.
+    /// Where every vector is finished (normalised, projected, checked).
+    public let service: EmbeddingService
+    /// Texts' rows before normalisation (each request chooses it) and projection.
     public var text: Result<TextRowEncoder, Error>
-    /// Whether requests that do not say get normalised text vectors (the model's default).
+    /// Whether requests that do not say get normalised text vectors (--normalize, else the model's default).
     public var textNormalize: Bool
     /// The names /v1/models lists for the text model (`--served-model-name`, repeatable; the
     /// first is the one /v1/embeddings reports when a request names none of them).
@@ -75,12 +76,23 @@ public struct ServeModels {
     public var textName: String { textNames.first ?? "" }
     public var image: Result<ImageRowEncoder, Error>
     public var pair: Result<PairRowEncoder, Error>
+    /// Each kind's vector width (after any projection).
+    public var dims: [ItemKind: Int]
     /// /info's body: models, dimensions, options.
     public var info: [String: JSONValue]
 
-    public init(text: Result<TextRowEncoder, Error>, textNormalize: Bool, textNames: [String], image: Result<ImageRowEncoder, Error>,
-                pair: Result<PairRowEncoder, Error>, info: [String: JSONValue]) {
-        (self.text, self.textNormalize, self.textNames, self.image, self.pair, self.info) = (text, textNormalize, textNames, image, pair, info)
+    /// Builds every encoder the service can now (a model that does not load leaves its
+    /// endpoints answering 503). `info` is what /info shows of the service.
+    public init(service: EmbeddingService, textNames: [String], info: (EmbeddingService) -> [String: JSONValue] = { $0.info() }) {
+        self.service = service
+        text = Result { try service.texts() }
+        image = Result { try service.images() }
+        pair = Result { try service.pairs() }
+        textNormalize = (try? service.textNormalize()) ?? false
+        self.textNames = textNames
+        dims = [:]
+        for kind in ItemKind.allCases { dims[kind] = try? service.dim(kind) }
+        self.info = info(service)
     }
 }
 
@@ -337,14 +349,15 @@ public final class EmbeddingServer: @unchecked Sendable {
 
     // MARK: Rows
 
-    /// The rows of a batch that must have no failures (inputs were checked before queueing; a
-    /// row holding NaN or infinity is still refused unless --allow-nonfinite).
-    func checked(_ batch: EncodedBatch, dim: Int, names: [String]) throws -> [Float] {
-        let b = config.allowNonFinite ? batch : batch.rejectingNonFinite(dim: dim, ids: names.map { Array($0.utf8) })
+    /// A batch's rows finished by the service (normalised when `normalize`, projected, checked)
+    /// and their width. Inputs were checked before queueing, so any item error fails the
+    /// request: a row holding NaN or infinity (unless --allow-nonfinite) with 500.
+    func finished(_ kind: ItemKind, _ batch: EncodedBatch, names: [String], normalize: Bool?) throws -> (rows: [Float], dim: Int) {
+        let b = try models.service.finish(kind, batch, ids: names.map { Array($0.utf8) }, normalize: normalize)
         if let e = b.failures.compactMap({ $0 }).first {
             throw APIError(status: e.kind == "non_finite" ? .internalServerError : .unprocessableContent, type: "Backend", message: e.message)
         }
-        return b.rows
+        return (b.rows, try models.service.dim(kind))
     }
 }
 

@@ -7,6 +7,7 @@ import VLMCatalog
 import VLMCore
 import VLMImage
 import VLMIO
+import VLMEmbed
 import VLMJobs
 import VLMModels
 

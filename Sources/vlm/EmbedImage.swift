@@ -7,6 +7,7 @@ import VLMCatalog
 import VLMCore
 import VLMIO
 import VLMImage
+import VLMEmbed
 import VLMJobs
 import VLMModels
 

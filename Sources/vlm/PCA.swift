@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import VLMCore
 import VLMIO
+import VLMEmbed
 import VLMJobs
 import VLMModels
 

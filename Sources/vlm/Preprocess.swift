@@ -5,6 +5,7 @@ import Foundation
 import VLMCore
 import VLMIO
 import VLMImage
+import VLMEmbed
 import VLMJobs
 
 struct PreprocessCommand: ParsableCommand {

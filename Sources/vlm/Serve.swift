@@ -8,6 +8,7 @@ import Foundation
 import VLMCatalog
 import VLMCore
 import VLMIO
+import VLMEmbed
 import VLMJobs
 import VLMModels
 import VLMServe
@@ -91,6 +92,7 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var text: TextModelOptions
+    @OptionGroup var projection: ProjectionOptions
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
@@ -112,13 +114,22 @@ struct ServeCommand: ParsableCommand {
     }
 
     /// /info names model files by their last component: clients need not see the server's paths.
-    static func publicInfo(_ info: [String: JSONValue]) -> [String: JSONValue] {
+    static func publicInfo(_ info: [String: JSONValue], description: EmbeddingDescription) -> [String: JSONValue] {
         var out = info
+        out["options"] = description.withoutFolders.json
+        var paths: [String] = description.pca.map { [$0] } ?? []
         for kind in ["image", "text"] {
             guard case .string(let path)? = info[kind + "_model"] else { continue }
-            let name = (path as NSString).lastPathComponent
-            out[kind + "_model"] = .string(name)
-            if case .string(let error)? = info[kind + "_error"] { out[kind + "_error"] = .string(error.replacingOccurrences(of: path, with: name)) }
+            out[kind + "_model"] = .string((path as NSString).lastPathComponent)
+            paths.append(path)
+        }
+        // Errors name the files they are about by the same last component (longest path first).
+        for kind in ["image", "text"] {
+            guard case .string(var error)? = info[kind + "_error"] else { continue }
+            for path in paths.sorted(by: { $0.count > $1.count }) {
+                error = error.replacingOccurrences(of: path, with: (path as NSString).lastPathComponent)
+            }
+            out[kind + "_error"] = .string(error)
         }
         return out
     }
@@ -131,7 +142,6 @@ struct ServeCommand: ParsableCommand {
         config.maxInputs = maxInputs
         config.maxBufferedBytes = maxBufferedBytes ?? max(256 << 20, maxBodyBytes)
         config.autoTruncate = autoTruncate
-        config.allowNonFinite = engine.allowNonfinite
         config.maxImageBatch = maxImageBatchSize
         config.readTimeout = readTimeout
         config.idleTimeout = idleTimeout
@@ -147,16 +157,14 @@ struct ServeCommand: ParsableCommand {
             config.root = String(cString: real)
             free(real)
         }
-        let models = ServedModels(served.recipe(imageBatchSize: maxImageBatchSize, textBatchSize: maxBatchSize, imageOptions: imageOptions, text: text,
-                                                projection: nil, engine: engine, pca: nil), backend: backend)  // no projection: each request chooses its normalisation
-        try models.loadNamed()
-        let textRows = Result { try models.rawTexts(normalize: false) }
-        let textDefault = (try? models.bert()).map { text.normalize ?? $0.defaultNormalize } ?? false
+        let service = try EmbeddingService(served.embeddingDescription(imageBatchSize: maxImageBatchSize, textBatchSize: maxBatchSize, imageOptions: imageOptions,
+                                                              text: text, projection: projection, engine: engine),
+                                           backend: backend, version: VLM.configuration.version)
+        try service.loadNamed()
         let textFolder = served.pair.textModel ?? defaultTextModel()
         let names = servedModelName.isEmpty ? [URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent] : servedModelName
-        let serving = ServeModels(text: textRows, textNormalize: textDefault, textNames: names,
-                                  image: Result { try models.images().inner }, pair: Result { try models.pairs().inner },
-                                  info: Self.publicInfo(models.info()))
+        let serving = ServeModels(service: service, textNames: names, info: { Self.publicInfo($0.info(), description: $0.description) })
+        let textRows = serving.text
         for (what, r) in [("text", textRows.map { _ in () }), ("image", serving.image.map { _ in () })] {
             if case .failure(let e) = r { note("vlm: note: no \(what) model (\(oneLine("\(e)"))); its endpoints answer 503") }
         }

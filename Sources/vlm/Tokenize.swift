@@ -5,6 +5,7 @@ import Foundation
 import VLMCatalog
 import VLMCore
 import VLMIO
+import VLMEmbed
 import VLMJobs
 import VLMModels
 

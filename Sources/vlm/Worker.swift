@@ -8,6 +8,7 @@ import Foundation
 import VLMCatalog
 import VLMCore
 import VLMIO
+import VLMEmbed
 import VLMJobs
 import VLMModels
 
@@ -56,9 +57,10 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let models = ServedModels(served.recipe(imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, imageOptions: imageOptions, text: text,
-                                                projection: projection, engine: engine, pca: try projection.load()), backend: backend)
-        try models.loadNamed()
+        let service = try EmbeddingService(served.embeddingDescription(imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, imageOptions: imageOptions,
+                                                              text: text, projection: projection, engine: engine),
+                                           backend: backend, version: VLM.configuration.version)
+        try service.loadNamed()
         let queue = RequestQueue(try InputFile("-", what: "the requests"))
         let crashOn = ProcessInfo.processInfo.environment["VLM_TEST_CRASH_ON_ID"]
         var number = 0
@@ -67,7 +69,7 @@ struct WorkerCommand: ParsableCommand {
             if lines.isEmpty { return }
             let requests = lines.enumerated().map { WorkerRequest.parse($0.element, number: number + $0.offset + 1) }
             if let crashOn, requests.contains(where: { $0.id == .string(crashOn) }) { abort() }   // tests only
-            try FileSink.standardOutput.write(models.answer(requests, firstNumber: number + 1, vectors: vectors))
+            try FileSink.standardOutput.write(service.answer(requests, firstNumber: number + 1, vectors: vectors))
             number += lines.count
         }
     }
@@ -113,13 +115,20 @@ struct ServedModelOptions: ParsableArguments {
 }
 
 extension ServedModelOptions {
-    /// The recipe the worker's and the server's models are built from, out of their flags.
-    func recipe(imageBatchSize: Int, textBatchSize: Int, imageOptions: ImageOptions, text: TextModelOptions,
-                projection: ProjectionOptions?, engine: EngineOptions, pca: PCAModel?) -> ServedModelRecipe {
-        ServedModelRecipe(imageModel: pair.imageModel, textModel: pair.textModel, layer: layer, imageLayer: pair.imageLayer, normalizeParts: pair.normalizeParts,
-                          imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, allowNonFinite: engine.allowNonfinite,
-                          pca: pca, pcaName: projection?.pca ?? "", normalizeOutput: projection?.normalizeOutput ?? false, version: VLM.configuration.version,
-                          imageEncoder: { try imageOptions.encoder($0, layer: $1, model: $2) },
-                          textEncoder: { try text.encoder($0, batchSize: $1, pairs: false, normalize: $2) })
+    /// The embedding service's description, out of the worker's and the server's flags.
+    func embeddingDescription(imageBatchSize: Int, textBatchSize: Int, imageOptions: ImageOptions, text: TextModelOptions,
+                     projection: ProjectionOptions, engine: EngineOptions) -> EmbeddingDescription {
+        var d = EmbeddingDescription()
+        d.image.model = pair.imageModel
+        (d.image.layer, d.image.pairLayer) = (layer, pair.imageLayer)
+        (d.image.resize, d.image.crop, d.image.mean, d.image.std) = (imageOptions.resize, imageOptions.crop, imageOptions.mean, imageOptions.std)
+        (d.image.maxPixels, d.image.draft, d.image.batchSize) = (imageOptions.maxPixels, imageOptions.draft, imageBatchSize)
+        d.text.model = pair.textModel
+        (d.text.pooling, d.text.normalize, d.text.maxLength) = (text.pooling, text.normalize, text.maxLength)
+        (d.text.batchSize, d.text.batchTokens) = (textBatchSize, text.batchTokens)
+        d.normalizeParts = pair.normalizeParts
+        (d.pca, d.normalizeOutput) = (projection.pca, projection.normalizeOutput)
+        d.allowNonFinite = engine.allowNonfinite
+        return d
     }
 }

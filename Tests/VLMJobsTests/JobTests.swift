@@ -7,6 +7,7 @@ import Foundation
 import XCTest
 import VLMCore
 import VLMIO
+import VLMEmbed
 import VLMJobs
 
 /// Items "0" … "n-1"; every seventh fails as it is read; identities can be changed to model an

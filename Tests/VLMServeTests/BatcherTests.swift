@@ -4,6 +4,7 @@
 
 import Foundation
 import XCTest
+import VLMEmbed
 import VLMJobs
 import VLMServe
 

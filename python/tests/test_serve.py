@@ -299,6 +299,57 @@ def test_model_options_equal_the_cli(tmp_path, photos, option):
             assert status == 200 and rel_rows(v, fused) <= 1e-6, option
 
 
+def fit_pca(tmp_path, dim, k, name, whiten=True):
+    """A PCA file (vlm pca fit) on seeded rows of width `dim`."""
+    rng = np.random.default_rng(dim)
+    train = tmp_path / f"{name}-train.npy"
+    np.save(train, (rng.standard_normal((300, dim)) * (1 + np.arange(dim) % 7) + 0.1).astype(np.float32))
+    out = tmp_path / f"{name}.safetensors"
+    r = subprocess.run([VLM, "pca", "fit", str(train), "--dim", str(k), "-o", str(out), "--quiet"] + (["--whiten"] if whiten else []),
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr
+    return str(out)
+
+
+@pytest.mark.parametrize("normalize_output", [False, True])
+def test_pca_and_normalize_output_equal_the_cli(tmp_path, photos, normalize_output):
+    """--pca and --normalize-output reach the server: its vectors are the commands' with the
+    same flags, for every kind the PCA fits; a kind it does not fit answers 503 saying why."""
+    good, _ = photos
+    out_flags = ["--normalize-output"] if normalize_output else []
+    text_pca = fit_pca(tmp_path, 32, 4, "text")
+    image_pca = fit_pca(tmp_path, 256, 5, "image")
+    b64 = [base64.b64encode(open(p, "rb").read()).decode() for p in good[:3]]
+    with Server(["--image-model", RESNET, "--text-model", BERT, "--pca", text_pca, *out_flags]) as s:
+        for normalize in [None, False, True]:
+            # The request's "normalize" is the model's normalisation, before the projection.
+            norm = [] if normalize is None else ["--normalize" if normalize else "--no-normalize"]
+            ref = texts_cli(TEXTS, BERT, tmp_path, "--pca", text_pca, *out_flags, *norm)
+            body = {"inputs": TEXTS} if normalize is None else {"inputs": TEXTS, "normalize": normalize}
+            status, v = s.post("/embed", body)
+            assert status == 200 and np.asarray(v).shape == (len(TEXTS), 4) and rel_rows(v, ref) <= 1e-6, normalize
+        status, r = s.post("/v1/embeddings", {"input": TEXTS[:2], "model": "x"})
+        assert status == 200 and rel_rows([d["embedding"] for d in r["data"]], texts_cli(TEXTS[:2], BERT, tmp_path, "--pca", text_pca, *out_flags)) <= 1e-6
+        status, r = s.post("/v1/embeddings", {"input": TEXTS[:2], "dimensions": 5})
+        assert status == 422 and "from 1 to 4" in r["error"]["message"], r
+        info = s.get("/info")[1]
+        assert info["text_dim"] == 4 and info["options"]["pca"] == "text.safetensors" and info["options"]["normalize_output"] is normalize_output
+        assert str(tmp_path) not in json.dumps(info)
+        # Images are 256-d: this PCA takes 32-d rows, so the image endpoints say it.
+        status, r = s.post("/embed_image", {"inputs": b64[:1]})
+        assert status == 503, r
+        assert any("32-d" in line and "256-d" in line for line in s.lines), "".join(s.lines)
+    with Server(["--image-model", RESNET, "--text-model", BERT, "--pca", image_pca, *out_flags]) as s:
+        ref = cli_rows(["embed-image", *good[:3], "--model", RESNET, "--pca", image_pca, *out_flags], tmp_path)
+        status, v = s.post("/embed_image", {"inputs": b64})
+        assert status == 200 and np.asarray(v).shape == (3, 5) and rel_rows(v, ref) <= 1e-6
+        assert s.get("/info")[1]["image_dim"] == 5
+    # A PCA file that cannot be read ends the server at start, naming it.
+    r = subprocess.run([VLM, "serve", "--port", "0", "--text-model", BERT, "--pca", str(tmp_path / "nope.safetensors")],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1 and b"nope.safetensors" in r.stderr, r.stderr
+
+
 def test_bad_requests_get_json_errors_and_the_server_lives_on(tmp_path, photos):
     with Server(["--text-model", BERT, "--image-model", RESNET, "--max-inputs", "8", "--max-body-bytes", "4096"]) as s:
         cases = [

@@ -3,7 +3,6 @@
 // items; downloads count bytes.
 
 import Foundation
-import VLMIO
 
 public final class ProgressReporter {
     public let total: Int?

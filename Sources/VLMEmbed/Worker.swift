@@ -18,9 +18,7 @@ import VLMIO
 /// One parsed request line.
 public struct WorkerRequest {
     public enum Kind {
-        case image(ImageInput)
-        case text(TextInput)
-        case pair(ImageInput, TextInput)
+        case item(EmbedItem)
         case info
         /// A line that is not a request: answered with this error.
         case invalid(kind: String, message: String)
@@ -64,9 +62,9 @@ public struct WorkerRequest {
         default: return bad(id, "\"text\" must be a string")
         }
         switch (image, text) {
-        case let (i?, t?): return WorkerRequest(id: id, kind: .pair(i, t))
-        case let (i?, nil): return WorkerRequest(id: id, kind: .image(i))
-        case let (nil, t?): return WorkerRequest(id: id, kind: .text(t))
+        case let (i?, t?): return WorkerRequest(id: id, kind: .item(.pair(i, t)))
+        case let (i?, nil): return WorkerRequest(id: id, kind: .item(.image(i)))
+        case let (nil, t?): return WorkerRequest(id: id, kind: .item(.text(t)))
         default: return bad(id, "no \"image\", \"image_bytes\" or \"text\" (or {\"info\": true})")
         }
     }
@@ -106,6 +104,37 @@ public enum WorkerResponse {
     public static func info(id: JSONValue, _ info: [String: JSONValue]) -> Data {
         struct R: Encodable { var id: JSONValue; var info: [String: JSONValue] }
         return JSONLines.encode(R(id: id, info: info))
+    }
+}
+
+extension EmbeddingService {
+    /// The worker's responses to a window of requests, in request order (`firstNumber`: the
+    /// first one's 1-based line number, naming requests without an id in errors).
+    public func answer(_ requests: [WorkerRequest], firstNumber: Int, vectors: WorkerResponse.VectorFormat) -> Data {
+        var out = [Data?](repeating: nil, count: requests.count)
+        var items: [(id: [UInt8], item: EmbedItem)] = [], at: [Int] = []
+        for (k, r) in requests.enumerated() {
+            switch r.kind {
+            case .item(let item):
+                items.append((r.itemID(number: firstNumber + k), item))
+                at.append(k)
+            case .info:
+                var info = self.info()
+                info["vectors"] = .string(vectors.rawValue)
+                out[k] = WorkerResponse.info(id: r.id, info)
+            case .invalid(let kind, let message): out[k] = WorkerResponse.error(id: r.id, kind: kind, message: message)
+            }
+        }
+        for (j, result) in embed(items).enumerated() {
+            let k = at[j]
+            switch result {
+            case .success(let v): out[k] = WorkerResponse.vector(id: requests[k].id, v[...], format: vectors)
+            case .failure(let e): out[k] = WorkerResponse.error(id: requests[k].id, kind: e.kind, message: e.message)
+            }
+        }
+        var data = Data()
+        for d in out { data.append(d!) }
+        return data
     }
 }
 

@@ -68,7 +68,7 @@ public enum ImageInput: Sendable {
 }
 
 /// Which ResNet output a row is.
-public enum ImageLayer: String, CaseIterable, Sendable {
+public enum ImageLayer: String, CaseIterable, Codable, Sendable {
     case pooled, logits
 }
 

@@ -1,0 +1,263 @@
+// The embedding service: the one way from an item to a vector for `vlm worker` and `vlm serve`
+// (and, through the same encoders, the batch jobs). Built from an `EmbeddingDescription` and a
+// backend; loads each model once, on first use (or at start: `loadNamed`); packs items into
+// forward passes (texts by tokens, images by pixels); and finishes every batch in one place —
+// normalisation, the PCA projection, --normalize-output and the NaN/∞ check — answering each
+// item with its vector or an `ItemError`.
+
+import Foundation
+import VLMCatalog
+import VLMCore
+import VLMIO
+import VLMImage
+import VLMModels
+
+public final class EmbeddingService: @unchecked Sendable {
+    public let description: EmbeddingDescription
+    public let backend: any Backend
+    /// vlm's version, for info answers.
+    public let version: String
+    /// The PCA file named by the description, loaded and checked at start.
+    public let pca: PCAModel?
+    /// Notes on stderr while loading (as the batch commands print them).
+    let quiet: Bool
+    /// Recursive: building an encoder loads its model, each once.
+    private let lock = NSRecursiveLock()
+    private var net: Result<ResNet, Error>?
+    private var textModel: Result<TextEncoder, Error>?
+    private var imageRows: Result<ImageRowEncoder, Error>?
+    private var textRows: Result<TextRowEncoder, Error>?
+    private var pairRows: Result<PairRowEncoder, Error>?
+    private let pcaProjection: PCAProjection?
+
+    /// Loads the PCA file now (a bad one is an error at start); the models load on first use.
+    public init(_ description: EmbeddingDescription, backend: any Backend, version: String, quiet: Bool = false) throws {
+        (self.description, self.backend, self.version, self.quiet) = (description, backend, version, quiet)
+        pca = try description.pca.map { try PCAModel.load(path: $0) }
+        pcaProjection = pca?.projection(backend)
+        if let i = description.image.crop, UInt64(i) * UInt64(i) > description.image.maxPixels {
+            throw OptionError("crop \(i) makes \(i * i)-pixel images, over --max-pixels \(description.image.maxPixels)")
+        }
+    }
+
+    /// Loads the models the description names now, so a bad path ends the process at start
+    /// (the default models load on first use; a missing one answers its items with an error).
+    public func loadNamed() throws {
+        if description.image.model != nil { _ = try resnet() }
+        if description.text.model != nil { _ = try textEncoder() }
+    }
+
+    private func once<T>(_ slot: ReferenceWritableKeyPath<EmbeddingService, Result<T, Error>?>, _ make: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        if let r = self[keyPath: slot] { return try r.get() }
+        let r = Result { try make() }
+        self[keyPath: slot] = r
+        return try r.get()
+    }
+
+    public func resnet() throws -> ResNet {
+        try once(\.net) { try loadResNet(description.image.model, backend: backend, quiet: quiet, allowNonFinite: description.allowNonFinite) }
+    }
+
+    public func textEncoder() throws -> TextEncoder {
+        try once(\.textModel) { try loadTextEncoder(description.text.model, backend: backend, quiet: quiet, allowNonFinite: description.allowNonFinite) }
+    }
+
+    // MARK: Encoders (rows before `finish`)
+
+    /// The preprocessing in force: the description's, else what the model declares, else
+    /// torchvision's V1 defaults (256, 224, ImageNet).
+    public func preprocessing() throws -> Preprocessing {
+        let i = description.image
+        let complete = i.resize != nil && i.crop != nil && i.mean != nil && i.std != nil
+        let declared = complete ? nil : try declaredPreprocess(i.model)?.0
+        let p = Preprocessing(resize: i.resize ?? declared?.resize ?? 256, crop: i.crop ?? declared?.crop ?? 224,
+                              mean: i.mean ?? declared?.mean ?? Preprocessing.imagenetMean, std: i.std ?? declared?.std ?? Preprocessing.imagenetStd)
+        if UInt64(p.crop) * UInt64(p.crop) > i.maxPixels {
+            throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(i.maxPixels)")
+        }
+        return p
+    }
+
+    func imageEncoder(layer: ImageLayer) throws -> ImageRowEncoder {
+        try ImageRowEncoder(net: try resnet(), preprocessing: try preprocessing(), maxPixels: description.image.maxPixels, layer: layer,
+                            draft: description.image.draft)
+    }
+
+    /// Image items' rows: the model's output, not yet normalised or projected.
+    public func images() throws -> ImageRowEncoder {
+        try once(\.imageRows) {
+            let e = try imageEncoder(layer: description.image.layer)
+            _ = try projection(e.dim)
+            return e
+        }
+    }
+
+    /// Text items' rows: pooled, not yet normalised or projected (`finish` does both).
+    public func texts() throws -> TextRowEncoder {
+        try once(\.textRows) {
+            let t = description.text
+            let e = try TextRowEncoder(encoder: try textEncoder(), pooling: t.pooling, normalize: false, maxLength: t.maxLength,
+                                       batchSize: t.batchSize, batchTokens: t.batchTokens)
+            _ = try projection(e.dim)
+            return e
+        }
+    }
+
+    /// Pair items' rows: image ⧺ text (the text part normalised as text items are, the parts
+    /// as --normalize-parts says), not yet projected.
+    public func pairs() throws -> PairRowEncoder {
+        try once(\.pairRows) {
+            let t = description.text
+            let texts = try TextRowEncoder(encoder: try textEncoder(), pooling: t.pooling, normalize: t.normalize, maxLength: t.maxLength,
+                                           batchSize: description.image.batchSize, batchTokens: t.batchTokens)
+            let e = PairRowEncoder(images: try imageEncoder(layer: description.image.pairLayer), texts: texts,
+                                   normalizeParts: description.normalizeParts)
+            _ = try projection(e.dim)
+            return e
+        }
+    }
+
+    /// Whether text vectors are normalised when the asker does not say: --normalize, else the
+    /// model's sentence-transformers config.
+    public func textNormalize() throws -> Bool { try description.text.normalize ?? textEncoder().defaultNormalize }
+
+    /// The model's width for a kind of item (before projection).
+    public func rowDim(_ kind: ItemKind) throws -> Int {
+        switch kind {
+        case .image: return try images().dim
+        case .text: return try texts().dim
+        case .pair: return try pairs().dim
+        }
+    }
+
+    /// A vector's width for a kind of item (after projection).
+    public func dim(_ kind: ItemKind) throws -> Int {
+        let d = try rowDim(kind)
+        return try projection(d)?.dimOut ?? d
+    }
+
+    /// The PCA's projection for rows of width `dim`; an error when it takes rows of another width.
+    func projection(_ dim: Int) throws -> PCAProjection? {
+        guard let pca else { return nil }
+        if pca.dimIn != dim {
+            throw InputError("\(description.pca ?? "the PCA file"): the PCA takes \(pca.dimIn)-d rows, but this model's rows are \(dim)-d (fit it on this model's features)")
+        }
+        return pcaProjection
+    }
+
+    // MARK: Finishing
+
+    /// Rows of `kind` as the encoders give them, turned into vectors — the one place this
+    /// happens: L2-normalised when `normalize` (nil: text items as `textNormalize()`, others
+    /// not), projected by the PCA, normalised again with --normalize-output, and each row holding
+    /// NaN or infinity turned into an item error of kind non_finite (unless allowed).
+    /// `ids` name the batch's items, for those errors.
+    public func finish(_ kind: ItemKind, _ batch: EncodedBatch, ids: [[UInt8]], normalize: Bool? = nil) throws -> EncodedBatch {
+        var b = batch
+        let raw = try rowDim(kind)
+        if try normalize ?? (kind == .text ? textNormalize() : false) { l2NormalizeRows(&b.rows, dim: raw) }
+        let projection = try self.projection(raw)
+        if let projection, !b.rows.isEmpty { b.rows = projection.apply(centring: &b.rows, normalize: false) }
+        let dim = projection?.dimOut ?? raw
+        if description.normalizeOutput { l2NormalizeRows(&b.rows, dim: dim) }
+        if !description.allowNonFinite { b = b.rejectingNonFinite(dim: dim, ids: ids) }
+        return b
+    }
+
+    // MARK: Items to vectors
+
+    /// Each item's vector or error, in order: images and pairs in forward passes of the
+    /// description's image batch size, texts in runs of 4× its text batch size (packed by
+    /// length into passes of at most the batch size and tokens). `ids` name the items in errors.
+    public func embed(_ items: [(id: [UInt8], item: EmbedItem)]) -> [Result<[Float], ItemError>] {
+        var out = [Result<[Float], ItemError>?](repeating: nil, count: items.count)
+        var images: [(Int, ImageInput)] = [], texts: [(Int, TextInput)] = [], pairs: [(Int, (image: ImageInput, text: TextInput))] = []
+        for (k, (_, item)) in items.enumerated() {
+            switch item {
+            case .image(let i): images.append((k, i))
+            case .text(let t): texts.append((k, t))
+            case .pair(let i, let t): pairs.append((k, (i, t)))
+            }
+        }
+        func run<E: RowEncoder>(_ kind: ItemKind, _ part: [(Int, E.Value)], chunk: Int, _ encoder: () throws -> E) {
+            guard !part.isEmpty else { return }
+            let e: E
+            do { e = try encoder(); _ = try dim(kind) } catch {
+                let message = oneLineMessage(error)
+                for (k, _) in part { out[k] = .failure(ItemError(id: items[k].id, kind: "model", message: message)) }
+                return
+            }
+            for start in stride(from: 0, to: part.count, by: chunk) {
+                let slice = part[start..<min(part.count, start + chunk)]
+                let ids = slice.map { items[$0.0].id }
+                do {
+                    let batch = try finish(kind, try e.rows(slice.map { (items[$0.0].id, $0.1) }), ids: ids)
+                    let d = try dim(kind)
+                    var row = 0
+                    for (j, (k, _)) in slice.enumerated() {
+                        if let err = batch.failures[j] {
+                            out[k] = .failure(err)
+                        } else {
+                            out[k] = .success(Array(batch.rows[(row * d)..<((row + 1) * d)]))
+                            row += 1
+                        }
+                    }
+                } catch {
+                    for (k, _) in slice { out[k] = .failure(ItemError(id: items[k].id, kind: "error", message: oneLineMessage(error))) }
+                }
+            }
+        }
+        run(.image, images, chunk: description.image.batchSize) { try self.images() }
+        run(.text, texts, chunk: 4 * description.text.batchSize) { try self.texts() }
+        run(.pair, pairs, chunk: description.image.batchSize) { try self.pairs() }
+        return out.map { $0! }
+    }
+
+    // MARK: Info
+
+    /// Models loaded so far, their dimensions, the options in force (`options`: the
+    /// description), and for a model that could not load, why.
+    public func info() -> [String: JSONValue] {
+        var out: [String: JSONValue] = ["version": .string(version), "threads": .integer(Int64(Threads.count)),
+                                        "backend": .string(backend.settings["backend"] ?? ""),
+                                        "openblas_kernels": .string(OpenBLASCore.kernelReport()), "kernels": .string(kernelInstructionSet)]
+        out["image_model"] = .string(description.image.model ?? resolveModelsFolder(defaultResNetName))
+        out["text_model"] = .string(description.text.model ?? defaultTextModel())
+        out["options"] = description.json
+        // Each model: loaded (its dimension and options in force), or not and why — never only a name.
+        func settings(_ s: [String: String]) -> JSONValue {
+            var s = s
+            if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
+            if description.normalizeOutput { s["normalize_output"] = "true" }
+            return .object(s.mapValues { .string($0) })
+        }
+        do {
+            let e = try images()
+            out["image_dim"] = .integer(Int64(try dim(.image)))
+            out["image_options"] = settings(e.settings)
+            out["image_loaded"] = .bool(true)
+        } catch {
+            out["image_loaded"] = .bool(false)
+            out["image_error"] = .string(oneLineMessage(error))
+        }
+        do {
+            var s = try texts().settings
+            s["normalize"] = "\(try textNormalize())"
+            out["text_dim"] = .integer(Int64(try dim(.text)))
+            out["text_options"] = settings(s)
+            out["text_loaded"] = .bool(true)
+        } catch {
+            out["text_loaded"] = .bool(false)
+            out["text_error"] = .string(oneLineMessage(error))
+        }
+        if let d = try? dim(.pair) { out["pair_dim"] = .integer(Int64(d)) }
+        return out
+    }
+}
+
+/// An error as one line, for answers that carry it.
+public func oneLineMessage(_ error: Error) -> String {
+    "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
+}
