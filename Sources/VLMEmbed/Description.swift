@@ -3,6 +3,7 @@
 // from their flags; /info and the worker's info answer show it as JSON.
 
 import Foundation
+import VLMCatalog
 import VLMCore
 import VLMIO
 import VLMImage
@@ -32,6 +33,20 @@ public struct EmbeddingDescription: Codable, Equatable, Sendable {
         public var batchSize = 16
 
         public init(model: String? = nil) { self.model = model }
+
+        /// The preprocessing in force: these options, else what the model declares (its
+        /// registry entry or preprocess.json; not looked up when `lookUp` is false), else
+        /// torchvision's V1 defaults (256, 224, ImageNet).
+        public func preprocessing(lookUp: Bool = true) throws -> Preprocessing {
+            let complete = resize != nil && crop != nil && mean != nil && std != nil
+            let declared = complete || !lookUp ? nil : try declaredPreprocess(model)?.0
+            let p = Preprocessing(resize: resize ?? declared?.resize ?? 256, crop: crop ?? declared?.crop ?? 224,
+                                  mean: mean ?? declared?.mean ?? Preprocessing.imagenetMean, std: std ?? declared?.std ?? Preprocessing.imagenetStd)
+            if UInt64(p.crop) * UInt64(p.crop) > maxPixels {
+                throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(maxPixels)")
+            }
+            return p
+        }
     }
 
     public struct Text: Codable, Equatable, Sendable {

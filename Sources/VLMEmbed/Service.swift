@@ -35,9 +35,6 @@ public final class EmbeddingService: @unchecked Sendable {
         (self.description, self.backend, self.version, self.quiet) = (description, backend, version, quiet)
         pca = try description.pca.map { try PCAModel.load(path: $0) }
         pcaProjection = pca?.projection(backend)
-        if let i = description.image.crop, UInt64(i) * UInt64(i) > description.image.maxPixels {
-            throw OptionError("crop \(i) makes \(i * i)-pixel images, over --max-pixels \(description.image.maxPixels)")
-        }
     }
 
     /// Loads the models the description names now, so a bad path ends the process at start
@@ -66,19 +63,8 @@ public final class EmbeddingService: @unchecked Sendable {
 
     // MARK: Encoders (rows before `finish`)
 
-    /// The preprocessing in force: the description's, else what the model declares, else
-    /// torchvision's V1 defaults (256, 224, ImageNet).
-    public func preprocessing() throws -> Preprocessing {
-        let i = description.image
-        let complete = i.resize != nil && i.crop != nil && i.mean != nil && i.std != nil
-        let declared = complete ? nil : try declaredPreprocess(i.model)?.0
-        let p = Preprocessing(resize: i.resize ?? declared?.resize ?? 256, crop: i.crop ?? declared?.crop ?? 224,
-                              mean: i.mean ?? declared?.mean ?? Preprocessing.imagenetMean, std: i.std ?? declared?.std ?? Preprocessing.imagenetStd)
-        if UInt64(p.crop) * UInt64(p.crop) > i.maxPixels {
-            throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(i.maxPixels)")
-        }
-        return p
-    }
+    /// The preprocessing in force (`EmbeddingDescription.Image.preprocessing`).
+    public func preprocessing() throws -> Preprocessing { try description.image.preprocessing() }
 
     func imageEncoder(layer: ImageLayer) throws -> ImageRowEncoder {
         try ImageRowEncoder(net: try resnet(), preprocessing: try preprocessing(), maxPixels: description.image.maxPixels, layer: layer,

@@ -66,7 +66,7 @@ public struct OutputDescription: Codable {
 
     /// The description beside `target`, read without counting it among the files the job
     /// reads (it is the output's own, which the job may replace); nil when absent or not one.
-    static func read(beside target: String) -> OutputDescription? {
+    public static func read(beside target: String) -> OutputDescription? {
         let path = target + suffix
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { return nil }
@@ -120,4 +120,40 @@ public struct OutputDescription: Codable {
         }
         return JobSummary(items: definition.items, rows: d.rows, failures: d.failures, errorsFile: errorsFile, alreadyComplete: true)
     }
+}
+
+/// The vector space feature files share, from the descriptions beside them. A file whose space
+/// disagrees with the first described one is refused in one line naming both and what differs;
+/// a file without a description is accepted with a note; what does not define the space (the
+/// models' paths, batch limits, threads, the vlm version) is reported in a note, never refused.
+/// The notes are returned, for the caller to print once its work has succeeded (an error must
+/// stay the one line on stderr).
+public func sharedSpace(of files: [String]) throws -> (space: VectorSpace?, notes: [String]) {
+    var first: (path: String, description: OutputDescription, space: VectorSpace)?
+    var notes: [String] = []
+    for path in files {
+        guard let d = OutputDescription.read(beside: path) else {
+            notes.append("\(path) has no \(OutputDescription.suffix) saying which models and options made it: its vector space is not checked")
+            continue
+        }
+        guard let space = d.definition.space else {
+            notes.append("\(path): its \(OutputDescription.suffix) names no vector space (made by \(d.command)): not checked")
+            continue
+        }
+        guard let f = first else { first = (path, d, space); continue }
+        let differences = f.space.differences(from: space)
+        if !differences.isEmpty {
+            throw InputError("\(path) is not in the vector space of \(f.path): \(differences.joined(separator: "; ")) (from their \(OutputDescription.suffix) files)")
+        }
+        var reported: [String] = []
+        if d.vlmVersion != f.description.vlmVersion { reported.append("vlm \(f.description.vlmVersion) vs \(d.vlmVersion)") }
+        if d.definition.models != f.description.definition.models { reported.append("the models' paths or file times") }
+        if d.definition.engine != f.description.definition.engine { reported.append("the engine (threads, backend, kernels)") }
+        let batch = { (s: [String: String]) in s.filter { $0.key.hasPrefix("batch") || $0.key.hasSuffix("batch_texts") || $0.key.hasSuffix("batch_tokens") } }
+        if batch(d.definition.settings) != batch(f.description.definition.settings) { reported.append("batch limits") }
+        if !reported.isEmpty {
+            notes.append("\(path) and \(f.path) share a vector space but differ in \(reported.joined(separator: ", ")) (not part of it)")
+        }
+    }
+    return (first?.space, notes.map { "vlm: note: " + $0 })
 }

@@ -68,9 +68,13 @@ public struct JobDefinition: Codable, Equatable {
     public var engine: [String: String]
     /// The encoder's settings and the command's row-changing options.
     public var settings: [String: String]
+    /// The vector space of the rows (models by their files' SHA-256, resolved options), for
+    /// jobs that embed items; nil for those that project feature files.
+    public var space: VectorSpace?
 
     public init(command: String, format: RowFormat, dim: Int, unitSize: Int, items: Int, inputs: [UInt8], models: [String],
-                engine: [String: String], settings: [String: String]) {
+                engine: [String: String], settings: [String: String], space: VectorSpace? = nil) {
+        self.space = space
         self.command = command
         self.format = format.rawValue
         (self.dim, self.unitSize, self.items) = (dim, unitSize, items)
@@ -138,7 +142,7 @@ final class Flag: @unchecked Sendable {
 
 public final class Job {
     public let settings: JobSettings
-    let target: OutputTarget
+    public let target: OutputTarget
     /// The partial folder and its lock, for a regular-file output.
     let folder: String?
     let lock: OutputLock?
@@ -236,7 +240,7 @@ public final class Job {
         progress.start(at: done)
 
         try Self.runUnits(source: source, encoder: encoder, unitSize: unitSize, from: sink.doneItems / unitSize,
-                          allowNonFinite: settings.allowNonFinite, concurrentUnits: concurrentUnits) { unit, outcome in
+                          concurrentUnits: concurrentUnits) { unit, outcome in
             for e in outcome.errors {
                 if settings.errors == .fail { throw InputError(e.message) }
                 writeStandardError("vlm: warning: \(e.message) (skipped)\n")
@@ -287,7 +291,7 @@ public final class Job {
     /// while `body` writes; whole units on each thread do neither. The encoder's `encode` must
     /// then be safe to call from several threads at once.
     public static func runUnits<S: ItemSource, E: RowEncoder>(source: S, encoder: E, unitSize: Int, from start: Int,
-                                                             allowNonFinite: Bool = false, concurrentUnits: Int = 1,
+                                                             concurrentUnits: Int = 1,
                                                              _ body: (Int, UnitOutcome) throws -> Void) throws where S.Value == E.Value {
         let total = source.count
         let units = (total + unitSize - 1) / unitSize
@@ -298,12 +302,9 @@ public final class Job {
             for item in items { if case .value(let v) = item.content { values.append((item.id, v)) } }
             return (u, items, encoder.prepare(values))
         }
+        // Rows holding NaN or infinity are the encoder's to refuse (the embedding service
+        // finishes every model's rows; feature files are checked as they are read).
         func finish(_ unit: Unit, _ encoded: EncodedBatch) -> UnitOutcome {
-            var encoded = encoded
-            if !allowNonFinite {
-                let valueIds = unit.items.compactMap { item -> [UInt8]? in if case .value = item.content { return item.id }; return nil }
-                encoded = encoded.rejectingNonFinite(dim: encoder.dim, ids: valueIds)
-            }
             var ids: [[UInt8]] = [], errors: [ItemError] = []
             var k = 0
             for item in unit.items {

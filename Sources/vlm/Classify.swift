@@ -55,7 +55,12 @@ struct Classify: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let net = try loadResNet(model, backend: backend, quiet: quiet, allowNonFinite: engine.allowNonfinite)
+        var d = EmbeddingDescription()
+        d.image = imageOptions.image(model: model, batchSize: batchSize)
+        d.image.layer = .logits
+        d.allowNonFinite = engine.allowNonfinite
+        let service = try EmbeddingService(d, backend: backend, version: VLM.configuration.version, quiet: quiet)
+        let net = try service.resnet()
         guard let classes = net.config.numClasses else {
             throw InputError("\(model ?? resolveModelsFolder(defaultResNetName)): the checkpoint has no fc layer; classify needs one")
         }
@@ -64,10 +69,10 @@ struct Classify: ParsableCommand {
         guard names.count == classes else {
             throw InputError("\(labelsPath): \(names.count) labels, but the checkpoint's fc has \(classes) classes")
         }
-        let encoder = try imageOptions.encoder(net, layer: .logits, model: model)
+        let encoder = try ServiceRows(service, .image, try service.images())
         let source = ImageFileSource(paths: try listImages(images: images, list: nil, list0: nil))
         var failures = 0
-        try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0, allowNonFinite: engine.allowNonfinite) { _, unit in
+        try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0) { _, unit in
             for e in unit.errors where !quiet { note("vlm: warning: \(e.message) (skipped)") }
             failures += unit.errors.count
             var out = Data()

@@ -58,15 +58,18 @@ struct EmbedImage: ParsableCommand {
 
     func run() throws {
         let (backend, batch) = try common.start("embed-image", unitName: "images", inputs: [list, list0, inputNPY, projection.pca])
-        let pca = try projection.load()
-        let net = try common.resnet(model, backend: backend)
-        let images = try imageOptions.encoder(net, layer: layer, model: model)
+        var d = EmbeddingDescription()
+        d.image = imageOptions.image(model: model, batchSize: batchSize)
+        d.image.layer = layer
+        projection.apply(to: &d)
+        let service = try common.service(d, backend: backend)
+        let images = try service.images()
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {
-            let input = try readInputNPY(inputNPY, channels: net.config.inChannels)
+            let input = try readInputNPY(inputNPY, channels: try service.resnet().config.inChannels)
             let source = TensorRowSource(rows: common.job.slice(input.shape[0]), fileIdentity: Array(modelIdentity(inputNPY).utf8))
-            try batch.run(source, projection.wrap(TensorRowEncoder(images: images, input: input), pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models,
-                          streamedInput: isStream(inputNPY))
+            try batch.run(source, try ServiceRows(service, .image, TensorRowEncoder(images: images, input: input)), unitSize: batchSize, backend: backend,
+                          models: models, streamedInput: isStream(inputNPY))
             return
         }
         let paths = try listImages(images: self.images, list: list, list0: list0)
@@ -75,7 +78,7 @@ struct EmbedImage: ParsableCommand {
         }
         try refuseOutput(common.out.output, amongImages: paths)
         let source = ImageFileSource(paths: paths.slice(common.job.slice(paths.count)))
-        try batch.run(source, projection.wrap(images, pca: pca, backend: backend), unitSize: batchSize, backend: backend, models: models,
+        try batch.run(source, try ServiceRows(service, .image, images), unitSize: batchSize, backend: backend, models: models,
                       streamedInput: self.images.contains(where: isStream))
     }
 }

@@ -50,11 +50,14 @@ struct EmbedText: ParsableCommand {
             if input.texts.isEmpty && input.file == nil { throw OptionError("no input: give texts as arguments, --file FILE, or pipe lines to stdin (stdin was empty)") }
             throw InputError("\(lines.name): no texts to embed")
         }
-        let pca = try projection.load()
-        let enc = try common.textEncoder(model, backend: backend)
-        let rows = try text.encoder(enc, batchSize: batchSize, pairs: input.jsonlPairField != nil)
+        var d = EmbeddingDescription()
+        d.text = text.text(model: model, batchSize: batchSize)
+        projection.apply(to: &d)
+        let service = try common.service(d, backend: backend)
+        let rows = try service.texts()
+        if input.jsonlPairField != nil { try rows.encoder.check(pooling: rows.pooling, pairs: true) }
         let source = TextSource(lines: lines, range: common.job.slice(lines.lineCount), format: input.format)
         defer { reportTruncation(rows, of: source.count) }
-        try batch.run(source, projection.wrap(rows, pca: pca, backend: backend), unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])
+        try batch.run(source, try ServiceRows(service, .text, rows), unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])
     }
 }

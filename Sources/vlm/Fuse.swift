@@ -56,12 +56,16 @@ struct Fuse: ParsableCommand {
             source = PairSource(lines: lines, range: common.job.slice(lines.lineCount))
         }
         try refuseOutput(common.out.output, amongPairsOf: source)
-        let pca = try projection.load()
-        let net = try common.resnet(models.imageModel, backend: backend)
-        let images = try imageOptions.encoder(net, layer: models.imageLayer, model: models.imageModel)
-        let texts = try textOptions.encoder(try common.textEncoder(models.textModel, backend: backend), batchSize: batchSize, pairs: false)
-        defer { reportTruncation(texts, of: source.count) }
-        try batch.run(source, projection.wrap(PairRowEncoder(images: images, texts: texts, normalizeParts: models.normalizeParts), pca: pca, backend: backend), unitSize: batchSize,
+        var d = EmbeddingDescription()
+        d.image = imageOptions.image(model: models.imageModel, batchSize: batchSize)
+        d.image.pairLayer = models.imageLayer
+        d.text = textOptions.text(model: models.textModel, batchSize: batchSize)
+        d.normalizeParts = models.normalizeParts
+        projection.apply(to: &d)
+        let service = try common.service(d, backend: backend)
+        let pairs = try service.pairs()
+        defer { reportTruncation(pairs.texts, of: source.count) }
+        try batch.run(source, try ServiceRows(service, .pair, pairs), unitSize: batchSize,
                       backend: backend, models: models.identities, streamedInput: image.map(isStream) ?? false)
     }
 }

@@ -45,22 +45,11 @@ struct ImageOptions: ParsableArguments {
         }
     }
 
-    /// The options given, and for the rest what the model at `model` declares (registry
-    /// preprocessing, `declaredPreprocess`; not looked up when `lookUp` is false), else torchvision's
-    /// V1 defaults (256, 224, ImageNet).
-    func preprocessing(model: String?, lookUp: Bool = true) throws -> Preprocessing {
-        let declared = !lookUp || resize != nil && crop != nil && mean != nil && std != nil ? nil : try declaredPreprocess(model)?.0
-        let p = Preprocessing(resize: resize ?? declared?.resize ?? 256, crop: crop ?? declared?.crop ?? 224,
-                              mean: mean ?? declared?.mean ?? Preprocessing.imagenetMean, std: std ?? declared?.std ?? Preprocessing.imagenetStd)
-        if UInt64(p.crop) * UInt64(p.crop) > maxPixels {
-            throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(maxPixels)")
-        }
-        return p
-    }
-
-    /// The image encoder these options describe, for `net`'s `layer` (loaded from `model`).
-    func encoder(_ net: ResNet, layer: ImageLayer, model: String?) throws -> ImageRowEncoder {
-        try ImageRowEncoder(net: net, preprocessing: try preprocessing(model: model), maxPixels: maxPixels, layer: layer, draft: draft)
+    /// These options as the image part of a service's description, for `model`'s images.
+    func image(model: String?, batchSize: Int = 16) -> EmbeddingDescription.Image {
+        var i = EmbeddingDescription.Image(model: model)
+        (i.resize, i.crop, i.mean, i.std, i.maxPixels, i.draft, i.batchSize) = (resize, crop, mean, std, maxPixels, draft, batchSize)
+        return i
     }
 }
 
@@ -150,6 +139,14 @@ struct BatchOptions: ParsableArguments {
     func textEncoder(_ folder: String?, backend: any Backend) throws -> TextEncoder {
         try loadTextEncoder(folder, backend: backend, quiet: job.quiet, allowNonFinite: engine.allowNonfinite)
     }
+
+    /// The embedding service a job gets its rows from: `d` with the engine's NaN/∞ policy; the
+    /// PCA file is read now, the models load as the job asks for them (with notes unless --quiet).
+    func service(_ d: EmbeddingDescription, backend: any Backend) throws -> EmbeddingService {
+        var d = d
+        d.allowNonFinite = engine.allowNonfinite
+        return try EmbeddingService(d, backend: backend, version: VLM.configuration.version, quiet: job.quiet)
+    }
 }
 
 /// The three steps of every batch command, in order: the output checked and locked (before
@@ -173,16 +170,20 @@ struct BatchJob {
     /// Runs the job; throws `Finished(.partial)` when items were skipped. `streamedInput`: an
     /// input is a stream (see `Job.streamedInput`).
     func run<S: ItemSource, E: RowEncoder>(_ source: S, _ encoder: E, unitSize: Int, backend: any Backend, models: [String],
-                                            settings: [String: String] = [:], concurrentUnits: Int = 1,
+                                            settings: [String: String] = [:], space: VectorSpace? = nil, concurrentUnits: Int = 1,
                                             streamedInput: Bool = false) throws where S.Value == E.Value {
         job.streamedInput = streamedInput
         var all = encoder.settings
         for (k, v) in settings { all[k] = v }
         // NaN rows written or recorded: the output differs.
         if job.settings.allowNonFinite { all["allow_nonfinite"] = "true" }
+        // Only a file gets a description; a stream's rows go without one (and no weights are hashed).
+        var describes = false
+        if case .file = job.target { describes = true }
         let definition = JobDefinition(command: command, format: format, dim: encoder.dim, unitSize: unitSize, items: source.count,
                                        inputs: source.definition, models: models.map(modelIdentity),
-                                       engine: EngineOptions.fingerprint(backend), settings: all)
+                                       engine: EngineOptions.fingerprint(backend), settings: all,
+                                       space: describes ? try space ?? (encoder as? DescribesSpace)?.vectorSpace() : nil)
         let summary = try job.run(source: source, encoder: encoder, unitSize: unitSize, definition: definition,
                                   concurrentUnits: concurrentUnits)
         // The finished job's outcome, also when --resume found it complete.

@@ -90,12 +90,14 @@ struct PCAFit: ParsableCommand {
         let target = try OutputTarget.resolve(output)
         if target.isTerminal { throw InputError("refusing to write a binary safetensors file to a terminal; use -o FILE") }
         let files = try openFeatureFiles(features, dimIn: dimIn)
+        let spaceNotes = try sharedSpace(of: features).notes
         let started = Date()
         let model = try PCAModel.fit(files: files, dimension: dim, whiten: whiten, solver: solver)
         let d = model.dimIn, total = model.rows
         let data = model.encoded(version: VLM.configuration.version)
         if let sink = try target.openStream() { try sink.write(data) } else { try writeAtomically(data, to: output) }
         if !quiet {
+            spaceNotes.forEach(note)
             let explained = model.explainedVarianceRatio.reduce(0, +) * 100
             note("vlm: fitted \(model.k) components to \(total) rows of \(d) values (\(String(format: "%.2f", explained))% of the variance) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
             let zero = model.zeroVarianceCount
@@ -152,14 +154,32 @@ struct PCAApply: ParsableCommand {
         if files[0].dim != model.dimIn {
             throw InputError("\(files[0].path): rows of \(files[0].dim) values, but \(pca) takes \(model.dimIn)")
         }
+        // The inputs must share a vector space; the output's is theirs, projected.
+        var (space, spaceNotes) = try sharedSpace(of: features)
+        var succeeded = false
+        // Said once the job has run (an error stays one line).
+        defer { if !common.job.quiet && succeeded { spaceNotes.forEach(note) } }
+        if var s = space {
+            let digest = model.fileDigest ?? "fitted in memory"
+            s.options["pca"] = s.options["pca"].map { $0 + "," + digest } ?? digest
+            if normalizeOutput { s.options["normalize_output"] = "true" }
+            s.dim = model.k
+            space = s
+        }
         let source = try FeatureRowSource(files: files, range: common.job.slice(files.reduce(0) { $0 + $1.rows }))
         let rows = FeatureRowEncoder(files: files, subtracting: model.mean, allowNonFinite: common.engine.allowNonfinite)
         let encoder = try ProjectedRowEncoder(rows, pca: model, pcaName: pca,
                                               normalizeOutput: normalizeOutput, backend: backend, rowsCentred: true)
         // One product per unit on rows read from a file: whole units per thread (BENCHMARKS.md §7).
-        try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca],
-                      concurrentUnits: Job.unitsAtOnce(units: (source.count + batchSize - 1) / batchSize,
-                                                       unitBytes: UInt64(batchSize) * UInt64(model.dimIn + model.k) * 4))
+        do {
+            try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca], space: space,
+                          concurrentUnits: Job.unitsAtOnce(units: (source.count + batchSize - 1) / batchSize,
+                                                           unitBytes: UInt64(batchSize) * UInt64(model.dimIn + model.k) * 4))
+        } catch let f as Finished {
+            succeeded = true   // finished with failed rows (exit 2)
+            throw f
+        }
+        succeeded = true
     }
 }
 
@@ -174,8 +194,6 @@ struct ProjectionOptions: ParsableArguments {
     /// The PCA file, loaded (and checked) now.
     func load() throws -> PCAModel? { try pca.map { try PCAModel.load(path: $0) } }
 
-    /// `encoder`'s rows, projected and normalised as these options say.
-    func wrap<E: RowEncoder>(_ encoder: E, pca model: PCAModel?, backend: any Backend) throws -> ProjectedRowEncoder<E> {
-        try ProjectedRowEncoder(encoder, pca: model, pcaName: pca ?? "", normalizeOutput: normalizeOutput, backend: backend)
-    }
+    /// These options in a service's description.
+    func apply(to d: inout EmbeddingDescription) { (d.pca, d.normalizeOutput) = (pca, normalizeOutput) }
 }

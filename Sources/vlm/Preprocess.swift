@@ -32,7 +32,7 @@ struct PreprocessCommand: ParsableCommand {
         guard paths.count > 0 else { throw InputError("no images found in \(images.joined(separator: ", "))") }
         try refuseOutput(output, overwriting: [])
         try refuseOutput(output, amongImages: paths)
-        let pre = try imageOptions.preprocessing(model: model, lookUp: model != nil)
+        let pre = try imageOptions.image(model: model).preprocessing(lookUp: model != nil)
         var values: [(id: [UInt8], value: ImageInput)] = []
         for item in try ImageFileSource(paths: paths).items(0..<paths.count) {
             switch item.content {

@@ -64,10 +64,11 @@ struct TextModelOptions: ParsableArguments {
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 ([CLS] and [SEP])") }
     }
 
-    /// `normalize` overrides --normalize / --no-normalize.
-    func encoder(_ enc: TextEncoder, batchSize: Int, pairs: Bool, normalize: Bool? = nil) throws -> TextRowEncoder {
-        try TextRowEncoder(encoder: enc, pooling: pooling, normalize: normalize ?? self.normalize, maxLength: maxLength, batchSize: batchSize,
-                           batchTokens: batchTokens, pairs: pairs)
+    /// These options as the text part of a service's description, for `model`'s texts.
+    func text(model: String?, batchSize: Int) -> EmbeddingDescription.Text {
+        var t = EmbeddingDescription.Text(model: model)
+        (t.pooling, t.normalize, t.maxLength, t.batchSize, t.batchTokens) = (pooling, normalize, maxLength, batchSize, batchTokens)
+        return t
     }
 }
 

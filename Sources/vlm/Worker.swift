@@ -119,15 +119,11 @@ extension ServedModelOptions {
     func embeddingDescription(imageBatchSize: Int, textBatchSize: Int, imageOptions: ImageOptions, text: TextModelOptions,
                      projection: ProjectionOptions, engine: EngineOptions) -> EmbeddingDescription {
         var d = EmbeddingDescription()
-        d.image.model = pair.imageModel
+        d.image = imageOptions.image(model: pair.imageModel, batchSize: imageBatchSize)
         (d.image.layer, d.image.pairLayer) = (layer, pair.imageLayer)
-        (d.image.resize, d.image.crop, d.image.mean, d.image.std) = (imageOptions.resize, imageOptions.crop, imageOptions.mean, imageOptions.std)
-        (d.image.maxPixels, d.image.draft, d.image.batchSize) = (imageOptions.maxPixels, imageOptions.draft, imageBatchSize)
-        d.text.model = pair.textModel
-        (d.text.pooling, d.text.normalize, d.text.maxLength) = (text.pooling, text.normalize, text.maxLength)
-        (d.text.batchSize, d.text.batchTokens) = (textBatchSize, text.batchTokens)
+        d.text = text.text(model: pair.textModel, batchSize: textBatchSize)
         d.normalizeParts = pair.normalizeParts
-        (d.pca, d.normalizeOutput) = (projection.pca, projection.normalizeOutput)
+        projection.apply(to: &d)
         d.allowNonFinite = engine.allowNonfinite
         return d
     }

@@ -17,8 +17,18 @@ struct RunResult {
     var out: String { String(decoding: stdout, as: UTF8.self) }
 }
 
+/// Where the vlm processes of these tests keep their digest cache (`VLM_CACHE_DIR`).
+let testCacheFolder: String = {
+    let d = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-test-cache-\(getpid())").path
+    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}()
+
 /// The vlm binary beside the test bundle (SwiftPM builds both into the same products folder).
 func vlmBinary() -> URL {
+    // Every vlm these tests start (whichever helper starts it) keeps its digest cache in the
+    // tests' own temporary folder, never the user's ~/.cache.
+    setenv("VLM_CACHE_DIR", testCacheFolder, 1)
     let testBinary = URL(fileURLWithPath: CommandLine.arguments[0])
     for dir in [testBinary.deletingLastPathComponent(), Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()] {
         let candidate = dir.appendingPathComponent("vlm")

@@ -1,6 +1,7 @@
 """Shared paths for the Python tests (run by `make test` with the test venv, after the Swift
 tests): the vlm binary built by SwiftPM, and the committed small models and images."""
 import os
+import tempfile
 import sys
 
 import pytest
@@ -12,6 +13,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"), os.pat
                                            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 VLM = os.environ.get("VLM_BINARY") or os.path.join(ROOT, ".build", "release", "vlm")
 os.environ["VLM_BINARY"] = VLM
+# vlm's digest cache (the SHA-256 of model files) in a folder of the tests' own, never ~/.cache.
+_CACHE = tempfile.TemporaryDirectory(prefix="vlm-test-cache-")
+os.environ["VLM_CACHE_DIR"] = _CACHE.name
 BERT = os.path.join(ROOT, "Tests", "Fixtures", "bert", "tiny")
 RESNET = os.path.join(ROOT, "Tests", "Fixtures", "resnet", "bottleneck_f32")
 IMAGES = os.path.join(ROOT, "Tests", "Fixtures", "generated", "images")
