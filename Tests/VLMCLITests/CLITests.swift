@@ -21,6 +21,8 @@ struct RunResult {
 let testCacheFolder: String = {
     let d = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-test-cache-\(getpid())").path
     try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    // Removed when the test process ends.
+    atexit { try? FileManager.default.removeItem(atPath: testCacheFolder) }
     return d
 }()
 
