@@ -486,7 +486,7 @@ extension EmbeddingServer {
         var message = e.message
         if let path = names[k].path { message = message.replacingOccurrences(of: path, with: names[k].name) }
         if !message.hasPrefix(names[k].name) { message = names[k].name + ": " + message }
-        throw APIError(status: .unprocessableContent, type: "Validation", message: message + " (\(e.kind))")
+        throw APIError(status: .unprocessableContent, type: "Validation", message: message, kind: e.kind)
     }
 
     /// Standard or URL-safe base64, whitespace and missing padding allowed, or a data: URL's base64.

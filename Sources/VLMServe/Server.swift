@@ -110,6 +110,9 @@ struct APIError: Error {
     var message: String
     /// The connection closes after the answer (a body left unread).
     var closes = false
+    /// An item's error kind (the shared ItemError's: not_an_image, non_finite, …), answered as
+    /// "error_kind" (OpenAI's "code"), the message being the other front ends' own.
+    var kind: String? = nil
 
     static func validation(_ m: String, _ status: HTTPResponse.Status = .unprocessableContent) -> APIError { APIError(status: status, type: "Validation", message: m) }
     static func tooLarge(_ m: String) -> APIError { APIError(status: .contentTooLarge, type: "Validation", message: m) }
@@ -307,10 +310,12 @@ public final class EmbeddingServer: @unchecked Sendable {
     func errorResponse(_ e: APIError, style: ErrorStyle) -> Response {
         let body: String
         switch style {
-        case .tei: body = "{\"error\":\(jsonString(e.message)),\"error_type\":\(jsonString(e.type))}"
+        case .tei:
+            body = "{\"error\":\(jsonString(e.message)),\"error_type\":\(jsonString(e.type))"
+                + (e.kind.map { ",\"error_kind\":" + jsonString($0) } ?? "") + "}"
         case .openAI:
             let type = e.status.code == 429 ? "rate_limit_exceeded" : e.status.code >= 500 ? "server_error" : "invalid_request_error"
-            body = "{\"error\":{\"message\":\(jsonString(e.message)),\"type\":\"\(type)\",\"param\":null,\"code\":null}}"
+            body = "{\"error\":{\"message\":\(jsonString(e.message)),\"type\":\"\(type)\",\"param\":null,\"code\":\(e.kind.map(jsonString) ?? "null")}}"
         }
         return json(body, status: e.status)
     }
@@ -355,7 +360,8 @@ public final class EmbeddingServer: @unchecked Sendable {
     func finished(_ kind: ItemKind, _ batch: EncodedBatch, names: [String], normalize: Bool?) throws -> (rows: [Float], dim: Int) {
         let b = try models.service.finish(kind, batch, ids: names.map { Array($0.utf8) }, normalize: normalize)
         if let e = b.failures.compactMap({ $0 }).first {
-            throw APIError(status: e.kind == "non_finite" ? .internalServerError : .unprocessableContent, type: "Backend", message: e.message)
+            throw APIError(status: e.kind == "non_finite" ? .internalServerError : .unprocessableContent, type: "Backend", message: e.message,
+                           kind: e.kind)
         }
         return (b.rows, try models.service.dim(kind))
     }

@@ -165,10 +165,18 @@ struct ServeCommand: ParsableCommand {
         let names = servedModelName.isEmpty ? [URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent] : servedModelName
         let serving = ServeModels(service: service, textNames: names, info: { Self.publicInfo($0.info(), description: $0.description) })
         let textRows = serving.text
-        for (what, r) in [("text", textRows.map { _ in () }), ("image", serving.image.map { _ in () })] {
-            if case .failure(let e) = r { note("vlm: note: no \(what) model (\(oneLine("\(e)"))); its endpoints answer 503") }
+        let kinds: [(String, String, Result<Void, Error>)] = [
+            ("texts", "/embed and /v1/embeddings", textRows.map { _ in () }), ("images", "/embed_image", serving.image.map { _ in () }),
+            ("image–text pairs", "/fuse", serving.pair.map { _ in () }),
+        ]
+        for (what, endpoints, r) in kinds {
+            if case .failure(let e) = r { note("vlm: note: no vectors for \(what) (\(oneLine("\(e)"))); \(endpoints) answer 503") }
         }
-        if case .failure = textRows, case .failure = serving.image { throw InputError("no model could be loaded: give --text-model or --image-model") }
+        // A server that can answer nothing is an error; one kind is enough (a PCA fitted on
+        // pairs leaves only /fuse).
+        if kinds.allSatisfy({ if case .failure = $0.2 { return true }; return false }) {
+            throw InputError("nothing can be served: no model loads, or --pca fits none of their vectors; give --text-model or --image-model")
+        }
 
         let server = EmbeddingServer(config: config, models: serving)
         let done = DispatchSemaphore(value: 0)

@@ -245,7 +245,7 @@ def test_images_and_pairs_equal_the_cli(tmp_path, photos):
             status, r = s.post("/embed_image", {"inputs": [b64[0], base64.b64encode(open(name, "rb").read() or b"\0").decode()]})
             assert status == 422 and "inputs[1]" in r["error"], r
         status, r = s.post("/embed_image", {"paths": [paths[0], os.path.basename(next(iter(broken)))]})
-        assert status == 422 and r["error"].startswith('paths[1] ("empty.jpg")') and "(empty)" in r["error"] and root not in r["error"]
+        assert status == 422 and r["error"].startswith('paths[1] ("empty.jpg")') and r["error_kind"] == "empty" and root not in r["error"]
         # Paths stay under --root: no absolute paths, no .., no link leading out.
         os.symlink("/etc", os.path.join(root, "out"))
         for p in ["/etc/passwd", "../x.jpg", "a/../../x.jpg", "out/passwd"]:
