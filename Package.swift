@@ -80,11 +80,18 @@ let package = Package(
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
         ]),
-        .executableTarget(
-            name: "vlm",
+        // The command line as a library, so the vlm binary and the tests' hook binary run the same commands.
+        .target(
+            name: "VLMCLI",
             dependencies: ["VLMBench", "VLMCatalog", "VLMEmbed", "VLMJobs", "VLMServe", "VLMModels", "VLMIO", "VLMCore", "VLMTokenizer", "VLMImage",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/vlm"
         ),
+        .executableTarget(name: "vlm", dependencies: ["VLMCLI"], path: "Sources/vlm-main"),
+        // vlm with test seams set from its own environment (pause a job after a unit, crash the
+        // worker on an id, no overlap of units): the tests reach those moments through it, and
+        // no user's vlm reads such a variable.
+        .executableTarget(name: "vlm-test-hooks", dependencies: ["VLMCLI", "VLMJobs", "VLMEmbed", "VLMIO"], path: "Tests/Hooks"),
         // MARK: - Tests (fixtures exported from PyTorch by scripts/export_fixtures.py)
         .testTarget(name: "VLMCoreTests", dependencies: ["VLMCore"]),
         .testTarget(name: "VLMIOTests", dependencies: ["VLMIO"]),
@@ -95,7 +102,7 @@ let package = Package(
         // What each fuzz target does with an input; the fuzzers and the corpus replay test share it.
         .target(name: "FuzzHarness", dependencies: ["VLMEmbed", "VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
         .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMEmbed", "VLMJobs"]),
-        .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm"]),
+        .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm", "vlm-test-hooks"]),
     ]
 )
 

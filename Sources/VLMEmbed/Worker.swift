@@ -138,6 +138,12 @@ extension EmbeddingService {
     }
 }
 
+/// Where tests reach the worker's moments (set by the vlm-test-hooks binary, never by vlm itself).
+public enum WorkerSeams {
+    /// Called with each window of requests before it is answered.
+    nonisolated(unsafe) public static var beforeAnswering: (([WorkerRequest]) -> Void)?
+}
+
 /// Lines of stdin read on their own thread, so the worker can take what is ready: the first
 /// request waits, the rest of a window is whatever arrives within `linger`.
 public final class RequestQueue: @unchecked Sendable {

@@ -40,9 +40,6 @@ public struct JobSettings {
     public var quiet: Bool
     /// What the items are called in messages: "images", "texts", "pairs".
     public var unitName: String
-    /// Tests only: after this many units are recorded, say so on stderr and wait to be killed
-    /// (so a kill lands at a known point, not a raced one).
-    public var pauseAfterUnits: Int?
     /// Write rows that hold NaN or infinity instead of recording them as non_finite errors.
     public var allowNonFinite = false
     /// The vlm version, for the output's description.
@@ -251,10 +248,7 @@ public final class Job {
             done = end
             failures += outcome.errors.count
             progress.update(done: done, failures: failures)
-            if let n = settings.pauseAfterUnits, unit + 1 == n {
-                writeStandardError("vlm: test: paused after unit \(n)\n")
-                while true { sleep(60) }
-            }
+            JobSeams.afterUnit?(unit + 1)
         }
         let summary = try sink.finish(items: total)
         // Counted in records (rows and failures): blank lines of a text or JSON-lines input are
@@ -383,7 +377,7 @@ public final class Job {
 
     /// Whether the next unit is prepared while the model runs (the default), or only after
     /// (VLM_OVERLAP_UNITS=0: the balance experiment in BENCHMARKS.md).
-    static let overlapUnits = ProcessInfo.processInfo.environment["VLM_OVERLAP_UNITS"] != "0"
+    static var overlapUnits: Bool { JobSeams.overlapUnits }
 
     static func identityDigest<V>(_ items: [JobItem<V>]) -> String {
         var h = SHA256()
@@ -468,4 +462,13 @@ func copyAll(from fd: Int32, name: String, to sink: FileSink, limit: UInt64 = .m
         try buffer.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         left -= UInt64(n)
     }
+}
+
+/// Where tests reach a job's moments (set by the vlm-test-hooks binary, never by vlm itself).
+public enum JobSeams {
+    /// Called after each unit is recorded, with the count recorded so far.
+    nonisolated(unsafe) public static var afterUnit: ((Int) -> Void)?
+    /// Whether the next unit is read and prepared while the model runs the current one (off: the
+    /// balance experiment of BENCHMARKS.md §6).
+    nonisolated(unsafe) public static var overlapUnits = true
 }

@@ -161,7 +161,6 @@ struct BatchJob {
         format = output.resolvedFormat
         var settings = JobSettings(output: output.output, format: format, resume: options.resume, errors: options.errors,
                                    quiet: options.quiet, unitName: unitName)
-        settings.pauseAfterUnits = ProcessInfo.processInfo.environment["VLM_TEST_PAUSE_AFTER_UNITS"].flatMap { Int($0) }
         settings.allowNonFinite = allowNonFinite
         settings.version = VLM.configuration.version
         job = try Job(settings: settings, target: try OutputTarget.resolve(output.output))

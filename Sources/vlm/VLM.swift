@@ -55,9 +55,10 @@ func paragraphs(_ text: String) -> String {
     return out
 }
 
-@main
-struct VLM: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct VLM: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "vlm",
         abstract: "Images and texts to feature vectors on the CPU (ResNet + BERT over OpenBLAS).",
         discussion: paragraphs(exitCodesHelp),
@@ -66,7 +67,7 @@ struct VLM: ParsableCommand {
                       Similarity.self, PCACommand.self, Inspect.self, Convert.self, Bench.self, ModelsCommand.self, WorkerCommand.self, ServeCommand.self]
     )
 
-    static func main() {
+    public static func main() {
         reexecWithBetterBLASKernels()   // opens nothing that outlives it, so closed streams stay closed
         guardStandardStreams()
         let command: ParsableCommand

@@ -62,13 +62,12 @@ struct WorkerCommand: ParsableCommand {
                                            backend: backend, version: VLM.configuration.version)
         try service.loadNamed()
         let queue = RequestQueue(try InputFile("-", what: "the requests"))
-        let crashOn = ProcessInfo.processInfo.environment["VLM_TEST_CRASH_ON_ID"]
         var number = 0
         while true {
             let lines = try queue.take(max: 4 * textBatchSize, linger: lingerMs / 1000)
             if lines.isEmpty { return }
             let requests = lines.enumerated().map { WorkerRequest.parse($0.element, number: number + $0.offset + 1) }
-            if let crashOn, requests.contains(where: { $0.id == .string(crashOn) }) { abort() }   // tests only
+            WorkerSeams.beforeAnswering?(requests)
             try FileSink.standardOutput.write(service.answer(requests, firstNumber: number + 1, vectors: vectors))
             number += lines.count
         }

@@ -26,6 +26,12 @@ let testCacheFolder: String = {
     return d
 }()
 
+/// vlm-test-hooks beside vlm: the same commands with the test seams set from its environment
+/// (VLM_TEST_PAUSE_AFTER_UNITS, VLM_TEST_CRASH_ON_ID, VLM_OVERLAP_UNITS), which vlm never reads.
+func vlmTestHooksBinary() -> URL {
+    vlmBinary().deletingLastPathComponent().appendingPathComponent("vlm-test-hooks")
+}
+
 /// The vlm binary beside the test bundle (SwiftPM builds both into the same products folder).
 func vlmBinary() -> URL {
     // Every vlm these tests start (whichever helper starts it) keeps its digest cache in the
@@ -347,7 +353,7 @@ func writeSyntheticResNet50(to path: String, dropping: String) throws {
 /// it to say so, and kills it with SIGKILL: a kill at a known point, never a raced one.
 func killPaused(_ args: [String], afterUnits: Int, env: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws {
     let p = Process()
-    p.executableURL = vlmBinary()
+    p.executableURL = vlmTestHooksBinary()
     p.arguments = args
     var environment = ProcessInfo.processInfo.environment
     for (k, v) in env { environment[k] = v }
@@ -372,7 +378,7 @@ func killPaused(_ args: [String], afterUnits: Int, env: [String: String] = [:], 
 /// `killPaused` with data on the child's stdin.
 func killPausedWithStdin(_ args: [String], afterUnits: Int, stdin: Data, file: StaticString = #filePath, line: UInt = #line) throws {
     let p = Process()
-    p.executableURL = vlmBinary()
+    p.executableURL = vlmTestHooksBinary()
     p.arguments = args
     var environment = ProcessInfo.processInfo.environment
     environment["VLM_TEST_PAUSE_AFTER_UNITS"] = String(afterUnits)

@@ -424,7 +424,7 @@ func runShell(_ script: String) throws -> RunResult {
 /// Starts vlm with the pause hook and returns it once it has paused after `afterUnits` units.
 func startPaused(_ args: [String], afterUnits: Int) throws -> Process {
     let p = Process()
-    p.executableURL = vlmBinary()
+    p.executableURL = vlmTestHooksBinary()
     p.arguments = args
     var environment = ProcessInfo.processInfo.environment
     environment["VLM_TEST_PAUSE_AFTER_UNITS"] = String(afterUnits)

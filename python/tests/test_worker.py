@@ -125,8 +125,10 @@ def test_a_child_killed_while_writing_its_answers_is_restarted(tmp_path):
 
 
 def test_an_item_that_kills_the_child_twice_is_an_error_row(monkeypatch):
-    monkeypatch.setenv("VLM_TEST_CRASH_ON_ID", "2")   # the worker aborts on the request with id "2"
-    with vlm.Worker(text_model=BERT) as w:
+    # vlm-test-hooks (vlm with the test seams) aborts on the request with id "2"; vlm itself
+    # reads no such variable.
+    monkeypatch.setenv("VLM_TEST_CRASH_ON_ID", "2")
+    with vlm.Worker(text_model=BERT, binary=os.path.join(os.path.dirname(VLM), "vlm-test-hooks")) as w:
         v, e = w.embed_texts(["a", "b", "poison", "d", "e"])
     assert [(i, k) for i, k, _ in e] == [(2, "worker_crash")]
     assert np.isnan(v[2]).all() and not np.isnan(v[[0, 1, 3, 4]]).any()

@@ -1,0 +1,5 @@
+// The vlm binary: the command line (VLMCLI) and nothing else.
+
+import VLMCLI
+
+VLM.main()
