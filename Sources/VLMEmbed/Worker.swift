@@ -84,13 +84,8 @@ public enum WorkerResponse {
     public static func vector(id: JSONValue, _ v: ArraySlice<Float>, format: VectorFormat) -> Data {
         var s = "{\"id\":" + id.jsonText + ",\"dim\":\(v.count),\"vector\":"
         switch format {
-        case .base64:
-            var bytes = [UInt8]()
-            bytes.reserveCapacity(v.count * 4)
-            for x in v { withUnsafeBytes(of: x.bitPattern.littleEndian) { bytes += $0 } }
-            s += "\"" + Data(bytes).base64EncodedString() + "\""
-        case .json:
-            s += "[" + v.map(jsonNumber).joined(separator: ",") + "]"
+        case .base64: s += "\"" + VectorText.base64(v) + "\""
+        case .json: VectorText.appendJSON(v, to: &s)
         }
         return Data((s + "}\n").utf8)
     }

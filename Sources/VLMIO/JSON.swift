@@ -111,3 +111,49 @@ public func jsonString(_ s: String) -> String {
     }
     return out + "\""
 }
+
+/// The one writer of vectors as text, for every front end: JSON number arrays (batch jobs'
+/// JSON lines, the worker's "json" vectors, the server's answers) and base64 of little-endian
+/// float32 (the worker's default, OpenAI's encoding_format "base64"). Not JSONEncoder: for an
+/// answer of 256 vectors of 384 floats it took 93 ms against this writer's 21–24 ms (the same
+/// bytes; Emerald Rapids, one core, swiftc -O, 2026-12-07).
+public enum VectorText {
+    /// Appends `[x,y,…]` to `s`: Swift's shortest round-trip form of each float, null for NaN
+    /// and infinity (JSON has neither).
+    public static func appendJSON<C: Collection>(_ row: C, to s: inout String) where C.Element == Float {
+        s += "["
+        var first = true
+        for x in row {
+            if !first { s += "," }
+            first = false
+            s += jsonNumber(x)
+        }
+        s += "]"
+    }
+
+    public static func json<C: Collection>(_ row: C) -> String where C.Element == Float {
+        var s = ""
+        s.reserveCapacity(row.count * 12 + 2)
+        appendJSON(row, to: &s)
+        return s
+    }
+
+    /// `[[…],[…],…]`: `rows` of `dim` floats each.
+    public static func jsonRows(_ rows: [Float], dim: Int) -> String {
+        var s = "["
+        s.reserveCapacity(rows.count * 12 + 8)
+        for r in 0..<(dim == 0 ? 0 : rows.count / dim) {
+            if r > 0 { s += "," }
+            appendJSON(rows[(r * dim)..<((r + 1) * dim)], to: &s)
+        }
+        return s + "]"
+    }
+
+    /// The floats as little-endian float32 bytes, in base64.
+    public static func base64<C: Collection>(_ row: C) -> String where C.Element == Float {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(row.count * 4)
+        for x in row { withUnsafeBytes(of: x.bitPattern.littleEndian) { bytes += $0 } }
+        return Data(bytes).base64EncodedString()
+    }
+}

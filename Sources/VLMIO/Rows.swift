@@ -33,12 +33,9 @@ public enum RowText {
         for (i, id) in ids.enumerated() {
             let row = rows[(i * dim)..<((i + 1) * dim)]
             if format == .jsonl {
-                s += "{" + jsonID(id) + ",\"vector\":["
-                for (j, v) in row.enumerated() {
-                    if j > 0 { s += "," }
-                    s += jsonNumber(v)
-                }
-                s += "]}\n"
+                s += "{" + jsonID(id) + ",\"vector\":"
+                VectorText.appendJSON(row, to: &s)
+                s += "}\n"
             } else {
                 s += RawPath.escape(id)
                 for v in row { s += "\t"; s += "\(v)" }

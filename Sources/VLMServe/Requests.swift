@@ -371,7 +371,7 @@ extension EmbeddingServer {
                     r.normalize ?? models.textNormalize)
         }
         let (rows, dim) = try await textRows(encodings, normalize: normalize, field: "inputs")
-        return try await pool.run { json(vectorsJSON(rows, dim: dim)) }
+        return try await pool.run { json(VectorText.jsonRows(rows, dim: dim)) }
     }
 
     func openAIEmbeddings(_ request: Request) async throws -> Response {
@@ -414,7 +414,7 @@ extension EmbeddingServer {
                 if k > 0 { s += "," }
                 s += "{\"object\":\"embedding\",\"index\":\(k),\"embedding\":"
                 let row = rows[(k * dim)..<((k + 1) * dim)]
-                s += base64 ? "\"" + base64Floats(row) + "\"" : vectorJSON(row)
+                if base64 { s += "\"" + VectorText.base64(row) + "\"" } else { VectorText.appendJSON(row, to: &s) }
                 s += "}"
             }
             s += "],\"model\":\(jsonString(name)),\"usage\":{\"prompt_tokens\":\(tokens),\"total_tokens\":\(tokens)}}"
@@ -564,7 +564,7 @@ extension EmbeddingServer {
         let (prepared, names, normalize) = try await preparedImages(request, encoder: encoder)
         let batch = try await batcher.submit(lane, prepared, items: names.count)
         let (rows, dim) = try finished(.image, batch, names: names, normalize: normalize)
-        return try await pool.run { json(vectorsJSON(rows, dim: dim)) }
+        return try await pool.run { json(VectorText.jsonRows(rows, dim: dim)) }
     }
 
     // MARK: Pairs
@@ -611,6 +611,6 @@ extension EmbeddingServer {
         }
         let batch = try await batcher.submit(pairLane!, prepared, items: names.count, tokens: prepared.1.reduce(0) { $0 + $1.count })
         let (rows, dim) = try finished(.pair, batch, names: names, normalize: normalize)
-        return try await pool.run { json(vectorsJSON(rows, dim: dim)) }
+        return try await pool.run { json(VectorText.jsonRows(rows, dim: dim)) }
     }
 }

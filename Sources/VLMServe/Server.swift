@@ -416,36 +416,6 @@ func json(_ s: String, status: HTTPResponse.Status = .ok) -> Response {
     return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
 }
 
-func vectorJSON(_ row: ArraySlice<Float>) -> String {
-    var s = "["
-    var first = true
-    for x in row {
-        if !first { s += "," }
-        first = false
-        s += jsonNumber(x)
-    }
-    return s + "]"
-}
-
-/// [[float]]: one list per row.
-func vectorsJSON(_ rows: [Float], dim: Int) -> String {
-    var s = "["
-    s.reserveCapacity(rows.count * 12 + 8)
-    for r in 0..<(dim == 0 ? 0 : rows.count / dim) {
-        if r > 0 { s += "," }
-        s += vectorJSON(rows[(r * dim)..<((r + 1) * dim)])
-    }
-    return s + "]"
-}
-
-/// Little-endian float32 bytes in base64 (OpenAI's encoding_format "base64").
-func base64Floats(_ row: ArraySlice<Float>) -> String {
-    var bytes = [UInt8]()
-    bytes.reserveCapacity(row.count * 4)
-    for x in row { withUnsafeBytes(of: x.bitPattern.littleEndian) { bytes += $0 } }
-    return Data(bytes).base64EncodedString()
-}
-
 /// The drain's course, set from any thread: begun (so /health answers 503), finished, or cut
 /// short — judged by what happened, not by the clock.
 final class ShutdownControl: @unchecked Sendable {
