@@ -312,8 +312,13 @@ public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
 
     /// `pca` must take the inner encoder's rows (its dim_in equals their width).
     /// `rowsCentred`: the inner encoder gives its rows with the PCA's mean already subtracted.
+    /// Rows holding NaN or infinity after the projection (finite rows can overflow) become
+    /// non_finite item errors unless `allowNonFinite`.
+    let allowNonFinite: Bool
+
     public init(_ inner: Inner, pca: PCAModel?, pcaName: String = "the PCA file", normalizeOutput: Bool, backend: any Backend,
-                rowsCentred: Bool = false) throws {
+                rowsCentred: Bool = false, allowNonFinite: Bool = false) throws {
+        self.allowNonFinite = allowNonFinite
         if let pca, pca.dimIn != inner.dim {
             throw InputError("\(pcaName): the PCA takes \(pca.dimIn)-d rows, but this model's rows are \(inner.dim)-d (fit it on this model's features)")
         }
@@ -331,12 +336,14 @@ public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
         return s
     }
 
-    public func prepare(_ items: [(id: [UInt8], value: Inner.Value)]) -> Inner.Prepared { inner.prepare(items) }
+    public func prepare(_ items: [(id: [UInt8], value: Inner.Value)]) -> (Inner.Prepared, ids: [[UInt8]]) {
+        (inner.prepare(items), items.map(\.id))
+    }
 
-    public func encode(_ prepared: Inner.Prepared) throws -> EncodedBatch {
-        var batch = try inner.encode(prepared)
+    public func encode(_ p: (Inner.Prepared, ids: [[UInt8]])) throws -> EncodedBatch {
+        var batch = try inner.encode(p.0)
         project(&batch.rows)
-        return batch
+        return allowNonFinite ? batch : batch.rejectingNonFinite(dim: dim, ids: p.ids)
     }
 
     /// Rows of the inner width, projected and normalised as set, in place.

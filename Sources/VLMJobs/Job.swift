@@ -79,10 +79,15 @@ public struct JobDefinition: Codable, Equatable {
         (self.models, self.engine, self.settings) = (models, engine, settings)
     }
 
+    /// Without the vector space: that is derived from the models and settings already here
+    /// (so a job started by a vlm that did not record it still resumes), and kept for the
+    /// output's description.
     public var fingerprint: String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        return SHA256.hexDigest(Array((try? e.encode(self)) ?? Data()))
+        var d = self
+        d.space = nil
+        return SHA256.hexDigest(Array((try? e.encode(d)) ?? Data()))
     }
 }
 

@@ -356,7 +356,7 @@ extension EmbeddingServer {
     func textRows(_ encodings: [Encoding], normalize: Bool, field: String) async throws -> (rows: [Float], dim: Int) {
         let (_, lane) = try textEncoder()
         let batch = try await batcher.submit(lane, encodings, items: encodings.count, tokens: encodings.reduce(0) { $0 + $1.count })
-        return try finished(.text, batch, names: encodings.indices.map { "\(field)[\($0)]" }, normalize: normalize)
+        return try await finished(.text, batch, names: encodings.indices.map { "\(field)[\($0)]" }, normalize: normalize)
     }
 
     func embedTexts(_ request: Request) async throws -> Response {
@@ -394,17 +394,18 @@ extension EmbeddingServer {
             return (r, try tokenize(r.input.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "input"))
         }
         let normalize = r.normalize ?? models.textNormalize
+        let unit = unitVectors(.text, normalize: normalize)
         var (rows, dim) = try await textRows(encodings, normalize: normalize, field: "input")
         let tokens = encodings.reduce(0) { $0 + $1.count }
         let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
         return try await pool.run {
             if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {
-                // The first d values (normalised again when the vectors are normalised, as
-                // OpenAI's shortened embeddings are).
+                // The first d values (normalised again when the vectors were unit vectors, as
+                // OpenAI's shortened embeddings are: after --pca, only --normalize-output makes them so).
                 var cut = [Float]()
                 cut.reserveCapacity(encodings.count * d)
                 for k in 0..<encodings.count { cut += rows[(k * dim)..<(k * dim + d)] }
-                rows = normalize ? normalized(cut, dim: d) : cut
+                rows = unit ? normalized(cut, dim: d) : cut
                 dim = d
             }
             let base64 = r.encoding_format == "base64"
@@ -563,7 +564,7 @@ extension EmbeddingServer {
         let (encoder, lane) = try imageEncoder()
         let (prepared, names, normalize) = try await preparedImages(request, encoder: encoder)
         let batch = try await batcher.submit(lane, prepared, items: names.count)
-        let (rows, dim) = try finished(.image, batch, names: names, normalize: normalize)
+        let (rows, dim) = try await finished(.image, batch, names: names, normalize: normalize)
         return try await pool.run { json(VectorText.jsonRows(rows, dim: dim)) }
     }
 
@@ -610,7 +611,7 @@ extension EmbeddingServer {
             return (prepared, names.map(\.name), r.normalize ?? false)
         }
         let batch = try await batcher.submit(pairLane!, prepared, items: names.count, tokens: prepared.1.reduce(0) { $0 + $1.count })
-        let (rows, dim) = try finished(.pair, batch, names: names, normalize: normalize)
+        let (rows, dim) = try await finished(.pair, batch, names: names, normalize: normalize)
         return try await pool.run { json(VectorText.jsonRows(rows, dim: dim)) }
     }
 }

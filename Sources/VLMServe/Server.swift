@@ -357,13 +357,23 @@ public final class EmbeddingServer: @unchecked Sendable {
     /// A batch's rows finished by the service (normalised when `normalize`, projected, checked)
     /// and their width. Inputs were checked before queueing, so any item error fails the
     /// request: a row holding NaN or infinity (unless --allow-nonfinite) with 500.
-    func finished(_ kind: ItemKind, _ batch: EncodedBatch, names: [String], normalize: Bool?) throws -> (rows: [Float], dim: Int) {
-        let b = try models.service.finish(kind, batch, ids: names.map { Array($0.utf8) }, normalize: normalize)
-        if let e = b.failures.compactMap({ $0 }).first {
-            throw APIError(status: e.kind == "non_finite" ? .internalServerError : .unprocessableContent, type: "Backend", message: e.message,
-                           kind: e.kind)
+    /// On the work pool: the projection is a GEMM on the engine, which a cooperative thread must
+    /// not wait for.
+    func finished(_ kind: ItemKind, _ batch: EncodedBatch, names: [String], normalize: Bool?) async throws -> (rows: [Float], dim: Int) {
+        try await pool.run { [self] in
+            let b = try models.service.finish(kind, batch, ids: names.map { Array($0.utf8) }, normalize: normalize)
+            if let e = b.failures.compactMap({ $0 }).first {
+                throw APIError(status: e.kind == "non_finite" ? .internalServerError : .unprocessableContent, type: "Backend", message: e.message,
+                               kind: e.kind)
+            }
+            return (b.rows, try models.service.dim(kind))
         }
-        return (b.rows, try models.service.dim(kind))
+    }
+
+    /// Whether the server's vectors of `kind` are unit vectors when a request asks `normalize`
+    /// (for OpenAI's `dimensions`, whose shortened vectors are normalised again when they were).
+    func unitVectors(_ kind: ItemKind, normalize: Bool) -> Bool {
+        models.service.description.normalizeOutput || (normalize && models.service.pca == nil)
     }
 }
 

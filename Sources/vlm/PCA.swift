@@ -160,16 +160,19 @@ struct PCAApply: ParsableCommand {
         // Said once the job has run (an error stays one line).
         defer { if !common.job.quiet && succeeded { spaceNotes.forEach(note) } }
         if var s = space {
+            // The steps in order: an input's own projection and normalisation come before this one.
             let digest = model.fileDigest ?? "fitted in memory"
-            s.options["pca"] = s.options["pca"].map { $0 + "," + digest } ?? digest
-            if normalizeOutput { s.options["normalize_output"] = "true" }
+            let before = [s.options["pca"], s.options["normalize_output"] == "true" ? "normalize_output" : nil].compactMap { $0 }
+            s.options["pca"] = (before + [digest]).joined(separator: " → ")
+            s.options["normalize_output"] = normalizeOutput ? "true" : nil
             s.dim = model.k
             space = s
         }
         let source = try FeatureRowSource(files: files, range: common.job.slice(files.reduce(0) { $0 + $1.rows }))
         let rows = FeatureRowEncoder(files: files, subtracting: model.mean, allowNonFinite: common.engine.allowNonfinite)
         let encoder = try ProjectedRowEncoder(rows, pca: model, pcaName: pca,
-                                              normalizeOutput: normalizeOutput, backend: backend, rowsCentred: true)
+                                              normalizeOutput: normalizeOutput, backend: backend, rowsCentred: true,
+                                              allowNonFinite: common.engine.allowNonfinite)
         // One product per unit on rows read from a file: whole units per thread (BENCHMARKS.md §7).
         do {
             try batch.run(source, encoder, unitSize: batchSize, backend: backend, models: [pca], space: space,

@@ -118,6 +118,31 @@ final class DescriptionCLITests: XCTestCase {
         XCTAssertEqual((y["options"] as! [String: String])["pca"], try SHA256.hexDigest(ofFile: path("p.safetensors")))
         XCTAssertEqual((y["options"] as! [String: String])["normalize_output"], "true")
         XCTAssertEqual((y["models"] as! [[String: Any]])[0]["sha256"] as? String, try SHA256.hexDigest(ofFile: tinyBert + "/model.safetensors"))
+        // Steps in order: unit rows projected (not unit) are not rows projected then made unit.
+        try embedTexts("u.npy", ["--normalize", "--normalize-output"])
+        XCTAssertEqual(try runVLM(["pca", "apply", path("p.safetensors"), path("u.npy"), "-o", path("pu.npy"), "--quiet"]).status, 0)
+        let pu = try space("pu.npy")["options"] as! [String: String]
+        XCTAssertEqual(pu["pca"], "normalize_output → " + (try SHA256.hexDigest(ofFile: path("p.safetensors"))))
+        XCTAssertNil(pu["normalize_output"])
+        XCTAssertEqual(try runVLM(["embed-text", "--model", tinyBert, "--normalize", "--pca", path("p.safetensors"), "--normalize-output",
+                                   "-o", path("pn.npy"), "--quiet"] + texts).status, 0)
+        let mixed = try runVLM(["pca", "fit", path("pu.npy"), path("pn.npy"), "--dim", "1", "-o", path("r.safetensors")])
+        XCTAssertEqual(mixed.status, 1)
+        assertOneLine(mixed, ["pn.npy", "not in the vector space"])
+        // A projection that overflows: the row is a non_finite error (exit 2), never written. The
+        // PCA's one component is the all-ones direction (rows spread along it), so a row of 3e38
+        // everywhere projects to ±3e38·√32, past Float's range.
+        var train = NPY.header(shape: [100, 32])
+        for r in 0..<100 { for j in 0..<32 { withUnsafeBytes(of: Float(r - 50) + Float(j % 3) * 0.01) { train += $0 } } }
+        try train.write(to: URL(fileURLWithPath: path("ones.npy")))
+        XCTAssertEqual(try runVLM(["pca", "fit", path("ones.npy"), "--dim", "1", "-o", path("ones.safetensors"), "--quiet"]).status, 0)
+        var huge = NPY.header(shape: [2, 32])
+        for r in 0..<2 { for _ in 0..<32 { withUnsafeBytes(of: r == 0 ? Float(0.5) : Float(3e38)) { huge += $0 } } }
+        try huge.write(to: URL(fileURLWithPath: path("huge.npy")))
+        let overflow = try runVLM(["pca", "apply", path("ones.safetensors"), path("huge.npy"), "-o", path("h.npy"), "--quiet"])
+        XCTAssertEqual(overflow.status, 2, overflow.stderr)
+        XCTAssertEqual(try NPY.read(path: path("h.npy")).shape, [1, 1])
+        XCTAssertTrue(try String(contentsOfFile: path("h.npy") + ".errors.jsonl", encoding: .utf8).contains("\"kind\":\"non_finite\""))
     }
 
     /// Each weights file is hashed once per version: the digest is cached by path, size, mtime

@@ -346,4 +346,16 @@ final class JobTests: XCTestCase {
             XCTAssertNil(FileStatus.of(out + ".ids.txt"), damage)
         }
     }
+
+    /// The vector space recorded in a job's definition is not part of its fingerprint: a job
+    /// started by a vlm that did not record one still resumes.
+    func testTheVectorSpaceIsNotPartOfTheFingerprint() {
+        var d = JobDefinition(command: "embed-text", format: .npy, dim: 4, unitSize: 8, items: 3, inputs: [1, 2, 3], models: ["m"],
+                              engine: ["threads": "2"], settings: ["pooling": "mean"])
+        let before = d.fingerprint
+        d.space = VectorSpace(kind: "text", models: [], options: ["pooling": "mean"], dim: 4)
+        XCTAssertEqual(d.fingerprint, before)
+        d.settings["pooling"] = "cls"
+        XCTAssertNotEqual(d.fingerprint, before)
+    }
 }

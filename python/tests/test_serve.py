@@ -332,6 +332,13 @@ def test_pca_and_normalize_output_equal_the_cli(tmp_path, photos, normalize_outp
         assert status == 200 and rel_rows([d["embedding"] for d in r["data"]], texts_cli(TEXTS[:2], BERT, tmp_path, "--pca", text_pca, *out_flags)) <= 1e-6
         status, r = s.post("/v1/embeddings", {"input": TEXTS[:2], "dimensions": 5})
         assert status == 422 and "from 1 to 4" in r["error"]["message"], r
+        # Shortened vectors are normalised again only when they were unit vectors: after the
+        # projection, only --normalize-output makes them so, whatever the request's "normalize".
+        for normalize in [True, False]:
+            status, r = s.post("/v1/embeddings", {"input": TEXTS[:2], "dimensions": 3, "normalize": normalize})
+            ref = texts_cli(TEXTS[:2], BERT, tmp_path, "--pca", text_pca, *out_flags, "--normalize" if normalize else "--no-normalize")[:, :3]
+            want = ref / np.linalg.norm(ref, axis=1, keepdims=True) if normalize_output else ref
+            assert status == 200 and rel_rows([d["embedding"] for d in r["data"]], want) <= 1e-6, (normalize, r)
         info = s.get("/info")[1]
         assert info["text_dim"] == 4 and info["options"]["pca"] == "text.safetensors" and info["options"]["normalize_output"] is normalize_output
         assert str(tmp_path) not in json.dumps(info)
