@@ -152,6 +152,17 @@ public final class EmbeddingService: @unchecked Sendable {
         return b
     }
 
+    /// `s` with what `finish` does to `kind`'s rows: the text normalisation in force, and the
+    /// PCA file's SHA-256 and --normalize-output only when set (so the fingerprints of jobs
+    /// without them are what they were).
+    public func withFinishing(_ kind: ItemKind, _ s: [String: String]) -> [String: String] {
+        var s = s
+        if kind == .text, let n = try? textNormalize() { s["normalize"] = "\(n)" }
+        if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
+        if description.normalizeOutput { s["normalize_output"] = "true" }
+        return s
+    }
+
     // MARK: Items to vectors
 
     /// Each item's vector or error, in order: images and pairs in forward passes of the
@@ -213,26 +224,20 @@ public final class EmbeddingService: @unchecked Sendable {
         out["text_model"] = .string(description.text.model ?? defaultTextModel())
         out["options"] = description.json
         // Each model: loaded (its dimension and options in force), or not and why — never only a name.
-        func settings(_ s: [String: String]) -> JSONValue {
-            var s = s
-            if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
-            if description.normalizeOutput { s["normalize_output"] = "true" }
-            return .object(s.mapValues { .string($0) })
-        }
+        func settings(_ kind: ItemKind, _ s: [String: String]) -> JSONValue { .object(withFinishing(kind, s).mapValues { .string($0) }) }
         do {
             let e = try images()
             out["image_dim"] = .integer(Int64(try dim(.image)))
-            out["image_options"] = settings(e.settings)
+            out["image_options"] = settings(.image, e.settings)
             out["image_loaded"] = .bool(true)
         } catch {
             out["image_loaded"] = .bool(false)
             out["image_error"] = .string(oneLineMessage(error))
         }
         do {
-            var s = try texts().settings
-            s["normalize"] = "\(try textNormalize())"
+            let s = try texts().settings
             out["text_dim"] = .integer(Int64(try dim(.text)))
-            out["text_options"] = settings(s)
+            out["text_options"] = settings(.text, s)
             out["text_loaded"] = .bool(true)
         } catch {
             out["text_loaded"] = .bool(false)

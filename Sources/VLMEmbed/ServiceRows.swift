@@ -21,12 +21,7 @@ public final class ServiceRows<Inner: RowEncoder>: RowEncoder {
     /// The inner encoder's settings with the normalisation in force and the projection: what a
     /// job's fingerprint holds.
     public var settings: [String: String] {
-        var s = inner.settings
-        if kind == .text, let n = try? service.textNormalize() { s["normalize"] = "\(n)" }
-        // Only when set, so the fingerprints of jobs without them are what they were.
-        if let pca = service.pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
-        if service.description.normalizeOutput { s["normalize_output"] = "true" }
-        return s
+        service.withFinishing(kind, inner.settings)
     }
 
     public func prepare(_ items: [(id: [UInt8], value: Inner.Value)]) -> (Inner.Prepared, ids: [[UInt8]]) {

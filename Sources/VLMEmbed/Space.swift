@@ -108,9 +108,7 @@ extension EmbeddingService {
             try text(pairs().texts, prefix: "text_")
             options["normalize_parts"] = "\(description.normalizeParts)"
         }
-        if let pca { options["pca"] = pca.fileDigest ?? "fitted in memory" }
-        if description.normalizeOutput { options["normalize_output"] = "true" }
-        return VectorSpace(kind: kind.rawValue, models: models, options: options, dim: try dim(kind))
+        return VectorSpace(kind: kind.rawValue, models: models, options: withFinishing(kind, options), dim: try dim(kind))
     }
 
     /// A model's files and their digests: the weights (a sharded checkpoint's index and shards),
