@@ -73,8 +73,10 @@ let package = Package(
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "MultipartKit", package: "multipart-kit"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
@@ -101,7 +103,9 @@ let package = Package(
         .testTarget(name: "VLMJobsTests", dependencies: ["VLMEmbed", "VLMJobs", "FuzzHarness"]),
         // What each fuzz target does with an input; the fuzzers and the corpus replay test share it.
         .target(name: "FuzzHarness", dependencies: ["VLMEmbed", "VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
-        .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMEmbed", "VLMJobs"]),
+        // The server's routes and error answers driven in-process by Hummingbird's testing support.
+        .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMEmbed", "VLMJobs",
+                                                          .product(name: "HummingbirdTesting", package: "hummingbird")]),
         .testTarget(name: "VLMCLITests", dependencies: ["VLMIO", "VLMModels", "vlm", "vlm-test-hooks"]),
     ]
 )

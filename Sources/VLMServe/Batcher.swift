@@ -190,6 +190,8 @@ public final class Batcher: @unchecked Sendable {
     private var queued = 0
     private var stopping = false
     private var finished = false
+    /// Stopped answering what it held (a cut drain): nothing is left to wait for.
+    private var answeredAll = false
     private weak var observer: (any BatchObserver)?
     private var thread: Thread?
     /// Requests being read and prepared, not queued yet (`arrive` / `depart`).
@@ -259,6 +261,7 @@ public final class Batcher: @unchecked Sendable {
             for lane in lanes { answers += lane.removeAll() }
             answers += runningAborts
             runningAborts = []
+            answeredAll = true
         }
         condition.broadcast()
         condition.unlock()
@@ -266,10 +269,12 @@ public final class Batcher: @unchecked Sendable {
         return answers.count
     }
 
-    /// Blocks until the model thread has answered everything queued before `stop`.
+    /// Blocks until the model thread has answered everything queued before `stop` — or, after a
+    /// `stop(answeringQueued: true)`, not at all: every request has its answer, and the forward
+    /// pass still running is not waited for.
     public func waitUntilDrained() {
         condition.lock()
-        while !finished && thread != nil { condition.wait() }
+        while !finished && !answeredAll && thread != nil { condition.wait() }
         condition.unlock()
     }
 

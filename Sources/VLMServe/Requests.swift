@@ -256,6 +256,8 @@ extension EmbeddingServer {
                 }
                 return buffer
             }
+            // Cancelled, the connection's input is closed and the body may have ended early.
+            try Task.checkCancellation()
             if let arrival { batcher.bodyArrived(arrival) }
             return buffer
         } catch let e as APIError {

@@ -16,9 +16,11 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 import VLMCore
 import VLMIO
 import VLMEmbed
@@ -128,11 +130,9 @@ public final class EmbeddingServer: @unchecked Sendable {
     let textLane: Lane<[Encoding]>?
     let imageLane: Lane<PreparedImages>?
     let pairLane: Lane<(PreparedImages, [Encoding])>?
-    /// Requests still queued when the drain was cut short, answered 503 without running.
-    public var unrunAtCut: Int { control.unrun }
-    /// The port bound, once running (the one asked for, or the kernel's pick for 0).
-    public private(set) var boundPort: Int?
-    let control: ShutdownControl
+    /// Requests answered 503 because the drain was cut short (queued, running or arriving).
+    public var unrunAtCut: Int { drain.unrun }
+    let drain = DrainState()
     let pool: WorkPool
     let bodyBudget: ByteBudget
 
@@ -140,9 +140,8 @@ public final class EmbeddingServer: @unchecked Sendable {
         (self.config, self.models) = (config, models)
         metrics = ServeMetrics()
         batcher = Batcher(limits: config.limits, observer: metrics)
-        let control = ShutdownControl()
-        self.control = control
-        pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout, stopping: { control.isCut })
+        let drain = self.drain
+        pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout, stopping: { drain.isCut })
         bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes), changed: { [metrics] in metrics.bodyBytesHeld($0) })
         if case .success(let t) = models.text {
             let lane = Lane<[Encoding]>(name: "text", dim: t.dim, merge: { $0.flatMap { $0 } }, encode: { try t.encode($0) })
@@ -163,18 +162,12 @@ public final class EmbeddingServer: @unchecked Sendable {
         } else { pairLane = nil }
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops accepting, answers every request in flight,
-    /// and returns true; false when the drain was cut short (--shutdown-timeout, or a second
-    /// signal) with requests in flight: those queued and those of the forward pass running are
-    /// answered 503 at once, those still arriving are cancelled (`unrunAtCut` counts them all). `ready` is called with the bound port once the socket listens.
-    public func run(ready: @escaping @Sendable (Int) -> Void) async throws -> Bool {
-        batcher.start()
-        defer {
-            batcher.stop()
-            // After a cut every request was answered: the forward pass still running (seconds for
-            // a batch of large images) is not waited for.
-            if !control.isCut { batcher.waitUntilDrained() }
-        }
+    /// The application: the routes, the HTTP server with vlm's connection limits, and the
+    /// batcher as one of its services (started with it; listed before the HTTP server, it is
+    /// shut down after it, so every request the drain lets finish still gets its forward pass).
+    /// Swift tests drive it with Hummingbird's testing support; `run` serves it. `ready` is
+    /// called with the bound port once the socket listens.
+    public func application(ready: @escaping @Sendable (Int) -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router()
         routes(router)
         var logger = Logger(label: "vlm-serve")
@@ -183,55 +176,71 @@ public final class EmbeddingServer: @unchecked Sendable {
         let hasRoom: @Sendable () -> Bool = { [batcher] () -> Bool in batcher.hasRoom }
         let rejected: @Sendable () -> Void = { [metrics] () -> Void in metrics.request(endpoint: "(unparsed)", status: 400, seconds: 0) }
         let headersTimedOut: @Sendable () -> Void = { [metrics] () -> Void in metrics.request(endpoint: "(unparsed)", status: 408, seconds: 0) }
-        let (idle, read) = (config.idleTimeout, config.readTimeout)
+        let (idle, read, port) = (config.idleTimeout, config.readTimeout, config.port)
         // No idle timeout of Hummingbird's: ConnectionClock keeps the connection's time limits.
-        let app = Application(router: router,
-                              server: .http1(configuration: .init(additionalChannelHandlers: [
-                                  ContinueHandler(maxBodyBytes: maxBody, hasRoom: hasRoom, rejected: rejected,
-                                                  idleTimeout: idle, readTimeout: read, headersTimedOut: headersTimedOut)])),
-                              configuration: .init(address: .hostname(config.host, port: config.port), serverName: "vlm",
-                                                   availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
-                              onServerRunning: { [self] channel in
-                                  let port = channel.localAddress?.port ?? config.port
-                                  boundPort = port
-                                  ready(port)
-                              }, logger: logger)
-        let watch = DrainWatch(control: control, timeout: config.shutdownTimeout)
-        let group = ServiceGroupConfiguration(services: [.init(service: app), .init(service: watch, successTerminationBehavior: .ignore)],
-                                              gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        let serving: Task<Void, Error> = Task { () async throws -> Void in try await ServiceGroup(configuration: group).run() }
-        // --shutdown-timeout (DrainWatch's timer) or a second SIGTERM or SIGINT (ServiceLifecycle
-        // reacts to the first only) cuts the drain short: the group is cancelled, and with it
-        // every request still reading, preparing or queued.
-        let control: ShutdownControl = self.control
-        let cut: @Sendable () -> Void = { [batcher] () -> Void in
-            // Queued requests and the batch running are answered 503 now; those still being
-            // read or prepared get 503 as soon as their work comes round (the pool refuses to
-            // begin more), for up to 2 s; then whatever still reads a body is cancelled.
-            let unrun: Int = batcher.stop(answeringQueued: true) + batcher.arrivingRequests
-            control.record(unrun: unrun)
-            for _ in 0..<40 where batcher.arrivingRequests > 0 { usleep(50_000) }
-            // A moment for those answers to be written before the connections close.
-            usleep(200_000)
-            serving.cancel()
-        }
-        control.onCut(cut)
-        let signals = SecondSignal()
-        signals.onSecond = { () -> Void in control.cutShort() }
-        defer { signals.cancel() }
+        return Application(router: router,
+                           server: .http1(configuration: .init(additionalChannelHandlers: [
+                               ContinueHandler(maxBodyBytes: maxBody, hasRoom: hasRoom, rejected: rejected,
+                                               idleTimeout: idle, readTimeout: read, headersTimedOut: headersTimedOut)])),
+                           configuration: .init(address: .hostname(config.host, port: config.port), serverName: "vlm",
+                                                availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
+                           services: [BatcherService(batcher: batcher, drain: drain)],
+                           onServerRunning: { channel in ready(channel.localAddress?.port ?? port) },
+                           logger: logger)
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, answers every request in flight,
+    /// and returns true; false when the drain was cut short (--shutdown-timeout, or a second
+    /// signal) with requests in flight: those queued and those of the forward pass running are
+    /// answered 503 at once, those still arriving are cancelled and answered 503 too
+    /// (`unrunAtCut` counts them all). `ready` is called with the bound port once the socket
+    /// listens.
+    ///
+    /// On swift-service-lifecycle: the group's graceful shutdown on the first SIGTERM or SIGINT
+    /// (the drain: the HTTP server stops accepting and lets requests in flight finish, then the
+    /// batcher stops), `UnixSignalsSequence` for the second signal, and the group's cancellation
+    /// to end what a cut drain leaves. Two small parts are vlm's own, where the library has no
+    /// place for them: DrainWatch (health answers 503 from the first moment of the drain, before
+    /// the HTTP server's turn to stop) and ShutdownWatch. The library acts on a signal either as
+    /// graceful shutdown or as cancellation, and on the first only, while `timeout` and
+    /// supervisors send a second; and its `maximumGracefulShutdownDuration` escalates straight
+    /// to cancellation, after which Hummingbird closes each connection's input and answers are
+    /// no longer delivered (tried: a request queued at the cut got "Remote end closed connection
+    /// without response"). ShutdownWatch answers what is left first, then cancels the group.
+    public func run(ready: @escaping @Sendable (Int) -> Void) async throws -> Bool {
+        var logger = Logger(label: "vlm-serve")
+        logger.logLevel = .critical
+        let group = ServiceGroupConfiguration(
+            services: [.init(service: ShutdownWatch(drain: drain, timeout: config.shutdownTimeout, cut: { [self] in await cutShort() })),
+                       .init(service: application(ready: ready)),
+                       .init(service: DrainWatch(drain: drain), successTerminationBehavior: .ignore)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         var failure: Error? = nil
         do {
-            try await serving.value
+            try await ServiceGroup(configuration: group).run()
         } catch let e as NIOCore.IOError where e.errnoCode == EADDRINUSE {
             throw ServeError("the address is already in use")
         } catch let e as NIOCore.IOError {
             throw ServeError(String(cString: strerror(e.errnoCode)).lowercased())
+        } catch is DrainCut {
+            // The drain was cut short, whether or not anything was left to cut.
         } catch {
             failure = error
         }
-        let (wasCut, leftUnanswered) = control.finish()
+        let (wasCut, leftUnanswered) = drain.finish()
         if let failure, !wasCut { throw failure }
         return !leftUnanswered
+    }
+
+    /// Cuts the drain short: what is queued and the batch running are answered 503 now; requests
+    /// still being read or prepared get 503 as soon as their work comes round (the pool refuses to
+    /// begin more), for up to 2 s; then a moment for those answers to be written before the
+    /// group's cancellation ends whatever still reads a body.
+    func cutShort() async {
+        drain.cutShort()
+        batcher.stop(answeringQueued: true)
+        for _ in 0..<40 where batcher.arrivingRequests > 0 { try? await Task.sleep(nanoseconds: 50_000_000) }
+        try? await Task.sleep(nanoseconds: 200_000_000)
     }
 
     // MARK: Routes
@@ -251,7 +260,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         router.post("fuse") { [self] request, _ in await answer("/fuse", style: .tei) { try await fuse(request) } }
         router.get("health") { [self] _, _ in
             await answer("/health", style: .tei, arrives: false) {
-                if control.isDraining { throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "stopping") }
+                if drain.isDraining { throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "stopping") }
                 return json("{\"status\":\"ok\"}")
             }
         }
@@ -296,15 +305,26 @@ public final class EmbeddingServer: @unchecked Sendable {
                 response = errorResponse(APIError(status: .serviceUnavailable, type: "Timeout",
                                                   message: String(format: "not run: still queued after %.1f s (the --request-timeout)", s)), style: style)
             case .stopping:
-                response = errorResponse(APIError(status: .serviceUnavailable, type: "Unhealthy", message: "the server is stopping"), style: style)
+                response = stopping(style)
             }
         } catch is CancellationError {
-            response = errorResponse(APIError(status: .serviceUnavailable, type: "Unhealthy", message: "cancelled: the server is stopping"), style: style)
+            response = stopping(style)
         } catch {
-            response = errorResponse(APIError(status: .internalServerError, type: "Backend", message: "\(error)"), style: style)
+            // Cancelled (the drain cut short) while it read or prepared: whatever broke is the
+            // cut's doing (a body ends early when the connection's input is closed).
+            response = Task.isCancelled ? stopping(style)
+                : errorResponse(APIError(status: .internalServerError, type: "Backend", message: "\(error)"), style: style)
         }
         metrics.request(endpoint: endpoint, status: Int(response.status.code), seconds: Batcher.now() - start)
         return response
+    }
+
+    /// The answer to a request the drain, cut short, did not run: queued, in the forward pass
+    /// running, or still arriving. Counted for the note at exit and the exit status.
+    func stopping(_ style: ErrorStyle) -> Response {
+        drain.cutShort()
+        drain.answeredUnrun()
+        return errorResponse(APIError(status: .serviceUnavailable, type: "Unhealthy", message: "the server is stopping"), style: style)
     }
 
     func errorResponse(_ e: APIError, style: ErrorStyle) -> Response {
@@ -428,87 +448,127 @@ func json(_ s: String, status: HTTPResponse.Status = .ok) -> Response {
 
 /// The drain's course, set from any thread: begun (so /health answers 503), finished, or cut
 /// short — judged by what happened, not by the clock.
-final class ShutdownControl: @unchecked Sendable {
-    /// Where signals and the drain's timer are handled (a serial queue gets a thread of its own
-    /// even when every pool thread is busy).
-    static let queue = DispatchQueue(label: "vlm-shutdown", qos: .userInteractive)
-    private let lock = NSLock()
-    private var draining = false
-    private var finished = false
-    private var cut = false
-    private var onCutAction: (@Sendable () -> Void)?
+final class DrainState: Sendable {
+    private struct State {
+        var draining = false
+        var finished = false
+        var cut = false
+        var unrun = 0
+    }
+    private let state = NIOLockedValueBox(State())
+    /// Yields once, when the drain begins (ShutdownWatch starts --shutdown-timeout's clock).
+    let begun: AsyncStream<Void>
+    private let beginning: AsyncStream<Void>.Continuation
 
-    private var unrunCount = 0
+    init() { (begun, beginning) = AsyncStream.makeStream(of: Void.self) }
 
-    var isDraining: Bool { lock.lock(); defer { lock.unlock() }; return draining }
-    var isCut: Bool { lock.lock(); defer { lock.unlock() }; return cut }
-    var unrun: Int { lock.lock(); defer { lock.unlock() }; return unrunCount }
-    func record(unrun n: Int) { lock.lock(); unrunCount += n; lock.unlock() }
+    var isDraining: Bool { state.withLockedValue { $0.draining } }
+    var isCut: Bool { state.withLockedValue { $0.cut } }
+    var unrun: Int { state.withLockedValue { $0.unrun } }
 
-    func onCut(_ action: @escaping @Sendable () -> Void) {
-        lock.lock(); onCutAction = action; lock.unlock()
+    /// Graceful shutdown has begun.
+    func begin() {
+        state.withLockedValue { $0.draining = true }
+        beginning.yield()
+        beginning.finish()
     }
 
-    /// Graceful shutdown has begun; after `timeout` seconds the drain is cut short.
-    func beginDrain(timeout: Double) {
-        lock.lock(); draining = true; lock.unlock()
-        // On a queue of its own, not the concurrency pool or Dispatch's global queues: both can
-        // be busy with requests' work when the time comes.
-        ShutdownControl.queue.asyncAfter(deadline: .now() + timeout) { [self] in cutShort() }
-    }
-
-    /// Cuts the drain short unless it has finished.
+    /// The drain is cut short (a second signal, --shutdown-timeout): work not begun is refused.
+    /// Not before the drain began (a server that failed to start is not a cut drain) nor after
+    /// it finished.
     func cutShort() {
-        lock.lock()
-        if finished || cut { lock.unlock(); return }
-        cut = true
-        let action: (@Sendable () -> Void)? = onCutAction
-        lock.unlock()
-        action?()
+        state.withLockedValue { if $0.draining && !$0.finished { $0.cut = true } }
     }
+
+    /// A request was answered 503 because the drain was cut short.
+    func answeredUnrun() { state.withLockedValue { $0.unrun += 1 } }
 
     /// The group has returned: whether the drain was cut short, and whether that cut answered
-    /// requests 503 (a cut after this is too late to count; a cut of an idle server — two
-    /// signals in a row, as `timeout` sends — answered none).
+    /// requests 503 (a cut of an idle server — two signals in a row, as `timeout` sends —
+    /// answered none).
     func finish() -> (cut: Bool, answered503: Bool) {
-        lock.lock(); defer { lock.unlock() }
-        finished = true
-        return (cut, cut && unrunCount > 0)
-    }
-}
-
-/// Starts the drain when graceful shutdown begins. (Listed last, it is the first the group
-/// shuts down, so /health answers 503 while the requests in flight finish.)
-struct DrainWatch: Service {
-    let control: ShutdownControl
-    let timeout: Double
-    func run() async throws {
-        try? await gracefulShutdown()
-        control.beginDrain(timeout: timeout)
-    }
-}
-
-/// Counts SIGTERM and SIGINT beside ServiceLifecycle's own handlers; calls `onSecond` at the second.
-final class SecondSignal: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    private var sources: [DispatchSourceSignal] = []
-    var onSecond: (() -> Void)?
-    var fired: Bool { lock.lock(); defer { lock.unlock() }; return count >= 2 }
-
-    init() {
-        for sig in [SIGTERM, SIGINT] {
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: ShutdownControl.queue)
-            s.setEventHandler { [weak self] in
-                guard let self else { return }
-                self.lock.lock(); self.count += 1; let second = self.count == 2; self.lock.unlock()
-                if second { self.onSecond?() }
-            }
-            s.resume()
-            sources.append(s)
+        state.withLockedValue {
+            $0.finished = true
+            return ($0.cut, $0.cut && $0.unrun > 0)
         }
     }
-
-    func cancel() { for s in sources { s.cancel() } }
 }
 
+/// The batcher's model thread as a service: started with the application; at its graceful
+/// shutdown (after the HTTP server's, so the drain's requests are all answered) it finishes
+/// what is queued and stops; cancelled (the drain cut short) it answers what is queued and the
+/// batch running `stopping` at once, and does not wait for that batch (seconds for large images).
+struct BatcherService: Service {
+    let batcher: Batcher
+    let drain: DrainState
+    func run() async throws {
+        batcher.start()
+        await withTaskCancellationHandler {
+            try? await gracefulShutdown()
+            batcher.stop()
+            // Off Swift's threads: the wait blocks until the model thread is done (or cut).
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread { batcher.waitUntilDrained(); c.resume() }
+            }
+        } onCancel: {
+            drain.cutShort()
+            batcher.stop(answeringQueued: true)
+        }
+    }
+}
+
+/// Marks the drain begun when graceful shutdown begins. (Listed last, it is the first the group
+/// shuts down, so /health answers 503 while the requests in flight finish.)
+struct DrainWatch: Service {
+    let drain: DrainState
+    func run() async throws {
+        try? await gracefulShutdown()
+        drain.begin()
+    }
+}
+
+/// The drain cut short (a second signal, or --shutdown-timeout): the group is cancelled.
+struct DrainCut: Error {}
+
+/// Cuts the drain short at a second SIGTERM or SIGINT (counted beside ServiceLifecycle's own
+/// handlers, which act on the first) or when it has lasted --shutdown-timeout: `cut` answers
+/// what is left, then this service throws, which cancels the group. Listed first, it is the
+/// last the group shuts down: it watches the whole drain, and returns at its own turn.
+struct ShutdownWatch: Service {
+    let drain: DrainState
+    let timeout: Double
+    let cut: @Sendable () async -> Void
+
+    func run() async throws {
+        let (drain, timeout) = (self.drain, self.timeout)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let cutNow: Bool = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var seen = 0
+                for await _ in signals {
+                    seen += 1
+                    if seen == 1 { drain.begin() }   // DrainWatch may come later
+                    if seen == 2 { return true }
+                }
+                return false
+            }
+            group.addTask {
+                for await _ in drain.begun {
+                    try? await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+                    return !Task.isCancelled
+                }
+                return false
+            }
+            group.addTask {
+                try? await gracefulShutdown()   // this service's turn: the drain is over
+                return false
+            }
+            let first: Bool = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        guard cutNow else { return }
+        await cut()
+        throw DrainCut()
+    }
+}

@@ -2,4 +2,4 @@
 
 import VLMCLI
 
-VLM.main()
+await VLM.runCommandLine()

@@ -13,7 +13,7 @@ import VLMJobs
 import VLMModels
 import VLMServe
 
-struct ServeCommand: ParsableCommand {
+struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve embeddings over HTTP, batching concurrent requests into shared forward passes.",
@@ -134,7 +134,7 @@ struct ServeCommand: ParsableCommand {
         return out
     }
 
-    func run() throws {
+    func run() async throws {
         let backend = try engine.configure()
         var config = ServeConfiguration()
         config.port = port
@@ -179,18 +179,12 @@ struct ServeCommand: ParsableCommand {
         }
 
         let server = EmbeddingServer(config: config, models: serving)
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var outcome: Result<Bool, Error> = .success(true)
         let display = config.host.contains(":") ? "[\(config.host)]" : config.host
         let everywhere = ["0", "0.0.0.0", "::", "0:0:0:0:0:0:0:0"].contains(config.host)
         let anyAddress = config.host.contains(":") ? "http://[::]" : "http://0.0.0.0"
-        Task {
-            outcome = await Result(catching: { try await server.run { port in
-                note(everywhere ? "vlm: serving on port \(port) of all interfaces (\(anyAddress):\(port))" : "vlm: serving on http://\(display):\(port)")
-            } })
-            done.signal()
-        }
-        done.wait()
+        let outcome: Result<Bool, Error> = await Result(catching: { try await server.run { port in
+            note(everywhere ? "vlm: serving on port \(port) of all interfaces (\(anyAddress):\(port))" : "vlm: serving on http://\(display):\(port)")
+        } })
         switch outcome {
         case .success(true): return
         case .success(false):

@@ -67,7 +67,12 @@ public struct VLM: ParsableCommand {
                       Similarity.self, PCACommand.self, Inspect.self, Convert.self, Bench.self, ModelsCommand.self, WorkerCommand.self, ServeCommand.self]
     )
 
-    public static func main() {
+    /// Parses and runs a command; `vlm serve` is asynchronous (an AsyncParsableCommand on
+    /// Swift's concurrency), the other commands run on the main thread as they are. On the main
+    /// actor, so they do: a blocking command on one of Swift's few cooperative threads (one, on
+    /// a one-CPU machine) could starve the tasks it waits for.
+    @MainActor
+    public static func runCommandLine() async {
         reexecWithBetterBLASKernels()   // opens nothing that outlives it, so closed streams stay closed
         guardStandardStreams()
         let command: ParsableCommand
@@ -77,8 +82,12 @@ public struct VLM: ParsableCommand {
             exit(withError: error)
         }
         do {
-            var c = command
-            try c.run()
+            if var served = command as? AsyncParsableCommand {
+                try await served.run()
+            } else {
+                var c = command
+                try c.run()
+            }
         } catch let done as Finished {
             Foundation.exit(done.status.rawValue)
         } catch let error as OptionError {

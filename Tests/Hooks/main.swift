@@ -28,4 +28,4 @@ if let id = environment["VLM_TEST_CRASH_ON_ID"] {
     }
 }
 if environment["VLM_OVERLAP_UNITS"] == "0" { JobSeams.overlapUnits = false }
-VLM.main()
+await VLM.runCommandLine()
