@@ -61,6 +61,8 @@ public struct EmbeddingDescription: Codable, Equatable, Sendable {
         public var batchSize = TextEncoder.defaultBatchSize
         /// Tokens per forward pass.
         public var batchTokens = TextEncoder.defaultBatchTokens
+        /// Over-long texts are cut to the maximum length (nil: yes); false: they fail as too_long.
+        public var truncate: Bool?
 
         public init(model: String? = nil) { self.model = model }
     }

@@ -207,19 +207,36 @@ public struct TextInput: Sendable {
     public init(_ text: String, pair: String? = nil) { (self.text, self.pair) = (text, pair) }
 }
 
+/// Tokenized texts of a batch: the encodings of those that worked, and one entry per text (nil
+/// when it worked; an over-long text when truncation is off fails).
+public struct PreparedTexts {
+    public var encodings: [Encoding]
+    public var failures: [ItemError?]
+    public init(encodings: [Encoding], failures: [ItemError?]) { (self.encodings, self.failures) = (encodings, failures) }
+    /// Several batches' texts as one.
+    public static func merged(_ parts: [PreparedTexts]) -> PreparedTexts {
+        PreparedTexts(encodings: parts.flatMap(\.encodings), failures: parts.flatMap(\.failures))
+    }
+    /// Tokens of the texts that worked.
+    public var tokens: Int { encodings.reduce(0) { $0 + $1.count } }
+}
+
 public final class TextRowEncoder: RowEncoder {
     public let encoder: TextEncoder
     public let pooling: Pooling
     public let normalize: Bool
     public let maxLength: Int
+    /// Over-long texts are cut to maxLength (else they fail as too_long).
+    public let truncate: Bool
     public let batchSize: Int, batchTokens: Int
     private let lock = NSLock()
     private var truncated = 0
 
     /// nil settings take the model folder's defaults (sentence-transformers' config).
     public init(encoder: TextEncoder, pooling: Pooling?, normalize: Bool?, maxLength: Int?, batchSize: Int, batchTokens: Int,
-                pairs: Bool = false) throws {
+                pairs: Bool = false, truncate: Bool = true) throws {
         self.encoder = encoder
+        self.truncate = truncate
         self.pooling = pooling ?? encoder.defaultPooling
         self.normalize = normalize ?? encoder.defaultNormalize
         let maxPositions = encoder.model.config.maxPositionEmbeddings
@@ -234,24 +251,51 @@ public final class TextRowEncoder: RowEncoder {
     public var dim: Int { encoder.model.config.hiddenSize }
 
     public var settings: [String: String] {
-        ["pooling": pooling.rawValue, "normalize": "\(normalize)", "max_length": "\(maxLength)",
-         "batch_texts": "\(batchSize)", "batch_tokens": "\(batchTokens)"]
+        var s = ["pooling": pooling.rawValue, "normalize": "\(normalize)", "max_length": "\(maxLength)",
+                 "batch_texts": "\(batchSize)", "batch_tokens": "\(batchTokens)"]
+        if !truncate { s["truncate"] = "false" }   // only when off: fingerprints of jobs without it stay
+        return s
     }
 
     /// Texts cut to the maximum length so far.
     public var truncatedCount: Int { lock.lock(); defer { lock.unlock() }; return truncated }
 
-    public func prepare(_ items: [(id: [UInt8], value: TextInput)]) -> [Encoding] {
+    /// Each text tokenized; over-long ones cut when `truncate` (default: the encoder's own), else
+    /// failed as too_long.
+    public func prepare(_ items: [(id: [UInt8], value: TextInput)]) -> PreparedTexts { prepare(items, truncate: truncate) }
+
+    public func prepare(_ items: [(id: [UInt8], value: TextInput)], truncate: Bool) -> PreparedTexts {
         let encodings = Threads.run { items.map { encoder.encode($0.value.text, pair: $0.value.pair, maxLength: maxLength) } }
-        let cut = encodings.filter(\.truncated).count
+        var out = PreparedTexts(encodings: [], failures: [])
+        out.encodings.reserveCapacity(encodings.count)
+        var cut = 0
+        for (item, e) in zip(items, encodings) {
+            if e.truncated && !truncate {
+                out.failures.append(tooLong(item.value, id: item.id))
+                continue
+            }
+            if e.truncated { cut += 1 }
+            out.encodings.append(e)
+            out.failures.append(nil)
+        }
         lock.lock(); truncated += cut; lock.unlock()
-        return encodings
+        return out
     }
 
-    public func encode(_ encodings: [Encoding]) throws -> EncodedBatch {
-        EncodedBatch(rows: encoder.embed(encodings: encodings, pooling: pooling, normalize: normalize,
+    /// The error of a text over the maximum length when truncation is off — the same kind and
+    /// words from every front end (the server's requests with "truncate": false among them).
+    /// Its tokens are counted up to 16 times the limit: all of a text of megabytes would take seconds.
+    public func tooLong(_ text: TextInput, id: [UInt8]) -> ItemError {
+        let cap = 16 * maxLength
+        let size = encoder.tokenCount(text.text, pair: text.pair, upTo: cap).map { "\($0) tokens" } ?? "more than \(cap) tokens"
+        return ItemError(id: id, kind: "too_long",
+                         message: "\(RawPath.display(id)): \(size), over the maximum length of \(maxLength), and truncation is off")
+    }
+
+    public func encode(_ texts: PreparedTexts) throws -> EncodedBatch {
+        EncodedBatch(rows: encoder.embed(encodings: texts.encodings, pooling: pooling, normalize: normalize,
                                          batchSize: batchSize, batchTokens: batchTokens),
-                     failures: [ItemError?](repeating: nil, count: encodings.count))
+                     failures: texts.failures)
     }
 }
 
@@ -276,21 +320,41 @@ public final class PairRowEncoder: RowEncoder {
         return s
     }
 
-    public func prepare(_ items: [(id: [UInt8], value: (image: ImageInput, text: TextInput))]) -> (PreparedImages, [Encoding]) {
+    /// The images decoded, and the texts of the pairs whose image worked tokenized (a text that
+    /// fails — over-long with truncation off — fails its pair).
+    public func prepare(_ items: [(id: [UInt8], value: (image: ImageInput, text: TextInput))]) -> (PreparedImages, PreparedTexts) {
+        prepare(items, truncate: texts.truncate)
+    }
+
+    public func prepare(_ items: [(id: [UInt8], value: (image: ImageInput, text: TextInput))], truncate: Bool) -> (PreparedImages, PreparedTexts) {
         let imgs = images.prepare(items.map { ($0.id, $0.value.image) })
         // Only the pairs whose image worked are embedded.
         let good = zip(items, imgs.failures).filter { $1 == nil }.map { ($0.0.id, $0.0.value.text) }
-        return (imgs, texts.prepare(good))
+        return (imgs, texts.prepare(good, truncate: truncate))
     }
 
-    public func encode(_ p: (PreparedImages, [Encoding])) throws -> EncodedBatch {
+    public func encode(_ p: (PreparedImages, PreparedTexts)) throws -> EncodedBatch {
         let image = try images.encode(p.0)
-        let n = image.goodCount
-        guard n > 0 else { return EncodedBatch(rows: [], failures: image.failures) }
+        guard image.goodCount > 0 else { return EncodedBatch(rows: [], failures: image.failures) }
         let text = try texts.encode(p.1)
-        let fused = Fusion.concat(image: Tensor(shape: [n, images.dim], data: image.rows),
+        // Pairs whose image worked, in order, are the texts' items: keep the image rows of those
+        // whose text worked too, and give each pair its first failure.
+        var failures = image.failures
+        var imageRows: [Float] = []
+        var k = 0
+        for (i, f) in image.failures.enumerated() where f == nil {
+            if let t = text.failures[k] {
+                failures[i] = t
+            } else {
+                imageRows += image.rows[(k * images.dim)..<((k + 1) * images.dim)]
+            }
+            k += 1
+        }
+        let n = text.goodCount
+        guard n > 0 else { return EncodedBatch(rows: [], failures: failures) }
+        let fused = Fusion.concat(image: Tensor(shape: [n, images.dim], data: imageRows),
                                   text: Tensor(shape: [n, texts.dim], data: text.rows), normalizeParts: normalizeParts)
-        return EncodedBatch(rows: fused.data, failures: image.failures)
+        return EncodedBatch(rows: fused.data, failures: failures)
     }
 }
 
@@ -300,39 +364,59 @@ extension Dictionary {
 
 // MARK: - Projection
 
-/// Another encoder's rows, projected by a PCA fitted with `vlm pca fit` (one GEMM per batch,
-/// after the model's own normalisation) and/or L2-normalised (`--normalize-output`): what
-/// `--pca` does on every embed command and the worker, so a job with --pca equals embed
-/// followed by `vlm pca apply`.
+/// What finishing does to rows after the model's own normalisation: the PCA's projection (one
+/// GEMM), --normalize-output, then the NaN/∞ check (rows holding NaN or infinity — finite rows
+/// can overflow in the projection — become non_finite item errors unless allowed). The one
+/// place for these steps: the embedding service's batches and `vlm pca apply`'s rows both end
+/// here.
+public struct RowFinishing {
+    public let projection: PCAProjection?
+    public let normalizeOutput: Bool
+    public let allowNonFinite: Bool
+
+    public init(projection: PCAProjection?, normalizeOutput: Bool, allowNonFinite: Bool) {
+        (self.projection, self.normalizeOutput, self.allowNonFinite) = (projection, normalizeOutput, allowNonFinite)
+    }
+
+    /// A vector's width for rows of width `raw`.
+    public func dim(_ raw: Int) -> Int { projection?.dimOut ?? raw }
+
+    /// `batch`'s rows (each `raw` wide) finished; `ids` name the items in errors.
+    public func apply(_ batch: EncodedBatch, width raw: Int, ids: [[UInt8]]) -> EncodedBatch {
+        var b = batch
+        if let projection, !b.rows.isEmpty { b.rows = projection.apply(centring: &b.rows, normalize: false) }
+        let dim = dim(raw)
+        if normalizeOutput { l2NormalizeRows(&b.rows, dim: dim) }
+        return allowNonFinite ? b : b.rejectingNonFinite(dim: dim, ids: ids)
+    }
+}
+
+/// Rows of a feature file projected by a PCA fitted with `vlm pca fit` and/or L2-normalised
+/// (`--normalize-output`), finished as the service finishes its batches: `vlm pca apply`.
 public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
     public let inner: Inner
     public let pca: PCAModel?
-    let projection: PCAProjection?
-    public let normalizeOutput: Bool
+    let finishing: RowFinishing
 
     /// `pca` must take the inner encoder's rows (its dim_in equals their width).
     /// `rowsCentred`: the inner encoder gives its rows with the PCA's mean already subtracted.
-    /// Rows holding NaN or infinity after the projection (finite rows can overflow) become
-    /// non_finite item errors unless `allowNonFinite`.
-    let allowNonFinite: Bool
-
     public init(_ inner: Inner, pca: PCAModel?, pcaName: String = "the PCA file", normalizeOutput: Bool, backend: any Backend,
                 rowsCentred: Bool = false, allowNonFinite: Bool = false) throws {
-        self.allowNonFinite = allowNonFinite
         if let pca, pca.dimIn != inner.dim {
-            throw InputError("\(pcaName): the PCA takes \(pca.dimIn)-d rows, but this model's rows are \(inner.dim)-d (fit it on this model's features)")
+            throw InputError("\(pcaName): the PCA takes \(pca.dimIn)-d rows, but these rows are \(inner.dim)-d (fit it on features of this width)")
         }
-        (self.inner, self.pca, self.normalizeOutput) = (inner, pca, normalizeOutput)
-        projection = pca?.projection(backend, rowsCentred: rowsCentred)
+        (self.inner, self.pca) = (inner, pca)
+        finishing = RowFinishing(projection: pca?.projection(backend, rowsCentred: rowsCentred), normalizeOutput: normalizeOutput,
+                                 allowNonFinite: allowNonFinite)
     }
 
-    public var dim: Int { projection?.dimOut ?? inner.dim }
+    public var dim: Int { finishing.dim(inner.dim) }
 
     public var settings: [String: String] {
         var s = inner.settings
         // Only when set, so the fingerprints of jobs without them are what they were.
         if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
-        if normalizeOutput { s["normalize_output"] = "true" }
+        if finishing.normalizeOutput { s["normalize_output"] = "true" }
         return s
     }
 
@@ -341,14 +425,6 @@ public final class ProjectedRowEncoder<Inner: RowEncoder>: RowEncoder {
     }
 
     public func encode(_ p: (Inner.Prepared, ids: [[UInt8]])) throws -> EncodedBatch {
-        var batch = try inner.encode(p.0)
-        project(&batch.rows)
-        return allowNonFinite ? batch : batch.rejectingNonFinite(dim: dim, ids: p.ids)
-    }
-
-    /// Rows of the inner width, projected and normalised as set, in place.
-    public func project(_ rows: inout [Float]) {
-        if let projection { rows = projection.apply(centring: &rows, normalize: false) }
-        if normalizeOutput { l2NormalizeRows(&rows, dim: dim) }
+        finishing.apply(try inner.encode(p.0), width: inner.dim, ids: p.ids)
     }
 }

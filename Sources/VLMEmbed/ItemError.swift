@@ -10,7 +10,8 @@ import VLMIO
 public struct ItemError: Error, Equatable, Sendable {
     public var id: [UInt8]
     /// A short machine-readable kind: unreadable, empty, not_an_image, corrupt, too_large,
-    /// not_a_file (images); not_utf8, bad_record (text lines); error.
+    /// not_a_file (images); not_utf8, bad_record (text lines); too_long (a text over the maximum
+    /// length, truncation off); non_finite (a vector holding NaN or infinity); model; error.
     public var kind: String
     /// One line naming the item and the problem.
     public var message: String

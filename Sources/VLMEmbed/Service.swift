@@ -85,7 +85,7 @@ public final class EmbeddingService: @unchecked Sendable {
         try once(\.textRows) {
             let t = description.text
             let e = try TextRowEncoder(encoder: try textEncoder(), pooling: t.pooling, normalize: false, maxLength: t.maxLength,
-                                       batchSize: t.batchSize, batchTokens: t.batchTokens)
+                                       batchSize: t.batchSize, batchTokens: t.batchTokens, truncate: t.truncate ?? true)
             _ = try projection(e.dim)
             return e
         }
@@ -97,7 +97,7 @@ public final class EmbeddingService: @unchecked Sendable {
         try once(\.pairRows) {
             let t = description.text
             let texts = try TextRowEncoder(encoder: try textEncoder(), pooling: t.pooling, normalize: t.normalize, maxLength: t.maxLength,
-                                           batchSize: description.image.batchSize, batchTokens: t.batchTokens)
+                                           batchSize: description.image.batchSize, batchTokens: t.batchTokens, truncate: t.truncate ?? true)
             let e = PairRowEncoder(images: try imageEncoder(layer: description.image.pairLayer), texts: texts,
                                    normalizeParts: description.normalizeParts)
             _ = try projection(e.dim)
@@ -144,12 +144,9 @@ public final class EmbeddingService: @unchecked Sendable {
         var b = batch
         let raw = try rowDim(kind)
         if try normalize ?? (kind == .text ? textNormalize() : false) { l2NormalizeRows(&b.rows, dim: raw) }
-        let projection = try self.projection(raw)
-        if let projection, !b.rows.isEmpty { b.rows = projection.apply(centring: &b.rows, normalize: false) }
-        let dim = projection?.dimOut ?? raw
-        if description.normalizeOutput { l2NormalizeRows(&b.rows, dim: dim) }
-        if !description.allowNonFinite { b = b.rejectingNonFinite(dim: dim, ids: ids) }
-        return b
+        let finishing = RowFinishing(projection: try projection(raw), normalizeOutput: description.normalizeOutput,
+                                     allowNonFinite: description.allowNonFinite)
+        return finishing.apply(b, width: raw, ids: ids)
     }
 
     /// `s` with what `finish` does to `kind`'s rows: the text normalisation in force, and the

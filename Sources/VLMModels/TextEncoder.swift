@@ -184,6 +184,14 @@ public struct TextModelFolder {
         return tokenizer.encode(lower ? text.lowercased() : text, pair: lower ? pair?.lowercased() : pair,
                                 maxLength: min(maxLength ?? defaultMaxLength, config.maxPositionEmbeddings))
     }
+
+    /// The tokens a text (and pair) would take untruncated, special tokens included, counted up
+    /// to `cap`; nil when there are more (counting all of a text of megabytes would take seconds).
+    public func tokenCount(_ text: String, pair: String? = nil, upTo cap: Int) -> Int? {
+        let lower = sentenceTransformer?.doLowerCase ?? false
+        let e = tokenizer.encode(lower ? text.lowercased() : text, pair: lower ? pair?.lowercased() : pair, maxLength: cap)
+        return e.truncated ? nil : e.count
+    }
 }
 
 public final class TextEncoder {
@@ -222,6 +230,8 @@ public final class TextEncoder {
     public func encode(_ text: String, pair: String? = nil, maxLength: Int? = nil) -> VLMTokenizer.Encoding {
         files.encode(text, pair: pair, maxLength: maxLength)
     }
+
+    public func tokenCount(_ text: String, pair: String? = nil, upTo cap: Int) -> Int? { files.tokenCount(text, pair: pair, upTo: cap) }
 
     /// At most this many texts per forward pass, by default.
     public static let defaultBatchSize = 256

@@ -331,34 +331,35 @@ extension EmbeddingServer {
 
     // MARK: Texts
 
-    func textEncoder() throws -> (TextRowEncoder, Lane<[Encoding]>) {
+    func textEncoder() throws -> (TextRowEncoder, Lane<PreparedTexts>) {
         switch models.text {
         case .success(let t): return (t, textLane!)
         case .failure: throw APIError(status: .serviceUnavailable, type: "Unhealthy", message: "no text model is loaded here (its load error is in the server's log; start vlm serve with --text-model DIR)")
         }
     }
 
-    /// Tokenized texts: over-long ones are cut when `truncate`, else refused (413).
-    func tokenize(_ texts: [String], encoder: TextRowEncoder, truncate: Bool, field: String) throws -> [Encoding] {
+    /// Tokenized texts: over-long ones are cut when `truncate`, else the request is refused
+    /// (413) with the item error every front end gives such a text (kind too_long).
+    func tokenize(_ texts: [String], encoder: TextRowEncoder, truncate: Bool, field: String) throws -> PreparedTexts {
         try checkCount(texts.count, field: field)
-        let encodings = encoder.prepare(texts.map { (id: [], value: TextInput($0)) })
-        if !truncate, let k = encodings.firstIndex(where: \.truncated) {
-            // Counted up to 16 times the limit: counting all of a text of megabytes would take seconds.
-            let cap = 16 * encoder.maxLength
-            let probe = encoder.encoder.tokenizer.encode(texts[k], maxLength: cap)
-            let size = probe.truncated ? "more than \(cap) tokens" : "\(probe.count) tokens"
-            throw APIError.tooLarge("\(field)[\(k)] is \(size), over the model's \(encoder.maxLength) (send \"truncate\": true"
-                                    + (config.autoTruncate ? ")" : ", or start vlm serve with --auto-truncate)"))
+        let prepared = encoder.prepare(texts.map { (id: [], value: TextInput($0)) }, truncate: true)
+        if !truncate, let k = prepared.encodings.firstIndex(where: \.truncated) {
+            throw tooLong(encoder.tooLong(TextInput(texts[k]), id: Array("\(field)[\(k)]".utf8)))
         }
-        return encodings
+        return prepared
+    }
+
+    /// A text over the maximum length, truncation off: the request is over a limit.
+    func tooLong(_ e: ItemError) -> APIError {
+        APIError(status: .contentTooLarge, type: "Validation", message: e.message, kind: e.kind)
     }
 
     /// Vectors of tokenized texts from the batcher, each normalised when `normalize` (before any
     /// projection), and their width.
-    func textRows(_ encodings: [Encoding], normalize: Bool, field: String) async throws -> (rows: [Float], dim: Int) {
+    func textRows(_ texts: PreparedTexts, normalize: Bool, field: String) async throws -> (rows: [Float], dim: Int) {
         let (_, lane) = try textEncoder()
-        let batch = try await batcher.submit(lane, encodings, items: encodings.count, tokens: encodings.reduce(0) { $0 + $1.count })
-        return try await finished(.text, batch, names: encodings.indices.map { "\(field)[\($0)]" }, normalize: normalize)
+        let batch = try await batcher.submit(lane, texts, items: texts.failures.count, tokens: texts.tokens)
+        return try await finished(.text, batch, names: texts.failures.indices.map { "\(field)[\($0)]" }, normalize: normalize)
     }
 
     func embedTexts(_ request: Request) async throws -> Response {
@@ -398,22 +399,23 @@ extension EmbeddingServer {
         let normalize = r.normalize ?? models.textNormalize
         let unit = unitVectors(.text, normalize: normalize)
         var (rows, dim) = try await textRows(encodings, normalize: normalize, field: "input")
-        let tokens = encodings.reduce(0) { $0 + $1.count }
+        let tokens = encodings.tokens
+        let count = encodings.failures.count
         let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
         return try await pool.run {
             if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {
                 // The first d values (normalised again when the vectors were unit vectors, as
                 // OpenAI's shortened embeddings are: after --pca, only --normalize-output makes them so).
                 var cut = [Float]()
-                cut.reserveCapacity(encodings.count * d)
-                for k in 0..<encodings.count { cut += rows[(k * dim)..<(k * dim + d)] }
+                cut.reserveCapacity(count * d)
+                for k in 0..<count { cut += rows[(k * dim)..<(k * dim + d)] }
                 rows = unit ? normalized(cut, dim: d) : cut
                 dim = d
             }
             let base64 = r.encoding_format == "base64"
             var s = "{\"object\":\"list\",\"data\":["
-            s.reserveCapacity(encodings.count * dim * 12)
-            for k in 0..<encodings.count {
+            s.reserveCapacity(count * dim * 12)
+            for k in 0..<count {
                 if k > 0 { s += "," }
                 s += "{\"object\":\"embedding\",\"index\":\(k),\"embedding\":"
                 let row = rows[(k * dim)..<((k + 1) * dim)]
@@ -604,15 +606,15 @@ extension EmbeddingServer {
                     names.append((n, full))
                 }
             }
-            let prepared = encoder.prepare(items)
+            let prepared = encoder.prepare(items, truncate: true)
             try refuseFailures(prepared.0.failures, names)
-            if !(r.truncate ?? config.autoTruncate), let k = prepared.1.firstIndex(where: \.truncated) {
-                throw APIError.tooLarge("inputs[\(k)].text is over the model's \(encoder.texts.maxLength) tokens (send \"truncate\": true"
-                                        + (config.autoTruncate ? ")" : ", or start vlm serve with --auto-truncate)"))
+            if !(r.truncate ?? config.autoTruncate), let k = prepared.1.encodings.firstIndex(where: \.truncated) {
+                // The k-th text tokenized is the k-th pair's: every image decoded (else refused above).
+                throw tooLong(encoder.texts.tooLong(items[k].value.text, id: Array("inputs[\(k)].text".utf8)))
             }
             return (prepared, names.map(\.name), r.normalize ?? false)
         }
-        let batch = try await batcher.submit(pairLane!, prepared, items: names.count, tokens: prepared.1.reduce(0) { $0 + $1.count })
+        let batch = try await batcher.submit(pairLane!, prepared, items: names.count, tokens: prepared.1.tokens)
         let (rows, dim) = try await finished(.pair, batch, names: names, normalize: normalize)
         return try await pool.run { json(VectorText.jsonRows(rows, dim: dim)) }
     }

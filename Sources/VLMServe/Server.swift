@@ -127,9 +127,9 @@ public final class EmbeddingServer: @unchecked Sendable {
     let models: ServeModels
     let batcher: Batcher
     let metrics: ServeMetrics
-    let textLane: Lane<[Encoding]>?
+    let textLane: Lane<PreparedTexts>?
     let imageLane: Lane<PreparedImages>?
-    let pairLane: Lane<(PreparedImages, [Encoding])>?
+    let pairLane: Lane<(PreparedImages, PreparedTexts)>?
     /// Requests answered 503 because the drain was cut short (queued, running or arriving).
     public var unrunAtCut: Int { drain.unrun }
     let drain = DrainState()
@@ -144,7 +144,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         pool = WorkPool(width: config.workThreads, timeout: config.limits.timeout, stopping: { drain.isCut })
         bodyBudget = ByteBudget(limit: max(config.maxBufferedBytes, config.maxBodyBytes), changed: { [metrics] in metrics.bodyBytesHeld($0) })
         if case .success(let t) = models.text {
-            let lane = Lane<[Encoding]>(name: "text", dim: t.dim, merge: { $0.flatMap { $0 } }, encode: { try t.encode($0) })
+            let lane = Lane<PreparedTexts>(name: "text", dim: t.dim, merge: PreparedTexts.merged, encode: { try t.encode($0) })
             batcher.add(lane)
             textLane = lane
         } else { textLane = nil }
@@ -154,8 +154,8 @@ public final class EmbeddingServer: @unchecked Sendable {
             imageLane = lane
         } else { imageLane = nil }
         if case .success(let p) = models.pair {
-            let lane = Lane<(PreparedImages, [Encoding])>(name: "pair", dim: p.dim, merge: { parts in
-                (mergeImages(parts.map(\.0)), parts.flatMap(\.1))
+            let lane = Lane<(PreparedImages, PreparedTexts)>(name: "pair", dim: p.dim, merge: { parts in
+                (mergeImages(parts.map(\.0)), PreparedTexts.merged(parts.map(\.1)))
             }, encode: { try p.encode($0) })
             batcher.add(lane, maxItems: config.maxImageBatch)
             pairLane = lane

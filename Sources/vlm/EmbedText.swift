@@ -30,6 +30,7 @@ struct EmbedText: ParsableCommand {
     var model: String?
 
     @OptionGroup var text: TextModelOptions
+    @OptionGroup var truncation: TruncationOptions
 
     @Option(parsing: .unconditional, help: "At most this many texts per forward pass.")
     var batchSize: Int = TextEncoder.defaultBatchSize
@@ -52,6 +53,7 @@ struct EmbedText: ParsableCommand {
         }
         var d = EmbeddingDescription()
         d.text = text.text(model: model, batchSize: batchSize)
+        truncation.apply(to: &d.text)
         projection.apply(to: &d)
         let service = try common.service(d, backend: backend)
         let rows = try service.texts()

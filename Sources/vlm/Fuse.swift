@@ -31,6 +31,7 @@ struct Fuse: ParsableCommand {
 
     @OptionGroup var models: PairModelOptions
     @OptionGroup var textOptions: TextModelOptions
+    @OptionGroup var truncation: TruncationOptions
 
     @Option(parsing: .unconditional, help: "Pairs per forward pass (and per resumable unit).")
     var batchSize: Int = 16
@@ -60,6 +61,7 @@ struct Fuse: ParsableCommand {
         d.image = imageOptions.image(model: models.imageModel, batchSize: batchSize)
         d.image.pairLayer = models.imageLayer
         d.text = textOptions.text(model: models.textModel, batchSize: batchSize)
+        truncation.apply(to: &d.text)
         d.normalizeParts = models.normalizeParts
         projection.apply(to: &d)
         let service = try common.service(d, backend: backend)

@@ -72,6 +72,17 @@ struct TextModelOptions: ParsableArguments {
     }
 }
 
+/// Whether over-long texts are cut (the batch commands and the worker; `vlm serve` decides per
+/// request, with --auto-truncate).
+struct TruncationOptions: ParsableArguments {
+    @Flag(inversion: .prefixedNo, help: "Cut texts over the maximum length to it. --no-truncate: record them as errors of kind too_long instead (exit 2).")
+    var truncate = true
+
+    /// This option in a service's description (nil when on, the default: descriptions of jobs
+    /// that do not set it are unchanged).
+    func apply(to t: inout EmbeddingDescription.Text) { t.truncate = truncate ? nil : false }
+}
+
 /// "n texts were truncated" after a job, when any were.
 func reportTruncation(_ encoder: TextRowEncoder, of total: Int) {
     let n = encoder.truncatedCount

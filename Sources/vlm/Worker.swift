@@ -46,6 +46,7 @@ struct WorkerCommand: ParsableCommand {
 
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var text: TextModelOptions
+    @OptionGroup var truncation: TruncationOptions
     @OptionGroup var projection: ProjectionOptions
     @OptionGroup var engine: EngineOptions
 
@@ -57,9 +58,10 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
-        let service = try EmbeddingService(served.embeddingDescription(imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, imageOptions: imageOptions,
-                                                              text: text, projection: projection, engine: engine),
-                                           backend: backend, version: VLM.configuration.version)
+        var description = served.embeddingDescription(imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, imageOptions: imageOptions,
+                                                      text: text, projection: projection, engine: engine)
+        truncation.apply(to: &description.text)
+        let service = try EmbeddingService(description, backend: backend, version: VLM.configuration.version)
         try service.loadNamed()
         let queue = RequestQueue(try InputFile("-", what: "the requests"))
         var number = 0

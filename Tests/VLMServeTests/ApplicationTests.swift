@@ -93,7 +93,7 @@ final class ApplicationTests: XCTestCase {
             (.post, "/embed", "text/plain", #"{"inputs": "a"}"#, .unsupportedMediaType, "Validation", "Content-Type"),
             (.post, "/embed", "application/json", #"{"inputs": 5}"#, .unprocessableContent, "Validation", "inputs must be a string or a list of strings"),
             (.post, "/embed", "application/json", #"{"inputs": ["a", "b", "c", "d", "e"]}"#, .contentTooLarge, "Validation", "inputs holds 5 inputs, over the limit of 4 per request (--max-inputs)"),
-            (.post, "/embed", "application/json", #"{"inputs": "\#(long)", "truncate": false}"#, .contentTooLarge, "Validation", "inputs[0] is 302 tokens, over the model's 128"),
+            (.post, "/embed", "application/json", #"{"inputs": "\#(long)", "truncate": false}"#, .contentTooLarge, "Validation", "inputs[0]: 302 tokens, over the maximum length of 128, and truncation is off"),
             (.post, "/embed_image", "application/json", #"{"inputs": ["aGVsbG8="]}"#, .serviceUnavailable, "Unhealthy", "no image model is loaded here"),
             (.get, "/embed", nil, "", .methodNotAllowed, "Validation", "/embed takes POST, not GET"),
             (.get, "/no/such/thing", nil, "", .notFound, "Validation", "no such endpoint: /no/such/thing"),

@@ -165,3 +165,45 @@ def test_the_same_bad_inputs_get_the_same_error_from_every_front_end(tmp_path, p
             b64 = [base64.b64encode(open(p, "rb").read()).decode() for p in images]
             got, body = s.post("/embed_image", {"inputs": b64})
             assert got == status and body["error_kind"] == kind and tail(body["error"]) == message, (got, body, message)
+
+
+def test_an_over_long_text_without_truncation_gets_the_same_error_from_every_front_end(tmp_path, photos):
+    # The tiny BERT takes 128 tokens; with truncation off, a longer text (alone, or in a pair)
+    # is an item error of kind too_long — the batch job and the worker go on with the others,
+    # the server refuses the request (413) — with the same words everywhere.
+    good, _ = photos
+    texts = ["short", " ".join(["word"] * 300), "also short"]
+    images = good[:3]
+    cases = [("text", ["embed-text", "--model", BERT, *texts]), ("pair", ["fuse", "--image-model", RESNET, "--text-model", BERT])]
+    for kind, args in cases:
+        out = tmp_path / f"{kind}.npy"
+        if kind == "pair":
+            pairs = tmp_path / "pairs.tsv"
+            pairs.write_text("".join(f"{p}\t{t}\n" for p, t in zip(images, texts)))
+            args = args + ["--pairs", str(pairs)]
+        r = subprocess.run([VLM, *args, "--no-truncate", "-o", str(out), "--quiet"], capture_output=True)
+        assert r.returncode == 2, r.stderr
+        errors = [json.loads(line) for line in open(str(out) + ".errors.jsonl")]
+        assert [e["kind"] for e in errors] == ["too_long"], errors
+        message = tail(errors[0]["error"])
+        assert message == "302 tokens, over the maximum length of 128, and truncation is off", message
+        assert np.load(out).shape[0] == 2, "the other two were written"
+        # Truncated (the default), all three are embedded.
+        r = subprocess.run([VLM, *args, "-o", str(tmp_path / f"{kind}-cut.npy"), "--quiet"], capture_output=True)
+        assert r.returncode == 0 and np.load(tmp_path / f"{kind}-cut.npy").shape[0] == 3, r.stderr
+        lines = [{"id": k, "text": t, **({"image": images[k]} if kind == "pair" else {})} for k, t in enumerate(texts)]
+        w = subprocess.run([VLM, "worker", "--image-model", RESNET, "--text-model", BERT, "--vectors", "json", "--no-truncate"],
+                           input="".join(json.dumps(x) + "\n" for x in lines).encode(), capture_output=True, timeout=120)
+        rows = [json.loads(line) for line in w.stdout.decode().splitlines()]
+        assert w.returncode == 0 and "vector" in rows[0] and "vector" in rows[2], w.stderr
+        assert rows[1]["error"]["kind"] == "too_long" and tail(rows[1]["error"]["message"]) == message, rows[1]
+        with vlm.Worker(image_model=RESNET, text_model=BERT, truncate=False) as pw:
+            _, e = pw.embed_texts(texts) if kind == "text" else pw.embed_pairs(images, texts)
+        assert [(i, k) for i, k, _ in e] == [(1, "too_long")] and tail(e[0][2]) == message, e
+        with Server(["--image-model", RESNET, "--text-model", BERT, "--root", os.path.dirname(images[0])]) as s:
+            if kind == "text":
+                got, body = s.post("/embed", {"inputs": texts, "truncate": False})
+            else:
+                got, body = s.post("/fuse", {"inputs": [{"path": os.path.basename(p), "text": t} for p, t in zip(images, texts)],
+                                             "truncate": False})
+            assert got == 413 and body["error_kind"] == "too_long" and tail(body["error"]) == message, (got, body, message)
