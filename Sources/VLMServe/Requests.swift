@@ -264,6 +264,9 @@ extension EmbeddingServer {
             throw e
         } catch is CancellationError {
             throw CancellationError()
+        } catch where Task.isCancelled {
+            // The drain was cut short while the body arrived: the connection's input was closed.
+            throw CancellationError()
         } catch {
             // A bad chunked encoding, a client gone mid-body: the request, not the server.
             throw APIError.validation("the request body could not be read: \(error)", .badRequest)

@@ -322,7 +322,6 @@ public final class EmbeddingServer: @unchecked Sendable {
     /// The answer to a request the drain, cut short, did not run: queued, in the forward pass
     /// running, or still arriving. Counted for the note at exit and the exit status.
     func stopping(_ style: ErrorStyle) -> Response {
-        drain.cutShort()
         drain.answeredUnrun()
         return errorResponse(APIError(status: .serviceUnavailable, type: "Unhealthy", message: "the server is stopping"), style: style)
     }
@@ -480,7 +479,8 @@ final class DrainState: Sendable {
         state.withLockedValue { if $0.draining && !$0.finished { $0.cut = true } }
     }
 
-    /// A request was answered 503 because the drain was cut short.
+    /// A request was answered 503 "stopping" (counted toward the cut's note and exit status,
+    /// which only ShutdownWatch's cut sets: a group cancelled by a failure reports the failure).
     func answeredUnrun() { state.withLockedValue { $0.unrun += 1 } }
 
     /// The group has returned: whether the drain was cut short, and whether that cut answered
@@ -511,7 +511,8 @@ struct BatcherService: Service {
                 Thread.detachNewThread { batcher.waitUntilDrained(); c.resume() }
             }
         } onCancel: {
-            drain.cutShort()
+            // A cut drain (ShutdownWatch has marked it) or a failure elsewhere in the group:
+            // either way what is queued is answered now.
             batcher.stop(answeringQueued: true)
         }
     }
@@ -522,7 +523,8 @@ struct BatcherService: Service {
 struct DrainWatch: Service {
     let drain: DrainState
     func run() async throws {
-        try? await gracefulShutdown()
+        // Cancelled instead (a failure elsewhere in the group): no drain began.
+        do { try await gracefulShutdown() } catch { return }
         drain.begin()
     }
 }
