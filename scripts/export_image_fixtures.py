@@ -12,7 +12,8 @@ For each case: the file; <name>.decoded.u8 (Image.open(f).convert("RGB") as raw 
 <name>.resized.u8 (torchvision Resize(256) of that image, raw uint8); <name>.tensor.npy (the
 full Resize(256) → CenterCrop(224) → ToTensor → Normalize(ImageNet) output, 3×224×224
 float32); <name>.tensor232.npy (the same with Resize(232), torchvision's V2 weights'
-transform); cases.json lists names, files and shapes. Run: .venv/bin/python
+transform); <name>.bicubic224.u8 (Resize(224) with Pillow's bicubic filter, CLIP's resize);
+cases.json lists names, files and shapes. Run: .venv/bin/python
 scripts/export_image_fixtures.py
 """
 import json
@@ -79,6 +80,8 @@ def cases():
 def main():
     os.makedirs(OUT, exist_ok=True)
     resize = transforms.Resize(256)
+    # CLIP's resize: the shorter side to 224 with Pillow's bicubic filter.
+    bicubic = transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC)
     full = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
                                transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     # torchvision's V2 weights (the registry's resnet50/101/152) resize to 232.
@@ -97,9 +100,12 @@ def main():
         tensor = full(rgb).numpy().astype(np.float32)
         decoded.tofile(os.path.join(OUT, f"{name}.decoded.u8"))
         resized.tofile(os.path.join(OUT, f"{name}.resized.u8"))
+        cubic = np.asarray(bicubic(rgb))
+        cubic.tofile(os.path.join(OUT, f"{name}.bicubic224.u8"))
         np.save(os.path.join(OUT, f"{name}.tensor.npy"), tensor)
         np.save(os.path.join(OUT, f"{name}.tensor232.npy"), full232(rgb).numpy().astype(np.float32))
-        listing.append({"name": name, "file": filename, "mode": mode, "decoded": list(decoded.shape), "resized": list(resized.shape)})
+        listing.append({"name": name, "file": filename, "mode": mode, "decoded": list(decoded.shape), "resized": list(resized.shape),
+                        "bicubic224": list(cubic.shape)})
         print(f"{filename}: {mode} {decoded.shape} -> {resized.shape}")
     with open(os.path.join(OUT, "cases.json"), "w") as f:
         json.dump(listing, f, indent=1)

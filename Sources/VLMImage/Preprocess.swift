@@ -1,5 +1,6 @@
 // torchvision's ImageNet preprocessing on PIL images, reproduced exactly:
 //   Resize(256)      shorter side to 256, longer int(256·long/short); PIL's bilinear resample
+//                    (bicubic for CLIP's preprocessing: the same passes with Keys' cubic kernel)
 //                    with antialiasing (the filter widens by the scale factor when shrinking),
 //                    8-bit fixed-point coefficients, horizontal pass then vertical, each rounded
 //                    to uint8 (Pillow's libImaging/Resample.c)
@@ -19,13 +20,15 @@ public struct Preprocessing: Equatable, Sendable {
     public var crop: Int
     public var mean: [Float]
     public var std: [Float]
+    /// Pillow's resampling filter: bilinear (torchvision's ImageNet models), bicubic (CLIP's).
+    public var filter: ResampleFilter
 
     public static let imagenetMean: [Float] = [0.485, 0.456, 0.406]
     public static let imagenetStd: [Float] = [0.229, 0.224, 0.225]
 
-    public init(resize: Int = 256, crop: Int = 224, mean: [Float] = imagenetMean, std: [Float] = imagenetStd) {
+    public init(resize: Int = 256, crop: Int = 224, mean: [Float] = imagenetMean, std: [Float] = imagenetStd, filter: ResampleFilter = .bilinear) {
         precondition(resize > 0 && crop > 0 && mean.count == 3 && std.count == 3)
-        (self.resize, self.crop, self.mean, self.std) = (resize, crop, mean, std)
+        (self.resize, self.crop, self.mean, self.std, self.filter) = (resize, crop, mean, std, filter)
     }
 
     /// The largest pixel buffer preprocessing a width × height image holds: the horizontal
@@ -50,7 +53,7 @@ public struct Preprocessing: Equatable, Sendable {
     /// pixels straight into the output.
     public func tensor(_ view: ImageView) -> [Float] {
         let (w, h) = resizedSize(width: view.width, height: view.height, shorter: resize)
-        return ResizeBuffers.current.resize(view, width: w, height: h) { resized in
+        return ResizeBuffers.current.resize(view, width: w, height: h, filter: filter) { resized in
             var out = [Float](repeating: 0, count: 3 * crop * crop)
             // CenterCrop on a PIL image: zero-padded (centred, the extra column/row right and
             // bottom) when smaller than the crop, then cut at int(round((size − crop) / 2)).
@@ -98,19 +101,19 @@ final class ResizeBuffers {
         return p!
     }
 
-    /// body(image resized to width × height by Pillow's bilinear resample), horizontal pass
+    /// body(image resized to width × height by Pillow's resample with `filter`), horizontal pass
     /// first, each pass skipped when its size does not change.
-    func resize<R>(_ image: ImageView, width outW: Int, height outH: Int, _ body: (ImageView) -> R) -> R {
+    func resize<R>(_ image: ImageView, width outW: Int, height outH: Int, filter: ResampleFilter = .bilinear, _ body: (ImageView) -> R) -> R {
         precondition(outW > 0 && outH > 0)
         var current = image
         if outW != current.width {
             let dst = Self.reserve(&horizontal, &horizontalCapacity, outW * current.height * 3)
-            resampleHorizontal(current, into: dst, width: outW)
+            resampleHorizontal(current, into: dst, width: outW, filter: filter)
             current = ImageView(pixels: dst, width: outW, height: current.height)
         }
         if outH != current.height {
             let dst = Self.reserve(&vertical, &verticalCapacity, current.width * outH * 3)
-            resampleVertical(current, into: dst, height: outH)
+            resampleVertical(current, into: dst, height: outH, filter: filter)
             current = ImageView(pixels: dst, width: current.width, height: outH)
         }
         return body(current)
@@ -127,12 +130,36 @@ public func resizedSize(width: Int, height: Int, shorter size: Int) -> (width: I
     return (scaled(width, height), size)
 }
 
-public func resizeShorterSide(_ image: RGBImage, to size: Int) -> RGBImage {
+public func resizeShorterSide(_ image: RGBImage, to size: Int, filter: ResampleFilter = .bilinear) -> RGBImage {
     let (w, h) = resizedSize(width: image.width, height: image.height, shorter: size)
-    return resizeBilinear(image, width: w, height: h)
+    return resize(image, width: w, height: h, filter: filter)
 }
 
-// MARK: - Pillow's resample (bilinear, antialiased)
+// MARK: - Pillow's resample (antialiased: the filter widens by the scale factor when shrinking)
+
+/// Pillow's resampling filters (libImaging/Resample.c): each a kernel and its support.
+public enum ResampleFilter: String, Codable, Sendable, CaseIterable {
+    /// Triangle, support 1.
+    case bilinear
+    /// Keys' cubic with a = −0.5, support 2 (negative lobes: outputs are clipped to 0…255).
+    case bicubic
+
+    var support: Double { self == .bilinear ? 1 : 2 }
+
+    @inline(__always)
+    func weight(_ x: Double) -> Double {
+        let x = abs(x)
+        switch self {
+        case .bilinear:
+            return x < 1 ? 1 - x : 0
+        case .bicubic:
+            let a = -0.5
+            if x < 1 { return ((a + 2) * x - (a + 3)) * x * x + 1 }
+            if x < 2 { return (((x - 5) * x + 8) * x - 4) * a }
+            return 0
+        }
+    }
+}
 
 /// One output position's taps: the first input index and fixed-point weights.
 struct ResampleTaps {
@@ -144,11 +171,11 @@ struct ResampleTaps {
 
 let precisionBits = 32 - 8 - 2
 
-/// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the bilinear (triangle) filter.
-func resampleTaps(inSize: Int, outSize: Int) -> ResampleTaps {
+/// Pillow's precompute_coeffs + normalize_coeffs_8bpc for `filter`.
+func resampleTaps(inSize: Int, outSize: Int, filter: ResampleFilter = .bilinear) -> ResampleTaps {
     let scale = Double(inSize) / Double(outSize)
     let filterScale = max(scale, 1.0)
-    let support = 1.0 * filterScale
+    let support = filter.support * filterScale
     let kmax = Int(support.rounded(.up)) * 2 + 1
     var start = [Int](repeating: 0, count: outSize), count = [Int](repeating: 0, count: outSize)
     var weights = [Int32](repeating: 0, count: outSize * kmax)
@@ -164,8 +191,7 @@ func resampleTaps(inSize: Int, outSize: Int) -> ResampleTaps {
         xmax -= xmin
         var ww = 0.0
         for x in 0..<xmax {
-            let t = abs((Double(x + xmin) - center + 0.5) * ss)
-            let w = t < 1 ? 1 - t : 0
+            let w = filter.weight((Double(x + xmin) - center + 0.5) * ss)
             k[x] = w
             ww += w
         }
@@ -187,19 +213,25 @@ func clip8(_ v: Int) -> UInt8 {
     return s < 0 ? 0 : (s > 255 ? 255 : UInt8(s))
 }
 
-/// Pillow's Image.resize((width, height), BILINEAR) on an RGB image.
-public func resizeBilinear(_ image: RGBImage, width outW: Int, height outH: Int) -> RGBImage {
+/// Pillow's Image.resize((width, height), BILINEAR or BICUBIC) on an RGB image.
+public func resize(_ image: RGBImage, width outW: Int, height outH: Int, filter: ResampleFilter) -> RGBImage {
     image.pixels.withUnsafeBufferPointer { p in
-        ResizeBuffers.current.resize(ImageView(pixels: p.baseAddress!, width: image.width, height: image.height), width: outW, height: outH) {
+        ResizeBuffers.current.resize(ImageView(pixels: p.baseAddress!, width: image.width, height: image.height), width: outW, height: outH,
+                                     filter: filter) {
             $0.copy()
         }
     }
 }
 
+/// Pillow's Image.resize((width, height), BILINEAR) on an RGB image.
+public func resizeBilinear(_ image: RGBImage, width outW: Int, height outH: Int) -> RGBImage {
+    resize(image, width: outW, height: outH, filter: .bilinear)
+}
+
 /// The horizontal pass: each row of `image` to `outW` pixels, into dst (outW × height × 3).
 /// The loops are C built per instruction set (CShims/CKernels), rows split over the threads.
-func resampleHorizontal(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, width outW: Int) {
-    let taps = resampleTaps(inSize: image.width, outSize: outW)
+func resampleHorizontal(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, width outW: Int, filter: ResampleFilter = .bilinear) {
+    let taps = resampleTaps(inSize: image.width, outSize: outW, filter: filter)
     let starts = taps.start.map { Int32($0) }, counts = taps.count.map { Int32($0) }
     starts.withUnsafeBufferPointer { st in
         counts.withUnsafeBufferPointer { ct in
@@ -214,8 +246,8 @@ func resampleHorizontal(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8
 }
 
 /// The vertical pass: each column of `image` to `outH` pixels, into dst (width × outH × 3).
-func resampleVertical(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, height outH: Int) {
-    let taps = resampleTaps(inSize: image.height, outSize: outH)
+func resampleVertical(_ image: ImageView, into dst: UnsafeMutablePointer<UInt8>, height outH: Int, filter: ResampleFilter = .bilinear) {
+    let taps = resampleTaps(inSize: image.height, outSize: outH, filter: filter)
     let starts = taps.start.map { Int32($0) }, counts = taps.count.map { Int32($0) }
     let rowBytes = image.width * 3
     starts.withUnsafeBufferPointer { st in

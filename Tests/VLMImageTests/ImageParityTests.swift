@@ -15,7 +15,7 @@ let imageFixtures = fixtures.appendingPathComponent("generated/images")
 
 struct ImageCase: Decodable {
     let name: String, file: String, mode: String
-    let decoded: [Int], resized: [Int]
+    let decoded: [Int], resized: [Int], bicubic224: [Int]
 }
 
 func loadCases() throws -> [ImageCase] {
@@ -56,6 +56,25 @@ final class ImageParityTests: XCTestCase {
             XCTAssertLessThanOrEqual(maxDiff, 1, "\(c.name): max difference \(maxDiff)")
             XCTAssertGreaterThanOrEqual(Double(same) / Double(ref.count), 0.99, "\(c.name): \(same) of \(ref.count) identical")
         }
+    }
+
+    /// CLIP's resize (shorter side 224, Pillow's bicubic: Keys' cubic kernel, negative lobes
+    /// clipped) equals Pillow's byte for byte, from Pillow's own decoding.
+    func testBicubicResizeEqualsPillow() throws {
+        for c in try loadCases() {
+            let decoded = [UInt8](try Data(contentsOf: imageFixtures.appendingPathComponent("\(c.name).decoded.u8")))
+            let src = RGBImage(width: c.decoded[1], height: c.decoded[0], pixels: decoded)
+            let out = resizeShorterSide(src, to: 224, filter: .bicubic)
+            XCTAssertEqual([out.height, out.width, 3], c.bicubic224, c.name)
+            let ref = [UInt8](try Data(contentsOf: imageFixtures.appendingPathComponent("\(c.name).bicubic224.u8")))
+            let differing = zip(out.pixels, ref).filter { $0 != $1 }.count
+            XCTAssertTrue(out.pixels == ref, "\(c.name): \(differing) of \(ref.count) values differ from Pillow's")
+        }
+        // Not the bilinear kernel under another name: the two resizes differ on these images.
+        let c = try loadCases()[0]
+        let decoded = [UInt8](try Data(contentsOf: imageFixtures.appendingPathComponent("\(c.name).decoded.u8")))
+        let src = RGBImage(width: c.decoded[1], height: c.decoded[0], pixels: decoded)
+        XCTAssertNotEqual(resizeShorterSide(src, to: 224, filter: .bicubic).pixels, resizeShorterSide(src, to: 224).pixels)
     }
 
     func testFullTransformMatchesTorchvision() throws {
