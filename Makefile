@@ -74,7 +74,11 @@ $(GENERATED)/pca/done: scripts/export_pca_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/pca
 	$(PY) scripts/export_pca_fixtures.py
 
-fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/wide_resnet50_2/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done
+$(GENERATED)/clip/texts.json: scripts/export_clip_fixtures.py $(VENV)/.stamp
+	rm -rf $(GENERATED)/clip
+	$(PY) scripts/export_clip_fixtures.py
+
+fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/wide_resnet50_2/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done $(GENERATED)/clip/texts.json
 
 # The committed small fixtures; rerun after changing the export scripts.
 fixtures-small: $(VENV)/.stamp models

@@ -1,0 +1,371 @@
+// CLIP's tokenizer as a Hugging Face CLIP folder's tokenizer.json defines it (CLIPTokenizerFast):
+//   normalizer     NFC, every run of White_Space → one space, lower-casing char by char (Rust's
+//                  char::to_lowercase: no final-sigma context)
+//   pre-tokenizer  the pieces of 's|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+//                  (leftmost-first alternation; what no alternative matches, whitespace, is
+//                  dropped), each piece's UTF-8 bytes mapped to GPT-2's printable byte alphabet
+//   model          byte-level BPE, the word's last symbol carrying the "</w>" suffix, merges by
+//                  rank
+//   post-processor <|startoftext|> … <|endoftext|>, cut to the context length (77) with the end
+//                  token kept
+// Added tokens (the two specials) found in the text are their own ids, as in tokenizers.
+// Upstream: huggingface/tokenizers (normalizers, pre_tokenizers/split.rs, byte_level.rs,
+// models/bpe), transformers' CLIP conversion; open_clip's SimpleTokenizer is the same BPE.
+// open_clip's own cleaning (ftfy, HTML unescaping) is not part of this reader.
+
+import Foundation
+import VLMCore
+
+public final class CLIPTokenizer: @unchecked Sendable {
+    public let path: String
+    public let vocab: [String: Int32]
+    /// Merge ranks keyed by "left right" (a space never occurs inside a byte-level symbol).
+    let ranks: [String: Int]
+    public let startID: Int32, endID: Int32
+    public let contextLength: Int
+    let suffix: String
+    /// Added tokens matched in the raw text (normalized: false) and in the normalized text.
+    let rawAdded: [(String, Int32)], normalizedAdded: [(String, Int32)]
+    /// Strings the split pattern makes pieces of before anything else (the special tokens).
+    let literals: [[Unicode.Scalar]]
+    private let lock = NSLock()
+    private var cache: [String: [Int32]] = [:]
+
+    /// Reads `path` (a tokenizer.json of a CLIP folder); refuses one whose pipeline is not CLIP's.
+    public init(tokenizerJSON path: String, contextLength: Int = 77) throws {
+        self.path = path
+        let data = try readLimited(path, limit: 64 << 20)
+        let file: CLIPTokenizerFile
+        do { file = try JSONDecoder().decode(CLIPTokenizerFile.self, from: data) } catch {
+            throw TokenizerError.badFile(path: path, reason: "not a tokenizer.json: \(error)")
+        }
+        guard file.model.type == "BPE" else {
+            throw TokenizerError.badFile(path: path, reason: "model \(file.model.type ?? "none"), not CLIP's byte-level BPE")
+        }
+        try Self.checkPipeline(file, path: path)
+        literals = try Self.literalPieces(file, path: path)
+        let vocab = file.model.vocab
+        self.vocab = vocab
+        var ranks: [String: Int] = [:]
+        ranks.reserveCapacity(file.model.merges.count)
+        for (k, m) in file.model.merges.enumerated() where ranks[m.key] == nil { ranks[m.key] = k }
+        self.ranks = ranks
+        suffix = file.model.end_of_word_suffix ?? ""
+        var raw: [(String, Int32)] = [], normalized: [(String, Int32)] = []
+        for t in file.added_tokens ?? [] where !t.content.isEmpty {
+            if t.normalized ?? true { normalized.append((t.content, t.id)) } else { raw.append((t.content, t.id)) }
+        }
+        // Longest first, as tokenizers' matcher prefers the longest token at a position.
+        (rawAdded, normalizedAdded) = (raw.sorted { $0.0.count > $1.0.count }, normalized.sorted { $0.0.count > $1.0.count })
+        func special(_ names: [String]) throws -> Int32 {
+            for n in names { if let id = vocab[n] ?? file.added_tokens?.first(where: { $0.content == n })?.id { return id } }
+            throw TokenizerError.missingSpecialToken(path: path, token: names[0])
+        }
+        startID = try special(["<|startoftext|>", "<start_of_text>"])
+        endID = try special(["<|endoftext|>", "<end_of_text>"])
+        guard contextLength >= 2 else { throw TokenizerError.badFile(path: path, reason: "a context length under 2") }
+        self.contextLength = contextLength
+    }
+
+    /// The normalizer and pre-tokenizer must be CLIP's (anything else would tokenize differently
+    /// without a word of warning).
+    static func checkPipeline(_ f: CLIPTokenizerFile, path: String) throws {
+        let normalizers = f.normalizer?.normalizers?.map(\.type) ?? [f.normalizer?.type].compactMap { $0 }
+        guard normalizers == ["NFC", "Replace", "Lowercase"] else {
+            throw TokenizerError.badFile(path: path, reason: "normalizer \(normalizers), not CLIP's NFC, whitespace, lower-casing")
+        }
+        let pre = f.pre_tokenizer?.pretokenizers?.map(\.type) ?? []
+        guard pre == ["Split", "ByteLevel"] else {
+            throw TokenizerError.badFile(path: path, reason: "pre-tokenizer \(pre), not CLIP's split and byte-level")
+        }
+        _ = try literalPieces(f, path: path)
+    }
+
+    static let pattern = #"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"#
+
+    /// The split pattern's literal alternatives before CLIP's own (transformers writes the two
+    /// special tokens there, escaped): each a piece of its own wherever it occurs.
+    static func literalPieces(_ f: CLIPTokenizerFile, path: String) throws -> [[Unicode.Scalar]] {
+        guard let regex = f.pre_tokenizer?.pretokenizers?.first?.pattern?.Regex, regex.hasSuffix(pattern) else {
+            throw TokenizerError.badFile(path: path, reason: "the split pattern is not CLIP's \(pattern)")
+        }
+        let head = regex.dropLast(pattern.count)
+        guard !head.isEmpty else { return [] }
+        guard head.hasSuffix("|") else { throw TokenizerError.badFile(path: path, reason: "the split pattern is not CLIP's \(pattern)") }
+        var pieces: [[Unicode.Scalar]] = [], current: [Unicode.Scalar] = []
+        var escaped = false
+        for u in head.unicodeScalars {
+            if escaped {
+                current.append(u)
+                escaped = false
+            } else if u == "\\" {
+                escaped = true
+            } else if u == "|" {
+                pieces.append(current)
+                current = []
+            } else if "()[]{}.*+?^$".unicodeScalars.contains(u) {
+                throw TokenizerError.badFile(path: path, reason: "the split pattern's alternative \(String(String.UnicodeScalarView(current + [u]))) is not a plain string")
+            } else {
+                current.append(u)
+            }
+        }
+        return pieces.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+    }
+
+    // MARK: Encoding
+
+    /// `text` as ids: start, the text's tokens (cut so the whole fits the context length), end.
+    public func encode(_ text: String) -> Encoding {
+        var ids = tokens(text)
+        let room = contextLength - 2
+        let truncated = ids.count > room
+        if truncated { ids.removeLast(ids.count - room) }
+        let all = [startID] + ids + [endID]
+        return Encoding(ids: all, tokens: [], typeIds: [Int32](repeating: 0, count: all.count), truncated: truncated)
+    }
+
+    /// The text's tokens without the start and end tokens or truncation.
+    public func tokens(_ text: String) -> [Int32] {
+        var out: [Int32] = []
+        for piece in Self.split(text, on: rawAdded) {
+            switch piece {
+            case .added(let id): out.append(id)
+            case .text(let t):
+                for inner in Self.split(Self.normalize(t), on: normalizedAdded) {
+                    switch inner {
+                    case .added(let id): out.append(id)
+                    case .text(let n): for word in Self.preTokenize(n, literals: literals) { out += bpe(word) }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    enum Piece { case text(String), added(Int32) }
+
+    /// `text` cut at each occurrence of an added token (the longest at a position, leftmost first).
+    static func split(_ text: String, on added: [(String, Int32)]) -> [Piece] {
+        guard !added.isEmpty else { return [.text(text)] }
+        var out: [Piece] = []
+        var rest = Substring(text)
+        var plain = ""
+        while !rest.isEmpty {
+            if let (content, id) = added.first(where: { rest.hasPrefix($0.0) }) {
+                if !plain.isEmpty { out.append(.text(plain)); plain = "" }
+                out.append(.added(id))
+                rest = rest.dropFirst(content.count)
+            } else {
+                plain.append(rest.removeFirst())
+            }
+        }
+        if !plain.isEmpty { out.append(.text(plain)) }
+        return out
+    }
+
+    /// NFC, runs of White_Space to one space, each scalar lower-cased on its own.
+    static func normalize(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        var inSpace = false
+        for u in text.precomposedStringWithCanonicalMapping.unicodeScalars {
+            if u.properties.isWhitespace {
+                if !inSpace { out.append(" ") }
+                inSpace = true
+                continue
+            }
+            inSpace = false
+            if u.properties.changesWhenLowercased {
+                out.append(contentsOf: u.properties.lowercaseMapping.unicodeScalars)
+            } else {
+                out.append(u)
+            }
+        }
+        return String(out)
+    }
+
+    enum Class { case space, letter, number, other }
+
+    static func classify(_ u: Unicode.Scalar) -> Class {
+        if u.properties.isWhitespace { return .space }
+        switch u.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return .letter
+        case .decimalNumber, .letterNumber, .otherNumber: return .number
+        default: return .other
+        }
+    }
+
+    static let contractions: [[Unicode.Scalar]] = ["s", "t", "re", "ve", "m", "ll", "d"].map { Array($0.unicodeScalars) }
+
+    /// The pieces of 's|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+, leftmost first,
+    /// as byte-level strings.
+    static func preTokenize(_ text: String, literals: [[Unicode.Scalar]] = []) -> [String] {
+        let s = Array(text.unicodeScalars)
+        var words: [String] = []
+        var i = 0
+        func emit(_ r: Range<Int>) {
+            var w = ""
+            for u in s[r] { for b in String(u).utf8 { w.unicodeScalars.append(byteAlphabet[Int(b)]) } }
+            words.append(w)
+        }
+        while i < s.count {
+            if let l = literals.first(where: { l in i + l.count <= s.count && Array(s[i..<(i + l.count)]) == l }) {
+                // The byte-level step (use_regex) splits each piece again by GPT-2's pattern;
+                // only a literal piece, which mixes classes, comes out in more than one.
+                for r in gpt2Pieces(s, i..<(i + l.count)) { emit(r) }
+                i += l.count
+                continue
+            }
+            if let n = contraction(s, at: i, end: s.count) {
+                emit(i..<(i + n))
+                i += n
+                continue
+            }
+            switch classify(s[i]) {
+            case .space:
+                i += 1
+            case .number:
+                emit(i..<(i + 1))
+                i += 1
+            case .letter, .other:
+                // [\p{L}]+ or [^\s\p{L}\p{N}]+, greedy: the latter runs over an apostrophe too
+                // (an alternative earlier in the pattern only wins where a match starts).
+                let j = runEnd(s, from: i, end: s.count)
+                emit(i..<j)
+                i = j
+            }
+        }
+        return words
+    }
+
+    /// GPT-2's 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ over
+    /// `range` of `s` (a piece without spaces: the optional leading space never applies).
+    static func gpt2Pieces(_ s: [Unicode.Scalar], _ range: Range<Int>) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let j = contraction(s, at: i, end: range.upperBound).map { i + $0 } ?? runEnd(s, from: i, end: range.upperBound)
+            out.append(i..<j)
+            i = j
+        }
+        return out
+    }
+
+    /// The length of the contraction ('s 't 're 've 'm 'll 'd) at `i`, ending before `end`.
+    static func contraction(_ s: [Unicode.Scalar], at i: Int, end: Int) -> Int? {
+        guard s[i] == "'" else { return nil }
+        return contractions.first { c in i + c.count < end && Array(s[(i + 1)...(i + c.count)]) == c }.map { 1 + $0.count }
+    }
+
+    /// Where the run of scalars of `s[i]`'s class that starts at `i` ends (at most `end`).
+    static func runEnd(_ s: [Unicode.Scalar], from i: Int, end: Int) -> Int {
+        let kind = classify(s[i])
+        var j = i + 1
+        while j < end, classify(s[j]) == kind { j += 1 }
+        return j
+    }
+
+    /// GPT-2's byte alphabet: printable bytes stand for themselves, the others for 256 + n.
+    static let byteAlphabet: [Unicode.Scalar] = {
+        var printable = Array(33...126) + Array(161...172) + Array(174...255)
+        var map = [Unicode.Scalar](repeating: " ", count: 256)
+        for b in printable { map[b] = Unicode.Scalar(UInt32(b))! }
+        var n = 0
+        for b in 0..<256 where !printable.contains(b) {
+            map[b] = Unicode.Scalar(UInt32(256 + n))!
+            n += 1
+        }
+        printable.removeAll()
+        return map
+    }()
+
+    /// A byte-level word's ids: its symbols, the last with the end-of-word suffix, merged by rank.
+    func bpe(_ word: String) -> [Int32] {
+        lock.lock()
+        if let hit = cache[word] { lock.unlock(); return hit }
+        lock.unlock()
+        var symbols = word.unicodeScalars.map { String($0) }
+        guard !symbols.isEmpty else { return [] }
+        symbols[symbols.count - 1] += suffix
+        while symbols.count > 1 {
+            var best = Int.max, at = -1
+            for k in 0..<(symbols.count - 1) {
+                if let r = ranks[symbols[k] + " " + symbols[k + 1]], r < best { (best, at) = (r, k) }
+            }
+            guard at >= 0 else { break }
+            let (left, right) = (symbols[at], symbols[at + 1])
+            var merged: [String] = []
+            merged.reserveCapacity(symbols.count)
+            var k = 0
+            while k < symbols.count {
+                if k + 1 < symbols.count && symbols[k] == left && symbols[k + 1] == right {
+                    merged.append(left + right)
+                    k += 2
+                } else {
+                    merged.append(symbols[k])
+                    k += 1
+                }
+            }
+            symbols = merged
+        }
+        // Every byte is in the alphabet, so every symbol is in a CLIP vocabulary; a vocabulary
+        // without one gives the end token (tokenizers' unk for CLIP is <|endoftext|>).
+        let ids = symbols.map { vocab[$0] ?? endID }
+        lock.lock()
+        if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+        cache[word] = ids
+        lock.unlock()
+        return ids
+    }
+}
+
+// MARK: - tokenizer.json, the parts CLIP's pipeline has
+
+struct CLIPTokenizerFile: Decodable {
+    struct Pattern: Decodable {
+        let Regex: String?
+    }
+    struct Step: Decodable {
+        let type: String?
+        let normalizers: [Step]?
+        let pretokenizers: [Step]?
+        let pattern: Pattern?
+    }
+    struct Merge: Decodable {
+        let key: String
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let s = try? c.decode(String.self) {
+                key = s
+            } else {
+                let pair = try c.decode([String].self)
+                guard pair.count == 2 else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "a merge of \(pair.count) parts") }
+                key = pair[0] + " " + pair[1]
+            }
+        }
+    }
+    struct Model: Decodable {
+        let type: String?
+        let vocab: [String: Int32]
+        let merges: [Merge]
+        let end_of_word_suffix: String?
+    }
+    struct Added: Decodable {
+        let id: Int32
+        let content: String
+        let normalized: Bool?
+    }
+    let normalizer: Step?
+    let pre_tokenizer: Step?
+    let model: Model
+    let added_tokens: [Added]?
+}
+
+/// A file's bytes, refused over `limit` before they are read.
+func readLimited(_ path: String, limit: Int) throws -> Data {
+    guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber else {
+        throw TokenizerError.badFile(path: path, reason: "cannot be read")
+    }
+    guard size.intValue <= limit else { throw TokenizerError.badFile(path: path, reason: "\(size.intValue) bytes, over the limit of \(limit)") }
+    guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError.badFile(path: path, reason: "cannot be read") }
+    return data
+}

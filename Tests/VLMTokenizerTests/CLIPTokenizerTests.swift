@@ -1,0 +1,47 @@
+// CLIP's tokenizer read from a Hugging Face CLIP folder's tokenizer.json, id for id with
+// transformers' CLIPTokenizer (the tokenizers one) on 2,000 seeded texts — accents and combining
+// marks, CJK and Hangul, emoji with modifiers and joiners, curly quotes, full-width forms,
+// punctuation runs, contractions in any case, odd spaces, final sigma, dotted I, ligatures, HTML
+// entities (not unescaped here), the special tokens in the text, over-long texts cut to 77 with
+// the end token kept. Fixtures: scripts/export_clip_fixtures.py, from open_clip's own BPE file.
+
+import Foundation
+import XCTest
+import VLMTokenizer
+
+final class CLIPTokenizerTests: XCTestCase {
+    let folder = fixtures.appendingPathComponent("generated/clip")
+
+    struct Case: Decodable { let text: String; let ids: [Int32] }
+
+    func testEqualsTransformersOnTwoThousandTexts() throws {
+        let tokenizer = try CLIPTokenizer(tokenizerJSON: folder.appendingPathComponent("hf-tokenizer/tokenizer.json").path)
+        let cases = try JSONDecoder().decode([Case].self, from: Data(contentsOf: folder.appendingPathComponent("texts.json")))
+        XCTAssertEqual(cases.count, 2000)
+        XCTAssertEqual(tokenizer.encode("a photo of a cat").ids, [49406, 320, 1125, 539, 320, 2368, 49407], "CLIP's well-known ids")
+        var wrong: [String] = []
+        for c in cases {
+            let e = tokenizer.encode(c.text)
+            if e.ids != c.ids { wrong.append("\(c.text.debugDescription): \(e.ids) vs \(c.ids)") }
+            XCTAssertEqual(e.truncated, c.ids.count == 77 && tokenizer.tokens(c.text).count > 75, c.text)
+        }
+        XCTAssertTrue(wrong.isEmpty, "\(wrong.count) of \(cases.count) differ; first: \(wrong.prefix(30).joined(separator: "\n"))")
+        XCTAssertTrue(cases.contains { $0.ids.count == 77 }, "over-long texts are among the cases")
+    }
+
+    func testAPipelineThatIsNotCLIPsIsRefused() throws {
+        let source = try String(contentsOf: folder.appendingPathComponent("hf-tokenizer/tokenizer.json"), encoding: .utf8)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-clip-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (from, to, says) in [("\"Lowercase\"", "\"Strip\"", "normalizer"), ("\"ByteLevel\"", "\"Metaspace\"", "pre-tokenizer"),
+                                 ("[\\\\p{N}]", "[\\\\p{N}]+", "split pattern"), ("\"BPE\"", "\"WordPiece\"", "BPE")] {
+            XCTAssertTrue(source.contains(from), from)
+            let path = dir.appendingPathComponent("tokenizer.json").path
+            try source.replacingOccurrences(of: from, with: to).write(toFile: path, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try CLIPTokenizer(tokenizerJSON: path)) { e in
+                XCTAssertTrue("\(e)".contains(says) && "\(e)".contains(path), "\(e)")
+            }
+        }
+    }
+}
