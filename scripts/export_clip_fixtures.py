@@ -42,7 +42,10 @@ PIECES = [
 
 def texts(n=2000, seed=7):
     rng = random.Random(seed)
-    out = ["", " ", "a", "A photo of a cat.", "<|startoftext|>a<|endoftext|>", " ".join(["word"] * 200)]
+    out = ["", " ", "a", "A photo of a cat.", "<|startoftext|>a<|endoftext|>", " ".join(["word"] * 200),
+           # special tokens whose first or last code point joins a neighbour's grapheme cluster
+           "<|endoftext|>\u0301", "\u0600<|endoftext|>x", "<|endoftext|>\U0001F3FB", "<|endoftext|>\u200d",
+           "<|endoftext|>\ufe0f", "a<|startoftext|>b", "<|endoftext|><|endoftext|>", "<|end<|endoftext|>"]
     while len(out) < n:
         k = rng.randint(1, 14)
         parts = [rng.choice(PIECES) if rng.random() < 0.45 else rng.choice(WORDS) for _ in range(k)]

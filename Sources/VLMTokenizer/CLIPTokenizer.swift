@@ -48,7 +48,8 @@ public final class CLIPTokenizer: @unchecked Sendable {
         self.vocab = vocab
         var ranks: [String: Int] = [:]
         ranks.reserveCapacity(file.model.merges.count)
-        for (k, m) in file.model.merges.enumerated() where ranks[m.key] == nil { ranks[m.key] = k }
+        // A merge listed twice keeps its last rank, as tokenizers' map of merges does.
+        for (k, m) in file.model.merges.enumerated() { ranks[m.key] = k }
         self.ranks = ranks
         suffix = file.model.end_of_word_suffix ?? ""
         var raw: [(String, Int32)] = [], normalized: [(String, Int32)] = []
@@ -74,9 +75,20 @@ public final class CLIPTokenizer: @unchecked Sendable {
         guard normalizers == ["NFC", "Replace", "Lowercase"] else {
             throw TokenizerError.badFile(path: path, reason: "normalizer \(normalizers), not CLIP's NFC, whitespace, lower-casing")
         }
-        let pre = f.pre_tokenizer?.pretokenizers?.map(\.type) ?? []
+        let replace = f.normalizer?.normalizers?[1]
+        guard replace?.pattern?.Regex == #"\s+"#, replace?.content == " " else {
+            throw TokenizerError.badFile(path: path, reason: "the normalizer's Replace is not CLIP's (runs of whitespace to one space)")
+        }
+        let steps = f.pre_tokenizer?.pretokenizers ?? []
+        let pre = steps.map(\.type)
         guard pre == ["Split", "ByteLevel"] else {
             throw TokenizerError.badFile(path: path, reason: "pre-tokenizer \(pre), not CLIP's split and byte-level")
+        }
+        guard steps[0].behavior == "Removed", steps[0].invert == true, steps[1].add_prefix_space != true else {
+            throw TokenizerError.badFile(path: path, reason: "the pre-tokenizer's settings are not CLIP's (split keeping the matches, no prefix space)")
+        }
+        guard f.model.dropout == nil, (f.model.continuing_subword_prefix ?? "").isEmpty, f.model.byte_fallback != true else {
+            throw TokenizerError.badFile(path: path, reason: "BPE settings (dropout, subword prefix, byte fallback) that are not CLIP's")
         }
         _ = try literalPieces(f, path: path)
     }
@@ -96,6 +108,10 @@ public final class CLIPTokenizer: @unchecked Sendable {
         var escaped = false
         for u in head.unicodeScalars {
             if escaped {
+                // An escaped letter or digit is a class (\s, \d, \p…), not a plain string.
+                guard !u.properties.isAlphabetic && !("0"..."9").contains(u) else {
+                    throw TokenizerError.badFile(path: path, reason: "the split pattern's alternative \\\(u)… is not a plain string")
+                }
                 current.append(u)
                 escaped = false
             } else if u == "\\" {
@@ -144,22 +160,30 @@ public final class CLIPTokenizer: @unchecked Sendable {
 
     enum Piece { case text(String), added(Int32) }
 
-    /// `text` cut at each occurrence of an added token (the longest at a position, leftmost first).
+    /// `text` cut at each occurrence of an added token (the longest at a position, leftmost
+    /// first), matched scalar by scalar as tokenizers matches them: not by Character, which
+    /// would miss a token whose first or last scalar joins a neighbour's grapheme cluster (a
+    /// combining mark or skin-tone modifier after it, a prepended mark before it).
     static func split(_ text: String, on added: [(String, Int32)]) -> [Piece] {
         guard !added.isEmpty else { return [.text(text)] }
+        let s = Array(text.unicodeScalars)
+        let tokens = added.map { (Array($0.0.unicodeScalars), $0.1) }
         var out: [Piece] = []
-        var rest = Substring(text)
-        var plain = ""
-        while !rest.isEmpty {
-            if let (content, id) = added.first(where: { rest.hasPrefix($0.0) }) {
-                if !plain.isEmpty { out.append(.text(plain)); plain = "" }
+        var plainStart = 0, i = 0
+        func flush(_ end: Int) {
+            if plainStart < end { out.append(.text(String(String.UnicodeScalarView(s[plainStart..<end])))) }
+        }
+        while i < s.count {
+            if let (token, id) = tokens.first(where: { t in i + t.0.count <= s.count && s[i..<(i + t.0.count)].elementsEqual(t.0) }) {
+                flush(i)
                 out.append(.added(id))
-                rest = rest.dropFirst(content.count)
+                i += token.count
+                plainStart = i
             } else {
-                plain.append(rest.removeFirst())
+                i += 1
             }
         }
-        if !plain.isEmpty { out.append(.text(plain)) }
+        flush(s.count)
         return out
     }
 
@@ -329,6 +353,10 @@ struct CLIPTokenizerFile: Decodable {
         let normalizers: [Step]?
         let pretokenizers: [Step]?
         let pattern: Pattern?
+        let content: String?
+        let behavior: String?
+        let invert: Bool?
+        let add_prefix_space: Bool?
     }
     struct Merge: Decodable {
         let key: String
@@ -348,6 +376,9 @@ struct CLIPTokenizerFile: Decodable {
         let vocab: [String: Int32]
         let merges: [Merge]
         let end_of_word_suffix: String?
+        let dropout: Double?
+        let continuing_subword_prefix: String?
+        let byte_fallback: Bool?
     }
     struct Added: Decodable {
         let id: Int32

@@ -2,8 +2,8 @@
 // transformers' CLIPTokenizer (the tokenizers one) on 2,000 seeded texts — accents and combining
 // marks, CJK and Hangul, emoji with modifiers and joiners, curly quotes, full-width forms,
 // punctuation runs, contractions in any case, odd spaces, final sigma, dotted I, ligatures, HTML
-// entities (not unescaped here), the special tokens in the text, over-long texts cut to 77 with
-// the end token kept. Fixtures: scripts/export_clip_fixtures.py, from open_clip's own BPE file.
+// entities (not unescaped here), the special tokens in the text (next to combining marks, skin-tone
+// modifiers and prepended marks too), over-long texts cut to 77 with the end token kept. Fixtures: scripts/export_clip_fixtures.py, from open_clip's own BPE file.
 
 import Foundation
 import XCTest
@@ -35,7 +35,9 @@ final class CLIPTokenizerTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         for (from, to, says) in [("\"Lowercase\"", "\"Strip\"", "normalizer"), ("\"ByteLevel\"", "\"Metaspace\"", "pre-tokenizer"),
-                                 ("[\\\\p{N}]", "[\\\\p{N}]+", "split pattern"), ("\"BPE\"", "\"WordPiece\"", "BPE")] {
+                                 ("[\\\\p{N}]", "[\\\\p{N}]+", "split pattern"), ("\"BPE\"", "\"WordPiece\"", "BPE"),
+                                 ("\"Removed\"", "\"Isolated\"", "pre-tokenizer's settings"),
+                                 ("<\\\\|startoftext", "\\\\s|<\\\\|startoftext", "not a plain string")] {
             XCTAssertTrue(source.contains(from), from)
             let path = dir.appendingPathComponent("tokenizer.json").path
             try source.replacingOccurrences(of: from, with: to).write(toFile: path, atomically: true, encoding: .utf8)
