@@ -34,7 +34,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
     /// Reads `path` (a tokenizer.json of a CLIP folder); refuses one whose pipeline is not CLIP's.
     public init(tokenizerJSON path: String, contextLength: Int = 77) throws {
         self.path = path
-        let data = try readLimited(path, limit: 64 << 20)
+        let data = try readTokenizerFile(path, limit: 64 << 20)
         let file: CLIPTokenizerFile
         do { file = try JSONDecoder().decode(CLIPTokenizerFile.self, from: data) } catch {
             throw TokenizerError.badFile(path: path, reason: "not a tokenizer.json: \(error)")
@@ -389,14 +389,4 @@ struct CLIPTokenizerFile: Decodable {
     let pre_tokenizer: Step?
     let model: Model
     let added_tokens: [Added]?
-}
-
-/// A file's bytes, refused over `limit` before they are read.
-func readLimited(_ path: String, limit: Int) throws -> Data {
-    guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber else {
-        throw TokenizerError.badFile(path: path, reason: "cannot be read")
-    }
-    guard size.intValue <= limit else { throw TokenizerError.badFile(path: path, reason: "\(size.intValue) bytes, over the limit of \(limit)") }
-    guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError.badFile(path: path, reason: "cannot be read") }
-    return data
 }
