@@ -78,7 +78,12 @@ $(GENERATED)/clip/texts.json: scripts/export_clip_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/clip
 	$(PY) scripts/export_clip_fixtures.py
 
-fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/wide_resnet50_2/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done $(GENERATED)/clip/texts.json
+$(GENERATED)/clip-models/done: scripts/export_clip_model_fixtures.py $(VENV)/.stamp
+	rm -rf $(GENERATED)/clip-models
+	$(PY) scripts/export_clip_model_fixtures.py
+	touch $@
+
+fixtures: $(GENERATED)/resnet50/model.safetensors $(GENERATED)/wide_resnet50_2/model.safetensors $(GENERATED)/bert-base/model.safetensors $(GENERATED)/images/cases.json $(GENERATED)/pca/done $(GENERATED)/clip/texts.json $(GENERATED)/clip-models/done
 
 # The committed small fixtures; rerun after changing the export scripts.
 fixtures-small: $(VENV)/.stamp models

@@ -185,10 +185,11 @@ DISPATCH(void, vlm_layer_norm_rows, (float *x, const float *gamma, const float *
 // 16, and every loop over them runs in blocks of exactly 16, which the compiler turns into
 // one vector each (a loop over, say, 17 keys would otherwise run scalar); loops over the head
 // dimension get the caller's constant d. Per query row i: scores = q_i·Kᵀ through Kᵀ (d, lp),
-// softmax(scale·scores), ctx_i = scores·V.
+// softmax(scale·scores), ctx_i = scores·V. Causal: query i sees keys 0…i only (the later ones
+// are masked as the padding is).
 static inline __attribute__((always_inline)) void attention_head(
         float *restrict ctx, size_t ldc, const float *restrict q, const float *restrict k, const float *restrict v,
-        size_t ld, size_t l, size_t d, float scale, float *restrict scratch) {
+        size_t ld, size_t l, size_t d, float scale, float *restrict scratch, int causal) {
     size_t lp = (l + 15) & ~(size_t)15;
     float *s = scratch, *kt = scratch + lp;
     for (size_t p = 0; p < d; p++) {
@@ -206,7 +207,8 @@ static inline __attribute__((always_inline)) void attention_head(
             }
             for (int t = 0; t < 16; t++) s[jb + t] = acc[t];
         }
-        for (size_t j = l; j < lp; j++) s[j] = -__builtin_inff();
+        size_t seen = causal ? i + 1 : l;
+        for (size_t j = seen; j < lp; j++) s[j] = -__builtin_inff();
         float lm[16];
         for (int t = 0; t < 16; t++) lm[t] = -__builtin_inff();
         for (size_t jb = 0; jb < lp; jb += 16)
@@ -215,7 +217,7 @@ static inline __attribute__((always_inline)) void attention_head(
         for (int t = 1; t < 16; t++) mx = lm[t] > mx ? lm[t] : mx;
         for (size_t jb = 0; jb < lp; jb += 16)
             for (int t = 0; t < 16; t++) s[jb + t] = exp_approx((s[jb + t] - mx) * scale);
-        for (size_t j = l; j < lp; j++) s[j] = 0;  // the padded keys' e^(−87), from exp's clamp
+        for (size_t j = seen; j < lp; j++) s[j] = 0;  // masked keys' e^(−87), from exp's clamp
         float ls[16] = {0};
         for (size_t jb = 0; jb < lp; jb += 16)
             for (int t = 0; t < 16; t++) ls[t] += s[jb + t];
@@ -224,7 +226,7 @@ static inline __attribute__((always_inline)) void attention_head(
         float inv = 1.0f / sum;
         float *restrict c = ctx + i * ldc;
         for (size_t p = 0; p < d; p++) c[p] = 0;
-        for (size_t j = 0; j < l; j++) {
+        for (size_t j = 0; j < seen; j++) {
             float w = s[j] * inv;
             const float *restrict vj = v + j * ld;
             for (size_t p = 0; p < d; p++) c[p] += w * vj[p];
@@ -235,14 +237,14 @@ static inline __attribute__((always_inline)) void attention_head(
 size_t vlm_attention_head_scratch(size_t l, size_t d) { return (d + 1) * ((l + 15) & ~(size_t)15); }
 
 INLINE void body_vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
-                                    size_t ld, size_t l, size_t d, float scale, float *scratch) {
-    if (d == 32) attention_head(ctx, ldc, q, k, v, ld, l, 32, scale, scratch);
-    else if (d == 64) attention_head(ctx, ldc, q, k, v, ld, l, 64, scale, scratch);
-    else attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch);
+                                    size_t ld, size_t l, size_t d, float scale, float *scratch, int causal) {
+    if (d == 32) attention_head(ctx, ldc, q, k, v, ld, l, 32, scale, scratch, causal);
+    else if (d == 64) attention_head(ctx, ldc, q, k, v, ld, l, 64, scale, scratch, causal);
+    else attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch, causal);
 }
 DISPATCH(void, vlm_attention_head, (float *ctx, size_t ldc, const float *q, const float *k, const float *v,
-                                    size_t ld, size_t l, size_t d, float scale, float *scratch),
-         (ctx, ldc, q, k, v, ld, l, d, scale, scratch))
+                                    size_t ld, size_t l, size_t d, float scale, float *scratch, int causal),
+         (ctx, ldc, q, k, v, ld, l, d, scale, scratch, causal))
 
 // FMA throughput: 12 independent chains of native-width vector multiply-adds per build (enough
 // to cover the FMA latency on two ports, and few enough to stay in registers: 12 of the 16

@@ -94,13 +94,13 @@ public struct BLASBackend: Backend {
 
     public func attentionHead(ctx: UnsafeMutablePointer<Float>, ldc: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                               v: UnsafePointer<Float>, ld: Int, length l: Int, headSize d: Int, scale: Float,
-                              scratch: UnsafeMutablePointer<Float>) {
+                              scratch: UnsafeMutablePointer<Float>, causal: Bool) {
         if l <= directAttentionMaxLength {
-            attentionHeadForward(ctx: ctx, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: scale, scratch: scratch)
+            attentionHeadForward(ctx: ctx, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: scale, scratch: scratch, causal: causal)
             return
         }
         gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld, beta: 0, c: scratch, ldc: l, epilogue: .none)
-        softmaxRowsForward(scratch, rows: l, cols: l, scale: scale)
+        softmaxRowsForward(scratch, rows: l, cols: l, scale: scale, causal: causal)
         gemm(transA: false, transB: false, m: l, n: d, k: l, a: scratch, lda: l, b: v, ldb: ld, beta: 0, c: ctx, ldc: ldc, epilogue: .none)
     }
 

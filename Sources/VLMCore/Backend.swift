@@ -151,10 +151,10 @@ public protocol Backend: Sendable {
 
     /// ctx (l, d) with row stride ldc = softmax(scale · Q Kᵀ) V for one sequence and head; q, k,
     /// v are (l, d) with row stride ld. Runs on the calling thread (the caller parallelises
-    /// over sequences and heads).
+    /// over sequences and heads). Causal: query i attends to keys 0…i only.
     func attentionHead(ctx: UnsafeMutablePointer<Float>, ldc: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                        v: UnsafePointer<Float>, ld: Int, length l: Int, headSize d: Int, scale: Float,
-                       scratch: UnsafeMutablePointer<Float>)
+                       scratch: UnsafeMutablePointer<Float>, causal: Bool)
 }
 
 extension Backend {
@@ -177,12 +177,13 @@ extension Backend {
 
     public func attentionScratch(length l: Int, headSize d: Int) -> Int { l * l }
 
-    /// Two products and a softmax: scores (l, l) = Q Kᵀ, softmax(scale · scores), ctx = scores · V.
+    /// Two products and a softmax: scores (l, l) = Q Kᵀ, softmax(scale · scores) (masked when
+    /// causal), ctx = scores · V.
     public func attentionHead(ctx: UnsafeMutablePointer<Float>, ldc: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                               v: UnsafePointer<Float>, ld: Int, length l: Int, headSize d: Int, scale: Float,
-                              scratch: UnsafeMutablePointer<Float>) {
+                              scratch: UnsafeMutablePointer<Float>, causal: Bool) {
         gemm(transA: false, transB: true, m: l, n: l, k: d, a: q, lda: ld, b: k, ldb: ld, beta: 0, c: scratch, ldc: l, epilogue: .none)
-        softmaxRowsForward(scratch, rows: l, cols: l, scale: scale)
+        softmaxRowsForward(scratch, rows: l, cols: l, scale: scale, causal: causal)
         gemm(transA: false, transB: false, m: l, n: d, k: l, a: scratch, lda: l, b: v, ldb: ld, beta: 0, c: ctx, ldc: ldc, epilogue: .none)
     }
 

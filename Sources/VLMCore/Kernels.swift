@@ -32,6 +32,29 @@ public func maxPool2dForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointe
     }
 }
 
+/// out is (N,H/s,W/s,C) (sizes floored), inp is (N,H,W,C): the mean of each s×s window, windows
+/// not overlapping (torch's AvgPool2d(s): CLIP's modified ResNet downsamples this way).
+public func avgPool2dForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, h: Int, w: Int, c: Int, size s: Int) {
+    let oh = h / s, ow = w / s
+    let scale = 1 / Float(s * s)
+    Threads.parallelFor(n * oh, minChunk: 1) { range in
+        for row in range {
+            let b = row / oh, y = row % oh
+            for x in 0..<ow {
+                let dst = out + ((b * oh + y) * ow + x) * c
+                for ch in 0..<c { dst[ch] = 0 }
+                for ky in 0..<s {
+                    for kx in 0..<s {
+                        let src = inp + ((b * h + y * s + ky) * w + x * s + kx) * c
+                        for ch in 0..<c { dst[ch] += src[ch] }
+                    }
+                }
+                for ch in 0..<c { dst[ch] *= scale }
+            }
+        }
+    }
+}
+
 /// Output size of a pooling or convolution window along one axis.
 public func pooledSize(_ n: Int, size: Int, stride: Int, padding: Int) -> Int {
     (n + 2 * padding - size) / stride + 1

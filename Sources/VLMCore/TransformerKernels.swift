@@ -23,9 +23,14 @@ public func expApprox(_ x: Float) -> Float { vlm_exp_approx(x) }
 @inline(__always)
 public func erfApprox(_ x: Float) -> Float { vlm_erf_approx(x) }
 
-/// x is (rows, cols), in place: softmax(scale · x) over each row, max-subtracted.
-public func softmaxRowsForward(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float) {
-    for r in 0..<rows { vlm_softmax_row(x + r * cols, cols, scale) }
+/// x is (rows, cols), in place: softmax(scale · x) over each row, max-subtracted. Causal: row r
+/// over its first r + 1 columns, the others set to 0 (a causal mask: query r sees keys 0…r).
+public func softmaxRowsForward(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, scale: Float, causal: Bool = false) {
+    for r in 0..<rows {
+        let seen = causal ? min(r + 1, cols) : cols
+        vlm_softmax_row(x + r * cols, seen, scale)
+        for j in seen..<cols { x[r * cols + j] = 0 }
+    }
 }
 
 public enum ActivationFunction: String, Sendable, CaseIterable {
@@ -36,6 +41,8 @@ public enum ActivationFunction: String, Sendable, CaseIterable {
     case geluTanh
     case relu
     case tanh
+    /// x·σ(1.702·x) — OpenAI CLIP's QuickGELU (Hugging Face's "quick_gelu").
+    case quickGELU
 
     /// Hugging Face's `hidden_act` names.
     public init?(huggingFace name: String) {
@@ -44,6 +51,7 @@ public enum ActivationFunction: String, Sendable, CaseIterable {
         case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": self = .geluTanh
         case "relu": self = .relu
         case "tanh": self = .tanh
+        case "quick_gelu": self = .quickGELU
         default: return nil
         }
     }
@@ -65,6 +73,8 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
             for i in r { x[i] = max(x[i], 0) }
         case .tanh:
             for i in r { x[i] = tanhf(x[i]) }
+        case .quickGELU:
+            for i in r { x[i] = x[i] / (1 + expApprox(-1.702 * x[i])) }
         }
     }
 }
@@ -73,13 +83,14 @@ public func activationForward(_ x: UnsafeMutablePointer<Float>, count: Int, _ ac
 
 /// ctx (l, d) with row stride ldc = softmax(scale · Q Kᵀ) V for one sequence and head; q, k, v
 /// are (l, d) with row stride ld. scratch holds at least `attentionHeadScratch(l:d:)` floats.
+/// Causal: query i attends to keys 0…i only.
 /// Plain loops (in C, built per instruction set, specialised for d = 32 and 64, keys padded to
 /// blocks of 16 so every loop over them is whole vectors): for short sequences this beats two
 /// sgemm calls, whose fixed cost dominates products of, say, 15×15×32.
 public func attentionHeadForward(ctx: UnsafeMutablePointer<Float>, ldc: Int,
                                  q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, ld: Int,
-                                 l: Int, d: Int, scale: Float, scratch: UnsafeMutablePointer<Float>) {
-    vlm_attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch)
+                                 l: Int, d: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, causal: Bool = false) {
+    vlm_attention_head(ctx, ldc, q, k, v, ld, l, d, scale, scratch, causal ? 1 : 0)
 }
 
 /// Floats of scratch `attentionHeadForward` needs for l keys of head size d.

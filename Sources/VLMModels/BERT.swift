@@ -130,7 +130,7 @@ public struct BertConfig: Decodable, Equatable, Sendable {
             throw WeightError.unrecognized(source: path, reason: "layer_norm_eps \(cfg.layerNormEps) is not in [0, 1)")
         }
         if ActivationFunction(huggingFace: cfg.hiddenAct) == nil {
-            throw WeightError.unrecognized(source: path, reason: "\(distil ? "activation" : "hidden_act") '\(cfg.hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
+            throw WeightError.unrecognized(source: path, reason: "\(distil ? "activation" : "hidden_act") '\(cfg.hiddenAct)' is not supported (gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, relu)")
         }
         if let p = cfg.positionEmbeddingType, p != "absolute" {
             throw WeightError.unrecognized(source: path, reason: "position_embedding_type '\(p)' is not supported (absolute only)")
@@ -438,53 +438,17 @@ public final class BertModel {
         return BertOutput(hidden: Tensor(shape: [t, h], data: x), pooled: pooled, offsets: batch.offsets)
     }
 
-    /// out (rows, out) = inp (rows, in) · W + bias (+ residual).
     private func linear(_ out: inout [Float], _ inp: [Float], _ w: LinearWeights, rows: Int, residual: [Float]? = nil) {
-        precondition(inp.count >= rows * w.inFeatures && out.count >= rows * w.outFeatures)
-        out.withUnsafeMutableBufferPointer { o in
-            inp.withUnsafeBufferPointer { i in
-                withOptionalPointer(residual) { res in
-                    backend.linear(out: o.baseAddress!, inp: i.baseAddress!, rows: rows, weights: w, residual: res)
-                }
-            }
-        }
+        VLMModels.linear(&out, inp, w, rows: rows, residual: residual, backend: backend)
     }
 
     private func layerNorm(_ x: inout [Float], _ g: [Float], _ b: [Float], rows: Int, cols: Int) {
-        x.withUnsafeMutableBufferPointer { xp in
-            g.withUnsafeBufferPointer { gp in
-                b.withUnsafeBufferPointer { bp in
-                    layerNormForward(xp.baseAddress!, gamma: gp.baseAddress!, beta: bp.baseAddress!, rows: rows, cols: cols, eps: config.layerNormEps)
-                }
-            }
-        }
+        layerNormRows(&x, g, b, rows: rows, cols: cols, eps: config.layerNormEps)
     }
 
-    /// ctx (t, H) = softmax(Q Kᵀ / √d) V for every sequence and head; Q, K, V are column
-    /// blocks of qkv (t, 3H). No padding, so no mask: every key is a real token. The
-    /// (sequence, head) pairs are independent small products: they run on the engine's threads,
-    /// each on one thread, and the backend chooses the kernel for each (`attentionHead`).
     private func attention(ctx: inout [Float], qkv: [Float], batch: PackedBatch) {
-        let h = config.hiddenSize, d = config.headDim, ld = 3 * h, heads = config.numAttentionHeads
-        let scale = 1 / Float(d).squareRoot()
-        let longest = (0..<batch.count).map { batch.range($0).count }.max()!
-        let scratchPerWorker = backend.attentionScratch(length: longest, headSize: d)
-        var perWorker = [Float](repeating: 0, count: Threads.count * scratchPerWorker)
-        ctx.withUnsafeMutableBufferPointer { cp in
-            qkv.withUnsafeBufferPointer { qp in
-                perWorker.withUnsafeMutableBufferPointer { sp in
-                    let (c0, q0, s0) = (cp.baseAddress!, qp.baseAddress!, sp.baseAddress!)
-                    Threads.parallelInterleaved(batch.count * heads) { worker, pair in
-                        let s = pair / heads, head = pair % heads
-                        let r = batch.range(s)
-                        let base = q0 + r.lowerBound * ld
-                        backend.attentionHead(ctx: c0 + r.lowerBound * h + head * d, ldc: h, q: base + head * d,
-                                              k: base + h + head * d, v: base + 2 * h + head * d, ld: ld, length: r.count,
-                                              headSize: d, scale: scale, scratch: s0 + worker * scratchPerWorker)
-                    }
-                }
-            }
-        }
+        packedAttention(ctx: &ctx, qkv: qkv, offsets: batch.offsets, width: config.hiddenSize, heads: config.numAttentionHeads,
+                        causal: false, backend: backend)
     }
 }
 

@@ -170,6 +170,24 @@ final class KernelTests: XCTestCase {
         } }
     }
 
+    /// AvgPool2d(s) as torch: non-overlapping s×s windows, odd sizes floored (the last row and
+    /// column dropped), NHWC.
+    func testAveragePoolWindowsMatchDirect() {
+        var rng = SeededRandom(seed: 6)
+        for (h, w, s) in [(4, 6, 2), (5, 7, 2), (9, 9, 3), (1, 3, 1)] {
+            let (n, c) = (2, 5)
+            let x = rng.normals(n * h * w * c, std: 1)
+            let (oh, ow) = (h / s, w / s)
+            var out = [Float](repeating: .nan, count: n * oh * ow * c)
+            avgPool2dForward(out: &out, inp: x, n: n, h: h, w: w, c: c, size: s)
+            for b in 0..<n { for y in 0..<oh { for xx in 0..<ow { for ch in 0..<c {
+                var sum = 0.0
+                for ky in 0..<s { for kx in 0..<s { sum += Double(x[((b * h + y * s + ky) * w + xx * s + kx) * c + ch]) } }
+                XCTAssertEqual(Double(out[((b * oh + y) * ow + xx) * c + ch]), sum / Double(s * s), accuracy: 1e-5)
+            } } } }
+        }
+    }
+
     func testBatchNormFoldingEqualsConvThenBatchNorm() {
         var rng = SeededRandom(seed: 6)
         let (cout, cin, k) = (5, 3, 3)
@@ -324,13 +342,15 @@ final class TransformerKernelTests: XCTestCase {
         let v: [Float] = [-5, -1.5, -0.3, 0, 0.2, 1, 2.5, 8]
         for (act, f) in [(ActivationFunction.gelu, { (x: Double) in 0.5 * x * (1 + erf(x / 2.0.squareRoot())) }),
                          (.geluTanh, { (x: Double) in 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) }),
-                         (.relu, { (x: Double) in max(x, 0) }), (.tanh, { (x: Double) in tanh(x) })] {
+                         (.relu, { (x: Double) in max(x, 0) }), (.tanh, { (x: Double) in tanh(x) }),
+                         (.quickGELU, { (x: Double) in x / (1 + exp(-1.702 * x)) })] {
             var y = v
             activationForward(&y, count: y.count, act)
             for i in 0..<v.count { XCTAssertEqual(Double(y[i]), f(Double(v[i])), accuracy: 1e-6, "\(act) at \(v[i])") }
         }
         XCTAssertEqual(ActivationFunction(huggingFace: "gelu_new"), .geluTanh)
         XCTAssertEqual(ActivationFunction(huggingFace: "gelu_pytorch_tanh"), .geluTanh)
+        XCTAssertEqual(ActivationFunction(huggingFace: "quick_gelu"), .quickGELU)
         XCTAssertNil(ActivationFunction(huggingFace: "swish"))
         }
     }
@@ -481,10 +501,12 @@ final class FastMathTests: XCTestCase {
 
 final class AttentionKernelTests: XCTestCase {
     /// The direct kernel, and each backend's choice (BLAS: direct up to 64 keys, two sgemm
-    /// products beyond; naive: two naive products), against softmax(Q Kᵀ) V in Double.
+    /// products beyond; naive: two naive products), against softmax(Q Kᵀ) V in Double — with
+    /// and without the causal mask (query i sees keys 0…i: CLIP's text tower).
     func testEveryAttentionPathEqualsTheFormula() {
         atEveryKernelLevel { level in
         var rng = SeededRandom(seed: 33)
+        for causal in [false, true] {
         for (l, d) in [(1, 8), (7, 16), (16, 32), (17, 32), (33, 64), (64, 32), (5, 24), (65, 32), (90, 64)] {
             let ld = 3 * d + 5, ldc = d + 3
             let qkv = rng.normals(l * ld, std: 1)
@@ -494,22 +516,23 @@ final class AttentionKernelTests: XCTestCase {
                 let q = p.baseAddress!, k = q + d, v = q + 2 * d
                 var direct = [Float](repeating: 0, count: l * ldc)
                 var scratch = [Float](repeating: .nan, count: attentionHeadScratch(l: l, d: d))
-                attentionHeadForward(ctx: &direct, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: 0.125, scratch: &scratch)
+                attentionHeadForward(ctx: &direct, ldc: ldc, q: q, k: k, v: v, ld: ld, l: l, d: d, scale: 0.125, scratch: &scratch, causal: causal)
                 outputs.append(("direct", direct))
                 for be in [BLASBackend(), NaiveBackend()] as [any Backend] {
                     var out = [Float](repeating: 0, count: l * ldc)
                     var s = [Float](repeating: .nan, count: be.attentionScratch(length: l, headSize: d))
-                    be.attentionHead(ctx: &out, ldc: ldc, q: q, k: k, v: v, ld: ld, length: l, headSize: d, scale: 0.125, scratch: &s)
+                    be.attentionHead(ctx: &out, ldc: ldc, q: q, k: k, v: v, ld: ld, length: l, headSize: d, scale: 0.125, scratch: &s, causal: causal)
                     outputs.append(("\(be.kind)", out))
                 }
                 // Reference: Q Kᵀ, softmax, · V, in Double.
                 for i in 0..<l {
-                    var s = (0..<l).map { j in (0..<d).reduce(0.0) { $0 + Double(q[i * ld + $1]) * Double(k[j * ld + $1]) } * 0.125 }
+                    let seen = causal ? i + 1 : l
+                    var s = (0..<seen).map { j in (0..<d).reduce(0.0) { $0 + Double(q[i * ld + $1]) * Double(k[j * ld + $1]) } * 0.125 }
                     let m = s.max()!
                     s = s.map { exp($0 - m) }
                     let total = s.reduce(0, +)
                     for p2 in 0..<d {
-                        ref[i * ldc + p2] = Float((0..<l).reduce(0.0) { $0 + s[$1] / total * Double(v[$1 * ld + p2]) })
+                        ref[i * ldc + p2] = Float((0..<seen).reduce(0.0) { $0 + s[$1] / total * Double(v[$1 * ld + p2]) })
                     }
                 }
             }
@@ -517,9 +540,10 @@ final class AttentionKernelTests: XCTestCase {
                 // Only the d real columns of each row are the result; the padding is untouched.
                 let got = (0..<l).flatMap { i in out[(i * ldc)..<(i * ldc + d)] }
                 let want = (0..<l).flatMap { i in ref[(i * ldc)..<(i * ldc + d)] }
-                XCTAssertLessThanOrEqual(relativeError(got, want), 1e-6, "\(name) l\(l) d\(d)")
+                XCTAssertLessThanOrEqual(relativeError(got, want), 1e-6, "\(name) l\(l) d\(d) causal \(causal)")
                 XCTAssertTrue((0..<l).allSatisfy { i in out[(i * ldc + d)..<((i + 1) * ldc)].allSatisfy { $0 == 0 } }, name)
             }
+        }
         }
         }
     }

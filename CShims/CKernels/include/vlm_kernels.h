@@ -25,9 +25,10 @@ void vlm_layer_norm_rows(float *x, const float *gamma, const float *beta, size_t
 
 /// ctx (l, d), row stride ldc = softmax(scale·Q·Kᵀ)·V for one sequence and head; q, k, v are
 /// (l, d) with row stride ld; scratch holds at least vlm_attention_head_scratch(l, d) floats.
+/// causal ≠ 0: query i attends to keys 0…i only (a causal mask, as CLIP's text tower).
 size_t vlm_attention_head_scratch(size_t l, size_t d);
 void vlm_attention_head(float *ctx, size_t ldc, const float *q, const float *k, const float *v,
-                        size_t ld, size_t l, size_t d, float scale, float *scratch);
+                        size_t ld, size_t l, size_t d, float scale, float *scratch, int causal);
 
 /// The instruction set the kernels run: 2 AVX-512, 1 AVX2 with FMA, 0 baseline; and its name.
 /// It is the CPU's best (`vlm_cpu_isa`), or the lower one `VLM_KERNELS` (baseline, avx2, avx512)

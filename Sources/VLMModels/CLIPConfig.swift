@@ -1,0 +1,212 @@
+// Where a CLIP checkpoint's settings come from: open_clip's `open_clip_config.json` (the layout of
+// open_clip models on the Hugging Face hub: `model_cfg` with `vision_cfg`, `text_cfg`,
+// `quick_gelu`, and `preprocess_cfg`) or transformers' `config.json` (`model_type: clip`, with
+// `text_config` and `vision_config`). A key that changes the computation in a way vlm does not
+// run (layer scale, a timm or Hugging Face tower inside open_clip, attentional pooling, SigLIP's
+// logit bias, CoCa's decoder, …) is refused by name rather than ignored.
+
+import Foundation
+import VLMCore
+import VLMIO
+
+/// A CLIP checkpoint's files and the settings its config gives.
+public struct CLIPCheckpointFiles: Sendable {
+    public var folder: String
+    /// The config read (open_clip_config.json or config.json).
+    public var configPath: String
+    public var weightsPath: String
+    public var layout: CLIPLayout
+    public var settings: CLIPSettings
+    /// The image side the config names (checked against the weights at load).
+    public var imageSize: Int?
+    /// open_clip's `preprocess_cfg` or transformers' preprocessor_config.json, as read.
+    public var preprocessMean: [Float]?
+    public var preprocessStd: [Float]?
+
+    /// True when `folder` holds a CLIP config (open_clip's, or config.json with model_type clip).
+    public static func isCLIPFolder(_ folder: String) -> Bool {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: (folder as NSString).appendingPathComponent("open_clip_config.json")) { return true }
+        let config = (folder as NSString).appendingPathComponent("config.json")
+        guard let data = try? readJSONFile(config, what: "config.json"),
+              case .object(let o)? = try? JSONDecoder().decode(JSONValue.self, from: data) else { return false }
+        return o["model_type"] == .string("clip")
+    }
+
+    /// Reads the folder's config and finds its weights.
+    public static func locate(folder: String) throws -> CLIPCheckpointFiles {
+        func p(_ n: String) -> String { (folder as NSString).appendingPathComponent(n) }
+        let fm = FileManager.default
+        if fm.fileExists(atPath: p("open_clip_config.json")) {
+            let weights = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"].map(p).first { fm.fileExists(atPath: $0) }
+            guard let weights else {
+                throw WeightError.unrecognized(source: folder, reason: "has open_clip_config.json but no open_clip_model.safetensors or open_clip_pytorch_model.bin")
+            }
+            return try openCLIP(config: p("open_clip_config.json"), weights: weights, folder: folder)
+        }
+        return try huggingFace(config: p("config.json"), weights: try weightsInFolder(folder), folder: folder)
+    }
+
+    // MARK: open_clip
+
+    static func openCLIP(config path: String, weights: String, folder: String) throws -> CLIPCheckpointFiles {
+        let root = try readObject(path, what: "open_clip's config")
+        // The hub's layout nests the architecture under model_cfg; open_clip's own model configs
+        // (model_configs/*.json) are the architecture itself.
+        let model = root["model_cfg"]?.objectValue ?? root
+        func bad(_ reason: String) -> WeightError { .unrecognized(source: path, reason: reason) }
+        for (key, what) in [("multimodal_cfg", "a CoCa model (its text decoder)"), ("init_logit_bias", "a SigLIP model (sigmoid loss, logit bias)"),
+                            ("custom_text", "a CustomTextCLIP (its text tower under text.*)")] where truthy(model[key]) {
+            throw bad("'\(key)' marks \(what), which vlm does not run; vlm runs CLIP's ResNet and ViT image towers with its text transformer")
+        }
+        guard let vision = model["vision_cfg"]?.objectValue, let text = model["text_cfg"]?.objectValue else {
+            throw bad("no model_cfg.vision_cfg and text_cfg: not an open_clip CLIP config")
+        }
+        let refusedVision: [(String, String)] = [
+            ("timm_model_name", "a timm image tower"), ("ls_init_value", "layer scale"), ("attentional_pool", "attentional pooling"),
+            ("no_ln_pre", "no LayerNorm before the transformer"), ("qk_norm", "query/key normalisation"),
+            ("scaled_cosine_attn", "scaled cosine attention"), ("scale_heads", "head scaling"), ("scale_attn", "attention scaling"),
+            ("scale_attn_inner", "inner attention scaling"), ("scale_fc", "MLP scaling"), ("act_kwargs", "activation options"),
+            ("norm_kwargs", "normalisation options"),
+        ]
+        for (key, what) in refusedVision where truthy(vision[key]) {
+            throw bad("vision_cfg.\(key) asks for \(what), which vlm does not run")
+        }
+        if let pool = vision["pool_type"]?.stringValue, pool != "tok" { throw bad("vision_cfg.pool_type '\(pool)' is not supported (tok: the class token)") }
+        if let pos = vision["pos_embed_type"]?.stringValue, pos != "learnable" { throw bad("vision_cfg.pos_embed_type '\(pos)' is not supported (learnable)") }
+        if let block = vision["block_type"]?.stringValue, block != "default" { throw bad("vision_cfg.block_type '\(block)' is not supported") }
+        let refusedText: [(String, String)] = [
+            ("hf_model_name", "a Hugging Face text tower"), ("ls_init_value", "layer scale"), ("embed_cls", "a class token (CoCa)"),
+            ("no_causal_mask", "attention without the causal mask"), ("proj_bias", "a biased projection"), ("qk_norm", "query/key normalisation"),
+            ("scaled_cosine_attn", "scaled cosine attention"), ("scale_heads", "head scaling"), ("scale_attn", "attention scaling"),
+            ("scale_attn_inner", "inner attention scaling"), ("scale_fc", "MLP scaling"), ("act_kwargs", "activation options"),
+            ("norm_kwargs", "normalisation options"),
+        ]
+        for (key, what) in refusedText where truthy(text[key]) {
+            throw bad("text_cfg.\(key) asks for \(what), which vlm does not run")
+        }
+        if let pool = text["pool_type"]?.stringValue, pool != "argmax" { throw bad("text_cfg.pool_type '\(pool)' is not supported (argmax)") }
+        if let proj = text["proj_type"]?.stringValue, proj != "linear" { throw bad("text_cfg.proj_type '\(proj)' is not supported (linear)") }
+        if let block = text["block_type"]?.stringValue, block != "default" { throw bad("text_cfg.block_type '\(block)' is not supported") }
+
+        let quick = truthy(model["quick_gelu"])
+        let act: ActivationFunction = quick ? .quickGELU : .gelu
+        let headWidth = try positive(vision["head_width"], default: 64, "vision_cfg.head_width", path)
+        let visionWidth = try positive(vision["width"], default: 768, "vision_cfg.width", path)
+        // ModifiedResNet when layers is a list: its attention pooling has width·32 channels.
+        let isResNet: Bool
+        switch vision["layers"] {
+        case .array?: isResNet = true
+        default: isResNet = false
+        }
+        let visionHeads = (isResNet ? visionWidth * 32 : visionWidth) / headWidth
+        if visionHeads < 1 { throw bad("vision_cfg.head_width \(headWidth) is wider than the tower") }
+        let textHeads = try positive(text["heads"], default: 8, "text_cfg.heads", path)
+        let settings = CLIPSettings(vision: CLIPTowerSettings(heads: visionHeads, activation: act),
+                                    text: CLIPTowerSettings(heads: textHeads, activation: act), textPooling: .argmax)
+        let imageSize: Int? = vision["image_size"].flatMap { v -> Int? in
+            if case .array(let a) = v { return a.first?.intValue }
+            return v.intValue
+        }
+        let pre = root["preprocess_cfg"]?.objectValue
+        return CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .openCLIP, settings: settings, imageSize: imageSize,
+                                   preprocessMean: pre?["mean"]?.floatArray, preprocessStd: pre?["std"]?.floatArray)
+    }
+
+    // MARK: Hugging Face
+
+    static func huggingFace(config path: String, weights: String, folder: String) throws -> CLIPCheckpointFiles {
+        let root = try readObject(path, what: "the model's config.json")
+        func bad(_ reason: String) -> WeightError { .unrecognized(source: path, reason: reason) }
+        guard let type = root["model_type"]?.stringValue else { throw bad("no model_type: not a Hugging Face CLIP config") }
+        guard type == "clip" else {
+            throw bad("model_type '\(type.prefix(40))' is not CLIP; vlm runs CLIP (model_type clip), not SigLIP, Chinese-CLIP, AltCLIP, CLIPSeg, X-CLIP or other variants")
+        }
+        let text = root["text_config"]?.objectValue ?? [:], vision = root["vision_config"]?.objectValue ?? [:]
+        func activation(_ cfg: [String: JSONValue], _ name: String) throws -> ActivationFunction {
+            let a = cfg["hidden_act"]?.stringValue ?? "quick_gelu"
+            switch a {
+            case "quick_gelu": return .quickGELU
+            case "gelu": return .gelu
+            default: throw bad("\(name).hidden_act '\(a.prefix(40))' is not supported (quick_gelu, gelu)")
+            }
+        }
+        func eps(_ cfg: [String: JSONValue], _ name: String) throws -> Float {
+            let e = cfg["layer_norm_eps"]?.doubleValue ?? 1e-5
+            guard e >= 0 && e < 1 else { throw bad("\(name).layer_norm_eps \(e) is not in [0, 1)") }
+            return Float(e)
+        }
+        let eos = text["eos_token_id"]?.intValue ?? 49407
+        let settings = CLIPSettings(
+            vision: CLIPTowerSettings(heads: try positive(vision["num_attention_heads"], default: 12, "vision_config.num_attention_heads", path),
+                                      activation: try activation(vision, "vision_config"), layerNormEps: try eps(vision, "vision_config")),
+            text: CLIPTowerSettings(heads: try positive(text["num_attention_heads"], default: 8, "text_config.num_attention_heads", path),
+                                    activation: try activation(text, "text_config"), layerNormEps: try eps(text, "text_config")),
+            // transformers: eos_token_id 2 (configs written before it was set right) pools at the
+            // largest id; any other at the first end token.
+            textPooling: eos == 2 ? .argmax : .firstToken(Int32(clamping: eos)))
+        var mean: [Float]?, std: [Float]?
+        let pre = (folder as NSString).appendingPathComponent("preprocessor_config.json")
+        if FileManager.default.fileExists(atPath: pre) {
+            let p = try readObject(pre, what: "preprocessor_config.json")
+            mean = p["image_mean"]?.floatArray
+            std = p["image_std"]?.floatArray
+        }
+        return CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .huggingFace, settings: settings,
+                                   imageSize: vision["image_size"]?.intValue, preprocessMean: mean, preprocessStd: std)
+    }
+
+    static func readObject(_ path: String, what: String) throws -> [String: JSONValue] {
+        let data: Data
+        do { data = try readJSONFile(path, what: what) } catch let e as IOError {
+            throw WeightError.unrecognized(source: path, reason: "cannot read \(what) (\(e.description.dropFirst(path.count + 2)))")
+        }
+        guard case .object(let o)? = try? JSONDecoder().decode(JSONValue.self, from: data) else {
+            throw WeightError.unrecognized(source: path, reason: "not a JSON object")
+        }
+        return o
+    }
+
+    /// A setting that is set: true, a number other than 0, a non-empty string, list or object.
+    static func truthy(_ v: JSONValue?) -> Bool {
+        switch v {
+        case nil, .null?: return false
+        case .bool(let b)?: return b
+        case .integer(let i)?: return i != 0
+        case .number(let d)?: return d != 0
+        case .string(let s)?: return !s.isEmpty
+        case .array(let a)?: return !a.isEmpty
+        case .object(let o)?: return !o.isEmpty
+        }
+    }
+
+    static func positive(_ v: JSONValue?, default d: Int, _ name: String, _ path: String) throws -> Int {
+        guard let v, v != .null else { return d }
+        guard let i = v.intValue, i > 0, i < 1 << 20 else {
+            throw WeightError.unrecognized(source: path, reason: "\(name) must be a positive integer")
+        }
+        return i
+    }
+}
+
+extension JSONValue {
+    var intValue: Int? {
+        switch self {
+        case .integer(let i): return Int(exactly: i)
+        case .number(let d) where d.rounded() == d && abs(d) < 1e15: return Int(d)
+        default: return nil
+        }
+    }
+    var doubleValue: Double? {
+        switch self {
+        case .integer(let i): return Double(i)
+        case .number(let d): return d
+        default: return nil
+        }
+    }
+    var floatArray: [Float]? {
+        guard case .array(let a) = self else { return nil }
+        let f = a.compactMap { $0.doubleValue.map(Float.init) }
+        return f.count == a.count ? f : nil
+    }
+}

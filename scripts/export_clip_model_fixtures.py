@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Exports CLIP model fixtures to Tests/Fixtures/generated/clip-models/ (git-ignored), by
+`make fixtures`: small configurations of CLIP's three towers with seeded random weights, in the
+layouts users have them, and the reference outputs of the library that defines each.
+
+  oc-vit/   open_clip's CLIP: a vision transformer (patch 8, 32 px, 2 layers) and the text
+            transformer, QuickGELU — open_clip_model.safetensors + open_clip_config.json (the
+            layout of open_clip models on the Hugging Face hub)
+  oc-rn/    open_clip's CLIP with the modified ResNet (three-convolution stem, average-pool
+            downsampling, attention pooling; stages 1, 2, 1, 1 at width 8, 64 px) and exact GELU
+            — the same layout, and the same state dict as torch.save writes it
+            (open_clip_pytorch_model.bin)
+  hf-vit/   transformers' CLIPModel (CLIPConfig: text 4 heads, GELU; vision 48 px, patch 16,
+            QuickGELU), save_pretrained's config.json + model.safetensors
+
+Each folder has images.npy (N, 3, S, S; normalised pixels), texts.json (token ids as CLIP's
+tokenizer gives them, unpadded; one holds the end token mid-sequence, one is cut to 77),
+image_features.npy and text_features.npy (the projected, unnormalised embeddings:
+open_clip's encode_image / encode_text, transformers' get_image_features / get_text_features) and
+logit_scale.json. Weights are drawn from a fixed seed; every 1-D parameter (LayerNorm and
+BatchNorm scales and shifts, biases, the class embedding) and BatchNorm's running statistics are
+redrawn away from their initial 0 / 1, so a swapped scale and shift or an unfolded BatchNorm
+changes the outputs.
+
+Run: .venv/bin/python scripts/export_clip_model_fixtures.py
+"""
+import json
+import os
+
+import numpy as np
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.tokenizer import SimpleTokenizer
+from safetensors.torch import save_file
+from transformers import CLIPConfig, CLIPModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "Tests", "Fixtures", "generated", "clip-models")
+
+TEXTS = ["a photo of a cat", "A red car parked on the street at night.", "ünïcödé — “quotes” 東京 🙂",
+         " ".join(["a very long caption"] * 40)]
+
+
+def token_ids():
+    tok = SimpleTokenizer()
+    seqs = []
+    for t in TEXTS:
+        ids = [tok.sot_token_id] + tok.encode(t) + [tok.eot_token_id]
+        if len(ids) > 77:
+            ids = ids[:76] + [tok.eot_token_id]
+        seqs.append(ids)
+    # The end token in the middle: CLIP pools at the first position of the largest id.
+    seqs.append([tok.sot_token_id, 320, tok.eot_token_id, 1125, 539, tok.eot_token_id])
+    seqs.append([tok.sot_token_id, tok.eot_token_id])
+    return seqs
+
+
+def padded(seqs, n=77):
+    return torch.tensor([s + [0] * (n - len(s)) for s in seqs], dtype=torch.long)
+
+
+def redraw(model, gen):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                base = 1.0 if (name.endswith("weight") and ("ln" in name or "norm" in name or "bn" in name or "layrnorm" in name)) else 0.0
+                p.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=gen))
+
+
+def write_common(folder, images, seqs, image_features, text_features, logit_scale):
+    np.save(os.path.join(folder, "images.npy"), images.numpy().astype(np.float32))
+    np.save(os.path.join(folder, "image_features.npy"), image_features.detach().numpy().astype(np.float32))
+    np.save(os.path.join(folder, "text_features.npy"), text_features.detach().numpy().astype(np.float32))
+    with open(os.path.join(folder, "texts.json"), "w") as f:
+        json.dump({"texts": TEXTS, "ids": seqs}, f)
+    with open(os.path.join(folder, "logit_scale.json"), "w") as f:
+        json.dump({"logit_scale": float(logit_scale)}, f)
+
+
+def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed, bin_too=False):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = CLIP(embed_dim=embed_dim, vision_cfg=CLIPVisionCfg(**vision), text_cfg=CLIPTextCfg(**text), quick_gelu=quick_gelu)
+    redraw(model, gen)
+    model.eval()
+    folder = os.path.join(OUT, name)
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(folder, "open_clip_model.safetensors"))
+    if bin_too:
+        torch.save(model.state_dict(), os.path.join(folder, "open_clip_pytorch_model.bin"))
+    cfg = {"model_cfg": {"embed_dim": embed_dim, "quick_gelu": quick_gelu, "vision_cfg": vision, "text_cfg": text},
+           "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    images = torch.randn(3, 3, image_size, image_size, generator=gen)
+    seqs = token_ids()
+    with torch.no_grad():
+        write_common(folder, images, seqs, model.encode_image(images), model.encode_text(padded(seqs)), model.logit_scale)
+
+
+def hf_model(name, seed):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=77, vocab_size=49408, hidden_act="gelu", bos_token_id=49406,
+                         eos_token_id=49407, pad_token_id=1),
+        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=48, patch_size=16, hidden_act="quick_gelu"),
+        projection_dim=24)
+    model = CLIPModel(config)
+    redraw(model, gen)
+    model.eval()
+    folder = os.path.join(OUT, name)
+    model.save_pretrained(folder)
+    images = torch.randn(3, 3, 48, 48, generator=gen)
+    seqs = token_ids()
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=images)
+        txt = model.get_text_features(input_ids=padded(seqs))
+        img = img.pooler_output if hasattr(img, "pooler_output") else img
+        txt = txt.pooler_output if hasattr(txt, "pooler_output") else txt
+        write_common(folder, images, seqs, img, txt, model.logit_scale)
+
+
+def main():
+    text = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2)
+    open_clip_model("oc-vit", 32, dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32), text,
+                    quick_gelu=True, image_size=32, seed=31)
+    open_clip_model("oc-rn", 32, dict(layers=[1, 2, 1, 1], width=8, head_width=64, image_size=64), text,
+                    quick_gelu=False, image_size=64, seed=32, bin_too=True)
+    hf_model("hf-vit", seed=33)
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()
