@@ -78,7 +78,7 @@ $(GENERATED)/clip/texts.json: scripts/export_clip_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/clip
 	$(PY) scripts/export_clip_fixtures.py
 
-$(GENERATED)/clip-models/done: scripts/export_clip_model_fixtures.py $(VENV)/.stamp
+$(GENERATED)/clip-models/done: scripts/export_clip_model_fixtures.py scripts/export_clip_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/clip-models
 	$(PY) scripts/export_clip_model_fixtures.py
 	touch $@

@@ -60,7 +60,7 @@ let package = Package(
         .target(name: "VLMImage", dependencies: ["VLMCore", "VLMIO", "CImageDecode", "CKernels"]),
         .target(name: "VLMModels", dependencies: ["VLMCore", "VLMIO", "VLMTokenizer"]),
         // Model locations, the registry, fetching and loading.
-        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels"]),
+        .target(name: "VLMCatalog", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer"]),
         // The one way from an item to a vector: the encoders, the embedding service built from a
         // Codable description, the shared item error, the worker protocol.
         .target(name: "VLMEmbed", dependencies: ["VLMCore", "VLMIO", "VLMImage", "VLMModels", "VLMTokenizer", "VLMCatalog"]),

@@ -59,14 +59,13 @@ def texts(n=2000, seed=7):
     return out
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    bpe = oct.default_bpe()
-    simple = oct.SimpleTokenizer(bpe)
-    folder = os.path.join(OUT, "hf-tokenizer")
+def hf_tokenizer_folder(folder):
+    """Writes a Hugging Face CLIP folder's tokenizer files into `folder`: vocab.json and merges.txt
+    as transformers' CLIP checkpoints have them (open_clip's vocabulary with the hub's names for
+    the two special tokens), then tokenizer.json and the rest by save_pretrained. Returns the
+    tokenizer."""
+    simple = oct.SimpleTokenizer(oct.default_bpe())
     os.makedirs(folder, exist_ok=True)
-    # vocab.json and merges.txt as transformers' CLIP checkpoints have them: open_clip's vocabulary
-    # with the hub's names for the two special tokens.
     vocab = {}
     for token, i in simple.encoder.items():
         vocab[{"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}.get(token, token)] = i
@@ -79,6 +78,12 @@ def main():
     tok = CLIPTokenizer.from_pretrained(folder)   # transformers 5: the fast (tokenizers) one
     assert tok("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
     tok.save_pretrained(folder)
+    return tok
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    tok = hf_tokenizer_folder(os.path.join(OUT, "hf-tokenizer"))
     cases = []
     for t in texts():
         ids = tok(t, truncation=True, max_length=77)["input_ids"]

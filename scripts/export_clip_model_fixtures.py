@@ -13,6 +13,15 @@ layouts users have them, and the reference outputs of the library that defines e
   hf-vit/   transformers' CLIPModel (CLIPConfig: text 4 heads, GELU; vision 48 px, patch 16,
             QuickGELU), save_pretrained's config.json + model.safetensors
 
+images/ holds a few picture files (PNG and JPEG, RGB and grayscale, odd sizes, smaller and larger
+than the towers' inputs), and each folder e2e_image_features.npy: their embeddings through
+open_clip's own preprocessing (image_transform: Pillow's bicubic resize of the shorter side,
+centre crop, CLIP's mean and std) and the model, L2-normalised, in the files' sorted order. hf-vit
+also holds a tokenizer (tokenizer.json, vocab.json, merges.txt: open_clip's vocabulary, as
+export_clip_fixtures.py builds it) and e2e_text_features.npy: texts.txt through transformers'
+CLIPTokenizer and get_text_features, L2-normalised — what `vlm embed-image` / `embed-text` must
+give.
+
 Each folder has images.npy (N, 3, S, S; normalised pixels), texts.json (token ids as CLIP's
 tokenizer gives them, unpadded; one holds the end token mid-sequence, one is cut to 77),
 image_features.npy and text_features.npy (the projected, unnormalised embeddings:
@@ -29,10 +38,14 @@ import os
 
 import numpy as np
 import torch
+from PIL import Image
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.transform import image_transform
 from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel
+
+from export_clip_fixtures import hf_tokenizer_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "Fixtures", "generated", "clip-models")
@@ -53,6 +66,30 @@ def token_ids():
     seqs.append([tok.sot_token_id, 320, tok.eot_token_id, 1125, 539, tok.eot_token_id])
     seqs.append([tok.sot_token_id, tok.eot_token_id])
     return seqs
+
+
+def picture_files(folder, seed=5):
+    """Smooth random pictures (gradients plus noise), so resampling has something to do."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for name, (w, h), mode in [("a-wide.png", (97, 61), "RGB"), ("b-small.png", (23, 40), "RGB"), ("c-gray.png", (80, 80), "L"),
+                               ("d-photo.jpg", (130, 90), "RGB")]:
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([(x * 255 / w), (y * 255 / h), ((x + y) * 127 / (w + h))], axis=-1)
+        px = np.clip(base + rng.normal(0, 30, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(px, "RGB").convert(mode)
+        img.save(os.path.join(folder, name), quality=90) if name.endswith(".jpg") else img.save(os.path.join(folder, name))
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder))
+
+
+def image_e2e(folder, embed, image_size, mean=None, std=None):
+    t = image_transform(image_size, is_train=False, mean=mean, std=std)
+    files = picture_files(os.path.join(OUT, "images"))
+    batch = torch.stack([t(Image.open(f)) for f in files])
+    with torch.no_grad():
+        v = embed(batch)
+    v = v / v.norm(dim=-1, keepdim=True)
+    np.save(os.path.join(folder, "e2e_image_features.npy"), v.numpy().astype(np.float32))
 
 
 def padded(seqs, n=77):
@@ -102,6 +139,7 @@ def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed,
     seqs = token_ids()
     with torch.no_grad():
         write_common(folder, images, seqs, model.encode_image(images), model.encode_text(padded(seqs)), model.logit_scale)
+    image_e2e(folder, model.encode_image, image_size)
 
 
 def hf_model(name, seed):
@@ -127,6 +165,18 @@ def hf_model(name, seed):
         img = img.pooler_output if hasattr(img, "pooler_output") else img
         txt = txt.pooler_output if hasattr(txt, "pooler_output") else txt
         write_common(folder, images, seqs, img, txt, model.logit_scale)
+
+    def features(out):
+        return out.pooler_output if hasattr(out, "pooler_output") else out
+    image_e2e(folder, lambda x: features(model.get_image_features(pixel_values=x)), 48)
+    tok = hf_tokenizer_folder(folder)
+    with open(os.path.join(folder, "texts.txt"), "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in TEXTS)
+    enc = tok(TEXTS, truncation=True, max_length=77, padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        v = features(model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]))
+    v = v / v.norm(dim=-1, keepdim=True)
+    np.save(os.path.join(folder, "e2e_text_features.npy"), v.numpy().astype(np.float32))
 
 
 def main():

@@ -5,6 +5,7 @@ import Foundation
 import VLMCore
 import VLMIO
 import VLMModels
+import VLMTokenizer
 
 /// A ResNet from a folder holding model.safetensors, a .safetensors file, or seeded synthetic
 /// weights ("synthetic:resnet50[:SEED]", any depth) for demos and benchmarks; nil spec: the
@@ -23,6 +24,9 @@ public func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = fals
     }
     let file = try weightsFile(spec, defaultName: defaultResNetName)
     let weights = try openWeights(file)
+    if CLIPLayout.of(weights.keys) != nil {
+        throw WeightError.unrecognized(source: file, reason: "a CLIP state dict without its config (what it says decides the activation and heads): pass the folder holding it with open_clip_config.json or config.json")
+    }
     if !quiet, let stripped = weights as? PrefixStrippedCheckpoint {
         note("vlm: note: \(file): every key carries the prefix '\(stripped.prefix)' (a model saved inside a wrapper); read without it")
     }
@@ -78,4 +82,36 @@ public func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool
         note("vlm: note: \(path): ignoring \(heads.count) task-head tensors (\(heads.prefix(3).joined(separator: ", "))\(heads.count > 3 ? ", …" : "")); using the encoder only")
     }
     return enc
+}
+
+// MARK: - CLIP
+
+/// True when `spec` names a CLIP checkpoint: a folder with open_clip_config.json, or with a
+/// config.json whose model_type is clip.
+public func isCLIPModel(_ spec: String?) -> Bool {
+    guard let spec, !spec.hasPrefix("synthetic:"), FileStatus.of(spec)?.kind == .directory else { return false }
+    return CLIPCheckpointFiles.isCLIPFolder(spec)
+}
+
+/// A CLIP checkpoint folder's config and both towers, prepared for `backend`.
+public func loadCLIP(_ folder: String, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> (CLIPModel, CLIPCheckpointFiles) {
+    let files = try CLIPCheckpointFiles.locate(folder: folder)
+    let weights = try openWeights(files.weightsPath)
+    if !quiet, let stripped = weights as? PrefixStrippedCheckpoint {
+        note("vlm: note: \(files.weightsPath): every key carries the prefix '\(stripped.prefix)' (a model saved inside a wrapper); read without it")
+    }
+    let model = try CLIPModel(source: weights, settings: files.settings, backend: backend, allowNonFinite: allowNonFinite)
+    if let size = files.imageSize, size != model.vision.imageSize {
+        throw WeightError.unrecognized(source: files.configPath, reason: "says image size \(size), but the image tower's position embedding is for \(model.vision.imageSize)-px images")
+    }
+    return (model, files)
+}
+
+/// The tokenizer of a CLIP folder: its tokenizer.json (Hugging Face's layout).
+public func loadCLIPTokenizer(_ files: CLIPCheckpointFiles) throws -> CLIPTokenizer {
+    let json = (files.folder as NSString).appendingPathComponent("tokenizer.json")
+    guard FileStatus.of(json) != nil else {
+        throw WeightError.unrecognized(source: files.folder, reason: "no tokenizer.json: vlm reads a CLIP folder's tokenizer from tokenizer.json (open_clip's own bpe_simple_vocab_16e6.txt.gz is not read yet)")
+    }
+    return try CLIPTokenizer(tokenizerJSON: json)
 }

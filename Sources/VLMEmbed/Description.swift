@@ -15,7 +15,8 @@ extension Pooling: Codable {}
 /// declares (its preprocessing, its sentence-transformers pooling, normalisation and length).
 public struct EmbeddingDescription: Codable, Equatable, Sendable {
     public struct Image: Codable, Equatable, Sendable {
-        /// A ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, synthetic:NAME); nil: models/resnet50.
+        /// A ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, synthetic:NAME) or a CLIP
+        /// checkpoint folder; nil: models/resnet50.
         public var model: String?
         /// The output of image items: pooled features or logits.
         public var layer: ImageLayer = .pooled
@@ -31,21 +32,36 @@ public struct EmbeddingDescription: Codable, Equatable, Sendable {
         public var draft = false
         /// Images (and pairs) per forward pass.
         public var batchSize = 16
+        /// L2-normalise each image vector (before any projection); nil: yes for CLIP, no for a ResNet.
+        public var normalize: Bool?
 
         public init(model: String? = nil) { self.model = model }
 
         /// The preprocessing in force: these options, else what the model declares (its
-        /// registry entry or preprocess.json; not looked up when `lookUp` is false), else
-        /// torchvision's V1 defaults (256, 224, ImageNet).
+        /// registry entry or preprocess.json; a CLIP folder's config: its image size, mean and
+        /// std, CLIP's own when it names none, and Pillow's bicubic filter; not looked up when
+        /// `lookUp` is false), else torchvision's V1 defaults (256, 224, ImageNet).
         public func preprocessing(lookUp: Bool = true) throws -> Preprocessing {
             let complete = resize != nil && crop != nil && mean != nil && std != nil
+            if lookUp, let model, isCLIPModel(model) {
+                let files = try CLIPCheckpointFiles.locate(folder: model)
+                let size = files.imageSize ?? 224
+                let p = Preprocessing(resize: resize ?? size, crop: crop ?? size, mean: mean ?? files.preprocessMean ?? Preprocessing.clipMean,
+                                      std: std ?? files.preprocessStd ?? Preprocessing.clipStd, filter: .bicubic)
+                try check(p)
+                return p
+            }
             let declared = complete || !lookUp ? nil : try declaredPreprocess(model)?.0
             let p = Preprocessing(resize: resize ?? declared?.resize ?? 256, crop: crop ?? declared?.crop ?? 224,
                                   mean: mean ?? declared?.mean ?? Preprocessing.imagenetMean, std: std ?? declared?.std ?? Preprocessing.imagenetStd)
+            try check(p)
+            return p
+        }
+
+        func check(_ p: Preprocessing) throws {
             if UInt64(p.crop) * UInt64(p.crop) > maxPixels {
                 throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(maxPixels)")
             }
-            return p
         }
     }
 

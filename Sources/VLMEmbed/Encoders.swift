@@ -79,26 +79,69 @@ public struct PreparedImages {
     public init(tensor: [Float], failures: [ItemError?]) { (self.tensor, self.failures) = (tensor, failures) }
 }
 
+/// The network that turns preprocessed images into rows: a ResNet, or a CLIP checkpoint's
+/// image tower.
+public enum ImageNetwork {
+    case resnet(ResNet)
+    case clip(CLIPModel)
+
+    public var sourceName: String {
+        switch self {
+        case .resnet(let n): return n.sourceName
+        case .clip(let m): return m.sourceName
+        }
+    }
+
+    /// The input's channels (3 for CLIP).
+    public var inChannels: Int {
+        if case .resnet(let n) = self { return n.config.inChannels }
+        return 3
+    }
+}
+
 public final class ImageRowEncoder: RowEncoder {
-    public let net: ResNet
+    public let network: ImageNetwork
     public let preprocessing: Preprocessing
     public let maxPixels: UInt64
     public let layer: ImageLayer
     /// Decode JPEGs at the DCT scale Pillow's Image.draft("RGB", (resize, resize)) picks.
     public let draft: Bool
+    /// Each row L2-normalised (the image part of a CLIP pair; image items are normalised by the
+    /// service's finishing step instead).
+    public let normalize: Bool
 
-    public init(net: ResNet, preprocessing: Preprocessing, maxPixels: UInt64, layer: ImageLayer, draft: Bool = false) throws {
-        if layer == .logits && net.config.numClasses == nil {
-            throw InputError("\(net.sourceName): the checkpoint has no fc layer, so there are no logits; use the pooled layer")
+    public init(network: ImageNetwork, preprocessing: Preprocessing, maxPixels: UInt64, layer: ImageLayer, draft: Bool = false,
+                normalize: Bool = false) throws {
+        switch network {
+        case .resnet(let net):
+            if layer == .logits && net.config.numClasses == nil {
+                throw InputError("\(net.sourceName): the checkpoint has no fc layer, so there are no logits; use the pooled layer")
+            }
+        case .clip(let m):
+            if layer == .logits {
+                throw InputError("\(m.sourceName): a CLIP image tower has no logits; its output is the embedding (the pooled layer)")
+            }
+            if preprocessing.crop != m.vision.imageSize {
+                throw OptionError("--crop \(preprocessing.crop): this CLIP model takes \(m.vision.imageSize)-px images")
+            }
         }
-        (self.net, self.preprocessing, self.maxPixels, self.layer, self.draft) = (net, preprocessing, maxPixels, layer, draft)
+        (self.network, self.preprocessing, self.maxPixels, self.layer, self.draft) = (network, preprocessing, maxPixels, layer, draft)
+        self.normalize = normalize
     }
 
-    public var dim: Int { layer == .pooled ? net.config.featureSize : net.config.numClasses! }
+    public var dim: Int {
+        switch network {
+        case .resnet(let net): return layer == .pooled ? net.config.featureSize : net.config.numClasses!
+        case .clip(let m): return m.embedDim
+        }
+    }
 
     public var settings: [String: String] {
-        ["layer": layer.rawValue, "max_pixels": "\(maxPixels)", "draft": "\(draft)",
-         "preprocessing": "resize \(preprocessing.resize), crop \(preprocessing.crop), mean \(preprocessing.mean), std \(preprocessing.std)"]
+        var s = ["layer": layer.rawValue, "max_pixels": "\(maxPixels)", "draft": "\(draft)",
+                 "preprocessing": "resize \(preprocessing.resize), crop \(preprocessing.crop), mean \(preprocessing.mean), std \(preprocessing.std)"]
+        if preprocessing.filter != .bilinear { s["preprocessing"]! += ", \(preprocessing.filter.rawValue)" }
+        if normalize { s["normalize"] = "true" }
+        return s
     }
 
     /// Decodes and preprocesses the items in parallel (each image on one thread).
@@ -170,8 +213,16 @@ public final class ImageRowEncoder: RowEncoder {
     /// Rows for (n, 3, H, W) preprocessed images.
     public func run(_ input: Tensor) -> [Float] {
         guard input.shape[0] > 0 else { return [] }
-        let out = net.forward(input)
-        return layer == .pooled ? out.pooled.data : out.logits!.data
+        var rows: [Float]
+        switch network {
+        case .resnet(let net):
+            let out = net.forward(input)
+            rows = layer == .pooled ? out.pooled.data : out.logits!.data
+        case .clip(let m):
+            rows = m.encodeImages(input).data
+        }
+        if normalize { l2NormalizeRows(&rows, dim: dim) }
+        return rows
     }
 }
 
@@ -221,8 +272,22 @@ public struct PreparedTexts {
     public var tokens: Int { encodings.reduce(0) { $0 + $1.count } }
 }
 
+/// The model that turns texts into rows: a BERT-family encoder, or a CLIP checkpoint's text side.
+public enum TextNetwork {
+    case bert(TextEncoder)
+    case clip(CLIPTextEncoder)
+
+    public var folder: String {
+        switch self {
+        case .bert(let e): return e.folder
+        case .clip(let e): return e.model.sourceName
+        }
+    }
+}
+
 public final class TextRowEncoder: RowEncoder {
-    public let encoder: TextEncoder
+    public let network: TextNetwork
+    /// BERT's pooling; CLIP's text tower pools at its end token (`.cls` is never used for it).
     public let pooling: Pooling
     public let normalize: Bool
     public let maxLength: Int
@@ -233,28 +298,69 @@ public final class TextRowEncoder: RowEncoder {
     private var truncated = 0
 
     /// nil settings take the model folder's defaults (sentence-transformers' config).
-    public init(encoder: TextEncoder, pooling: Pooling?, normalize: Bool?, maxLength: Int?, batchSize: Int, batchTokens: Int,
-                pairs: Bool = false, truncate: Bool = true) throws {
-        self.encoder = encoder
-        self.truncate = truncate
-        self.pooling = pooling ?? encoder.defaultPooling
-        self.normalize = normalize ?? encoder.defaultNormalize
-        let maxPositions = encoder.model.config.maxPositionEmbeddings
-        if let maxLength, maxLength > maxPositions {
-            throw OptionError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(maxPositions)")
-        }
-        self.maxLength = maxLength ?? encoder.defaultMaxLength
-        (self.batchSize, self.batchTokens) = (batchSize, batchTokens)
-        try encoder.check(pooling: self.pooling, pairs: pairs)
+    public convenience init(encoder: TextEncoder, pooling: Pooling?, normalize: Bool?, maxLength: Int?, batchSize: Int, batchTokens: Int,
+                            pairs: Bool = false, truncate: Bool = true) throws {
+        try self.init(network: .bert(encoder), pooling: pooling, normalize: normalize, maxLength: maxLength, batchSize: batchSize,
+                      batchTokens: batchTokens, pairs: pairs, truncate: truncate)
     }
 
-    public var dim: Int { encoder.model.config.hiddenSize }
+    /// nil settings take the model's defaults: for BERT its sentence-transformers config; for
+    /// CLIP the context length (77) and normalised vectors.
+    public init(network: TextNetwork, pooling: Pooling?, normalize: Bool?, maxLength: Int?, batchSize: Int, batchTokens: Int,
+                pairs: Bool = false, truncate: Bool = true) throws {
+        self.network = network
+        self.truncate = truncate
+        (self.batchSize, self.batchTokens) = (batchSize, batchTokens)
+        switch network {
+        case .bert(let encoder):
+            self.pooling = pooling ?? encoder.defaultPooling
+            self.normalize = normalize ?? encoder.defaultNormalize
+            let maxPositions = encoder.model.config.maxPositionEmbeddings
+            if let maxLength, maxLength > maxPositions {
+                throw OptionError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(maxPositions)")
+            }
+            self.maxLength = maxLength ?? encoder.defaultMaxLength
+            try encoder.check(pooling: self.pooling, pairs: pairs)
+        case .clip(let encoder):
+            if let pooling {
+                throw OptionError("--pooling \(pooling.rawValue): a CLIP text tower pools at its end token; --pooling is for BERT-family models")
+            }
+            if pairs { throw OptionError("\(encoder.model.sourceName): a CLIP text tower does not encode sentence pairs") }
+            let context = encoder.contextLength
+            if let maxLength, maxLength > context || maxLength < 2 {
+                throw OptionError("--max-length \(maxLength): this CLIP text tower takes 2…\(context) tokens, start and end included")
+            }
+            self.pooling = .cls
+            self.normalize = normalize ?? true
+            self.maxLength = maxLength ?? context
+        }
+    }
+
+    public var dim: Int {
+        switch network {
+        case .bert(let e): return e.model.config.hiddenSize
+        case .clip(let e): return e.dim
+        }
+    }
 
     public var settings: [String: String] {
-        var s = ["pooling": pooling.rawValue, "normalize": "\(normalize)", "max_length": "\(maxLength)",
-                 "batch_texts": "\(batchSize)", "batch_tokens": "\(batchTokens)"]
+        var s = ["normalize": "\(normalize)", "max_length": "\(maxLength)", "batch_texts": "\(batchSize)", "batch_tokens": "\(batchTokens)"]
+        if case .bert = network { s["pooling"] = pooling.rawValue } else { s["pooling"] = "end token (CLIP)" }
         if !truncate { s["truncate"] = "false" }   // only when off: fingerprints of jobs without it stay
         return s
+    }
+
+    /// The pooling's name for descriptions: BERT's, or "clip_end_token".
+    public var poolingName: String {
+        if case .clip = network { return "clip_end_token" }
+        return pooling.rawValue
+    }
+
+    func encode(_ text: TextInput, maxLength: Int) -> Encoding {
+        switch network {
+        case .bert(let e): return e.encode(text.text, pair: text.pair, maxLength: maxLength)
+        case .clip(let e): return e.encode(text.text, maxLength: maxLength)
+        }
     }
 
     /// Texts cut to the maximum length so far.
@@ -265,7 +371,7 @@ public final class TextRowEncoder: RowEncoder {
     public func prepare(_ items: [(id: [UInt8], value: TextInput)]) -> PreparedTexts { prepare(items, truncate: truncate) }
 
     public func prepare(_ items: [(id: [UInt8], value: TextInput)], truncate: Bool) -> PreparedTexts {
-        let encodings = Threads.run { items.map { encoder.encode($0.value.text, pair: $0.value.pair, maxLength: maxLength) } }
+        let encodings = Threads.run { items.map { encode($0.value, maxLength: maxLength) } }
         var out = PreparedTexts(encodings: [], failures: [])
         out.encodings.reserveCapacity(encodings.count)
         var cut = 0
@@ -287,15 +393,27 @@ public final class TextRowEncoder: RowEncoder {
     /// Its tokens are counted up to 16 times the limit: all of a text of megabytes would take seconds.
     public func tooLong(_ text: TextInput, id: [UInt8]) -> ItemError {
         let cap = 16 * maxLength
-        let size = encoder.tokenCount(text.text, pair: text.pair, upTo: cap).map { "\($0) tokens" } ?? "more than \(cap) tokens"
+        let count: Int?
+        switch network {
+        case .bert(let e): count = e.tokenCount(text.text, pair: text.pair, upTo: cap)
+        case .clip(let e): count = e.tokenCount(text.text, upTo: cap)
+        }
+        let size = count.map { "\($0) tokens" } ?? "more than \(cap) tokens"
         return ItemError(id: id, kind: "too_long",
                          message: "\(RawPath.display(id)): \(size), over the maximum length of \(maxLength), and truncation is off")
     }
 
     public func encode(_ texts: PreparedTexts) throws -> EncodedBatch {
-        EncodedBatch(rows: encoder.embed(encodings: texts.encodings, pooling: pooling, normalize: normalize,
-                                         batchSize: batchSize, batchTokens: batchTokens),
-                     failures: texts.failures)
+        switch network {
+        case .bert(let e):
+            return EncodedBatch(rows: e.embed(encodings: texts.encodings, pooling: pooling, normalize: normalize,
+                                              batchSize: batchSize, batchTokens: batchTokens),
+                                failures: texts.failures)
+        case .clip(let e):
+            var rows = e.embed(encodings: texts.encodings, batchSize: batchSize, batchTokens: batchTokens)
+            if normalize { l2NormalizeRows(&rows, dim: e.dim) }
+            return EncodedBatch(rows: rows, failures: texts.failures)
+        }
     }
 }
 

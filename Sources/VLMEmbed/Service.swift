@@ -25,6 +25,9 @@ public final class EmbeddingService: @unchecked Sendable {
     private let lock = NSRecursiveLock()
     private var net: Result<ResNet, Error>?
     private var textModel: Result<TextEncoder, Error>?
+    /// CLIP checkpoints by folder: one checkpoint named for images and texts loads once.
+    private var clipModels: [String: Result<CLIPModel, Error>] = [:]
+    private var clipText: Result<CLIPTextEncoder, Error>?
     private var imageRows: Result<ImageRowEncoder, Error>?
     private var textRows: Result<TextRowEncoder, Error>?
     private var pairRows: Result<PairRowEncoder, Error>?
@@ -40,8 +43,8 @@ public final class EmbeddingService: @unchecked Sendable {
     /// Loads the models the description names now, so a bad path ends the process at start
     /// (the default models load on first use; a missing one answers its items with an error).
     public func loadNamed() throws {
-        if description.image.model != nil { _ = try resnet() }
-        if description.text.model != nil { _ = try textEncoder() }
+        if description.image.model != nil { _ = try imageNetwork() }
+        if description.text.model != nil { _ = try textNetwork() }
     }
 
     private func once<T>(_ slot: ReferenceWritableKeyPath<EmbeddingService, Result<T, Error>?>, _ make: () throws -> T) throws -> T {
@@ -53,8 +56,39 @@ public final class EmbeddingService: @unchecked Sendable {
         return try r.get()
     }
 
+    /// The image model when it is a ResNet (what ImageNet classification needs); an error for CLIP.
     public func resnet() throws -> ResNet {
-        try once(\.net) { try loadResNet(description.image.model, backend: backend, quiet: quiet, allowNonFinite: description.allowNonFinite) }
+        if let m = description.image.model, isCLIPModel(m) {
+            throw InputError("\(m): a CLIP model, not a ResNet with an ImageNet classifier; this command takes a ResNet")
+        }
+        return try once(\.net) { try loadResNet(description.image.model, backend: backend, quiet: quiet, allowNonFinite: description.allowNonFinite) }
+    }
+
+    /// A CLIP checkpoint folder, loaded once however many roles name it.
+    public func clip(_ folder: String) throws -> CLIPModel {
+        lock.lock()
+        defer { lock.unlock() }
+        let key = (try? resolveSymlinks((folder as NSString).standardizingPath)) ?? folder
+        if let r = clipModels[key] { return try r.get() }
+        let r = Result { try loadCLIP(folder, backend: backend, quiet: quiet, allowNonFinite: description.allowNonFinite).0 }
+        clipModels[key] = r
+        return try r.get()
+    }
+
+    /// The image model: a ResNet, or a CLIP checkpoint's image tower.
+    public func imageNetwork() throws -> ImageNetwork {
+        if let m = description.image.model, isCLIPModel(m) { return .clip(try clip(m)) }
+        return .resnet(try resnet())
+    }
+
+    /// The text model: a BERT-family encoder, or a CLIP checkpoint's text side.
+    public func textNetwork() throws -> TextNetwork {
+        if let m = description.text.model, isCLIPModel(m) {
+            return .clip(try once(\.clipText) {
+                try CLIPTextEncoder(model: try clip(m), tokenizer: try loadCLIPTokenizer(try CLIPCheckpointFiles.locate(folder: m)))
+            })
+        }
+        return .bert(try textEncoder())
     }
 
     public func textEncoder() throws -> TextEncoder {
@@ -66,9 +100,9 @@ public final class EmbeddingService: @unchecked Sendable {
     /// The preprocessing in force (`EmbeddingDescription.Image.preprocessing`).
     public func preprocessing() throws -> Preprocessing { try description.image.preprocessing() }
 
-    func imageEncoder(layer: ImageLayer) throws -> ImageRowEncoder {
-        try ImageRowEncoder(net: try resnet(), preprocessing: try preprocessing(), maxPixels: description.image.maxPixels, layer: layer,
-                            draft: description.image.draft)
+    func imageEncoder(layer: ImageLayer, normalize: Bool = false) throws -> ImageRowEncoder {
+        try ImageRowEncoder(network: try imageNetwork(), preprocessing: try preprocessing(), maxPixels: description.image.maxPixels, layer: layer,
+                            draft: description.image.draft, normalize: normalize)
     }
 
     /// Image items' rows: the model's output, not yet normalised or projected.
@@ -84,7 +118,7 @@ public final class EmbeddingService: @unchecked Sendable {
     public func texts() throws -> TextRowEncoder {
         try once(\.textRows) {
             let t = description.text
-            let e = try TextRowEncoder(encoder: try textEncoder(), pooling: t.pooling, normalize: false, maxLength: t.maxLength,
+            let e = try TextRowEncoder(network: try textNetwork(), pooling: t.pooling, normalize: false, maxLength: t.maxLength,
                                        batchSize: t.batchSize, batchTokens: t.batchTokens, truncate: t.truncate ?? true)
             _ = try projection(e.dim)
             return e
@@ -96,9 +130,9 @@ public final class EmbeddingService: @unchecked Sendable {
     public func pairs() throws -> PairRowEncoder {
         try once(\.pairRows) {
             let t = description.text
-            let texts = try TextRowEncoder(encoder: try textEncoder(), pooling: t.pooling, normalize: t.normalize, maxLength: t.maxLength,
+            let texts = try TextRowEncoder(network: try textNetwork(), pooling: t.pooling, normalize: t.normalize, maxLength: t.maxLength,
                                            batchSize: description.image.batchSize, batchTokens: t.batchTokens, truncate: t.truncate ?? true)
-            let e = PairRowEncoder(images: try imageEncoder(layer: description.image.pairLayer), texts: texts,
+            let e = PairRowEncoder(images: try imageEncoder(layer: description.image.pairLayer, normalize: try imageNormalize()), texts: texts,
                                    normalizeParts: description.normalizeParts)
             _ = try projection(e.dim)
             return e
@@ -106,8 +140,22 @@ public final class EmbeddingService: @unchecked Sendable {
     }
 
     /// Whether text vectors are normalised when the asker does not say: --normalize, else the
-    /// model's sentence-transformers config.
-    public func textNormalize() throws -> Bool { try description.text.normalize ?? textEncoder().defaultNormalize }
+    /// model's sentence-transformers config (a CLIP text tower: yes).
+    public func textNormalize() throws -> Bool {
+        if let n = description.text.normalize { return n }
+        switch try textNetwork() {
+        case .bert(let e): return e.defaultNormalize
+        case .clip: return true
+        }
+    }
+
+    /// Whether image vectors are normalised when the asker does not say: yes for CLIP (its
+    /// space is compared by cosine), no for a ResNet's features.
+    public func imageNormalize() throws -> Bool {
+        if let n = description.image.normalize { return n }
+        if case .clip = try imageNetwork() { return true }
+        return false
+    }
 
     /// The model's width for a kind of item (before projection).
     public func rowDim(_ kind: ItemKind) throws -> Int {
@@ -143,7 +191,7 @@ public final class EmbeddingService: @unchecked Sendable {
     public func finish(_ kind: ItemKind, _ batch: EncodedBatch, ids: [[UInt8]], normalize: Bool? = nil) throws -> EncodedBatch {
         var b = batch
         let raw = try rowDim(kind)
-        if try normalize ?? (kind == .text ? textNormalize() : false) { l2NormalizeRows(&b.rows, dim: raw) }
+        if try normalize ?? (kind == .text ? textNormalize() : kind == .image ? imageNormalize() : false) { l2NormalizeRows(&b.rows, dim: raw) }
         let finishing = RowFinishing(projection: try projection(raw), normalizeOutput: description.normalizeOutput,
                                      allowNonFinite: description.allowNonFinite)
         return finishing.apply(b, width: raw, ids: ids)
@@ -155,6 +203,8 @@ public final class EmbeddingService: @unchecked Sendable {
     public func withFinishing(_ kind: ItemKind, _ s: [String: String]) -> [String: String] {
         var s = s
         if kind == .text, let n = try? textNormalize() { s["normalize"] = "\(n)" }
+        // Only when on: the fingerprints of ResNet jobs stay what they were.
+        if kind == .image, (try? imageNormalize()) == true { s["normalize"] = "true" }
         if let pca { s["pca"] = pca.fileDigest ?? "fitted in memory" }
         if description.normalizeOutput { s["normalize_output"] = "true" }
         return s

@@ -91,12 +91,13 @@ extension EmbeddingService {
                 let p = try preprocessing()
                 (options[prefix + "resize"], options[prefix + "crop"]) = ("\(p.resize)", "\(p.crop)")
                 (options[prefix + "mean"], options[prefix + "std"]) = ("\(p.mean)", "\(p.std)")
+                if p.filter != .bilinear { options[prefix + "filter"] = p.filter.rawValue }
                 options[prefix + "draft"] = "\(description.image.draft)"
             }
         }
         func text(_ t: TextRowEncoder, prefix: String) throws {
             models.append(try Self.modelFiles(role: "text", spec: description.text.model, defaultName: defaultTextModelName, text: true))
-            options[prefix + "pooling"] = t.pooling.rawValue
+            options[prefix + "pooling"] = t.poolingName
             options[prefix + "normalize"] = "\(try textNormalize())"
             options[prefix + "max_length"] = "\(t.maxLength)"
         }
@@ -112,13 +113,19 @@ extension EmbeddingService {
     }
 
     /// A model's files and their digests: the weights (a sharded checkpoint's index and shards),
-    /// and for a text model folder its config and tokenizer files.
+    /// and for a text model folder its config and tokenizer files. A CLIP checkpoint is one
+    /// model, role "clip", whichever tower made the rows: its image and text vectors share a space.
     static func modelFiles(role: String, spec: String?, defaultName: String, text: Bool) throws -> VectorSpace.Model {
         let resolved = resolveModelSpec(spec, defaultName: defaultName)
         if resolved.hasPrefix("synthetic:") { return VectorSpace.Model(role: role, name: resolved, sha256: resolved, files: [:]) }
+        let clip = isCLIPModel(resolved)
+        let role = clip ? "clip" : role, text = text || clip
         let folder: String
         let weights: String
-        if FileStatus.of(resolved)?.kind == .directory {
+        if clip {
+            folder = resolved
+            weights = try CLIPCheckpointFiles.locate(folder: resolved).weightsPath
+        } else if FileStatus.of(resolved)?.kind == .directory {
             folder = resolved
             weights = try weightsInFolder(resolved)
         } else {
@@ -149,7 +156,8 @@ extension EmbeddingService {
             sha = all.finalizeHex()
         }
         if text {
-            for f in ["config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+            for f in ["config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "open_clip_config.json",
+                      "preprocessor_config.json"] {
                 let p = (folder as NSString).appendingPathComponent(f)
                 if FileStatus.of(p)?.kind == .regular { files[f] = try DigestCache.sha256(ofFile: p) }
             }

@@ -25,6 +25,9 @@ public struct Preprocessing: Equatable, Sendable {
 
     public static let imagenetMean: [Float] = [0.485, 0.456, 0.406]
     public static let imagenetStd: [Float] = [0.229, 0.224, 0.225]
+    /// OpenAI CLIP's (open_clip's OPENAI_DATASET_MEAN / STD).
+    public static let clipMean: [Float] = [0.48145466, 0.4578275, 0.40821073]
+    public static let clipStd: [Float] = [0.26862954, 0.26130258, 0.27577711]
 
     public init(resize: Int = 256, crop: Int = 224, mean: [Float] = imagenetMean, std: [Float] = imagenetStd, filter: ResampleFilter = .bilinear) {
         precondition(resize > 0 && crop > 0 && mean.count == 3 && std.count == 3)

@@ -15,6 +15,7 @@
 
 import Foundation
 import VLMCore
+import VLMTokenizer
 
 // MARK: - Settings
 
@@ -585,4 +586,59 @@ public final class CLIPModel {
 
     /// (N, embedDim) text embeddings of token sequences, not normalised.
     public func encodeTexts(_ sequences: [[Int32]]) -> Tensor { text.forward(sequences, backend: backend) }
+}
+
+// MARK: - Texts to vectors
+
+/// A CLIP checkpoint's text side: its tokenizer and text tower (what `TextEncoder` is for BERT).
+public final class CLIPTextEncoder {
+    public let model: CLIPModel
+    public let tokenizer: CLIPTokenizer
+    /// The files the tokenizer was read from.
+    public var tokenizerPath: String { tokenizer.path }
+
+    public init(model: CLIPModel, tokenizer: CLIPTokenizer) throws {
+        if tokenizer.vocab.count > model.text.vocabSize {
+            throw WeightError.unrecognized(source: tokenizer.path, reason: "the tokenizer has \(tokenizer.vocab.count) tokens, the text tower's embedding \(model.text.vocabSize)")
+        }
+        (self.model, self.tokenizer) = (model, tokenizer)
+    }
+
+    public var tower: CLIPTextTower { model.text }
+    public var dim: Int { model.embedDim }
+    /// The longest sequence the tower takes, start and end tokens included (77).
+    public var contextLength: Int { min(tower.contextLength, tokenizer.contextLength) }
+
+    /// Start, tokens, end; cut to `maxLength` (default the context length) with the end token kept.
+    public func encode(_ text: String, maxLength: Int? = nil) -> Encoding {
+        let limit = min(maxLength ?? contextLength, contextLength)
+        var ids = tokenizer.tokens(text)
+        let room = max(0, limit - 2)
+        let truncated = ids.count > room
+        if truncated { ids.removeLast(ids.count - room) }
+        let all = [tokenizer.startID] + ids + [tokenizer.endID]
+        return Encoding(ids: all, tokens: [], typeIds: [Int32](repeating: 0, count: all.count), truncated: truncated)
+    }
+
+    /// Tokens of the text untruncated (start and end included), up to `cap`; nil beyond it.
+    public func tokenCount(_ text: String, upTo cap: Int) -> Int? {
+        let n = tokenizer.tokens(text).count + 2
+        return n <= cap ? n : nil
+    }
+
+    /// (count, dim) rows in input order, not normalised: sorted longest first into batches of
+    /// at most `batchSize` texts and `batchTokens` tokens, as BERT's.
+    public func embed(encodings: [Encoding], batchSize: Int, batchTokens: Int) -> [Float] {
+        let d = dim
+        var out = [Float](repeating: 0, count: encodings.count * d)
+        let order = encodings.indices.sorted { (encodings[$0].count, $1) > (encodings[$1].count, $0) }
+        for range in TextEncoder.batches(lengths: order.map { encodings[$0].count }, batchSize: max(1, batchSize), batchTokens: batchTokens) {
+            let idx = Array(order[range])
+            let rows = tower.forward(idx.map { encodings[$0].ids }, backend: model.backend)
+            for (s, row) in idx.enumerated() {
+                for j in 0..<d { out[row * d + j] = rows.data[s * d + j] }
+            }
+        }
+        return out
+    }
 }

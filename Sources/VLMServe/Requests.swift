@@ -45,6 +45,8 @@ struct OpenAIRequest: Decodable {
     var user: String?
     var normalize: Bool?
     var truncate: Bool?
+    /// "text" (the default) or "image", as infinity takes CLIP images: data: URLs, or paths under --root.
+    var modality: String?
 }
 
 struct ImageRequest: Decodable {
@@ -381,31 +383,80 @@ extension EmbeddingServer {
     }
 
     func openAIEmbeddings(_ request: Request) async throws -> Response {
-        let (encoder, _) = try textEncoder()
         let buffer = try await body(request)
+        struct Modality: Decodable { var modality: String? }
+        // Parsed on the work threads, as every body is (the full decode, with its errors, follows).
+        let modality = try await pool.run { (try? JSONDecoder().decode(Modality.self, from: Data(buffer.readableBytesView)))?.modality }
+        switch modality {
+        case nil, "text": return try await openAITexts(buffer)
+        case "image": return try await openAIImages(buffer)
+        case let m?: throw APIError.validation("modality must be \"text\" or \"image\", not \(jsonString(m))")
+        }
+    }
+
+    func openAITexts(_ buffer: ByteBuffer) async throws -> Response {
+        let (encoder, _) = try textEncoder()
         let (r, encodings) = try await pool.run { [self] in
             let r = try decode(OpenAIRequest.self, buffer)
-            // One model serves texts here: any `model` a client sends picks it (clients such as
-            // LangChain send names like "text-embedding-3-small"), as text-embeddings-inference
-            // and llama-server do. A name would be refused only where it picks between models.
-            switch r.encoding_format {
-            case nil, "float", "base64": break
-            case let f?: throw APIError.validation("encoding_format must be \"float\" or \"base64\", not \(jsonString(f))")
-            }
-            let width = models.dims[.text] ?? encoder.dim
-            if let d = r.dimensions, !(d >= 1 && d <= Double(width) && d == d.rounded()) {
-                let shown: String = d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)"
-                throw APIError.validation("dimensions must be a whole number from 1 to \(width), not \(shown)")
-            }
+            try checkOpenAI(r, width: models.dims[.text] ?? encoder.dim)
             return (r, try tokenize(r.input.values, encoder: encoder, truncate: r.truncate ?? config.autoTruncate, field: "input"))
         }
         let normalize = r.normalize ?? models.textNormalize
-        let unit = unitVectors(.text, normalize: normalize)
-        var (rows, dim) = try await textRows(encodings, normalize: normalize, field: "input")
-        let tokens = encodings.tokens
-        let count = encodings.failures.count
+        let (rows, dim) = try await textRows(encodings, normalize: normalize, field: "input")
+        return try await openAIAnswer(r, rows: rows, dim: dim, count: encodings.failures.count, unit: unitVectors(.text, normalize: normalize),
+                                      tokens: encodings.tokens)
+    }
+
+    /// Images as infinity takes them on /v1/embeddings ("modality": "image"): each input a data:
+    /// URL (or bare base64) or, under --root, a path. vlm fetches nothing: an http(s) URL is a 400.
+    func openAIImages(_ buffer: ByteBuffer) async throws -> Response {
+        let (encoder, lane) = try imageEncoder()
+        let (r, prepared, names) = try await pool.run { [self] in
+            let r = try decode(OpenAIRequest.self, buffer)
+            if r.truncate != nil { throw APIError.validation("truncate applies to texts, not to images") }
+            try checkOpenAI(r, width: models.dims[.image] ?? encoder.dim)
+            try checkCount(r.input.values.count, field: "input")
+            let inputs: [(name: String, input: ImageInput, path: String?)] = try r.input.values.enumerated().map { k, s in
+                let lower = s.prefix(8).lowercased()
+                if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
+                    throw APIError.validation("input[\(k)]: vlm fetches nothing; send the image as a data: URL (data:image/jpeg;base64,…) or, with --root, a path under it",
+                                              .badRequest)
+                }
+                if lower.hasPrefix("data:") { return ("input[\(k)]", .bytes(try decodeBase64Image(s, name: "input[\(k)]")), nil) }
+                let name = "input[\(k)] (\(jsonString(s)))"
+                let full = try resolve(s, name: name)
+                return (name, .file(RawPath(full), walked: true), full)
+            }
+            let prepared = encoder.prepare(inputs.map { (id: Array($0.name.utf8), value: $0.input) })
+            try refuseFailures(prepared.failures, inputs.map { ($0.name, $0.path) })
+            return (r, prepared, inputs.map(\.name))
+        }
+        let normalize = r.normalize ?? models.imageNormalize
+        let batch = try await batcher.submit(lane, prepared, items: names.count)
+        let (rows, dim) = try await finished(.image, batch, names: names, normalize: normalize)
+        return try await openAIAnswer(r, rows: rows, dim: dim, count: names.count, unit: unitVectors(.image, normalize: normalize), tokens: 0)
+    }
+
+    /// encoding_format and dimensions, checked against the vectors' width.
+    func checkOpenAI(_ r: OpenAIRequest, width: Int) throws {
+        // One model serves each modality here: any `model` a client sends picks it (clients such as
+        // LangChain send names like "text-embedding-3-small"), as text-embeddings-inference
+        // and llama-server do. A name would be refused only where it picks between models.
+        switch r.encoding_format {
+        case nil, "float", "base64": break
+        case let f?: throw APIError.validation("encoding_format must be \"float\" or \"base64\", not \(jsonString(f))")
+        }
+        if let d = r.dimensions, !(d >= 1 && d <= Double(width) && d == d.rounded()) {
+            let shown: String = d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)"
+            throw APIError.validation("dimensions must be a whole number from 1 to \(width), not \(shown)")
+        }
+    }
+
+    /// OpenAI's answer: the rows (cut to `dimensions` when asked), as floats or base64.
+    func openAIAnswer(_ r: OpenAIRequest, rows: [Float], dim: Int, count: Int, unit: Bool, tokens: Int) async throws -> Response {
         let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
         return try await pool.run {
+            var (rows, dim) = (rows, dim)
             if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {
                 // The first d values (normalised again when the vectors were unit vectors, as
                 // OpenAI's shortened embeddings are: after --pca, only --normalize-output makes them so).
@@ -448,7 +499,7 @@ extension EmbeddingServer {
         let buffer = try await body(request, json: false)
         return try await pool.run { [self] in
             var inputs: [(name: String, input: ImageInput, path: String?)] = []
-            var normalize = false
+            var normalize = models.imageNormalize
             if multipart {
                 let form = try MultipartForm.parse(buffer, contentType: type)
                 if form.files.isEmpty {
@@ -466,7 +517,7 @@ extension EmbeddingServer {
                 inputs = form.files.enumerated().map { ("files[\($0)] (\(jsonString($1.name)))", .bytes($1.data), nil) }
             } else {
                 let r = try decode(ImageRequest.self, buffer)
-                normalize = r.normalize ?? false
+                normalize = r.normalize ?? models.imageNormalize
                 switch (r.inputs, r.paths) {
                 case (nil, nil): throw APIError.validation("give \"inputs\" (base64 images) or \"paths\" (files under the server's --root)")
                 case (.some, .some): throw APIError.validation("give \"inputs\" or \"paths\", not both")

@@ -72,6 +72,8 @@ public struct ServeModels {
     public var text: Result<TextRowEncoder, Error>
     /// Whether requests that do not say get normalised text vectors (--normalize, else the model's default).
     public var textNormalize: Bool
+    /// Whether image requests that do not say get normalised vectors (a CLIP image tower: yes).
+    public var imageNormalize: Bool
     /// The names /v1/models lists for the text model (`--served-model-name`, repeatable; the
     /// first is the one /v1/embeddings reports when a request names none of them).
     public var textNames: [String]
@@ -91,6 +93,7 @@ public struct ServeModels {
         image = Result { try service.images() }
         pair = Result { try service.pairs() }
         textNormalize = (try? service.textNormalize()) ?? false
+        imageNormalize = (try? service.imageNormalize()) ?? false
         self.textNames = textNames
         dims = [:]
         for kind in ItemKind.allCases { dims[kind] = try? service.dim(kind) }
@@ -368,6 +371,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         out["served_model_name"] = .string(models.textName)
         out["served_model_names"] = .array(models.textNames.map { .string($0) })
         out["text_normalize_default"] = .bool(models.textNormalize)
+        out["image_normalize_default"] = .bool(models.imageNormalize)
         return json(JSONValue.object(out).jsonText)
     }
 

@@ -33,6 +33,10 @@ public struct Encoding: Equatable, Sendable {
     /// Whether truncation dropped tokens.
     public var truncated: Bool
     public var count: Int { ids.count }
+
+    public init(ids: [Int32], tokens: [String], typeIds: [Int32], truncated: Bool) {
+        (self.ids, self.tokens, self.typeIds, self.truncated) = (ids, tokens, typeIds, truncated)
+    }
 }
 
 public enum TokenizerError: VLMError, Equatable {

@@ -57,7 +57,12 @@ struct EmbedText: ParsableCommand {
         projection.apply(to: &d)
         let service = try common.service(d, backend: backend)
         let rows = try service.texts()
-        if input.jsonlPairField != nil { try rows.encoder.check(pooling: rows.pooling, pairs: true) }
+        if input.jsonlPairField != nil {
+            switch rows.network {
+            case .bert(let e): try e.check(pooling: rows.pooling, pairs: true)
+            case .clip(let e): throw OptionError("--jsonl-pair-field: \(e.model.sourceName) is a CLIP model, whose text tower does not encode sentence pairs")
+            }
+        }
         let source = TextSource(lines: lines, range: common.job.slice(lines.lineCount), format: input.format)
         defer { reportTruncation(rows, of: source.count) }
         try batch.run(source, try ServiceRows(service, .text, rows), unitSize: 4 * batchSize, backend: backend, models: [model ?? defaultTextModel()])

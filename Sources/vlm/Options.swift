@@ -35,6 +35,9 @@ struct ImageOptions: ParsableArguments {
     @Flag(help: "Decode JPEGs at the reduced DCT scale (1/2, 1/4, 1/8) Pillow's Image.draft(\"RGB\", (resize, resize)) picks, then resize as usual: on 12-megapixel phone photos a whole job ran 1.1× faster on 2 cores (the model bounds it) with a quarter less memory (BENCHMARKS.md §6); vectors differ slightly from a full decode.")
     var draft = false
 
+    @Flag(inversion: .prefixedNo, help: "L2-normalise each image vector (before any --pca). Default: yes for a CLIP model (its space is compared by cosine), no for a ResNet.")
+    var normalizeImages: Bool?
+
     func validate() throws {
         if let resize { try Limits.check("--resize", resize, 1...Limits.maxSide) }
         if let crop { try Limits.check("--crop", crop, 1...Limits.maxSide) }
@@ -49,6 +52,7 @@ struct ImageOptions: ParsableArguments {
     func image(model: String?, batchSize: Int = 16) -> EmbeddingDescription.Image {
         var i = EmbeddingDescription.Image(model: model)
         (i.resize, i.crop, i.mean, i.std, i.maxPixels, i.draft, i.batchSize) = (resize, crop, mean, std, maxPixels, draft, batchSize)
+        i.normalize = normalizeImages
         return i
     }
 }

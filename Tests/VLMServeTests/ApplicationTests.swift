@@ -11,6 +11,7 @@ import NIOCore
 import XCTest
 import VLMCore
 import VLMEmbed
+import VLMIO
 import VLMModels
 import VLMServe
 
@@ -144,4 +145,59 @@ final class ApplicationTests: XCTestCase {
             }
         }
     }
+
+    /// One CLIP checkpoint serves texts and images on /v1/embeddings (images as infinity takes
+    /// them: "modality": "image", data: URLs or paths under --root; http(s) URLs refused — vlm
+    /// fetches nothing), each normalised by default, equal to the service's own vectors.
+    func testCLIPServesTextsAndImagesInOneSpace() async throws {
+        let clip = fixtures.appendingPathComponent("generated/clip-models")
+        guard FileManager.default.fileExists(atPath: clip.appendingPathComponent("done").path) else { throw FixtureMissing(path: clip.path) }
+        var d = EmbeddingDescription()
+        d.text.model = clip.appendingPathComponent("hf-vit").path
+        d.image.model = d.text.model
+        let service = try EmbeddingService(d, backend: BLASBackend(), version: "test", quiet: true)
+        var config = ServeConfiguration()
+        config.root = clip.appendingPathComponent("images").path
+        let server = EmbeddingServer(config: config, models: ServeModels(service: service, textNames: ["clip"]))
+        let png = clip.appendingPathComponent("images/a-wide.png")
+        // Two images in one forward pass, as the request below sends them (bit for bit).
+        let images = try service.embed([(Array("a".utf8), .image(.file(RawPath(png.path), walked: false))),
+                                        (Array("b".utf8), .image(.bytes(try Data(contentsOf: png))))]).map { try $0.get() }
+        let image = images[0]
+        let text = try service.embed([(Array("t".utf8), .text(TextInput("a photo of a cat")))])[0].get()
+        XCTAssertEqual(image.reduce(0) { $0 + $1 * $1 }, 1, accuracy: 1e-5, "CLIP image vectors are unit vectors by default")
+        let dataURL = "data:image/png;base64," + (try Data(contentsOf: png)).base64EncodedString()
+        try await server.application().test(.router) { client in
+            func embeddings(_ body: String) async throws -> (HTTPResponse.Status, [String: Any]) {
+                try await client.execute(uri: "/v1/embeddings", method: .post, headers: Self.jsonHeaders, body: ByteBuffer(string: body)) { r in
+                    (r.status, try self.object(r))
+                }
+            }
+            func rows(_ o: [String: Any]) -> [[Float]] {
+                (o["data"] as? [[String: Any]] ?? []).map { ($0["embedding"] as? [Double] ?? []).map { Float($0) } }
+            }
+            var (status, o) = try await embeddings(#"{"input": ["a-wide.png", "\#(dataURL)"], "modality": "image"}"#)
+            XCTAssertEqual(status, .ok, "\(o)")
+            XCTAssertEqual(rows(o), images)
+            XCTAssertEqual(images[0], images[1])
+            (status, o) = try await embeddings(#"{"input": "a photo of a cat"}"#)
+            XCTAssertEqual(rows(o), [text])
+            (status, o) = try await embeddings(#"{"input": "a photo of a cat", "modality": "text"}"#)
+            XCTAssertEqual(rows(o), [text])
+            (status, o) = try await embeddings(#"{"input": ["https://example.com/cat.jpg"], "modality": "image"}"#)
+            XCTAssertEqual(status, .badRequest)
+            XCTAssertTrue(((o["error"] as? [String: Any])?["message"] as? String ?? "").contains("vlm fetches nothing"), "\(o)")
+            (status, o) = try await embeddings(#"{"input": ["../x.png"], "modality": "image"}"#)
+            XCTAssertEqual(status, .forbidden)
+            (status, o) = try await embeddings(#"{"input": ["x"], "modality": "video"}"#)
+            XCTAssertEqual(status, .unprocessableContent)
+            (status, o) = try await embeddings(#"{"input": ["a-wide.png"], "modality": "image", "truncate": false}"#)
+            XCTAssertEqual(status, .unprocessableContent)
+        }
+    }
+}
+
+struct FixtureMissing: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "fixture missing: \(path) (run `make fixtures`)" }
 }

@@ -103,6 +103,8 @@ def sandbox(tmp_path_factory):
     os.symlink(MINILM, models / "all-MiniLM-L6-v2")
     (models / "resnet50").mkdir()  # seeded weights of the real architecture, in fetch's place
     os.symlink(os.path.join(GENERATED, "resnet50", "model.safetensors"), models / "resnet50" / "model.safetensors")
+    # A small CLIPModel of the hub's layout with seeded weights, in a downloaded checkpoint's place.
+    os.symlink(os.path.join(GENERATED, "clip-models", "hf-vit"), models / "clip-vit-base-patch32")
 
     photos = ["astronaut.jpg", "coffee.jpg", "chelsea.png", "rocket.jpg", "hubble.jpg", "palette.png",
               "camera_gray.png", "coins_gray.jpg"]

@@ -1,0 +1,139 @@
+// CLIP checkpoints on the command line, as a user runs them: `vlm embed-image`, `embed-text`,
+// `fuse` and `worker` on open_clip and Hugging Face folders, from picture files and texts to
+// vectors equal to open_clip's preprocessing + model (Pillow's bicubic resize, centre crop,
+// CLIP's mean and std) and to transformers' tokenizer + get_text_features — L2-normalised, as
+// CLIP vectors are compared. Fixtures: scripts/export_clip_model_fixtures.py (`make fixtures`).
+
+import Foundation
+import XCTest
+import VLMCore
+import VLMIO
+
+final class CLIPCLITests: XCTestCase {
+    let models = fixtures.appendingPathComponent("generated/clip-models").path
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        guard FileManager.default.fileExists(atPath: models + "/done") else { throw FixtureMissing(path: models + " (run `make fixtures`)") }
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-clip-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { if let dir { try? FileManager.default.removeItem(at: dir) } }
+
+    func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+
+    /// Each row of `got` against the same row of the reference, by relative error.
+    func assertRows(_ got: Tensor, _ reference: String, rows: [Int]? = nil, columns: Range<Int>? = nil,
+                    file: StaticString = #filePath, line: UInt = #line) throws {
+        let ref = try NPY.read(path: reference)
+        let d = ref.shape[1], width = got.shape[1]
+        let cols = columns ?? 0..<width
+        XCTAssertEqual(cols.count, d, file: file, line: line)
+        for (i, r) in (rows ?? Array(0..<ref.shape[0])).enumerated() {
+            let a = Array(got.data[(i * width + cols.lowerBound)..<(i * width + cols.upperBound)]), b = Array(ref.data[(r * d)..<((r + 1) * d)])
+            XCTAssertLessThanOrEqual(relativeError(a, b), 1e-4, "row \(i) against reference row \(r)", file: file, line: line)
+            XCTAssertEqual(a.reduce(0.0) { $0 + Double($1) * Double($1) }, 1, accuracy: 1e-5, "unit vector", file: file, line: line)
+        }
+    }
+
+    func testImagesFromFilesEqualOpenCLIPsPreprocessingAndModel() throws {
+        for name in ["oc-vit", "oc-rn", "hf-vit"] {
+            for backend in ["blas", "naive"] {
+                let out = path("\(name)-\(backend).npy")
+                let r = try runVLM(["embed-image", models + "/images", "--model", models + "/" + name, "-o", out, "--backend", backend])
+                XCTAssertEqual(r.status, 0, r.stderr)
+                try assertRows(try NPY.read(path: out), models + "/\(name)/e2e_image_features.npy")
+                if name == "oc-rn" && backend == "blas" {
+                    // --no-normalize-images: open_clip's encode_image as it is (the norms differ from 1).
+                    let raw = try runVLM(["embed-image", models + "/images", "--model", models + "/" + name, "-o", path("raw.npy"), "--no-normalize-images"])
+                    XCTAssertEqual(raw.status, 0, raw.stderr)
+                    let (a, b) = (try NPY.read(path: path("raw.npy")), try NPY.read(path: out))
+                    let norm = a.data[0..<32].reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                    XCTAssertGreaterThan(abs(norm - 1), 0.01)
+                    XCTAssertLessThanOrEqual(relativeError(a.data[0..<32].map { Float(Double($0) / norm) }, Array(b.data[0..<32])), 1e-6)
+                }
+                let ids = try String(contentsOfFile: out + ".ids.txt", encoding: .utf8)
+                XCTAssertEqual(ids.split(separator: "\n").map { ($0 as NSString).lastPathComponent }, ["a-wide.png", "b-small.png", "c-gray.png", "d-photo.jpg"])
+            }
+        }
+    }
+
+    func testTextsEqualTransformersAndShareTheImagesSpace() throws {
+        let hf = models + "/hf-vit"
+        let out = path("t.npy")
+        let r = try runVLM(["embed-text", "--file", hf + "/texts.txt", "--model", hf, "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("1 of 4 texts were truncated to 77 tokens"), r.stderr)
+        try assertRows(try NPY.read(path: out), hf + "/e2e_text_features.npy")
+        // --max-length cuts sooner, the end token kept; --no-truncate makes the long one an error row.
+        let cut = try runVLM(["embed-text", "--model", hf, "--max-length", "5", "-o", path("cut.npy"), "a photo of a red car at night"])
+        XCTAssertEqual(cut.status, 0, cut.stderr)
+        let strict = try runVLM(["embed-text", "--file", hf + "/texts.txt", "--model", hf, "--no-truncate", "-o", path("strict.npy")])
+        XCTAssertEqual(strict.status, 2, strict.stderr)
+        XCTAssertTrue(strict.stderr.contains("over the maximum length of 77, and truncation is off"), strict.stderr)
+        XCTAssertEqual(try NPY.read(path: path("strict.npy")).shape, [3, 24])
+
+        // Image and text rows of one CLIP checkpoint describe one model: role clip, one digest.
+        let img = path("i.npy")
+        XCTAssertEqual(try runVLM(["embed-image", models + "/images", "--model", hf, "-o", img]).status, 0)
+        func space(_ p: String) throws -> [String: Any] {
+            let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: p + ".meta.json"))) as! [String: Any]
+            return (meta["definition"] as! [String: Any])["space"] as! [String: Any]
+        }
+        let (si, st) = (try space(img), try space(out))
+        let (mi, mt) = ((si["models"] as! [[String: Any]])[0], (st["models"] as! [[String: Any]])[0])
+        XCTAssertEqual(mi["role"] as? String, "clip")
+        XCTAssertEqual(mt["role"] as? String, "clip")
+        XCTAssertEqual(mi["sha256"] as? String, mt["sha256"] as? String)
+        XCTAssertEqual((si["options"] as! [String: String])["filter"], "bicubic")
+        XCTAssertEqual((st["options"] as! [String: String])["pooling"], "clip_end_token")
+        XCTAssertEqual((si["options"] as! [String: String])["normalize"], "true")
+    }
+
+    func testPairsAndTheWorkerUseBothTowers() throws {
+        let hf = models + "/hf-vit"
+        let pairs = path("pairs.tsv")
+        try "\(models)/images/a-wide.png\ta photo of a cat\n\(models)/images/c-gray.png\tA red car parked on the street at night.\n"
+            .write(toFile: pairs, atomically: true, encoding: .utf8)
+        let out = path("f.npy")
+        let r = try runVLM(["fuse", "--pairs", pairs, "--image-model", hf, "--text-model", hf, "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let fused = try NPY.read(path: out)
+        XCTAssertEqual(fused.shape, [2, 48])
+        try assertRows(fused, hf + "/e2e_image_features.npy", rows: [0, 2], columns: 0..<24)
+        try assertRows(fused, hf + "/e2e_text_features.npy", rows: [0, 1], columns: 24..<48)
+
+        let requests = "{\"id\":1,\"text\":\"a photo of a cat\"}\n{\"id\":2,\"image\":\"\(models)/images/b-small.png\"}\n"
+        let w = try runVLM(["worker", "--image-model", hf, "--text-model", hf, "--vectors", "json"], stdin: Data(requests.utf8))
+        XCTAssertEqual(w.status, 0, w.stderr)
+        let lines = w.out.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        func vector(_ k: Int) -> Tensor {
+            let v = (lines[k]["vector"] as! [NSNumber]).map(\.floatValue)
+            return Tensor(shape: [1, v.count], data: v)
+        }
+        try assertRows(vector(0), hf + "/e2e_text_features.npy", rows: [0])
+        try assertRows(vector(1), hf + "/e2e_image_features.npy", rows: [1])
+    }
+
+    /// What a CLIP folder cannot do, or a user asks wrongly, is one line and the documented code.
+    func testMisuseIsOneClearLine() throws {
+        let hf = models + "/hf-vit", oc = models + "/oc-vit"
+        func check(_ args: [String], _ status: Int32, _ message: String, file: StaticString = #filePath, line: UInt = #line) throws {
+            let r = try runVLM(args + ["-o", path("x.npy")])
+            XCTAssertEqual(r.status, status, r.stderr, file: file, line: line)
+            XCTAssertTrue(r.stderr.contains(message), r.stderr, file: file, line: line)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr, file: file, line: line)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: path("x.npy")), file: file, line: line)
+        }
+        try check(["embed-text", "--model", hf, "--pooling", "mean", "hi"], 64, "--pooling mean: a CLIP text tower pools at its end token")
+        try check(["embed-text", "--model", hf, "--max-length", "78", "hi"], 64, "--max-length 78: this CLIP text tower takes 2…77 tokens")
+        try check(["embed-text", "--model", oc, "hi"], 1, "no tokenizer.json")
+        try check(["embed-image", models + "/images", "--model", hf, "--crop", "40"], 64, "--crop 40: this CLIP model takes 48-px images")
+        try check(["embed-image", models + "/images", "--model", hf, "--layer", "logits"], 1, "a CLIP image tower has no logits")
+        try check(["embed-image", models + "/images", "--model", hf + "/model.safetensors"], 1, "a CLIP state dict without its config")
+        let c = try runVLM(["classify", models + "/images", "--model", hf])
+        XCTAssertEqual(c.status, 1, c.stderr)
+        XCTAssertTrue(c.stderr.contains("a CLIP model, not a ResNet with an ImageNet classifier"), c.stderr)
+    }
+}

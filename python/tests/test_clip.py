@@ -1,0 +1,69 @@
+"""A CLIP checkpoint through every front end: the batch jobs, the Python package (through `vlm
+worker`) and `vlm serve` (/v1/embeddings with "modality": "image" as infinity takes it, and
+texts) give the vectors open_clip's preprocessing and transformers' model give — image and text
+in one space, L2-normalised. The fixture is a small Hugging Face CLIPModel with seeded weights
+and its references (scripts/export_clip_model_fixtures.py, `make fixtures`)."""
+import base64
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import vlm
+from conftest import ROOT, VLM
+from test_front_ends import rel_rows
+from test_serve import Server
+
+MODELS = os.path.join(ROOT, "Tests", "Fixtures", "generated", "clip-models")
+HF = os.path.join(MODELS, "hf-vit")
+PICTURES = [os.path.join(MODELS, "images", n) for n in ("a-wide.png", "b-small.png", "c-gray.png", "d-photo.jpg")]
+
+
+@pytest.fixture(scope="module")
+def references():
+    if not os.path.exists(os.path.join(MODELS, "done")):
+        pytest.fail(f"{MODELS} missing: run `make fixtures`")
+    texts = open(os.path.join(HF, "texts.txt"), encoding="utf-8").read().splitlines()
+    return texts, np.load(os.path.join(HF, "e2e_image_features.npy")), np.load(os.path.join(HF, "e2e_text_features.npy"))
+
+
+def test_every_front_end_gives_the_references(references, tmp_path):
+    texts, images, text_vectors = references
+    # The batch jobs.
+    out = tmp_path / "img.npy"
+    subprocess.run([VLM, "embed-image", *PICTURES, "--model", HF, "-o", str(out)], check=True, capture_output=True)
+    assert rel_rows(np.load(out), images) < 1e-4
+    out = tmp_path / "txt.npy"
+    subprocess.run([VLM, "embed-text", "--model", HF, "-o", str(out), *texts], check=True, capture_output=True)
+    assert rel_rows(np.load(out), text_vectors) < 1e-4
+
+    # The Python package: one worker, one checkpoint for both towers.
+    with vlm.Worker(image_model=HF, text_model=HF) as w:
+        v, errors = w.embed_images(PICTURES)
+        assert not errors
+        assert rel_rows(v, images) < 1e-4
+        v, errors = w.embed_texts(texts)
+        assert not errors
+        assert rel_rows(v, text_vectors) < 1e-4
+        assert w.info()["image_dim"] == w.info()["text_dim"] == 24
+
+    # The server: texts as today, images by path under --root and as data: URLs.
+    s = Server(["--image-model", HF, "--text-model", HF, "--root", os.path.join(MODELS, "images")])
+    try:
+        # The server cuts over-long texts only when asked (as text-embeddings-inference: --auto-truncate).
+        status, body = s.post("/v1/embeddings", {"input": texts, "truncate": True})
+        assert status == 200, body
+        assert rel_rows([d["embedding"] for d in body["data"]], text_vectors) < 1e-4
+        urls = ["data:image/png;base64," + base64.b64encode(open(p, "rb").read()).decode() for p in PICTURES[:2]]
+        status, body = s.post("/v1/embeddings", {"input": [os.path.basename(p) for p in PICTURES[2:]] + urls, "modality": "image"})
+        assert status == 200, body
+        got = np.array([d["embedding"] for d in body["data"]])
+        assert rel_rows(got, images[[2, 3, 0, 1]]) < 1e-4
+        status, body = s.post("/v1/embeddings", {"input": ["http://example.com/cat.jpg"], "modality": "image"})
+        assert status == 400 and "vlm fetches nothing" in body["error"]["message"]
+        status, body = s.get("/info")
+        assert body["image_normalize_default"] is True and body["text_normalize_default"] is True
+    finally:
+        s.proc.terminate()
+        s.proc.wait(timeout=60)
