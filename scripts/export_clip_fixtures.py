@@ -14,12 +14,24 @@
                   tokens themselves, over-long texts) and CLIPTokenizerFast's ids for each
                   (truncation to 77 with the end token kept)
 
+  bpe_simple_vocab_16e6.txt.gz   open_clip's vocabulary file, copied from the wheel
+  openclip_texts.json   the same 2,000 texts and 400 more that exercise open_clip's cleaning
+                  (HTML entities once and twice escaped, numeric references, C1 controls,
+                  ligatures, full-width forms, curly quotes, line breaks, terminal escapes,
+                  control characters, a "<" that turns ftfy's unescaping off, case-folded special
+                  tokens and contractions), with open_clip's SimpleTokenizer's ids (start, tokens,
+                  end; cut to 77 with the end token kept). Texts whose ids would change under
+                  ftfy's mojibake repair (fix_encoding), which vlm does not reproduce, are left out
+                  and counted.
+
 Run: .venv/bin/python scripts/export_clip_fixtures.py
 """
 import json
 import os
 import random
+import shutil
 
+import ftfy
 import open_clip.tokenizer as oct
 from transformers import CLIPTokenizer
 
@@ -91,6 +103,41 @@ def main():
     with open(os.path.join(OUT, "texts.json"), "w", encoding="utf-8") as f:
         json.dump(cases, f, ensure_ascii=False)
     print(f"{len(cases)} texts; {sum(len(c['ids']) == 77 for c in cases)} cut to 77")
+    open_clip_cases()
+
+
+CLEANING = [
+    "&amp;", "&amp;amp;", "&amp;amp;amp;lt;", "&lt;b&gt;", "&nbsp;", "&NBSP;", "&EACUTE;", "&Eacute;", "&eacute", "&notit;",
+    "&#x41;", "&#65;", "&#65", "&#0;", "&#128;", "&#x110000;", "&#xD800;", "&#99999999999;", "&#x;", "&#;", "&;", "&",
+    "\x80", "\x85", "\x9d", "\x96", "ﬁ", "ĳ", "Ǳ", "ﬀ", "ＡＢＣ", "\u3000", "ｶﾀｶﾅ", "“", "„", "ʼ", "‛", "\r\n", "\r", "\u2028",
+    "\u2029", "\x1b[31m", "\x1b[0;1m", "\x1b[", "\x00", "\x07", "\ufeff", "\ufffc", "\u206a", "\x1c", "\x1f", "\x0b",
+    "\x0c", "<", "a < b", "it'ſ", "<ſtart_of_text>", "<START_OF_TEXT>", "<end_of_text>", "!!<end_of_text>", "x<end_of_text>y",
+    "İ", "ΟΔΟΣ", "ΣΑΣ ΣΑΣ", "\n", " \t ", "Ⅻ", "ß", "e\u0301", "\u00a0", "\u2003", "👍🏽", "東京", "&hellip;", "it&#x2019;s",
+]
+
+
+def open_clip_cases(n_more=400, seed=11):
+    shutil.copy(oct.default_bpe(), os.path.join(OUT, "bpe_simple_vocab_16e6.txt.gz"))
+    simple = oct.SimpleTokenizer()
+    rng = random.Random(seed)
+    more = []
+    while len(more) < n_more:
+        k = rng.randint(1, 8)
+        parts = [rng.choice(CLEANING) if rng.random() < 0.6 else rng.choice(WORDS + PIECES) for _ in range(k)]
+        more.append(rng.choice(["", " ", "\n"]).join(parts))
+    cases, skipped = [], 0
+    for t in texts() + CLEANING + more:
+        if ftfy.fix_text(t) != ftfy.fix_text(t, fix_encoding=False):
+            skipped += 1   # mojibake repair: not reproduced
+            continue
+        ids = [simple.sot_token_id] + simple.encode(t) + [simple.eot_token_id]
+        if len(ids) > 77:
+            ids = ids[:76] + [simple.eot_token_id]
+        cases.append({"text": t, "ids": ids})
+    assert cases[3]["ids"] == [49406, 320, 1125, 539, 320, 2368, 269, 49407], cases[3]
+    with open(os.path.join(OUT, "openclip_texts.json"), "w", encoding="utf-8") as f:
+        json.dump(cases, f, ensure_ascii=False)
+    print(f"open_clip: {len(cases)} texts ({skipped} left out: ftfy's mojibake repair changes them)")
 
 
 if __name__ == "__main__":

@@ -35,13 +35,15 @@ Run: .venv/bin/python scripts/export_clip_model_fixtures.py
 """
 import json
 import os
+import shutil
 
 import numpy as np
 import torch
 from PIL import Image
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.transform import image_transform
-from open_clip.tokenizer import SimpleTokenizer
+from open_clip.tokenizer import SimpleTokenizer, default_bpe
+from open_clip.tokenizer import tokenize as open_clip_tokenize
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel
 
@@ -52,6 +54,12 @@ OUT = os.path.join(ROOT, "Tests", "Fixtures", "generated", "clip-models")
 
 TEXTS = ["a photo of a cat", "A red car parked on the street at night.", "ünïcödé — “quotes” 東京 🙂",
          " ".join(["a very long caption"] * 40)]
+
+
+# What open_clip's cleaning changes: entities once and twice escaped, curly quotes, a ligature,
+# full-width letters, upper case; and an over-long text.
+E2E_TEXTS = ["A photo of a cat &amp;amp; a dog", "“Quoted” ﬁne ＦＵＬＬ-width TEXT", "caf&eacute; &#x41; &lt;b&gt;",
+             " ".join(["a very long caption"] * 40)]
 
 
 def token_ids():
@@ -140,6 +148,16 @@ def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed,
     with torch.no_grad():
         write_common(folder, images, seqs, model.encode_image(images), model.encode_text(padded(seqs)), model.logit_scale)
     image_e2e(folder, model.encode_image, image_size)
+    # Texts through open_clip's own tokenizer (its cleaning: ftfy, HTML unescaping, lower-casing)
+    # with the vocabulary file beside the weights, as vlm finds it.
+    shutil.copy(default_bpe(), os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz"))
+    texts = E2E_TEXTS
+    with open(os.path.join(folder, "texts.txt"), "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in texts)
+    with torch.no_grad():
+        v = model.encode_text(open_clip_tokenize(texts))
+    v = v / v.norm(dim=-1, keepdim=True)
+    np.save(os.path.join(folder, "e2e_text_features.npy"), v.numpy().astype(np.float32))
 
 
 def hf_model(name, seed):

@@ -107,11 +107,25 @@ public func loadCLIP(_ folder: String, backend: any Backend, quiet: Bool = false
     return (model, files)
 }
 
-/// The tokenizer of a CLIP folder: its tokenizer.json (Hugging Face's layout).
+/// The tokenizer of a CLIP folder: Hugging Face's layout reads its tokenizer.json; open_clip's
+/// reads open_clip's vocabulary file, bpe_simple_vocab_16e6.txt.gz, from the folder or from
+/// `vlm models fetch clip-bpe`'s folder (open_clip's hub folders do not hold it: it ships in the
+/// open-clip-torch wheel),
+/// and cleans texts as open_clip does.
 public func loadCLIPTokenizer(_ files: CLIPCheckpointFiles) throws -> CLIPTokenizer {
-    let json = (files.folder as NSString).appendingPathComponent("tokenizer.json")
-    guard FileStatus.of(json) != nil else {
-        throw WeightError.unrecognized(source: files.folder, reason: "no tokenizer.json: vlm reads a CLIP folder's tokenizer from tokenizer.json (open_clip's own bpe_simple_vocab_16e6.txt.gz is not read yet)")
+    func p(_ name: String) -> String { (files.folder as NSString).appendingPathComponent(name) }
+    switch files.layout {
+    case .huggingFace:
+        guard FileStatus.of(p("tokenizer.json")) != nil else {
+            throw WeightError.unrecognized(source: files.folder, reason: "no tokenizer.json: vlm reads a Hugging Face CLIP folder's tokenizer from tokenizer.json")
+        }
+        return try CLIPTokenizer(tokenizerJSON: p("tokenizer.json"))
+    case .openCLIP:
+        let name = CLIPTokenizer.openCLIPVocabularyName
+        let fetched = (resolveModelsFolder("clip-bpe") as NSString).appendingPathComponent(name)
+        for path in [p(name), fetched] where FileStatus.of(path) != nil {
+            return try CLIPTokenizer(openCLIPVocabulary: path)
+        }
+        throw WeightError.unrecognized(source: files.folder, reason: "no \(name) here or in \(fetched): open_clip's tokenizer needs its vocabulary file (`vlm models fetch clip-bpe`, or copy it from the open-clip-torch wheel into the folder)")
     }
-    return try CLIPTokenizer(tokenizerJSON: json)
 }

@@ -45,9 +45,11 @@ public struct EmbeddingDescription: Codable, Equatable, Sendable {
             let complete = resize != nil && crop != nil && mean != nil && std != nil
             if lookUp, let model, isCLIPModel(model) {
                 let files = try CLIPCheckpointFiles.locate(folder: model)
-                let size = files.imageSize ?? 224
-                let p = Preprocessing(resize: resize ?? size, crop: crop ?? size, mean: mean ?? files.preprocessMean ?? Preprocessing.clipMean,
-                                      std: std ?? files.preprocessStd ?? Preprocessing.clipStd, filter: .bicubic)
+                let size = files.preprocessCrop ?? files.imageSize ?? 224
+                let p = Preprocessing(resize: resize ?? files.preprocessResize ?? size, crop: crop ?? size,
+                                      mean: mean ?? files.preprocessMean ?? Preprocessing.clipMean,
+                                      std: std ?? files.preprocessStd ?? Preprocessing.clipStd,
+                                      filter: ResampleFilter(rawValue: files.preprocessFilter) ?? .bicubic)
                 try check(p)
                 return p
             }

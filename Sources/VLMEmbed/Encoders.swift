@@ -97,6 +97,15 @@ public enum ImageNetwork {
         if case .resnet(let n) = self { return n.config.inChannels }
         return 3
     }
+
+    /// Refuses a preprocessed (N, C, H, W) input the network cannot take: a CLIP tower takes its
+    /// own size only (a ResNet any).
+    public func check(input shape: [Int], name: String) throws {
+        if case .clip(let m) = self, shape.count == 4, shape[2] != m.vision.imageSize || shape[3] != m.vision.imageSize {
+            let s = m.vision.imageSize
+            throw InputError("\(name): shape \(shape), but this CLIP model takes (N, 3, \(s), \(s))")
+        }
+    }
 }
 
 public final class ImageRowEncoder: RowEncoder {
@@ -122,7 +131,7 @@ public final class ImageRowEncoder: RowEncoder {
                 throw InputError("\(m.sourceName): a CLIP image tower has no logits; its output is the embedding (the pooled layer)")
             }
             if preprocessing.crop != m.vision.imageSize {
-                throw OptionError("--crop \(preprocessing.crop): this CLIP model takes \(m.vision.imageSize)-px images")
+                throw OptionError("the preprocessing crops to \(preprocessing.crop) px (--crop, or the config's image size), but this CLIP model takes \(m.vision.imageSize)-px images")
             }
         }
         (self.network, self.preprocessing, self.maxPixels, self.layer, self.draft) = (network, preprocessing, maxPixels, layer, draft)

@@ -113,13 +113,13 @@ extension EmbeddingService {
     }
 
     /// A model's files and their digests: the weights (a sharded checkpoint's index and shards),
-    /// and for a text model folder its config and tokenizer files. A CLIP checkpoint is one
-    /// model, role "clip", whichever tower made the rows: its image and text vectors share a space.
+    /// and for a text model folder its config and tokenizer files (a CLIP checkpoint's too, for
+    /// either tower: its image and text rows name the same weights' digest).
     static func modelFiles(role: String, spec: String?, defaultName: String, text: Bool) throws -> VectorSpace.Model {
         let resolved = resolveModelSpec(spec, defaultName: defaultName)
         if resolved.hasPrefix("synthetic:") { return VectorSpace.Model(role: role, name: resolved, sha256: resolved, files: [:]) }
         let clip = isCLIPModel(resolved)
-        let role = clip ? "clip" : role, text = text || clip
+        let text = text || clip
         let folder: String
         let weights: String
         if clip {

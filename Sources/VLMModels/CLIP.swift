@@ -226,7 +226,8 @@ public final class CLIPTextTower {
             for (i, id) in ids.enumerated() where id > ids[best] { best = i }
             return best
         case .firstToken(let end):
-            return ids.firstIndex(of: end) ?? ids.count - 1
+            // transformers' (ids == eos).int().argmax(): position 0 when there is none.
+            return ids.firstIndex(of: end) ?? 0
         }
     }
 
@@ -598,16 +599,25 @@ public final class CLIPTextEncoder {
     public var tokenizerPath: String { tokenizer.path }
 
     public init(model: CLIPModel, tokenizer: CLIPTokenizer) throws {
-        if tokenizer.vocab.count > model.text.vocabSize {
-            throw WeightError.unrecognized(source: tokenizer.path, reason: "the tokenizer has \(tokenizer.vocab.count) tokens, the text tower's embedding \(model.text.vocabSize)")
+        let rows = model.text.vocabSize
+        if tokenizer.vocab.count > rows {
+            throw WeightError.unrecognized(source: tokenizer.path, reason: "the tokenizer has \(tokenizer.vocab.count) tokens, the text tower's embedding \(rows)")
+        }
+        // Every id the tokenizer can give must be a row of the embedding.
+        if let bad = tokenizer.allIDs.first(where: { $0 < 0 || Int($0) >= rows }) {
+            throw WeightError.unrecognized(source: tokenizer.path, reason: "token id \(bad) is outside the text tower's embedding of \(rows) rows")
+        }
+        if model.text.contextLength < 2 {
+            throw WeightError.unrecognized(source: model.sourceName, reason: "the text tower's position embedding has \(model.text.contextLength) row: a sequence needs at least the start and end tokens")
         }
         (self.model, self.tokenizer) = (model, tokenizer)
     }
 
     public var tower: CLIPTextTower { model.text }
     public var dim: Int { model.embedDim }
-    /// The longest sequence the tower takes, start and end tokens included (77).
-    public var contextLength: Int { min(tower.contextLength, tokenizer.contextLength) }
+    /// The longest sequence the tower takes, start and end tokens included: its position
+    /// embedding's rows (77 for every released CLIP; open_clip's context_length).
+    public var contextLength: Int { tower.contextLength }
 
     /// Start, tokens, end; cut to `maxLength` (default the context length) with the end token kept.
     public func encode(_ text: String, maxLength: Int? = nil) -> Encoding {

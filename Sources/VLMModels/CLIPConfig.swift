@@ -22,6 +22,11 @@ public struct CLIPCheckpointFiles: Sendable {
     /// open_clip's `preprocess_cfg` or transformers' preprocessor_config.json, as read.
     public var preprocessMean: [Float]?
     public var preprocessStd: [Float]?
+    /// The shorter side's size and the crop transformers' preprocessor_config.json names.
+    public var preprocessResize: Int?
+    public var preprocessCrop: Int?
+    /// Pillow's filter the config names: "bicubic" (CLIP's) or "bilinear".
+    public var preprocessFilter = "bicubic"
 
     /// True when `folder` holds a CLIP config (open_clip's, or config.json with model_type clip).
     public static func isCLIPFolder(_ folder: String) -> Bool {
@@ -37,12 +42,14 @@ public struct CLIPCheckpointFiles: Sendable {
     public static func locate(folder: String) throws -> CLIPCheckpointFiles {
         func p(_ n: String) -> String { (folder as NSString).appendingPathComponent(n) }
         let fm = FileManager.default
+        // A hub folder may hold both layouts (open_clip's weights and transformers' beside them):
+        // open_clip's when its weights are there, else transformers'.
         if fm.fileExists(atPath: p("open_clip_config.json")) {
             let weights = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"].map(p).first { fm.fileExists(atPath: $0) }
-            guard let weights else {
+            if let weights { return try openCLIP(config: p("open_clip_config.json"), weights: weights, folder: folder) }
+            if !fm.fileExists(atPath: p("config.json")) {
                 throw WeightError.unrecognized(source: folder, reason: "has open_clip_config.json but no open_clip_model.safetensors or open_clip_pytorch_model.bin")
             }
-            return try openCLIP(config: p("open_clip_config.json"), weights: weights, folder: folder)
         }
         return try huggingFace(config: p("config.json"), weights: try weightsInFolder(folder), folder: folder)
     }
@@ -86,6 +93,10 @@ public struct CLIPCheckpointFiles: Sendable {
             throw bad("text_cfg.\(key) asks for \(what), which vlm does not run")
         }
         if let pool = text["pool_type"]?.stringValue, pool != "argmax" { throw bad("text_cfg.pool_type '\(pool)' is not supported (argmax)") }
+        if truthy(text["hf_tokenizer_name"]) { throw bad("text_cfg.hf_tokenizer_name asks for a Hugging Face tokenizer, not CLIP's; vlm runs CLIP's tokenizer") }
+        if let clean = text["tokenizer_kwargs"]?.objectValue?["clean"]?.stringValue, clean != "lower" {
+            throw bad("text_cfg.tokenizer_kwargs.clean '\(clean)' is not supported (lower: open_clip's default cleaning)")
+        }
         if let proj = text["proj_type"]?.stringValue, proj != "linear" { throw bad("text_cfg.proj_type '\(proj)' is not supported (linear)") }
         if let block = text["block_type"]?.stringValue, block != "default" { throw bad("text_cfg.block_type '\(block)' is not supported") }
 
@@ -104,13 +115,20 @@ public struct CLIPCheckpointFiles: Sendable {
         let textHeads = try positive(text["heads"], default: 8, "text_cfg.heads", path)
         let settings = CLIPSettings(vision: CLIPTowerSettings(heads: visionHeads, activation: act),
                                     text: CLIPTowerSettings(heads: textHeads, activation: act), textPooling: .argmax)
-        let imageSize: Int? = vision["image_size"].flatMap { v -> Int? in
-            if case .array(let a) = v { return a.first?.intValue }
-            return v.intValue
-        }
+        let imageSize = side(vision["image_size"])
         let pre = root["preprocess_cfg"]?.objectValue
-        return CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .openCLIP, settings: settings, imageSize: imageSize,
-                                   preprocessMean: pre?["mean"]?.floatArray, preprocessStd: pre?["std"]?.floatArray)
+        if let mode = pre?["resize_mode"]?.stringValue, mode != "shortest" {
+            throw bad("preprocess_cfg.resize_mode '\(mode.prefix(40))' is not supported yet (shortest: the shorter side resized, then a centre crop)")
+        }
+        var files = CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .openCLIP, settings: settings, imageSize: imageSize,
+                                        preprocessMean: try triple(pre?["mean"], "preprocess_cfg.mean", path),
+                                        preprocessStd: try triple(pre?["std"], "preprocess_cfg.std", path))
+        switch pre?["interpolation"]?.stringValue {
+        case nil, "bicubic": break
+        case "bilinear": files.preprocessFilter = "bilinear"
+        case let other?: throw bad("preprocess_cfg.interpolation '\(other.prefix(40))' is not supported (bicubic, bilinear)")
+        }
+        return files
     }
 
     // MARK: Hugging Face
@@ -145,15 +163,40 @@ public struct CLIPCheckpointFiles: Sendable {
             // transformers: eos_token_id 2 (configs written before it was set right) pools at the
             // largest id; any other at the first end token.
             textPooling: eos == 2 ? .argmax : .firstToken(Int32(clamping: eos)))
-        var mean: [Float]?, std: [Float]?
-        let pre = (folder as NSString).appendingPathComponent("preprocessor_config.json")
-        if FileManager.default.fileExists(atPath: pre) {
-            let p = try readObject(pre, what: "preprocessor_config.json")
-            mean = p["image_mean"]?.floatArray
-            std = p["image_std"]?.floatArray
+        var files = CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .huggingFace, settings: settings,
+                                        imageSize: side(vision["image_size"]))
+        let prePath = (folder as NSString).appendingPathComponent("preprocessor_config.json")
+        if FileManager.default.fileExists(atPath: prePath) {
+            let p = try readObject(prePath, what: "preprocessor_config.json")
+            func badPre(_ r: String) -> WeightError { .unrecognized(source: prePath, reason: r) }
+            files.preprocessMean = try triple(p["image_mean"], "image_mean", prePath)
+            files.preprocessStd = try triple(p["image_std"], "image_std", prePath)
+            for key in ["do_resize", "do_center_crop", "do_normalize", "do_rescale"] where p[key] == .bool(false) {
+                throw badPre("\(key) false is not supported: vlm resizes, crops, rescales and normalises as CLIP does")
+            }
+            if case .object(let size)? = p["size"] {
+                guard let edge = size["shortest_edge"]?.intValue, edge > 0, size.count == 1 else {
+                    throw badPre("size \(p["size"].map { "\($0)" } ?? ""): vlm resizes the shorter side (size.shortest_edge)")
+                }
+                files.preprocessResize = edge
+            } else if let edge = p["size"]?.intValue, edge > 0 {
+                files.preprocessResize = edge
+            }
+            if case .object(let crop)? = p["crop_size"] {
+                guard let h = crop["height"]?.intValue, let w = crop["width"]?.intValue, h == w, h > 0 else {
+                    throw badPre("crop_size must be square")
+                }
+                files.preprocessCrop = h
+            } else if let c = p["crop_size"]?.intValue, c > 0 {
+                files.preprocessCrop = c
+            }
+            switch p["resample"]?.intValue {
+            case nil, 3: break
+            case 2: files.preprocessFilter = "bilinear"
+            case let r?: throw badPre("resample \(r) is not supported (3: bicubic, 2: bilinear)")
+            }
         }
-        return CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .huggingFace, settings: settings,
-                                   imageSize: vision["image_size"]?.intValue, preprocessMean: mean, preprocessStd: std)
+        return files
     }
 
     static func readObject(_ path: String, what: String) throws -> [String: JSONValue] {
@@ -178,6 +221,24 @@ public struct CLIPCheckpointFiles: Sendable {
         case .array(let a)?: return !a.isEmpty
         case .object(let o)?: return !o.isEmpty
         }
+    }
+
+    /// An image side: a number, or a square's [n, n].
+    static func side(_ v: JSONValue?) -> Int? {
+        if case .array(let a)? = v, a.count == 2, let h = a[0].intValue, a[1].intValue == h { return h }
+        return v?.intValue
+    }
+
+    /// Three finite numbers (a per-channel mean or std), or nil when the key is absent.
+    static func triple(_ v: JSONValue?, _ name: String, _ path: String) throws -> [Float]? {
+        guard let v, v != .null else { return nil }
+        guard let f = v.floatArray, f.count == 3, f.allSatisfy({ $0.isFinite }) else {
+            throw WeightError.unrecognized(source: path, reason: "\(name) must be three numbers")
+        }
+        if name.hasSuffix("std"), f.contains(where: { abs($0) < 1e-6 }) {
+            throw WeightError.unrecognized(source: path, reason: "\(name) values must be at least 1e-6 in size (pixels are divided by them)")
+        }
+        return f
     }
 
     static func positive(_ v: JSONValue?, default d: Int, _ name: String, _ path: String) throws -> Int {

@@ -408,7 +408,7 @@ extension EmbeddingServer {
     }
 
     /// Images as infinity takes them on /v1/embeddings ("modality": "image"): each input a data:
-    /// URL (or bare base64) or, under --root, a path. vlm fetches nothing: an http(s) URL is a 400.
+    /// URL or, under --root, a path. vlm fetches nothing: an http(s) URL is a 400.
     func openAIImages(_ buffer: ByteBuffer) async throws -> Response {
         let (encoder, lane) = try imageEncoder()
         let (r, prepared, names) = try await pool.run { [self] in
@@ -423,7 +423,9 @@ extension EmbeddingServer {
                                               .badRequest)
                 }
                 if lower.hasPrefix("data:") { return ("input[\(k)]", .bytes(try decodeBase64Image(s, name: "input[\(k)]")), nil) }
-                let name = "input[\(k)] (\(jsonString(s)))"
+                // Named by its first 100 characters: an answer does not echo a whole body.
+                let shown = s.count > 100 ? String(s.prefix(100)) + "…" : s
+                let name = "input[\(k)] (\(jsonString(shown)))"
                 let full = try resolve(s, name: name)
                 return (name, .file(RawPath(full), walked: true), full)
             }

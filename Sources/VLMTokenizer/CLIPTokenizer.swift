@@ -15,6 +15,7 @@
 
 import Foundation
 import VLMCore
+import VLMIO
 
 public final class CLIPTokenizer: @unchecked Sendable {
     public let path: String
@@ -28,7 +29,77 @@ public final class CLIPTokenizer: @unchecked Sendable {
     let rawAdded: [(String, Int32)], normalizedAdded: [(String, Int32)]
     /// Strings the split pattern makes pieces of before anything else (the special tokens).
     let literals: [[Unicode.Scalar]]
+    /// Which text cleaning and split pattern: tokenizer.json's, or open_clip's own.
+    public let cleaning: Cleaning
     private let lock = NSLock()
+
+    public enum Cleaning: String, Sendable {
+        /// A Hugging Face folder's tokenizer.json: NFC, whitespace, lower-casing.
+        case huggingFace = "tokenizer.json"
+        /// open_clip's SimpleTokenizer: ftfy's fixes (not its mojibake repair), HTML unescaping
+        /// twice, whitespace, lower-casing; its split pattern, case-insensitive.
+        case openCLIP = "open_clip"
+    }
+
+    /// Every id this tokenizer can give: its vocabulary's, its added tokens', start and end.
+    public var allIDs: [Int32] {
+        Array(vocab.values) + rawAdded.map(\.1) + normalizedAdded.map(\.1) + [startID, endID]
+    }
+
+    /// open_clip's vocabulary file's name.
+    public static let openCLIPVocabularyName = "bpe_simple_vocab_16e6.txt.gz"
+
+    /// open_clip's special tokens and their ids (matched first by its pattern).
+    var openCLIPSpecials: [([Unicode.Scalar], Int32)] {
+        [(Array("<start_of_text>".unicodeScalars), startID), (Array("<end_of_text>".unicodeScalars), endID)]
+    }
+
+    /// open_clip's vocabulary file (bpe_simple_vocab_16e6.txt.gz, in the open-clip-torch wheel and
+    /// OpenAI's CLIP repository): its first 48,894 merges after the header line, the vocabulary
+    /// built from them as SimpleTokenizer builds it — the 256 byte symbols in GPT-2's order, the
+    /// same with </w>, each merge joined, then <start_of_text> and <end_of_text> (49406, 49407).
+    public init(openCLIPVocabulary path: String, contextLength: Int = 77) throws {
+        self.path = path
+        let compressed = try readTokenizerFile(path, limit: 16 << 20)
+        let text: String
+        do {
+            guard let t = String(data: try gunzip(compressed, limit: 64 << 20), encoding: .utf8) else {
+                throw TokenizerError.badFile(path: path, reason: "not UTF-8 text once decompressed")
+            }
+            text = t
+        } catch let e as GzipError {
+            throw TokenizerError.badFile(path: path, reason: "\(e.description) (open_clip's vocabulary is a gzipped text file of merges)")
+        }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let wanted = 49152 - 256 - 2
+        guard lines.count > wanted else {
+            throw TokenizerError.badFile(path: path, reason: "\(max(0, lines.count - 1)) merges, fewer than the \(wanted) CLIP's vocabulary is built from")
+        }
+        var vocab: [String: Int32] = [:]
+        var order = Array(33...126) + Array(161...172) + Array(174...255)
+        order += (0..<256).filter { !order.contains($0) }
+        let symbols = order.map { String(Self.byteAlphabet[$0]) }
+        for (k, sym) in (symbols + symbols.map { $0 + "</w>" }).enumerated() { vocab[sym] = Int32(k) }
+        var ranks: [String: Int] = [:]
+        for (k, line) in lines[1...wanted].enumerated() {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            guard parts.count == 2 else {
+                throw TokenizerError.badFile(path: path, reason: "line \(k + 2) is not a merge of two symbols")
+            }
+            ranks[parts[0] + " " + parts[1]] = k
+            vocab[String(parts[0] + parts[1])] = Int32(512 + k)
+        }
+        startID = Int32(512 + wanted)
+        endID = startID + 1
+        vocab["<start_of_text>"] = startID
+        vocab["<end_of_text>"] = endID
+        self.vocab = vocab
+        self.ranks = ranks
+        self.contextLength = contextLength
+        suffix = "</w>"
+        (rawAdded, normalizedAdded, literals) = ([], [], [])
+        cleaning = .openCLIP
+    }
     private var cache: [String: [Int32]] = [:]
 
     /// Reads `path` (a tokenizer.json of a CLIP folder); refuses one whose pipeline is not CLIP's.
@@ -44,6 +115,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
         }
         try Self.checkPipeline(file, path: path)
         literals = try Self.literalPieces(file, path: path)
+        cleaning = .huggingFace
         let vocab = file.model.vocab
         self.vocab = vocab
         var ranks: [String: Int] = [:]
@@ -142,6 +214,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
 
     /// The text's tokens without the start and end tokens or truncation.
     public func tokens(_ text: String) -> [Int32] {
+        if cleaning == .openCLIP { return openCLIPTokens(text) }
         var out: [Int32] = []
         for piece in Self.split(text, on: rawAdded) {
             switch piece {
@@ -153,6 +226,52 @@ public final class CLIPTokenizer: @unchecked Sendable {
                     case .text(let n): for word in Self.preTokenize(n, literals: literals) { out += bpe(word) }
                     }
                 }
+            }
+        }
+        return out
+    }
+
+    /// open_clip's encode: the cleaned text's pieces by its pattern
+    /// `<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
+    /// under IGNORECASE (so ſ, which folds to s, matches an s), each through BPE; a piece that is
+    /// exactly a special token is its id (SimpleTokenizer's cache), one matched only by folding
+    /// is text.
+    func openCLIPTokens(_ text: String) -> [Int32] {
+        let s = Array(OpenCLIPCleaning.clean(text).unicodeScalars)
+        func fold(_ u: Unicode.Scalar) -> Unicode.Scalar { u == "\u{17F}" ? "s" : u }
+        func word(_ r: Range<Int>) -> String {
+            var w = ""
+            for u in s[r] { for b in String(u).utf8 { w.unicodeScalars.append(Self.byteAlphabet[Int(b)]) } }
+            return w
+        }
+        var out: [Int32] = []
+        var i = 0
+        while i < s.count {
+            if let (literal, id) = openCLIPSpecials.first(where: { l in
+                i + l.0.count <= s.count && zip(s[i..<(i + l.0.count)], l.0).allSatisfy { fold($0) == $1 }
+            }) {
+                let r = i..<(i + literal.count)
+                if Array(s[r]) == literal { out.append(id) } else { out += bpe(word(r)) }
+                i = r.upperBound
+                continue
+            }
+            if s[i] == "'", let c = Self.contractions.first(where: { c in
+                i + c.count < s.count && zip(s[(i + 1)...(i + c.count)], c).allSatisfy { fold($0) == $1 }
+            }) {
+                out += bpe(word(i..<(i + 1 + c.count)))
+                i += 1 + c.count
+                continue
+            }
+            switch Self.classify(s[i]) {
+            case .space:
+                i += 1
+            case .number:
+                out += bpe(word(i..<(i + 1)))
+                i += 1
+            case .letter, .other:
+                let j = Self.runEnd(s, from: i, end: s.count)
+                out += bpe(word(i..<j))
+                i = j
             }
         }
         return out
@@ -303,6 +422,10 @@ public final class CLIPTokenizer: @unchecked Sendable {
     }()
 
     /// A byte-level word's ids: its symbols, the last with the end-of-word suffix, merged by rank.
+    /// The lowest-ranked adjacent pair merges first, the leftmost among equals (as tokenizers'
+    /// BPE, and as open_clip's loop does for a trained merge list, where a merge's parts always
+    /// rank before it), through a heap: a word of n symbols takes O(n log n), so a text of one
+    /// long run of letters (CLIP's pattern makes it one word) cannot stall a server.
     func bpe(_ word: String) -> [Int32] {
         lock.lock()
         if let hit = cache[word] { lock.unlock(); return hit }
@@ -310,35 +433,79 @@ public final class CLIPTokenizer: @unchecked Sendable {
         var symbols = word.unicodeScalars.map { String($0) }
         guard !symbols.isEmpty else { return [] }
         symbols[symbols.count - 1] += suffix
-        while symbols.count > 1 {
-            var best = Int.max, at = -1
-            for k in 0..<(symbols.count - 1) {
-                if let r = ranks[symbols[k] + " " + symbols[k + 1]], r < best { (best, at) = (r, k) }
-            }
-            guard at >= 0 else { break }
-            let (left, right) = (symbols[at], symbols[at + 1])
-            var merged: [String] = []
-            merged.reserveCapacity(symbols.count)
-            var k = 0
-            while k < symbols.count {
-                if k + 1 < symbols.count && symbols[k] == left && symbols[k + 1] == right {
-                    merged.append(left + right)
-                    k += 2
-                } else {
-                    merged.append(symbols[k])
-                    k += 1
-                }
-            }
-            symbols = merged
+        let n = symbols.count
+        var next = Array(1...n), prev = Array(-1..<(n - 1)), version = [Int](repeating: 0, count: n)
+        next[n - 1] = -1
+        var heap = PairHeap()
+        func push(_ left: Int) {
+            guard left >= 0 else { return }
+            let right = next[left]
+            guard right >= 0, let r = ranks[symbols[left] + " " + symbols[right]] else { return }
+            heap.push(.init(rank: r, left: left, right: right, leftVersion: version[left], rightVersion: version[right]))
         }
+        for i in 0..<(n - 1) { push(i) }
+        while let p = heap.pop() {
+            // Stale: a part merged since, or no longer neighbours.
+            guard version[p.left] == p.leftVersion, version[p.right] == p.rightVersion, next[p.left] == p.right else { continue }
+            symbols[p.left] += symbols[p.right]
+            version[p.left] += 1
+            version[p.right] = -1
+            next[p.left] = next[p.right]
+            if next[p.left] >= 0 { prev[next[p.left]] = p.left }
+            push(prev[p.left])
+            push(p.left)
+        }
+        var ids: [Int32] = []
+        var i = 0
         // Every byte is in the alphabet, so every symbol is in a CLIP vocabulary; a vocabulary
         // without one gives the end token (tokenizers' unk for CLIP is <|endoftext|>).
-        let ids = symbols.map { vocab[$0] ?? endID }
-        lock.lock()
-        if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
-        cache[word] = ids
-        lock.unlock()
+        while i >= 0 { ids.append(vocab[symbols[i]] ?? endID); i = next[i] }
+        // Long words are not kept: the cache holds words of ordinary length.
+        if n <= 256 {
+            lock.lock()
+            if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+            cache[word] = ids
+            lock.unlock()
+        }
         return ids
+    }
+}
+
+/// A binary min-heap of candidate merges by (rank, left position).
+struct PairHeap {
+    struct Pair { var rank: Int, left: Int, right: Int, leftVersion: Int, rightVersion: Int }
+    private var items: [Pair] = []
+
+    private func less(_ a: Pair, _ b: Pair) -> Bool { (a.rank, a.left) < (b.rank, b.left) }
+
+    mutating func push(_ p: Pair) {
+        items.append(p)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard less(items[i], items[parent]) else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Pair? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && less(items[l], items[m]) { m = l }
+                if r < items.count && less(items[r], items[m]) { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
     }
 }
 

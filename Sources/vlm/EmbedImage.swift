@@ -66,7 +66,9 @@ struct EmbedImage: ParsableCommand {
         let images = try service.images()
         let models = [model ?? resolveModelsFolder(defaultResNetName)]
         if let inputNPY {
-            let input = try readInputNPY(inputNPY, channels: try service.imageNetwork().inChannels)
+            let network = try service.imageNetwork()
+            let input = try readInputNPY(inputNPY, channels: network.inChannels)
+            try network.check(input: input.shape, name: inputNPY)
             let source = TensorRowSource(rows: common.job.slice(input.shape[0]), fileIdentity: Array(modelIdentity(inputNPY).utf8))
             try batch.run(source, try ServiceRows(service, .image, TensorRowEncoder(images: images, input: input)), unitSize: batchSize, backend: backend,
                           models: models, streamedInput: isStream(inputNPY))

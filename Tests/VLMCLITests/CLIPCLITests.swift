@@ -74,7 +74,7 @@ final class CLIPCLITests: XCTestCase {
         XCTAssertTrue(strict.stderr.contains("over the maximum length of 77, and truncation is off"), strict.stderr)
         XCTAssertEqual(try NPY.read(path: path("strict.npy")).shape, [3, 24])
 
-        // Image and text rows of one CLIP checkpoint describe one model: role clip, one digest.
+        // Image and text rows of one CLIP checkpoint name one model: the same digest and files.
         let img = path("i.npy")
         XCTAssertEqual(try runVLM(["embed-image", models + "/images", "--model", hf, "-o", img]).status, 0)
         func space(_ p: String) throws -> [String: Any] {
@@ -83,12 +83,26 @@ final class CLIPCLITests: XCTestCase {
         }
         let (si, st) = (try space(img), try space(out))
         let (mi, mt) = ((si["models"] as! [[String: Any]])[0], (st["models"] as! [[String: Any]])[0])
-        XCTAssertEqual(mi["role"] as? String, "clip")
-        XCTAssertEqual(mt["role"] as? String, "clip")
+        XCTAssertEqual(mi["role"] as? String, "image")
+        XCTAssertEqual(mt["role"] as? String, "text")
         XCTAssertEqual(mi["sha256"] as? String, mt["sha256"] as? String)
+        XCTAssertEqual(mi["files"] as? [String: String], mt["files"] as? [String: String])
         XCTAssertEqual((si["options"] as! [String: String])["filter"], "bicubic")
         XCTAssertEqual((st["options"] as! [String: String])["pooling"], "clip_end_token")
         XCTAssertEqual((si["options"] as! [String: String])["normalize"], "true")
+    }
+
+    /// open_clip folders tokenize with open_clip's own tokenizer (its vocabulary file, its
+    /// cleaning: ftfy's fixes, HTML entities unescaped twice, lower-casing): texts with entities,
+    /// curly quotes, a ligature and full-width letters give open_clip's tokenize + encode_text.
+    func testOpenCLIPFoldersTokenizeAsOpenCLIP() throws {
+        for name in ["oc-vit", "oc-rn"] {
+            let folder = models + "/" + name
+            let out = path("\(name).npy")
+            let r = try runVLM(["embed-text", "--file", folder + "/texts.txt", "--model", folder, "-o", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            try assertRows(try NPY.read(path: out), folder + "/e2e_text_features.npy")
+        }
     }
 
     func testPairsAndTheWorkerUseBothTowers() throws {
@@ -128,8 +142,17 @@ final class CLIPCLITests: XCTestCase {
         }
         try check(["embed-text", "--model", hf, "--pooling", "mean", "hi"], 64, "--pooling mean: a CLIP text tower pools at its end token")
         try check(["embed-text", "--model", hf, "--max-length", "78", "hi"], 64, "--max-length 78: this CLIP text tower takes 2…77 tokens")
-        try check(["embed-text", "--model", oc, "hi"], 1, "no tokenizer.json")
-        try check(["embed-image", models + "/images", "--model", hf, "--crop", "40"], 64, "--crop 40: this CLIP model takes 48-px images")
+        // An open_clip folder without open_clip's vocabulary file (not in the folder, not fetched).
+        let bare = path("bare-oc")
+        try FileManager.default.createDirectory(atPath: bare, withIntermediateDirectories: true)
+        for f in ["open_clip_config.json", "open_clip_model.safetensors"] { try FileManager.default.createSymbolicLink(atPath: bare + "/" + f, withDestinationPath: oc + "/" + f) }
+        let r = try runVLM(["embed-text", "--model", bare, "hi", "-o", path("x.npy")], env: ["VLM_MODELS": path("no-models")])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("no bpe_simple_vocab_16e6.txt.gz here or in") && r.stderr.contains("vlm models fetch clip-bpe"), r.stderr)
+        try check(["embed-image", models + "/images", "--model", hf, "--crop", "40"], 64, "crops to 40 px (--crop, or the config's image size), but this CLIP model takes 48-px images")
+        let npy = path("in32.npy")
+        try NPY.encode(Tensor(shape: [2, 3, 32, 32], data: [Float](repeating: 0.1, count: 2 * 3 * 32 * 32))).write(to: URL(fileURLWithPath: npy))
+        try check(["embed-image", "--model", hf, "--input-npy", npy], 1, "shape [2, 3, 32, 32], but this CLIP model takes (N, 3, 48, 48)")
         try check(["embed-image", models + "/images", "--model", hf, "--layer", "logits"], 1, "a CLIP image tower has no logits")
         try check(["embed-image", models + "/images", "--model", hf + "/model.safetensors"], 1, "a CLIP state dict without its config")
         let c = try runVLM(["classify", models + "/images", "--model", hf])

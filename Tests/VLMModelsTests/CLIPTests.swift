@@ -218,5 +218,33 @@ final class CLIPCheckpointTests: XCTestCase {
         XCTAssertEqual(h.settings.textPooling, .argmax)
         XCTAssertEqual(h.settings.vision.heads, 12)
         XCTAssertEqual(h.settings.text.activation, .quickGELU)
+        XCTAssertNil(h.preprocessResize)
+        XCTAssertEqual(h.preprocessFilter, "bicubic")
+        // transformers' preprocessor_config.json: its sizes, filter, mean and std.
+        let pre = try folder(["config.json": #"{"model_type": "clip"}"#, "model.safetensors": "",
+                              "preprocessor_config.json": #"{"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}"#])
+        let q = try CLIPCheckpointFiles.locate(folder: pre)
+        XCTAssertEqual([q.preprocessResize, q.preprocessCrop], [256, 224])
+        XCTAssertEqual(q.preprocessFilter, "bilinear")
+        XCTAssertEqual(q.preprocessStd, [0.25, 0.25, 0.25])
+        let ocBilinear = try folder(["open_clip_config.json": #"{"model_cfg": {"vision_cfg": {"width": 768}, "text_cfg": {}}, "preprocess_cfg": {"interpolation": "bilinear"}}"#,
+                                     "open_clip_model.safetensors": ""])
+        XCTAssertEqual(try CLIPCheckpointFiles.locate(folder: ocBilinear).preprocessFilter, "bilinear")
+    }
+
+    /// Preprocessing a config asks for that vlm does not do is refused by name, not done another way.
+    func testPreprocessingVlmDoesNotDoIsRefused() throws {
+        func oc(_ pre: String) -> [String: String] {
+            ["open_clip_config.json": #"{"model_cfg": {"vision_cfg": {"width": 768}, "text_cfg": {}}, "preprocess_cfg": "# + pre + "}"]
+        }
+        XCTAssertTrue(try configRefusal(oc(#"{"resize_mode": "squash"}"#)).contains("preprocess_cfg.resize_mode 'squash' is not supported yet"))
+        XCTAssertTrue(try configRefusal(oc(#"{"interpolation": "random"}"#)).contains("preprocess_cfg.interpolation 'random' is not supported"))
+        XCTAssertTrue(try configRefusal(oc(#"{"std": [0.5, 0, 0.5]}"#)).contains("preprocess_cfg.std values must be at least 1e-6"))
+        XCTAssertTrue(try configRefusal(oc(#"{"mean": [0.5]}"#)).contains("preprocess_cfg.mean must be three numbers"))
+        func hf(_ pre: String) -> [String: String] { ["config.json": #"{"model_type": "clip"}"#, "preprocessor_config.json": pre] }
+        XCTAssertTrue(try configRefusal(hf(#"{"resample": 0}"#)).contains("resample 0 is not supported"))
+        XCTAssertTrue(try configRefusal(hf(#"{"do_center_crop": false}"#)).contains("do_center_crop false is not supported"))
+        XCTAssertTrue(try configRefusal(hf(#"{"size": {"height": 224, "width": 224}}"#)).contains("size.shortest_edge"))
+        XCTAssertTrue(try configRefusal(hf(#"{"crop_size": {"height": 224, "width": 200}}"#)).contains("crop_size must be square"))
     }
 }

@@ -46,4 +46,56 @@ final class CLIPTokenizerTests: XCTestCase {
             }
         }
     }
+
+    /// open_clip's own tokenizer (open_clip and OpenAI checkpoints): its vocabulary file and
+    /// cleaning — ftfy's fixes without the mojibake repair, HTML unescaped twice, whitespace,
+    /// lower-casing — id for id with open_clip's SimpleTokenizer on the 2,000 texts and 474 more
+    /// aimed at the cleaning.
+    func testOpenCLIPsTokenizerEqualsOpenCLIP() throws {
+        let tokenizer = try CLIPTokenizer(openCLIPVocabulary: folder.appendingPathComponent("bpe_simple_vocab_16e6.txt.gz").path)
+        XCTAssertEqual(tokenizer.cleaning, .openCLIP)
+        XCTAssertEqual([tokenizer.startID, tokenizer.endID], [49406, 49407])
+        XCTAssertEqual(tokenizer.vocab.count, 49408)
+        let cases = try JSONDecoder().decode([Case].self, from: Data(contentsOf: folder.appendingPathComponent("openclip_texts.json")))
+        XCTAssertGreaterThan(cases.count, 2400)
+        XCTAssertEqual(tokenizer.encode("A photo of a cat.").ids, [49406, 320, 1125, 539, 320, 2368, 269, 49407])
+        var wrong: [String] = []
+        for c in cases where tokenizer.encode(c.text).ids != c.ids {
+            wrong.append("\(c.text.debugDescription): \(tokenizer.encode(c.text).ids) vs \(c.ids)")
+        }
+        XCTAssertTrue(wrong.isEmpty, "\(wrong.count) of \(cases.count) differ; first: \(wrong.prefix(30).joined(separator: "\n"))")
+    }
+
+    /// A vocabulary file that is not one is refused naming it: not gzip, truncated, too few merges.
+    func testABadVocabularyFileIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-bpe-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let good = try Data(contentsOf: folder.appendingPathComponent("bpe_simple_vocab_16e6.txt.gz"))
+        for (bytes, says) in [(Data("not gzip".utf8), "not a gzip stream"), (good.prefix(good.count / 2), "ends early"),
+                              (Data(), "ends early")] {
+            let path = dir.appendingPathComponent("v.txt.gz").path
+            try bytes.write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try CLIPTokenizer(openCLIPVocabulary: path)) { e in
+                XCTAssertTrue("\(e)".contains(says) && "\(e)".contains(path), "\(e)")
+            }
+        }
+    }
+}
+
+final class CLIPTokenizerBoundsTests: XCTestCase {
+    /// One long run of letters is one word for CLIP's pattern: its BPE merges through a heap, so
+    /// 200,000 letters tokenize (here within the test's own time, never timed) and give the same
+    /// ids as the same word cut in pieces would not — checked against a short word's known ids.
+    func testALongWordTokenizesAndShortOnesKeepTheirIds() throws {
+        let tokenizer = try CLIPTokenizer(openCLIPVocabulary: fixtures.appendingPathComponent("generated/clip/bpe_simple_vocab_16e6.txt.gz").path)
+        XCTAssertEqual(tokenizer.encode("a photo of a cat").ids, [49406, 320, 1125, 539, 320, 2368, 49407])
+        var rng = SystemRandomNumberGenerator()
+        let letters = Array("abcdefghijklmnopqrstuvwxyz")
+        let long = String((0..<200_000).map { _ in letters[Int.random(in: 0..<26, using: &rng)] })
+        let e = tokenizer.encode(long)
+        XCTAssertEqual(e.ids.count, 77)
+        XCTAssertTrue(e.truncated)
+        XCTAssertGreaterThan(tokenizer.tokens(long).count, 20_000)
+    }
 }
