@@ -22,6 +22,10 @@ export_clip_fixtures.py builds it) and e2e_text_features.npy: texts.txt through 
 CLIPTokenizer and get_text_features, L2-normalised — what `vlm embed-image` / `embed-text` must
 give.
 
+The open_clip folders also hold zeroshot.json: 5 labels x 3 templates through open_clip's
+build_zero_shot_classifier and the pictures' probabilities, softmax(exp(logit_scale) x cosine),
+and CLIP's 80 ImageNet templates as strings.
+
 Each folder has images.npy (N, 3, S, S; normalised pixels), texts.json (token ids as CLIP's
 tokenizer gives them, unpadded; one holds the end token mid-sequence, one is cut to 77),
 image_features.npy and text_features.npy (the projected, unnormalised embeddings:
@@ -98,6 +102,25 @@ def image_e2e(folder, embed, image_size, mean=None, std=None):
         v = embed(batch)
     v = v / v.norm(dim=-1, keepdim=True)
     np.save(os.path.join(folder, "e2e_image_features.npy"), v.numpy().astype(np.float32))
+    return v
+
+
+ZERO_SHOT_LABELS = ["cat", "dog", "red car", "rocket", "cup of coffee"]
+ZERO_SHOT_TEMPLATES = ["a photo of a {}.", "a blurry photo of the {}.", "itap of a {}."]
+
+
+def zero_shot(folder, model, image_vectors):
+    """open_clip's zero-shot classifier (each label's template texts embedded and normalised,
+    averaged, normalised again) and its probabilities for the pictures: softmax over the labels of
+    exp(logit_scale) x cosine. Also CLIP's 80 ImageNet templates, as strings."""
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    classifier = build_zero_shot_classifier(model, SimpleTokenizer(), ZERO_SHOT_LABELS, ZERO_SHOT_TEMPLATES)
+    with torch.no_grad():
+        probs = (model.logit_scale.exp() * image_vectors @ classifier).softmax(dim=-1)
+    with open(os.path.join(folder, "zeroshot.json"), "w", encoding="utf-8") as f:
+        json.dump({"labels": ZERO_SHOT_LABELS, "templates": ZERO_SHOT_TEMPLATES, "probabilities": probs.tolist(),
+                   "imagenet_templates": [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]}, f)
 
 
 def padded(seqs, n=77):
@@ -147,7 +170,7 @@ def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed,
     seqs = token_ids()
     with torch.no_grad():
         write_common(folder, images, seqs, model.encode_image(images), model.encode_text(padded(seqs)), model.logit_scale)
-    image_e2e(folder, model.encode_image, image_size)
+    zero_shot(folder, model, image_e2e(folder, model.encode_image, image_size))
     # Texts through open_clip's own tokenizer (its cleaning: ftfy, HTML unescaping, lower-casing)
     # with the vocabulary file beside the weights, as vlm finds it.
     shutil.copy(default_bpe(), os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz"))

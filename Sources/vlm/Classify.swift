@@ -1,5 +1,8 @@
 // `vlm classify`: top-k ImageNet labels with softmax probabilities, through the same image
-// pipeline as embed-image (bad files are skipped with a warning; exit 2).
+// pipeline as embed-image (bad files are skipped with a warning; exit 2). With a CLIP model, the
+// labels are any the user gives, zero-shot: each label's texts over the templates embedded and
+// normalised, averaged and normalised again (CLIP's paper, open_clip's
+// build_zero_shot_classifier), and each image's probabilities softmax(exp(logit_scale) · cosine).
 
 import ArgumentParser
 import Foundation
@@ -13,19 +16,25 @@ import VLMModels
 
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Top-k ImageNet labels and probabilities, for a checkpoint with a 1000-class fc.",
-        discussion: "Output, one line per image: path, then label:probability for each of the top k (tsv), or JSON lines.")
+        abstract: "Top-k labels and probabilities: ImageNet's for a ResNet with a 1000-class fc, or any labels zero-shot with a CLIP model.",
+        discussion: "Output, one line per image: path, then label:probability for each of the top k (tsv), or JSON lines. With a CLIP model: --labels FILE (one label per line), and --template \"a photo of a {}.\" (repeatable) or --templates imagenet (CLIP's 80); default one template, \"a photo of a {}.\".")
 
     @Argument(help: "Image files or folders.")
     var images: [String]
 
-    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50). Default: models/resnet50.")
+    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50), or a CLIP checkpoint folder. Default: models/resnet50.")
     var model: String?
+
+    @Option(name: .customLong("template"), help: "CLIP: a prompt with {} where the label goes (repeatable; each label's texts are averaged).")
+    var templates: [String] = []
+
+    @Option(name: .customLong("templates"), help: "CLIP: a built-in set of prompts: imagenet (CLIP's 80 ImageNet templates).")
+    var templateSet: String?
 
     @Option(parsing: .unconditional, help: "How many labels per image.")
     var top: Int = 5
 
-    @Option(help: "A labels file, one per line, in class order. Default: imagenet_classes.txt beside the models.")
+    @Option(help: "A labels file, one per line, in class order (CLIP: any labels). Default: imagenet_classes.txt beside the models.")
     var labels: String?
 
     @Option(help: "tsv or jsonl.")
@@ -42,6 +51,10 @@ struct Classify: ParsableCommand {
 
     func validate() throws {
         if top < 1 { throw ValidationError("--top must be at least 1") }
+        for t in templates where t.components(separatedBy: "{}").count != 2 {
+            throw ValidationError("--template \(jsonString(t)) must hold {} once, where the label goes")
+        }
+        if let s = templateSet, s != "imagenet" { throw ValidationError("--templates \(jsonString(s)): the built-in set is imagenet (CLIP's 80 templates)") }
         try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
         if format.isBinary { throw ValidationError("classify writes tsv or jsonl") }
     }
@@ -55,6 +68,10 @@ struct Classify: ParsableCommand {
 
     func run() throws {
         let backend = try engine.configure()
+        if let model, isCLIPModel(model) { return try runZeroShot(model, backend: backend) }
+        if !templates.isEmpty || templateSet != nil {
+            throw OptionError("--template and --templates are for a CLIP model, which labels images zero-shot; \(model ?? resolveModelsFolder(defaultResNetName)) is a ResNet with a classifier")
+        }
         var d = EmbeddingDescription()
         d.image = imageOptions.image(model: model, batchSize: batchSize)
         d.image.layer = .logits
@@ -69,7 +86,57 @@ struct Classify: ParsableCommand {
         guard names.count == classes else {
             throw InputError("\(labelsPath): \(names.count) labels, but the checkpoint's fc has \(classes) classes")
         }
+        try write(service, names: names) { softmax($0) }
+    }
+
+    /// CLIP: the labels' text vectors over the templates (normalised, averaged, normalised), and
+    /// each image's probabilities over them.
+    func runZeroShot(_ model: String, backend: any Backend) throws {
+        guard let labels else {
+            throw OptionError("\(model) is a CLIP model, which labels images zero-shot: give --labels FILE (one label per line), and --template or --templates imagenet")
+        }
+        let names = try readLines(labels, what: "the labels").filter { !$0.isEmpty }
+        guard !names.isEmpty else { throw InputError("\(labels): no labels") }
+        var prompts = templates + (templateSet == "imagenet" ? clipImageNetTemplates : [])
+        if prompts.isEmpty { prompts = ["a photo of a {}."] }
+        var d = EmbeddingDescription()
+        d.image = imageOptions.image(model: model, batchSize: batchSize)
+        d.image.normalize = true
+        d.text.model = model
+        d.text.normalize = true
+        d.allowNonFinite = engine.allowNonfinite
+        let service = try EmbeddingService(d, backend: backend, version: VLM.configuration.version, quiet: quiet)
+        let clip = try service.clip(model)
+        let dim = clip.embedDim
+        let texts = names.flatMap { n in prompts.map { $0.replacingOccurrences(of: "{}", with: n) } }
+        let vectors = service.embed(texts.enumerated().map { (Array("\(labels): label \($0 / prompts.count + 1), template \($0 % prompts.count + 1)".utf8), .text(TextInput($1))) })
+        var classes = [Float](repeating: 0, count: names.count * dim)
+        for (c, _) in names.enumerated() {
+            var mean = [Double](repeating: 0, count: dim)
+            for t in 0..<prompts.count {
+                let v = try vectors[c * prompts.count + t].get()
+                for j in 0..<dim { mean[j] += Double(v[j]) }
+            }
+            var row = mean.map { Float($0 / Double(prompts.count)) }
+            l2Normalize(&row)
+            classes.replaceSubrange((c * dim)..<((c + 1) * dim), with: row)
+        }
+        let scale = Float(exp(Double(clip.logitScale)))
+        try write(service, names: names) { image in
+            softmax((0..<names.count).map { c in
+                var dot: Float = 0
+                for j in 0..<dim { dot += image[j] * classes[c * dim + j] }
+                return scale * dot
+            })
+        }
+    }
+
+    /// Runs the images through the service and prints each one's top labels by `probabilities`
+    /// of its row.
+    func write(_ service: EmbeddingService, names: [String], probabilities: ([Float]) -> [Float]) throws {
         let encoder = try ServiceRows(service, .image, try service.images())
+        let width = encoder.dim
+        let top = min(self.top, names.count)
         let source = ImageFileSource(paths: try listImages(images: images, list: nil, list0: nil))
         var failures = 0
         try Job.runUnits(source: source, encoder: encoder, unitSize: batchSize, from: 0) { _, unit in
@@ -77,7 +144,7 @@ struct Classify: ParsableCommand {
             failures += unit.errors.count
             var out = Data()
             for (k, id) in unit.ids.enumerated() {
-                let probs = softmax(Array(unit.rows[(k * classes)..<((k + 1) * classes)]))
+                let probs = probabilities(Array(unit.rows[(k * width)..<((k + 1) * width)]))
                 let best = topIndices(probs, top)
                 if format == .jsonl {
                     let text = String(validating: id, as: UTF8.self)
