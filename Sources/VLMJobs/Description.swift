@@ -157,3 +157,34 @@ public func sharedSpace(of files: [String]) throws -> (space: VectorSpace?, note
     }
     return (first?.space, notes.map { "vlm: note: " + $0 })
 }
+
+/// Whether the rows of two feature files may be compared by cosine, from the descriptions beside
+/// them: the same vector space, or the image and the text space of one CLIP checkpoint (the same
+/// weights made both, with the same projection and final normalisation). Refused in one line
+/// naming both and what differs; a file without a description is compared with a note.
+public func comparableSpaces(_ a: String, _ b: String) throws -> [String] {
+    guard let da = OutputDescription.read(beside: a), let sa = da.definition.space,
+          let db = OutputDescription.read(beside: b), let sb = db.definition.space else {
+        return ["vlm: note: \(a) or \(b) has no \(OutputDescription.suffix) naming its vector space: not checked"]
+    }
+    if sa.kind == sb.kind {
+        let differences = sa.differences(from: sb)
+        if !differences.isEmpty {
+            throw InputError("\(b) is not in the vector space of \(a): \(differences.joined(separator: "; ")) (from their \(OutputDescription.suffix) files)")
+        }
+        return []
+    }
+    // One CLIP checkpoint's two towers: the same weights named by the image rows and the text rows.
+    let kinds = Set([sa.kind, sb.kind])
+    let same = kinds == ["image", "text"] && sa.models.count == 1 && sb.models.count == 1 && sa.models[0].sha256 == sb.models[0].sha256
+    guard same else {
+        let name = { (s: VectorSpace) in s.models.map(\.name).joined(separator: " + ") }
+        throw InputError("\(b) (\(sb.kind) rows of \(name(sb))) is not comparable with \(a) (\(sa.kind) rows of \(name(sa))): only one CLIP checkpoint's image and text rows share a space (from their \(OutputDescription.suffix) files)")
+    }
+    // Cosine does not see a row's length, but a projection does: normalising before it counts then.
+    let keys = sa.options["pca"] == nil ? ["pca", "normalize_output"] : ["pca", "normalize_output", "normalize"]
+    for key in keys where sa.options[key] != sb.options[key] {
+        throw InputError("\(b) is not comparable with \(a): \(key) \(sa.options[key] ?? "unset") vs \(sb.options[key] ?? "unset") (from their \(OutputDescription.suffix) files)")
+    }
+    return []
+}

@@ -151,6 +151,55 @@ final class CLIPCLITests: XCTestCase {
         XCTAssertTrue(resnet.stderr.contains("are for a CLIP model"), resnet.stderr)
     }
 
+    /// `vlm similarity --top K` finds each sentence's best photos across one CLIP checkpoint's two
+    /// towers (scores equal to the cosines of the references), a file's nearest other rows, and
+    /// refuses rows from different spaces.
+    func testSimilarityTopAcrossTowers() throws {
+        let hf = models + "/hf-vit"
+        let (img, txt) = (path("img.npy"), path("txt.npy"))
+        XCTAssertEqual(try runVLM(["embed-image", models + "/images", "--model", hf, "-o", img]).status, 0)
+        XCTAssertEqual(try runVLM(["embed-text", "--file", hf + "/texts.txt", "--model", hf, "-o", txt]).status, 0)
+        let r = try runVLM(["similarity", txt, img, "--top", "2", "--format", "jsonl"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stderr, "")
+        let images = try NPY.read(path: hf + "/e2e_image_features.npy"), texts = try NPY.read(path: hf + "/e2e_text_features.npy")
+        let names = ["a-wide.png", "b-small.png", "c-gray.png", "d-photo.jpg"]
+        let lines = r.out.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.count, 8)
+        for (k, line) in lines.enumerated() {
+            let q = k / 2
+            var cos = (0..<4).map { j in (0..<24).reduce(Float(0)) { $0 + texts.data[q * 24 + $1] * images.data[j * 24 + $1] } }
+            let order = cos.indices.sorted { cos[$0] > cos[$1] }
+            let j = order[k % 2]
+            XCTAssertEqual(line["rank"] as? Int, k % 2 + 1)
+            XCTAssertEqual(((line["id"] as? String) ?? "").split(separator: "/").last.map(String.init), names[j])
+            XCTAssertEqual((line["score"] as! NSNumber).floatValue, cos[j], accuracy: 1e-5)
+            cos.removeAll()
+        }
+        // One file: each row's nearest other rows.
+        let one = try runVLM(["similarity", img, "--top", "1"])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        for line in one.out.split(separator: "\n") {
+            let f = line.split(separator: "\t")
+            XCTAssertEqual(f.count, 4)
+            XCTAssertNotEqual(f[0], f[2], "a row is not its own match")
+        }
+        // Rows of different spaces of the same width are refused: a BERT's text rows against CLIP
+        // image rows (both 32-d), and one CLIP tower's rows against another checkpoint's.
+        let oc = models + "/oc-vit", bert = fixtures.appendingPathComponent("bert/tiny").path
+        let (ocImg, bertTxt, ocTxt) = (path("oc-img.npy"), path("bert.npy"), path("oc-txt.npy"))
+        XCTAssertEqual(try runVLM(["embed-image", models + "/images", "--model", oc, "-o", ocImg]).status, 0)
+        XCTAssertEqual(try runVLM(["embed-text", "--model", bert, "-o", bertTxt, "a cat"]).status, 0)
+        XCTAssertEqual(try runVLM(["embed-text", "--model", models + "/oc-rn", "-o", ocTxt, "a cat"]).status, 0)
+        for (query, rows, says) in [(bertTxt, ocImg, "only one CLIP checkpoint's image and text rows share a space"),
+                                    (ocTxt, ocImg, "only one CLIP checkpoint's image and text rows share a space")] {
+            let bad = try runVLM(["similarity", query, rows, "--top", "1"])
+            XCTAssertEqual(bad.status, 1, bad.stderr)
+            XCTAssertTrue(bad.stderr.contains(says), bad.stderr)
+            XCTAssertEqual(bad.out, "")
+        }
+    }
+
     func testPairsAndTheWorkerUseBothTowers() throws {
         let hf = models + "/hf-vit"
         let pairs = path("pairs.tsv")
