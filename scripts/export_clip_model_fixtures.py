@@ -10,6 +10,8 @@ layouts users have them, and the reference outputs of the library that defines e
             downsampling, attention pooling; stages 1, 2, 1, 1 at width 8, 64 px) and exact GELU
             — the same layout, and the same state dict as torch.save writes it
             (open_clip_pytorch_model.bin)
+  full-rn50/, full-vitb32/   open_clip's RN50-quickgelu and ViT-B-32 at full size (create_model
+            without weights), with the same kinds of references (~1 GB together)
   hf-vit/   transformers' CLIPModel (CLIPConfig: text 4 heads, GELU; vision 48 px, patch 16,
             QuickGELU), save_pretrained's config.json + model.safetensors
 
@@ -183,6 +185,36 @@ def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed,
     np.save(os.path.join(folder, "e2e_text_features.npy"), v.numpy().astype(np.float32))
 
 
+def full_size(name, arch, seed):
+    """A released architecture at full size (open_clip's create_model without weights, then the
+    same redrawing): open_clip_config.json as the hub has it, the weights, the vocabulary file,
+    two random 224-px inputs and the pictures, with their embeddings."""
+    import open_clip
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = open_clip.create_model(arch, pretrained=None)
+    redraw(model, gen)
+    model.eval()
+    folder = os.path.join(OUT, name)
+    os.makedirs(folder, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, os.path.join(folder, "open_clip_model.safetensors"))
+    cfg = {"model_cfg": open_clip.get_model_config(arch),
+           "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    shutil.copy(default_bpe(), os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz"))
+    images = torch.randn(2, 3, 224, 224, generator=gen)
+    seqs = token_ids()
+    with torch.no_grad():
+        write_common(folder, images, seqs, model.encode_image(images), model.encode_text(padded(seqs)), model.logit_scale)
+    image_e2e(folder, model.encode_image, 224)
+    with open(os.path.join(folder, "texts.txt"), "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in E2E_TEXTS)
+    with torch.no_grad():
+        v = model.encode_text(open_clip_tokenize(E2E_TEXTS))
+    np.save(os.path.join(folder, "e2e_text_features.npy"), (v / v.norm(dim=-1, keepdim=True)).numpy().astype(np.float32))
+
+
 def hf_model(name, seed):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -227,6 +259,10 @@ def main():
     open_clip_model("oc-rn", 32, dict(layers=[1, 2, 1, 1], width=8, head_width=64, image_size=64), text,
                     quick_gelu=False, image_size=64, seed=32, bin_too=True)
     hf_model("hf-vit", seed=33)
+    # One full-size model per tower family: OpenAI's RN50 (QuickGELU) and ViT-B/32 (GELU, as
+    # open_clip's ViT-B-32), about 1 GB together.
+    full_size("full-rn50", "RN50-quickgelu", seed=34)
+    full_size("full-vitb32", "ViT-B-32", seed=35)
     print("wrote", OUT)
 
 

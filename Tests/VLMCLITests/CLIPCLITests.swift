@@ -39,8 +39,9 @@ final class CLIPCLITests: XCTestCase {
     }
 
     func testImagesFromFilesEqualOpenCLIPsPreprocessingAndModel() throws {
-        for name in ["oc-vit", "oc-rn", "hf-vit"] {
-            for backend in ["blas", "naive"] {
+        for name in ["oc-vit", "oc-rn", "hf-vit", "full-rn50", "full-vitb32"] {
+            // The full-size models on the naive backend are checked at the model level (CLIPParityTests).
+            for backend in name.hasPrefix("full") ? ["blas"] : ["blas", "naive"] {
                 let out = path("\(name)-\(backend).npy")
                 let r = try runVLM(["embed-image", models + "/images", "--model", models + "/" + name, "-o", out, "--backend", backend])
                 XCTAssertEqual(r.status, 0, r.stderr)
@@ -97,7 +98,7 @@ final class CLIPCLITests: XCTestCase {
     /// cleaning: ftfy's fixes, HTML entities unescaped twice, lower-casing): texts with entities,
     /// curly quotes, a ligature and full-width letters give open_clip's tokenize + encode_text.
     func testOpenCLIPFoldersTokenizeAsOpenCLIP() throws {
-        for name in ["oc-vit", "oc-rn"] {
+        for name in ["oc-vit", "oc-rn", "full-rn50", "full-vitb32"] {
             let folder = models + "/" + name
             let out = path("\(name).npy")
             let r = try runVLM(["embed-text", "--file", folder + "/texts.txt", "--model", folder, "-o", out])

@@ -96,6 +96,25 @@ final class CLIPParityTests: XCTestCase {
         XCTAssertEqual(bin.encodeTexts(f.ids).data, m.encodeTexts(f.ids).data)
     }
 
+    /// Full size, both backends: OpenAI's RN50 (QuickGELU; stages 3, 4, 6, 3 at width 64, 32
+    /// attention-pooling heads) and ViT-B/32 (GELU, width 768, 12 layers, 12 heads; text width 512).
+    func testFullSizeRN50() throws {
+        let f = try checkParity("full-rn50")
+        let m = try f.model(BLASBackend())
+        XCTAssertEqual((m.vision as! CLIPModifiedResNet).layers, [3, 4, 6, 3])
+        XCTAssertEqual(m.vision.imageSize, 224)
+        XCTAssertEqual(m.embedDim, 1024)
+        XCTAssertEqual(f.files.settings.vision.heads, 32)
+    }
+
+    func testFullSizeViTB32() throws {
+        let f = try checkParity("full-vitb32")
+        let m = try f.model(BLASBackend())
+        XCTAssertEqual(m.vision.summary, "ViT, patch 32, 224 px, width 768, 12 layers, 12 heads")
+        XCTAssertEqual(m.embedDim, 512)
+        XCTAssertEqual(f.files.settings.text.activation, .gelu)
+    }
+
     func testHuggingFaceCLIPModel() throws {
         let f = try checkParity("hf-vit")
         XCTAssertEqual(f.files.layout, .huggingFace)
