@@ -130,7 +130,8 @@ public struct BenchPlan {
     public func makeWorkload() throws -> Workload {
         if workload.hasPrefix("resnet") { return try resnetWorkload() }
         if workload == "bert-base" || workload == "minilm" { return try bertWorkload() }
-        throw OptionError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm, peak")
+        if workload == "clip-image" || workload == "clip-text" { return try clipWorkload() }
+        throw OptionError("unknown workload '\(workload)'; known: \(resnetDepths.map { "resnet\($0.depth)" }.joined(separator: ", ")), bert-base, minilm, clip-image, clip-text, peak")
     }
 
     func resnetWorkload() throws -> Workload {
@@ -152,6 +153,31 @@ public struct BenchPlan {
                         weights: model ?? "synthetic (seed 0)") { be in
             let net = try load(be)
             return { net.forward(input).pooled.data }
+        }
+    }
+
+    /// A CLIP checkpoint folder's image tower on random (batch, 3, S, S) inputs at its own size,
+    /// or its text tower on --batch sequences of --seq tokens (random ids, the end token last).
+    func clipWorkload() throws -> Workload {
+        guard let model else { throw OptionError("\(workload) needs --model: a CLIP checkpoint folder") }
+        let clip = try loadCLIP(model, backend: NaiveBackend(), quiet: true).0
+        var rng = SeededRandom(seed: 7)
+        if workload == "clip-image" {
+            let s = clip.vision.imageSize
+            let input = Tensor(shape: [batch, 3, s, s], data: rng.normals(batch * 3 * s * s, std: 1))
+            return Workload(input: input, outputShape: { [batch, $0 / batch] }, title: "\(workload) (\(clip.vision.summary)), batch \(batch)",
+                            unit: "images", itemsPerRun: batch, flopsPerRun: clip.vision.flops * Double(batch), weights: model) { be in
+                let m = try loadCLIP(model, backend: be, quiet: true).0
+                return { m.encodeImages(input).data }
+            }
+        }
+        let length = min(seq, clip.text.contextLength)
+        let end = Int32(clip.text.vocabSize - 1)
+        let ids = (0..<batch).map { _ in (0..<(length - 1)).map { _ in Int32(rng.next() % UInt64(end)) } + [end] }
+        return Workload(title: "\(workload) (text width \(clip.text.width), \(clip.text.layers) layers), batch \(batch) × \(length) tokens",
+                        unit: "texts", itemsPerRun: batch, flopsPerRun: clip.text.flops(tokens: length) * Double(batch), weights: model) { be in
+            let m = try loadCLIP(model, backend: be, quiet: true).0
+            return { m.encodeTexts(ids).data }
         }
     }
 

@@ -137,6 +137,17 @@ struct CLIPTransformer {
 
     var layers: Int { blocks.count }
 
+    /// Multiply-adds ×2 of the blocks over one sequence of `t` tokens.
+    func flops(tokens t: Int) -> Double {
+        let w = Double(width), n = Double(t)
+        var total = 0.0
+        for b in blocks {
+            let dense: Double = 4 * w * w + 2 * w * Double(b.fc.outFeatures)
+            total += 2 * n * dense + 4 * n * n * w
+        }
+        return total
+    }
+
     /// x is (tokens, width), in place.
     func forward(_ x: inout [Float], offsets: [Int], causal: Bool, backend: any Backend) {
         let w = width, t = offsets.last!
@@ -218,6 +229,9 @@ public final class CLIPTextTower {
 
     public var layers: Int { transformer.layers }
 
+    /// Multiply-adds ×2 of one sequence of `t` tokens, projection included.
+    public func flops(tokens t: Int) -> Double { transformer.flops(tokens: t) + 2 * Double(width * embedDim) }
+
     /// The position each sequence is read out at.
     public func pooledPosition(_ ids: [Int32]) -> Int {
         switch pooling {
@@ -277,6 +291,8 @@ public final class CLIPTextTower {
 public protocol CLIPImageTower: AnyObject {
     /// The input's side in pixels (the positional embedding's grid says it).
     var imageSize: Int { get }
+    /// Multiply-adds ×2 of one image.
+    var flops: Double { get }
     var embedDim: Int { get }
     /// A short description: "ViT, patch 32, width 768, 12 layers".
     var summary: String { get }
@@ -329,6 +345,12 @@ public final class CLIPVisionTransformer: CLIPImageTower {
 
     public var imageSize: Int { grid * patchSize }
     public var layers: Int { transformer.layers }
+    public var flops: Double {
+        let cells = Double(grid * grid)
+        let patches: Double = 2 * cells * Double(3 * patchSize * patchSize * width)
+        let projection: Double = 2 * Double(width * embedDim)
+        return patches + transformer.flops(tokens: grid * grid + 1) + projection
+    }
     public var summary: String { "ViT, patch \(patchSize), \(imageSize) px, width \(width), \(layers) layers, \(transformer.settings.heads) heads" }
 
     public func forward(_ input: Tensor, backend: any Backend) -> Tensor {
@@ -460,6 +482,29 @@ public final class CLIPModifiedResNet: CLIPImageTower {
 
     /// The stem halves the side twice (a stride-2 convolution, a 2×2 pool), each later stage once.
     public var imageSize: Int { grid * 32 }
+
+    public var flops: Double {
+        var side = imageSize, total = 0.0
+        func conv(_ c: FoldedConv) {
+            let g = c.geometry(batch: 1, height: side, width: side)
+            total += g.flops
+            side = g.outHeight
+        }
+        for c in stem { conv(c) }
+        side /= 2
+        for stage in stages {
+            for b in stage {
+                let input = side
+                conv(b.convs[0]); conv(b.convs[1])
+                side /= b.stride
+                if let d = b.downsample { total += d.geometry(batch: 1, height: side, width: side).flops }
+                conv(b.convs[2])
+                _ = input
+            }
+        }
+        let c = Double(width * 32), tokens = Double(grid * grid + 1)
+        return total + 2 * tokens * 2 * c * c + 2 * c * c + 4 * tokens * c + 2 * c * Double(embedDim)
+    }
     public var summary: String { "modified ResNet (CLIP), stages \(layers), width \(width), \(imageSize) px, attention pooling with \(heads) heads" }
 
     public func forward(_ input: Tensor, backend: any Backend) -> Tensor {

@@ -28,13 +28,15 @@ struct Bench: ParsableCommand {
         Workloads:
           resnet18|34|50|101|152   images of --size × --size, --batch per forward pass
           peak                     the measured FMA peak and sgemm rate (2048³) on --threads
+          clip-image, clip-text    a CLIP folder's (--model) image tower on random inputs at its
+                                   size, or its text tower on --batch texts of --seq tokens
           bert-base, minilm        --batch sequences of --seq tokens (random ids), or with
                                    --sentences N: N generated captions through the whole text path
                                    (tokenize, sort by length, packed batches of at most
                                    --batch texts and --batch-tokens tokens, pool)
         """))
 
-    @Argument(help: "The workload: resnet50, bert-base, minilm, peak (or resnet18/34/101/152).")
+    @Argument(help: "The workload: resnet50, bert-base, minilm, clip-image, clip-text, peak (or resnet18/34/101/152).")
     var workload: String
 
     @Option(name: .customLong("batch"),
@@ -69,7 +71,7 @@ struct Bench: ParsableCommand {
     @Option(parsing: .unconditional, help: "Threads for the engine's loops and products. Default: $VLM_THREADS, else $OMP_NUM_THREADS, else the CPUs this process may use (affinity mask, cgroup quota).")
     var threads: Int?
 
-    @Option(help: "A checkpoint (ResNet file/folder, or BERT model folder) instead of synthetic weights.")
+    @Option(help: "A checkpoint (ResNet file/folder, BERT model folder, or the CLIP folder clip-image/clip-text need) instead of synthetic weights.")
     var model: String?
 
     @Option(help: "ResNet input height and width.")

@@ -201,6 +201,22 @@ final class CLIPCLITests: XCTestCase {
         }
     }
 
+    /// `vlm bench clip-image|clip-text` runs a CLIP folder's towers on both backends, which agree.
+    func testBenchRunsBothTowers() throws {
+        for workload in ["clip-image", "clip-text"] {
+            let r = try runVLM(["bench", workload, "--model", models + "/oc-rn", "--batch", "2", "--seq", "9", "--min-time", "0",
+                                "--min-iterations", "1", "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+            XCTAssertEqual((o["results"] as! [[String: Any]]).count, 2)
+            XCTAssertLessThanOrEqual((o["naiveVsBlasRelativeError"] as! NSNumber).doubleValue, 1e-5)
+            XCTAssertGreaterThan((o["gflopPerRun"] as! NSNumber).doubleValue, 0)
+        }
+        let none = try runVLM(["bench", "clip-image"])
+        XCTAssertEqual(none.status, 64, none.stderr)
+        XCTAssertTrue(none.stderr.contains("clip-image needs --model"), none.stderr)
+    }
+
     func testPairsAndTheWorkerUseBothTowers() throws {
         let hf = models + "/hf-vit"
         let pairs = path("pairs.tsv")
