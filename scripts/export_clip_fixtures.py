@@ -113,6 +113,9 @@ CLEANING = [
     "\u2029", "\x1b[31m", "\x1b[0;1m", "\x1b[", "\x00", "\x07", "\ufeff", "\ufffc", "\u206a", "\x1c", "\x1f", "\x0b",
     "\x0c", "<", "a < b", "it'ſ", "<ſtart_of_text>", "<START_OF_TEXT>", "<end_of_text>", "!!<end_of_text>", "x<end_of_text>y",
     "İ", "ΟΔΟΣ", "ΣΑΣ ΣΑΣ", "\n", " \t ", "Ⅻ", "ß", "e\u0301", "\u00a0", "\u2003", "👍🏽", "東京", "&hellip;", "it&#x2019;s",
+    # Entity names are matched as code points, not by canonical equivalence (the Kelvin sign is
+    # not K, the Greek question mark not ';'); escaping 70 layers deep still unescapes.
+    "< &amp;&#8490;opf;", "<b> &amp;amp&#894;", "&" + "amp;" * 70 + "lt;",
 ]
 
 

@@ -176,15 +176,19 @@ public func comparableSpaces(_ a: String, _ b: String) throws -> [String] {
     }
     // One CLIP checkpoint's two towers: the same weights named by the image rows and the text rows.
     let kinds = Set([sa.kind, sb.kind])
+    // The same weights and the same config and tokenizer files (a config decides the activation).
     let same = kinds == ["image", "text"] && sa.models.count == 1 && sb.models.count == 1 && sa.models[0].sha256 == sb.models[0].sha256
+        && sa.models[0].files == sb.models[0].files
     guard same else {
         let name = { (s: VectorSpace) in s.models.map(\.name).joined(separator: " + ") }
         throw InputError("\(b) (\(sb.kind) rows of \(name(sb))) is not comparable with \(a) (\(sa.kind) rows of \(name(sa))): only one CLIP checkpoint's image and text rows share a space (from their \(OutputDescription.suffix) files)")
     }
     // Cosine does not see a row's length, but a projection does: normalising before it counts then.
+    // An unset normalize is false (image rows record it only when on).
     let keys = sa.options["pca"] == nil ? ["pca", "normalize_output"] : ["pca", "normalize_output", "normalize"]
-    for key in keys where sa.options[key] != sb.options[key] {
-        throw InputError("\(b) is not comparable with \(a): \(key) \(sa.options[key] ?? "unset") vs \(sb.options[key] ?? "unset") (from their \(OutputDescription.suffix) files)")
+    let unset = ["normalize": "false", "normalize_output": "false"]
+    for key in keys where (sa.options[key] ?? unset[key]) != (sb.options[key] ?? unset[key]) {
+        throw InputError("\(b) is not comparable with \(a): \(key) \(sa.options[key] ?? unset[key] ?? "unset") vs \(sb.options[key] ?? unset[key] ?? "unset") (from their \(OutputDescription.suffix) files)")
     }
     return []
 }

@@ -94,8 +94,9 @@ public enum OpenCLIPCleaning {
 
     static func fixSegment(_ segment: [Unicode.Scalar], unescape: Bool) -> [Unicode.Scalar] {
         var text = segment
-        // At most a few rounds in practice (each removes a layer of escaping); bounded anyway.
-        for _ in 0..<64 {
+        // A few rounds in practice (each removes a layer of escaping, so the text shortens);
+        // bounded by its length anyway, which no real text reaches.
+        for _ in 0..<(segment.count + 64) {
             let before = text
             if unescape { text = ftfyUnescape(text) }
             text = text.map { u in (0x80...0x9F).contains(u.value) ? Unicode.Scalar(sloppyWindows1252C1[Int(u.value) - 0x80])! : u }
@@ -239,9 +240,14 @@ public enum OpenCLIPCleaning {
             guard j > start else { out.append(s[i]); i += 1; continue }
             var name = Array(s[start..<j])
             if j < s.count && s[j] == ";" { name.append(";"); j += 1 }
-            if let r = FTFYData.html5[string(name)] {
+            // Entity names are ASCII: a String key would match by canonical equivalence (the
+            // Kelvin sign as K), which Python's dict does not.
+            let ascii = name.allSatisfy(\.isASCII)
+            if ascii, let r = FTFYData.html5[string(name)] {
                 out += r
-            } else if let (x, r) = stride(from: name.count - 1, through: 2, by: -1).lazy.compactMap({ x in FTFYData.html5[string(Array(name[..<x]))].map { (x, $0) } }).first {
+            } else if let (x, r) = stride(from: name.count - 1, through: 2, by: -1).lazy.compactMap({ x in
+                name[..<x].allSatisfy(\.isASCII) ? FTFYData.html5[string(Array(name[..<x]))].map { (x, $0) } : nil
+            }).first {
                 // The longest name the text starts with (the standard's rule), the rest kept.
                 out += r
                 out += name[x...]

@@ -108,18 +108,24 @@ struct Classify: ParsableCommand {
         let service = try EmbeddingService(d, backend: backend, version: VLM.configuration.version, quiet: quiet)
         let clip = try service.clip(model)
         let dim = clip.embedDim
-        let texts = names.flatMap { n in prompts.map { $0.replacingOccurrences(of: "{}", with: n) } }
-        let vectors = service.embed(texts.enumerated().map { (Array("\(labels): label \($0 / prompts.count + 1), template \($0 % prompts.count + 1)".utf8), .text(TextInput($1))) })
+        // Labels a few at a time: memory follows the chunk, not the labels file.
         var classes = [Float](repeating: 0, count: names.count * dim)
-        for (c, _) in names.enumerated() {
-            var mean = [Double](repeating: 0, count: dim)
-            for t in 0..<prompts.count {
-                let v = try vectors[c * prompts.count + t].get()
-                for j in 0..<dim { mean[j] += Double(v[j]) }
+        for first in stride(from: 0, to: names.count, by: 64) {
+            let chunk = first..<min(names.count, first + 64)
+            let texts = chunk.flatMap { c in prompts.map { $0.replacingOccurrences(of: "{}", with: names[c]) } }
+            let vectors = service.embed(texts.enumerated().map { k, t in
+                (Array("\(labels): label \(first + k / prompts.count + 1), template \(k % prompts.count + 1)".utf8), .text(TextInput(t)))
+            })
+            for (i, c) in chunk.enumerated() {
+                var mean = [Double](repeating: 0, count: dim)
+                for t in 0..<prompts.count {
+                    let v = try vectors[i * prompts.count + t].get()
+                    for j in 0..<dim { mean[j] += Double(v[j]) }
+                }
+                var row = mean.map { Float($0 / Double(prompts.count)) }
+                l2Normalize(&row)
+                classes.replaceSubrange((c * dim)..<((c + 1) * dim), with: row)
             }
-            var row = mean.map { Float($0 / Double(prompts.count)) }
-            l2Normalize(&row)
-            classes.replaceSubrange((c * dim)..<((c + 1) * dim), with: row)
         }
         let scale = Float(exp(Double(clip.logitScale)))
         try write(service, names: names) { image in

@@ -57,6 +57,7 @@ struct Similarity: ParsableCommand {
         let cols = try readLabels(columnLabels ?? (files.count == 1 ? labels : nil), b.shape[0], file: files[files.count - 1])
         var notes: [String] = []
         if files.count == 2 && !files.contains("-") { notes = try comparableSpaces(files[0], files[1]) }
+        if files.count == 2 && files.contains("-") { notes = ["vlm: note: a file read from stdin has no .meta.json beside it: the two files' vector spaces are not checked"] }
         if let top {
             try best(a, b, top: top, rows: rows, cols: cols)
             for n in notes { note(n) }
@@ -87,23 +88,27 @@ struct Similarity: ParsableCommand {
     struct Match: Encodable { var query: String; var rank: Int; var id: String; var score: Float }
 
     /// Each row of `a`'s `k` best rows of `b` by cosine (with one file, a row is not its own
-    /// match): the products run as GEMMs on the BLAS backend, 256 queries at a time, so memory
-    /// stays at 256 × M scores whatever N is.
+    /// match): the products run as GEMMs on the BLAS backend, queries in chunks whose scores take
+    /// at most 64 MiB, and each query keeps its best `k` in a heap (a NaN score is never a match).
     func best(_ a: Tensor, _ b: Tensor, top k: Int, rows: [String], cols: [String]) throws {
         let d = a.shape[1], n = a.shape[0], m = b.shape[0]
-        func units(_ t: Tensor) -> [Float] {
-            var out = t.data
-            l2NormalizeRows(&out, dim: d)
-            return out
+        if d == 0 { throw InputError("\(files.joined(separator: ", ")): rows of 0 values have no cosine") }
+        if n == 0 || m == 0 { return }
+        var ua = a.data
+        l2NormalizeRows(&ua, dim: d)
+        var ub: [Float] = []
+        if files.count == 2 {
+            ub = b.data
+            l2NormalizeRows(&ub, dim: d)
         }
-        let ua = units(a), ub = files.count == 2 ? units(b) : ua
         let backend = BLASBackend()
-        let chunk = 256
+        let chunk = max(1, min(256, (64 << 20) / 4 / m))
+        let wanted = min(m, k + (files.count == 1 ? 1 : 0))
         for start in stride(from: 0, to: n, by: chunk) {
             let q = min(chunk, n - start)
             var scores = [Float](repeating: 0, count: q * m)
             ua.withUnsafeBufferPointer { pa in
-                ub.withUnsafeBufferPointer { pb in
+                (files.count == 2 ? ub : ua).withUnsafeBufferPointer { pb in
                     scores.withUnsafeMutableBufferPointer { ps in
                         backend.gemm(transA: false, transB: true, m: q, n: m, k: d, a: pa.baseAddress! + start * d, lda: d,
                                      b: pb.baseAddress!, ldb: d, beta: 0, c: ps.baseAddress!, ldc: m, epilogue: .none)
@@ -112,18 +117,54 @@ struct Similarity: ParsableCommand {
             }
             var out = Data()
             for i in 0..<q {
-                let row = Array(scores[(i * m)..<((i + 1) * m)])
-                var order = topIndices(row, min(m, k + (files.count == 1 ? 1 : 0)))
+                var order = Self.bestIndices(scores[(i * m)..<((i + 1) * m)], wanted)
                 if files.count == 1 { order.removeAll { $0 == start + i } }
                 for (r, j) in order.prefix(k).enumerated() {
+                    let score = scores[i * m + j]
                     if format == .jsonl {
-                        out.append(JSONLines.encode(Match(query: rows[start + i], rank: r + 1, id: cols[j], score: row[j])))
+                        out.append(JSONLines.encode(Match(query: rows[start + i], rank: r + 1, id: cols[j], score: score)))
                     } else {
-                        out.append(Data("\(rows[start + i])\t\(r + 1)\t\(cols[j])\t\(String(format: "%.6f", row[j]))\n".utf8))
+                        out.append(Data("\(rows[start + i])\t\(r + 1)\t\(cols[j])\t\(String(format: "%.6f", score))\n".utf8))
                     }
                 }
             }
             try FileSink.standardOutput.write(out)
         }
+    }
+
+    /// The indices of the `k` largest values, largest first (ties: lower index first), NaN never
+    /// among them: a min-heap of k, O(M log k).
+    static func bestIndices(_ row: ArraySlice<Float>, _ k: Int) -> [Int] {
+        guard k > 0 else { return [] }
+        let base = row.startIndex
+        // Worse first: lower score, then higher index.
+        func worse(_ x: (Float, Int), _ y: (Float, Int)) -> Bool { x.0 != y.0 ? x.0 < y.0 : x.1 > y.1 }
+        var heap: [(Float, Int)] = []
+        heap.reserveCapacity(k)
+        func siftDown(_ i: Int) {
+            var i = i
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && worse(heap[l], heap[m]) { m = l }
+                if r < heap.count && worse(heap[r], heap[m]) { m = r }
+                if m == i { return }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+        for (offset, v) in row.enumerated() where !v.isNaN {
+            let item = (v, offset)
+            if heap.count < k {
+                heap.append(item)
+                var c = heap.count - 1
+                while c > 0, worse(heap[c], heap[(c - 1) / 2]) { heap.swapAt(c, (c - 1) / 2); c = (c - 1) / 2 }
+            } else if worse(heap[0], item) {
+                heap[0] = item
+                siftDown(0)
+            }
+        }
+        _ = base
+        return heap.sorted { worse($1, $0) }.map(\.1)
     }
 }

@@ -185,6 +185,18 @@ final class CLIPCLITests: XCTestCase {
             XCTAssertEqual(f.count, 4)
             XCTAssertNotEqual(f[0], f[2], "a row is not its own match")
         }
+        // An empty file has no matches (and no crash); a NaN score is never a match.
+        let empty = path("empty.npy")
+        try NPY.encode(Tensor(shape: [0, 24], data: [])).write(to: URL(fileURLWithPath: empty))
+        let none = try runVLM(["similarity", txt, empty, "--top", "2"])
+        XCTAssertEqual(none.status, 0, none.stderr)
+        XCTAssertEqual(none.out, "")
+        let nan = path("nan.npy")
+        try NPY.encode(Tensor(shape: [3, 2], data: [.nan, 1, 1, 0, 0.5, 0.5])).write(to: URL(fileURLWithPath: nan))
+        let skip = try runVLM(["similarity", nan, "--top", "2", "--format", "jsonl"])
+        XCTAssertEqual(skip.status, 0, skip.stderr)
+        XCTAssertEqual(skip.out.split(separator: "\n").count, 2, skip.out)   // rows 1 and 2 match each other; row 0 nothing
+        XCTAssertFalse(skip.out.contains("{}"), skip.out)
         // Rows of different spaces of the same width are refused: a BERT's text rows against CLIP
         // image rows (both 32-d), and one CLIP tower's rows against another checkpoint's.
         let oc = models + "/oc-vit", bert = fixtures.appendingPathComponent("bert/tiny").path
