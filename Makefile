@@ -27,7 +27,7 @@ PREFIX ?= /usr/local
 FUZZ_SECONDS ?=
 FUZZ_RUNS ?=
 FUZZ_ONLY ?=
-FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines FuzzPickle FuzzTorch FuzzFeatures FuzzShards
+FUZZ_TARGETS := FuzzNPY FuzzSafetensors FuzzTokenizer FuzzImage FuzzJSONLines FuzzPickle FuzzTorch FuzzFeatures FuzzShards FuzzCLIP
 
 .PHONY: all setup build test demo bench fixtures fixtures-small venv models clean install fuzz fuzz-build
 
@@ -78,7 +78,7 @@ $(GENERATED)/clip/texts.json: scripts/export_clip_fixtures.py $(VENV)/.stamp
 	rm -rf $(GENERATED)/clip
 	$(PY) scripts/export_clip_fixtures.py
 
-$(GENERATED)/clip-models/done: scripts/export_clip_model_fixtures.py scripts/export_clip_fixtures.py $(VENV)/.stamp
+$(GENERATED)/clip-models/done: scripts/export_clip_model_fixtures.py scripts/export_clip_fixtures.py $(GENERATED)/images/cases.json $(VENV)/.stamp
 	rm -rf $(GENERATED)/clip-models
 	$(PY) scripts/export_clip_model_fixtures.py
 	touch $@

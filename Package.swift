@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(name: "VLMModelsTests", dependencies: ["VLMModels"]),
         .testTarget(name: "VLMJobsTests", dependencies: ["VLMEmbed", "VLMJobs", "FuzzHarness"]),
         // What each fuzz target does with an input; the fuzzers and the corpus replay test share it.
-        .target(name: "FuzzHarness", dependencies: ["VLMEmbed", "VLMJobs", "VLMImage", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
+        .target(name: "FuzzHarness", dependencies: ["VLMEmbed", "VLMJobs", "VLMImage", "VLMModels", "VLMTokenizer", "VLMIO"], path: "Fuzz/Harness"),
         // The server's routes and error answers driven in-process by Hummingbird's testing support.
         .testTarget(name: "VLMServeTests", dependencies: ["VLMServe", "VLMEmbed", "VLMJobs",
                                                           .product(name: "HummingbirdTesting", package: "hummingbird")]),
@@ -114,7 +114,7 @@ let package = Package(
 // address, into .build-fuzz), so normal builds and `make test` never see them.
 if ProcessInfo.processInfo.environment["VLM_FUZZ"] == "1" {
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"))
-    for name in ["FuzzNPY", "FuzzSafetensors", "FuzzTokenizer", "FuzzImage", "FuzzJSONLines", "FuzzPickle", "FuzzTorch", "FuzzFeatures", "FuzzShards"] {
+    for name in ["FuzzNPY", "FuzzSafetensors", "FuzzTokenizer", "FuzzImage", "FuzzJSONLines", "FuzzPickle", "FuzzTorch", "FuzzFeatures", "FuzzShards", "FuzzCLIP"] {
         package.targets.append(.executableTarget(name: name, dependencies: ["FuzzSupport", "FuzzHarness"],
                                                  path: "Fuzz/Targets/\(name)", swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
     }

@@ -12,6 +12,15 @@ layouts users have them, and the reference outputs of the library that defines e
             (open_clip_pytorch_model.bin)
   full-rn50/, full-vitb32/   open_clip's RN50-quickgelu and ViT-B-32 at full size (create_model
             without weights), with the same kinds of references (~1 GB together)
+  oc-vit-script/   the oc-vit model through torch.jit.script and torch.jit.save: a TorchScript
+            archive (model.pt, keeping num_heads and the QuickGELU class), the same references
+  oc-openai/   a TorchScript archive as OpenAI released CLIP (what clip.load caches): a small
+            modified ResNet with QuickGELU and OpenAI's 64-channel heads, its sizes as tensor
+            buffers (input_resolution, context_length, vocab_size), through torch.jit.trace
+            (no num_heads kept), with its own references
+  ts-extra/ that archive with its version entry rewritten to 3 (torch 1.6-1.7's, OpenAI's files),
+            and hostile or foreign archives: a global other than __torch__.* (os.system), an
+            object whose state is not a dict, a non-CLIP module, a truncated archive
   hf-vit/   transformers' CLIPModel (CLIPConfig: text 4 heads, GELU; vision 48 px, patch 16,
             QuickGELU), save_pretrained's config.json + model.safetensors
 
@@ -152,7 +161,91 @@ def write_common(folder, images, seqs, image_features, text_features, logit_scal
         json.dump({"logit_scale": float(logit_scale)}, f)
 
 
-def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed, bin_too=False):
+def preprocess_references():
+    """preprocess/NAME.npy: open_clip's transform at 64 px (resize, crop, then RGB: Pillow
+    resizes P and 1 with NEAREST, RGBA and LA premultiplied, I;16 in 16 bits) of each shared test
+    image of images/cases.json (export_image_fixtures.py): JPEG, PNG, gray, CMYK, 16-bit, palette,
+    alpha, odd sizes."""
+    images = os.path.join(os.path.dirname(OUT), "images")
+    with open(os.path.join(images, "cases.json")) as f:
+        cases = json.load(f)
+    folder = os.path.join(OUT, "preprocess")
+    os.makedirs(folder, exist_ok=True)
+    t = image_transform(64, is_train=False)
+    for c in cases:
+        np.save(os.path.join(folder, c["name"] + ".npy"), t(Image.open(os.path.join(images, c["file"]))).numpy().astype(np.float32))
+    with open(os.path.join(folder, "cases.json"), "w") as f:
+        json.dump([{"name": c["name"], "file": c["file"], "mode": c["mode"]} for c in cases], f)
+    # resize_mode "squash": both sides to 64, no crop.
+    squash = image_transform(64, is_train=False, resize_mode="squash")
+    for c in cases:
+        np.save(os.path.join(folder, "squash-" + c["name"] + ".npy"), squash(Image.open(os.path.join(images, c["file"]))).numpy().astype(np.float32))
+
+
+def rewrite_archive(src, dst, change):
+    """A copy of a TorchScript zip with change(name, bytes) -> bytes applied to each entry."""
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, change(info.filename, zin.read(info.filename)))
+
+
+def torchscript_extras(archive):
+    """ts-extra/: the version-3 copy and hostile or foreign archives."""
+    import re
+    folder = os.path.join(OUT, "ts-extra")
+    os.makedirs(folder, exist_ok=True)
+    rewrite_archive(archive, os.path.join(folder, "v3.pt"), lambda n, b: b"3\n" if n.endswith("/version") else b)
+    rewrite_archive(archive, os.path.join(folder, "v2.pt"), lambda n, b: b"2\n" if n.endswith("/version") else b)
+    first_global = re.compile(rb"c__torch__[^\n]*\n[^\n]*\n")
+    rewrite_archive(archive, os.path.join(folder, "global.pt"),
+                    lambda n, b: first_global.sub(b"cos\nsystem\n", b, count=1) if n.endswith("/data.pkl") else b)
+    # The root object's BUILD given a tuple (a class with its own __setstate__) instead of a dict.
+    last_build = re.compile(rb"b(r[\s\S]{4}|q[\s\S])?\.$")
+    rewrite_archive(archive, os.path.join(folder, "setstate.pt"),
+                    lambda n, b: last_build.sub(b"0)b.", b) if n.endswith("/data.pkl") else b)
+    notclip = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()))
+    notclip.save(os.path.join(folder, "notclip.pt"))
+    with open(archive, "rb") as f:
+        data = f.read()
+    with open(os.path.join(folder, "truncated.pt"), "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def openai_torchscript(name, seed):
+    """A traced CLIP as OpenAI released them: QuickGELU, 64-channel heads, sizes as buffers."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    vision = dict(layers=[1, 1, 1, 1], width=8, head_width=64, image_size=64)
+    text = dict(context_length=77, vocab_size=49408, width=128, heads=2, layers=2)
+    model = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(**vision), text_cfg=CLIPTextCfg(**text), quick_gelu=True)
+    redraw(model, gen)
+    model.eval()
+    for k, v in [("input_resolution", 64), ("context_length", 77), ("vocab_size", 49408)]:
+        if hasattr(model, k):
+            delattr(model, k)  # open_clip keeps two of them as ints
+        model.register_buffer(k, torch.tensor(v))
+    folder = os.path.join(OUT, name)
+    os.makedirs(folder, exist_ok=True)
+    images = torch.randn(3, 3, 64, 64, generator=gen)
+    seqs = token_ids()
+    with torch.no_grad():
+        traced = torch.jit.trace_module(model, {"encode_image": images, "encode_text": padded(seqs)}, check_trace=False)
+    archive = os.path.join(folder, "RN-openai.pt")
+    traced.save(archive)
+    with torch.no_grad():
+        write_common(folder, images, seqs, model.encode_image(images), model.encode_text(padded(seqs)), model.logit_scale)
+    image_e2e(folder, model.encode_image, 64)
+    shutil.copy(default_bpe(), os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz"))
+    with open(os.path.join(folder, "texts.txt"), "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in E2E_TEXTS)
+    with torch.no_grad():
+        v = model.encode_text(open_clip_tokenize(E2E_TEXTS))
+    np.save(os.path.join(folder, "e2e_text_features.npy"), (v / v.norm(dim=-1, keepdim=True)).numpy().astype(np.float32))
+    torchscript_extras(archive)
+
+
+def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed, bin_too=False, script=False):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = CLIP(embed_dim=embed_dim, vision_cfg=CLIPVisionCfg(**vision), text_cfg=CLIPTextCfg(**text), quick_gelu=quick_gelu)
@@ -183,6 +276,14 @@ def open_clip_model(name, embed_dim, vision, text, quick_gelu, image_size, seed,
         v = model.encode_text(open_clip_tokenize(texts))
     v = v / v.norm(dim=-1, keepdim=True)
     np.save(os.path.join(folder, "e2e_text_features.npy"), v.numpy().astype(np.float32))
+    if script:
+        # The same model scripted: its archive, with the references (and picture files) copied.
+        scripted = os.path.join(OUT, name + "-script")
+        os.makedirs(scripted, exist_ok=True)
+        torch.jit.script(model).save(os.path.join(scripted, "model.pt"))
+        for f in os.listdir(folder):
+            if not f.startswith("open_clip_") and f != "zeroshot.json":
+                shutil.copy(os.path.join(folder, f), scripted)
 
 
 def full_size(name, arch, seed):
@@ -255,10 +356,12 @@ def hf_model(name, seed):
 def main():
     text = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2)
     open_clip_model("oc-vit", 32, dict(layers=2, width=64, head_width=32, patch_size=8, image_size=32), text,
-                    quick_gelu=True, image_size=32, seed=31)
+                    quick_gelu=True, image_size=32, seed=31, script=True)
     open_clip_model("oc-rn", 32, dict(layers=[1, 2, 1, 1], width=8, head_width=64, image_size=64), text,
                     quick_gelu=False, image_size=64, seed=32, bin_too=True)
     hf_model("hf-vit", seed=33)
+    openai_torchscript("oc-openai", seed=36)
+    preprocess_references()
     # One full-size model per tower family: OpenAI's RN50 (QuickGELU) and ViT-B/32 (GELU, as
     # open_clip's ViT-B-32), about 1 GB together.
     full_size("full-rn50", "RN50-quickgelu", seed=34)

@@ -15,7 +15,7 @@ else
   limits+=(-max_total_time="${FUZZ_SECONDS:-120}")
 fi
 status=0
-for pair in FuzzNPY:npy FuzzSafetensors:safetensors FuzzTokenizer:tokenizer FuzzImage:image FuzzJSONLines:jsonl FuzzPickle:pickle FuzzTorch:torch FuzzFeatures:features FuzzShards:shards; do
+for pair in FuzzNPY:npy FuzzSafetensors:safetensors FuzzTokenizer:tokenizer FuzzImage:image FuzzJSONLines:jsonl FuzzPickle:pickle FuzzTorch:torch FuzzFeatures:features FuzzShards:shards FuzzCLIP:clip; do
   t=${pair%%:*}; c=${pair##*:}
   if [ -n "${FUZZ_ONLY:-}" ] && [[ " $FUZZ_ONLY " != *" $t "* ]]; then continue; fi
   mkdir -p .build-fuzz/corpus/$c

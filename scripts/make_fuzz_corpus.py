@@ -126,6 +126,76 @@ def torch_seeds():
     put("shards", "escape.json", json.dumps({"weight_map": {"x": "../a.safetensors"}}).encode())
     put("shards", "unlisted.json", json.dumps({"weight_map": {"x": "a.safetensors"}}).encode())
 
+def torchscript_seeds():
+    """A small TorchScript archive (a scripted module with a QuickGELU-like submodule, a Conv2d
+    whose padding is a build_intlist) for the torch target, and its data.pkl for the pickle
+    target (read both ways there)."""
+    import tempfile
+    import zipfile
+
+    import torch
+
+    class QuickGELU(torch.nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, 1)
+            self.gelu = QuickGELU()
+            self.num_heads = 2
+
+        def forward(self, x):
+            return self.gelu(self.conv(x))
+
+    torch.manual_seed(4)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "script.pt")
+        torch.jit.script(Block()).save(path)
+        put("torch", "torchscript.pt", open(path, "rb").read())
+        with zipfile.ZipFile(path) as z:
+            put("pickle", "torchscript.pkl", z.read(next(n for n in z.namelist() if n.endswith("/data.pkl"))))
+
+
+def clip_seeds():
+    """CLIP configs (open_clip's, Hugging Face's, a preprocessor config), a small byte-level BPE
+    tokenizer.json (open_clip's 200 first merges) and a gzipped vocabulary, each with texts."""
+    import gzip
+
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    texts = b"\x00a photo of a cat\nA &amp;amp; \xe2\x80\x9cquoted\xe2\x80\x9d caf\xc3\xa9 \xef\xac\x81ne \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x99\x82\n<|endoftext|> x"
+    oc = {"model_cfg": {"embed_dim": 32, "quick_gelu": True, "vision_cfg": {"layers": [1, 1, 1, 1], "width": 8, "head_width": 64, "image_size": 64},
+                        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
+          "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic", "resize_mode": "shortest"}}
+    put("clip", "open_clip_config.bin", b"\x00" + json.dumps(oc).encode())
+    hf = {"model_type": "clip", "text_config": {"num_attention_heads": 4, "hidden_act": "gelu", "eos_token_id": 49407},
+          "vision_config": {"num_attention_heads": 2, "hidden_act": "quick_gelu", "image_size": 48, "layer_norm_eps": 1e-5}}
+    put("clip", "hf_config.bin", b"\x01" + json.dumps(hf).encode())
+    pre = {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}, "resample": 3, "image_mean": [0.5, 0.5, 0.5],
+           "image_std": [0.2, 0.2, 0.2], "do_resize": True}
+    put("clip", "preprocessor.bin", b"\x02" + json.dumps(pre).encode())
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
+        merges = [tuple(line.split()) for line in f.read().split("\n")[1:201]]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    tj = {"version": "1.0", "added_tokens": [{"id": len(vocab) - 2, "content": "<|startoftext|>", "special": True, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False},
+                                             {"id": len(vocab) - 1, "content": "<|endoftext|>", "special": True, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False}],
+          "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+                                                             {"type": "Lowercase"}]},
+          "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+              {"type": "Split", "pattern": {"Regex": "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"},
+               "behavior": "Removed", "invert": True},
+              {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+          "model": {"type": "BPE", "dropout": None, "unk_token": "<|endoftext|>", "continuing_subword_prefix": "", "end_of_word_suffix": "</w>",
+                    "fuse_unk": False, "byte_fallback": False, "vocab": {t: i for i, t in enumerate(vocab)}, "merges": [" ".join(m) for m in merges]}}
+    put("clip", "tokenizer_json.bin", b"\x03" + json.dumps(tj, ensure_ascii=False).encode() + texts)
+    small = "#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in merges[:50])
+    put("clip", "vocab_gz.bin", b"\x04" + gzip.compress(small.encode(), mtime=0))
+
+
 if __name__ == "__main__":
     main()
     torch_seeds()
+    torchscript_seeds()
+    clip_seeds()

@@ -17,7 +17,7 @@ void vlm_image_free(vlm_image *image) {
 
 void vlm_decode_buffers_free(vlm_decode_buffers *b) {
     if (!b) return;
-    free(b->rgb); free(b->raw);
+    free(b->rgb); free(b->raw); free(b->extra);
     if (b->tj) tjDestroy((tjhandle)b->tj);
     memset(b, 0, sizeof *b);
 }
@@ -177,6 +177,17 @@ static vlm_decode_status decode_png(const uint8_t *data, size_t size, uint64_t m
     out->source_channels = (type == PNG_COLOR_TYPE_PALETTE) ? 3 : ch;
     uint8_t *raw = reserve(&buf->raw, &buf->raw_capacity, rowbytes * h);
     uint8_t *px = reserve(&buf->rgb, &buf->rgb_capacity, (size_t)w * h * 3);
+    // What Pillow would resize in a mode of its own (open_clip converts to RGB afterwards).
+    uint8_t *extra = NULL;
+    if (type == PNG_COLOR_TYPE_PALETTE || (type == PNG_COLOR_TYPE_GRAY && bits == 1)) out->mode = VLM_MODE_NEAREST;
+    else if (gray16) out->mode = VLM_MODE_I16;
+    else if (ch == 2) out->mode = VLM_MODE_LA;
+    else if (ch == 4) out->mode = VLM_MODE_RGBA;
+    if (out->mode == VLM_MODE_I16 || out->mode == VLM_MODE_LA || out->mode == VLM_MODE_RGBA) {
+        extra = reserve(&buf->extra, &buf->extra_capacity, (size_t)w * h * (gray16 ? 2 : 1));
+        if (!extra) { png_destroy_read_struct(&png, &info, NULL); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
+        out->extra = extra;
+    }
     rows = malloc(sizeof(png_bytep) * h);
     if (!raw || !px || !rows) { free(rows); png_destroy_read_struct(&png, &info, NULL); return fail(out, VLM_DECODE_NO_MEMORY, "out of memory"); }
     for (png_uint_32 y = 0; y < h; y++) rows[y] = raw + y * rowbytes;
@@ -192,10 +203,13 @@ static vlm_decode_status decode_png(const uint8_t *data, size_t size, uint64_t m
             if (gray16) {
                 unsigned v = ((unsigned)src[2 * x] << 8) | src[2 * x + 1];
                 r = g = b = v > 255 ? 255 : (uint8_t)v;
+                ((uint16_t *)extra)[(size_t)y * w + x] = (uint16_t)v;
             } else if (ch == 1 || ch == 2) {
                 r = g = b = src[x * ch];
+                if (ch == 2 && extra) extra[(size_t)y * w + x] = src[x * 2 + 1];
             } else {
                 r = src[x * ch]; g = src[x * ch + 1]; b = src[x * ch + 2];
+                if (ch == 4 && extra) extra[(size_t)y * w + x] = src[x * 4 + 3];
             }
             dst[3 * x] = r; dst[3 * x + 1] = g; dst[3 * x + 2] = b;
         }
@@ -220,6 +234,7 @@ vlm_decode_status vlm_decode_image(const uint8_t *data, size_t size, uint64_t ma
     if (s == VLM_DECODE_OK) {
         // The image takes the pixel buffer; the rest goes.
         if (out->pixels == b.raw) b.raw = NULL; else b.rgb = NULL;
+        out->extra = NULL;   // freed with the buffers
     } else {
         out->pixels = NULL;
     }

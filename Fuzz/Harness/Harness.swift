@@ -9,12 +9,13 @@ import VLMIO
 import VLMImage
 import VLMEmbed
 import VLMJobs
+import VLMModels
 import VLMTokenizer
 
 public enum FuzzHarness {
     public static let targets: [String: (UnsafeRawBufferPointer) -> Void] = [
         "npy": npy, "safetensors": safetensors, "tokenizer": tokenizer, "image": image, "jsonl": jsonl,
-        "pickle": pickle, "torch": torch, "features": features, "shards": shards,
+        "pickle": pickle, "torch": torch, "features": features, "shards": shards, "clip": clip,
     ]
 
     /// A scratch folder per process for targets whose parsers read files.
@@ -98,6 +99,54 @@ public enum FuzzHarness {
         var u = Unpickler(bytes: b, path: "fuzz.pkl")
         if let v = try? u.load() { _ = TorchCheckpoint.storageKeysForFuzzing(v) }
         u.release()
+        // As a TorchScript archive's data.pkl: module objects, then the tensors by path.
+        var s = Unpickler(bytes: b, path: "fuzz.pkl", torchScript: true)
+        if let v = try? s.load() {
+            _ = TorchCheckpoint.storageKeysForFuzzing(v)
+            _ = try? TorchCheckpoint.scriptModuleForFuzzing(v)
+        }
+        s.release()
+    }
+
+    /// CLIP's configs and tokenizers (first byte): open_clip_config.json, Hugging Face's
+    /// config.json, its preprocessor_config.json (beside a fixed CLIP config.json), each read as
+    /// `vlm` locates a CLIP checkpoint (an empty weights file beside it); a CLIP tokenizer.json or
+    /// open_clip's gzipped vocabulary, then the texts after the first NUL byte through the BPE
+    /// (and open_clip's cleaning).
+    public static func clip(_ b: UnsafeRawBufferPointer) {
+        guard let mode = b.first else { return }
+        let rest = UnsafeRawBufferPointer(rebasing: b.dropFirst())
+        let cut = rest.firstIndex(of: 0) ?? rest.endIndex
+        let spec = Data(UnsafeRawBufferPointer(rebasing: rest[rest.startIndex..<cut]))
+        let texts = cut < rest.endIndex ? Array(rest[(cut + 1)...]) : []
+        let folder = (scratch as NSString).appendingPathComponent("clip")
+        try? FileManager.default.removeItem(atPath: folder)
+        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        func put(_ name: String, _ data: Data) { FileManager.default.createFile(atPath: (folder as NSString).appendingPathComponent(name), contents: data) }
+        func path(_ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
+        var tokenizer: CLIPTokenizer?
+        switch mode % 5 {
+        case 0, 1, 2:
+            if mode % 5 == 0 { put("open_clip_config.json", spec); put("open_clip_model.safetensors", Data()) }
+            if mode % 5 == 1 { put("config.json", spec) }
+            if mode % 5 == 2 {
+                put("config.json", Data(#"{"model_type": "clip", "text_config": {}, "vision_config": {}}"#.utf8))
+                put("preprocessor_config.json", spec)
+            }
+            put("model.safetensors", Data())
+            _ = CLIPCheckpointFiles.isCLIPFolder(folder)
+            _ = try? CLIPCheckpointFiles.locate(folder: folder)
+        case 3:
+            put("tokenizer.json", spec)
+            tokenizer = try? CLIPTokenizer(tokenizerJSON: path("tokenizer.json"))
+        default:
+            put("vocab.txt.gz", spec)
+            tokenizer = try? CLIPTokenizer(openCLIPVocabulary: path("vocab.txt.gz"))
+        }
+        guard let tokenizer else { return }
+        for piece in texts.split(separator: 0x0A, omittingEmptySubsequences: false).prefix(16) {
+            _ = tokenizer.tokens(String(decoding: piece, as: UTF8.self))
+        }
     }
 
     /// A torch checkpoint file: the zip reader (central directory, ZIP64, local headers) or the

@@ -25,7 +25,7 @@ public func loadResNet(_ spec: String?, backend: any Backend, quiet: Bool = fals
     let file = try weightsFile(spec, defaultName: defaultResNetName)
     let weights = try openWeights(file)
     if CLIPLayout.of(weights.keys) != nil {
-        throw WeightError.unrecognized(source: file, reason: "a CLIP state dict without its config (what it says decides the activation and heads): pass the folder holding it with open_clip_config.json or config.json")
+        throw WeightError.unrecognized(source: file, reason: "a CLIP state dict without its config (what it says decides the activation and heads): pass the folder holding it with open_clip_config.json or config.json, or name its open_clip architecture with --clip-config NAME")
     }
     if !quiet, let stripped = weights as? PrefixStrippedCheckpoint {
         note("vlm: note: \(file): every key carries the prefix '\(stripped.prefix)' (a model saved inside a wrapper); read without it")
@@ -42,6 +42,11 @@ public func weightsFile(_ path: String, defaultName: String? = nil) throws -> St
         let code = errno
         if let defaultName, path == resolveModelsFolder(defaultName) {
             throw InputError("\(path): no such folder; run `vlm models fetch \(defaultName)`, or pass --model DIR|FILE (.safetensors, .pth, .pt or .bin: torchvision or timm ResNet weights), or --model synthetic:resnet50")
+        }
+        // Another registry model's folder, not fetched yet.
+        let name = (path as NSString).lastPathComponent
+        if code == ENOENT, path == resolveModelsFolder(name), let (reg, _) = try? Registry.load(nil), reg.models.contains(where: { $0.name == name }) {
+            throw InputError("\(path): no such folder; run `vlm models fetch \(name)` to download it (sha256-checked)")
         }
         throw IOError.cannotOpen(path: path, reason: code == ENOENT ? "no such file or folder" : errnoMessage(code))
     }
@@ -73,6 +78,9 @@ public func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool
     if folder == nil && FileStatus.of(path) == nil {
         throw InputError("\(path): the default text model is not there; run `make models`, or pass --model DIR")
     }
+    if FileStatus.of(path)?.kind == .regular, let c = try? Checkpoints.open(path), CLIPLayout.of(c.tensorNames) != nil {
+        throw WeightError.unrecognized(source: path, reason: "a CLIP state dict without its config (what it says decides the activation and heads): pass the folder holding it with open_clip_config.json or config.json, or name its open_clip architecture with --clip-config NAME")
+    }
     let enc = try TextEncoder(folder: path, backend: backend, allowNonFinite: allowNonFinite)
     if !quiet, let prefix = enc.strippedPrefix {
         note("vlm: note: \(path): every key carries the prefix '\(prefix)' (a model saved inside a wrapper); read without it")
@@ -87,20 +95,29 @@ public func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool
 // MARK: - CLIP
 
 /// True when `spec` names a CLIP checkpoint: a folder with open_clip_config.json, or with a
-/// config.json whose model_type is clip.
+/// config.json whose model_type is clip, or holding a TorchScript archive; such an archive
+/// (OpenAI's RN50.pt…); a registry name of one; or `--clip-config`'s "open_clip:NAME:PATH".
 public func isCLIPModel(_ spec: String?) -> Bool {
-    guard let spec, !spec.hasPrefix("synthetic:"), FileStatus.of(spec)?.kind == .directory else { return false }
-    return CLIPCheckpointFiles.isCLIPFolder(spec)
+    guard let spec, !spec.hasPrefix("synthetic:") else { return false }
+    return CLIPCheckpointFiles.isCLIPFolder(resolveModelSpec(spec, defaultName: defaultResNetName))
 }
 
-/// A CLIP checkpoint folder's config and both towers, prepared for `backend`.
+/// A CLIP checkpoint's config and files (any form `isCLIPModel` accepts).
+public func locateCLIP(_ spec: String) throws -> CLIPCheckpointFiles {
+    try CLIPCheckpointFiles.locate(folder: resolveModelSpec(spec, defaultName: defaultResNetName))
+}
+
+/// A CLIP checkpoint's config and both towers, prepared for `backend`.
 public func loadCLIP(_ folder: String, backend: any Backend, quiet: Bool = false, allowNonFinite: Bool = false) throws -> (CLIPModel, CLIPCheckpointFiles) {
-    let files = try CLIPCheckpointFiles.locate(folder: folder)
+    let files = try locateCLIP(folder)
     let weights = try openWeights(files.weightsPath)
     if !quiet, let stripped = weights as? PrefixStrippedCheckpoint {
         note("vlm: note: \(files.weightsPath): every key carries the prefix '\(stripped.prefix)' (a model saved inside a wrapper); read without it")
     }
     let model = try CLIPModel(source: weights, settings: files.settings, backend: backend, allowNonFinite: allowNonFinite)
+    if model.layout != files.layout {
+        throw WeightError.unrecognized(source: files.weightsPath, reason: "holds a \(model.layout.rawValue) CLIP, but its settings come from a \(files.layout.rawValue) config (\(files.configPath))")
+    }
     if let size = files.imageSize, size != model.vision.imageSize {
         throw WeightError.unrecognized(source: files.configPath, reason: "says image size \(size), but the image tower's position embedding is for \(model.vision.imageSize)-px images")
     }

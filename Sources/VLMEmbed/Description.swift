@@ -44,12 +44,16 @@ public struct EmbeddingDescription: Codable, Equatable, Sendable {
         public func preprocessing(lookUp: Bool = true) throws -> Preprocessing {
             let complete = resize != nil && crop != nil && mean != nil && std != nil
             if lookUp, let model, isCLIPModel(model) {
-                let files = try CLIPCheckpointFiles.locate(folder: model)
+                let files = try locateCLIP(model)
                 let size = files.preprocessCrop ?? files.imageSize ?? 224
-                let p = Preprocessing(resize: resize ?? files.preprocessResize ?? size, crop: crop ?? size,
+                var p = Preprocessing(resize: resize ?? files.preprocessResize ?? size, crop: crop ?? size,
                                       mean: mean ?? files.preprocessMean ?? Preprocessing.clipMean,
                                       std: std ?? files.preprocessStd ?? Preprocessing.clipStd,
                                       filter: ResampleFilter(rawValue: files.preprocessFilter) ?? .bicubic)
+                // open_clip's transform converts to RGB after the resize and crop; transformers'
+                // CLIPImageProcessor converts first (convert_rgb), as torchvision's pipeline does.
+                p.convertAfterResize = files.layout == .openCLIP
+                p.squash = files.preprocessSquash
                 try check(p)
                 return p
             }

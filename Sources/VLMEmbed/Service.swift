@@ -85,7 +85,7 @@ public final class EmbeddingService: @unchecked Sendable {
     public func textNetwork() throws -> TextNetwork {
         if let m = description.text.model, isCLIPModel(m) {
             return .clip(try once(\.clipText) {
-                try CLIPTextEncoder(model: try clip(m), tokenizer: try loadCLIPTokenizer(try CLIPCheckpointFiles.locate(folder: m)))
+                try CLIPTextEncoder(model: try clip(m), tokenizer: try loadCLIPTokenizer(try locateCLIP(m)))
             })
         }
         return .bert(try textEncoder())

@@ -123,8 +123,9 @@ extension EmbeddingService {
         let folder: String
         let weights: String
         if clip {
-            folder = resolved
-            weights = try CLIPCheckpointFiles.locate(folder: resolved).weightsPath
+            let files = try locateCLIP(resolved)
+            folder = files.folder
+            weights = files.weightsPath
         } else if FileStatus.of(resolved)?.kind == .directory {
             folder = resolved
             weights = try weightsInFolder(resolved)
@@ -162,6 +163,8 @@ extension EmbeddingService {
                 if FileStatus.of(p)?.kind == .regular { files[f] = try DigestCache.sha256(ofFile: p) }
             }
         }
+        // --clip-config's architecture decides the vectors as a config file would.
+        if let (arch, _) = CLIPCheckpointFiles.configured(resolved) { files["clip_config"] = arch }
         let shown = FileStatus.of(resolved)?.kind == .directory ? (resolved as NSString).lastPathComponent : name(weights)
         return VectorSpace.Model(role: role, name: shown, sha256: sha, files: files)
     }

@@ -5,6 +5,12 @@
 // dtype of a persistent id) — each interpreted here, not looked up and called. Any other global
 // (os.system, builtins.eval, an unknown class), REDUCE or BUILD on anything else, INST / OBJ /
 // NEWOBJ_EX / EXT* and out-of-band buffers are refused with an error naming them.
+// A TorchScript archive's data.pkl (read with `torchScript: true`) also names its modules'
+// classes, `__torch__.*`: each becomes an inert `PickleObject` whose state is a plain dictionary
+// (NEWOBJ with no arguments, then BUILD with a dict) — no method of it exists here, let alone
+// runs — and torch.jit._pickle's list builders (build_intlist, …, restore_type_tag), which wrap a
+// list or value and are read as that value. No other global is added for archives. What the
+// TorchScript pickler writes: torch/csrc/jit/serialization/pickler.cpp (`pushIValueImpl`).
 // Opcode semantics: CPython's Lib/pickle.py (`_Unpickler`) and pickletools.py; what torch emits:
 // torch/serialization.py (`_save`, `_legacy_save`) and torch/_utils.py (`_rebuild_tensor_v2`).
 
@@ -33,6 +39,12 @@ public struct TorchTensorRef: Equatable, Sendable {
 public enum PickleGlobal: Equatable, Sendable {
     case orderedDict, rebuildTensorV2, rebuildTensor, rebuildParameter, rebuildParameterWithState, rebuildFromTypeV2
     case tensorClass, parameterClass, storage(DType), codecsEncode, set, frozenset
+    /// TorchScript archives only: a module's class (`__torch__.…`), and a list builder.
+    case scriptClass, scriptListBuilder, scriptTypeTag
+
+    /// torch.jit._pickle's builders: each takes one list and gives it back typed.
+    static let scriptBuilders: Set<String> = ["torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist",
+                                              "torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist"]
 
     static let allowed: [String: PickleGlobal] = [
         "collections.OrderedDict": .orderedDict,
@@ -70,6 +82,13 @@ public final class PickleDict {
     public subscript(_ key: String) -> PickleValue? { stringIndex[key].map { entries[$0].value } }
 }
 
+/// An object of a TorchScript archive: its class's name and its attributes, never its code.
+public final class PickleObject {
+    public let className: String
+    public internal(set) var state: PickleDict?
+    init(_ className: String) { self.className = className }
+}
+
 public final class PickleTuple {
     public let items: [PickleValue]
     let depth: Int
@@ -94,12 +113,15 @@ public enum PickleValue {
     case global(PickleGlobal, String)
     case storage(TorchStorageRef)
     case tensor(TorchTensorRef)
+    /// TorchScript archives only: an inert module object.
+    case object(PickleObject)
 
     var depth: Int {
         switch self {
         case .tuple(let t): return t.depth
         case .list(let l): return l.depth
         case .dict(let d): return d.depth
+        case .object(let o): return 1 + (o.state?.depth ?? 0)
         default: return 0
         }
     }
@@ -119,6 +141,7 @@ public enum PickleValue {
         case .global(_, let name): return "'\(name)'"
         case .storage: return "a storage"
         case .tensor: return "a tensor"
+        case .object(let o): return "a TorchScript object '\(o.className.prefix(120))'"
         }
     }
 
@@ -150,10 +173,13 @@ public struct Unpickler {
     var budget: Int
 
     public private(set) var end = 0
+    /// A TorchScript archive's pickle: `__torch__.*` classes and torch.jit._pickle's builders allowed.
+    let torchScript: Bool
 
-    public init(bytes: UnsafeRawBufferPointer, path: String, start: Int = 0) {
+    public init(bytes: UnsafeRawBufferPointer, path: String, start: Int = 0, torchScript: Bool = false) {
         b = bytes
         self.path = path
+        self.torchScript = torchScript
         pos = start
         budget = 16 * (bytes.count - start) + (1 << 20)
     }
@@ -162,7 +188,7 @@ public struct Unpickler {
     /// before (strings, tensors) stay valid; containers are emptied.
     public mutating func release() {
         for c in containers {
-            if let l = c as? PickleList { l.items = [] } else if let d = c as? PickleDict { d.entries = []; d.stringIndex = [:]; d.intIndex = [:] }
+            if let l = c as? PickleList { l.items = [] } else if let d = c as? PickleDict { d.entries = []; d.stringIndex = [:]; d.intIndex = [:] } else if let o = c as? PickleObject { o.state = nil }
         }
         containers = []
         stack = []
@@ -462,15 +488,29 @@ public struct Unpickler {
             case 0x52: // REDUCE
                 let args = try pop(at: op), callable = try pop(at: op)
                 try push(try reduce(callable, args, at: op), at: op)
-            case 0x81: // NEWOBJ: cls.__new__(cls, *args) — an OrderedDict only
+            case 0x81: // NEWOBJ: cls.__new__(cls, *args) — an OrderedDict, or (archives) an inert module object
                 let args = try pop(at: op), cls = try pop(at: op)
-                guard case .global(.orderedDict, _) = cls, args.tupleItems?.isEmpty == true else { throw refuse(op, "NEWOBJ on \(cls.kind)") }
-                try push(.dict(newDict()), at: op)
-            case 0x62: // BUILD: setstate. Only an OrderedDict's attributes (a state dict's _metadata) or a tensor's, both ignored.
+                guard args.tupleItems?.isEmpty == true else { throw refuse(op, "NEWOBJ on \(cls.kind) with arguments") }
+                switch cls {
+                case .global(.orderedDict, _): try push(.dict(newDict()), at: op)
+                case .global(.scriptClass, let name):
+                    let o = PickleObject(name)
+                    containers.append(o)
+                    try push(.object(o), at: op)
+                default: throw refuse(op, "NEWOBJ on \(cls.kind)")
+                }
+            case 0x62: // BUILD: setstate. An OrderedDict's attributes (a state dict's _metadata) or a tensor's, both ignored; an archive's object takes a dict of attributes, once.
                 let state = try pop(at: op)
                 guard let target = stack.last else { throw fail(op, "BUILD on an empty stack") }
                 switch target {
                 case .dict, .tensor: _ = state
+                case .object(let o):
+                    guard o.state == nil else { throw fail(op, "BUILD twice on \(target.kind)") }
+                    guard case .dict(let d) = state else {
+                        throw refuse(op, "\(target.kind) whose state is \(state.kind), not a dictionary of attributes (a class with its own __setstate__)")
+                    }
+                    guard d.depth + 1 <= Unpickler.maxDepth else { throw fail(op, "values nested deeper than \(Unpickler.maxDepth) levels") }
+                    o.state = d
                 default: throw refuse(op, "BUILD on \(target.kind)")
                 }
             case 0x51: // BINPERSID
@@ -496,6 +536,11 @@ public struct Unpickler {
 
     func global(_ module: String, _ name: String, at op: Int) throws -> PickleValue {
         let full = "\(module).\(name)"
+        if torchScript {
+            if module == "__torch__" || module.hasPrefix("__torch__.") { return .global(.scriptClass, full) }
+            if PickleGlobal.scriptBuilders.contains(full) { return .global(.scriptListBuilder, full) }
+            if full == "torch.jit._pickle.restore_type_tag" { return .global(.scriptTypeTag, full) }
+        }
         guard let g = PickleGlobal.allowed[full] else {
             if Unpickler.isModelClass(module: module) { throw PickleError(path, Unpickler.wholeModelMessage(path: path, className: full)) }
             throw refuse(op, "global '\(full.prefix(200))'")
@@ -590,7 +635,13 @@ public struct Unpickler {
             copy.items = l.items
             copy.depth = l.depth
             return .list(copy)
-        case .tensorClass, .parameterClass, .storage:
+        case .scriptListBuilder:
+            guard a.count == 1, case .list = a[0] else { throw fail(op, "\(name) of \(a.first?.kind ?? "nothing"), not one list") }
+            return a[0]
+        case .scriptTypeTag:
+            guard a.count == 2, a[1].stringValue != nil else { throw fail(op, "\(name) without a value and a type name") }
+            return a[0]
+        case .tensorClass, .parameterClass, .storage, .scriptClass:
             throw refuse(op, "REDUCE on \(name) (a class torch.save never calls)")
         }
     }

@@ -6,7 +6,12 @@
 //       number, protocol version, sys info, the object, the storage keys), then each storage as an
 //       8-byte element count and its raw bytes, in the order of the keys.
 // The state dict may be wrapped ({"state_dict": …}, {"model": …}) and its keys may carry
-// DataParallel's "module." prefix. Tensors are windows (offset, sizes, strides) on storages that
+// DataParallel's "module." prefix.
+//   TorchScript (torch.jit.save, what OpenAI's CLIP releases are): the same zip, with code/ and
+//       constants.pkl beside data.pkl, whose root is the module as inert objects (Pickle.swift);
+//       its tensors are named by their attribute paths, as the module's state_dict() names them.
+//       The code is never read. The `version` entry (torch's file format version) is checked.
+// Tensors are windows (offset, sizes, strides) on storages that
 // several tensors may share; every window is checked against its storage. Format:
 // torch/serialization.py (`_save`, `_legacy_save`, `_load`, `_legacy_load`).
 
@@ -131,7 +136,12 @@ public struct TorchTensorInfo: Equatable, Sendable {
 }
 
 public final class TorchCheckpoint: Checkpoint {
-    public enum Format: String, Sendable { case zip, legacy }
+    public enum Format: String, Sendable { case zip, legacy, torchScript }
+
+    /// TorchScript archives' file format versions read: 3 is what torch 1.6–1.7 wrote (OpenAI's
+    /// CLIP files), 4–10 later ones (torch 2.x writes 4 here — tested, as are archives rewritten
+    /// with version 3); 1–2 were the model.json format, without data.pkl.
+    public static let scriptVersions = 3...10
 
     /// The largest tensor read: half the machine's memory, and at most 64 times its storage (or
     /// 64 MiB): a stride-0 window on a few stored elements can claim any size.
@@ -142,11 +152,23 @@ public final class TorchCheckpoint: Checkpoint {
     public let tensors: [String: TorchTensorInfo]
     public let tensorNames: [String]
     public let layoutNote: String?
+    /// TorchScript archives: each module's class by its path ("" the root, "visual.transformer"),
+    /// torch's name mangling removed ("__torch__.open_clip.transformer.QuickGELU").
+    public let scriptClasses: [String: String]
+    /// TorchScript archives: integer attributes by path ("visual.attnpool.num_heads"; a scripted
+    /// module keeps them, a traced one does not).
+    public let scriptIntegers: [String: Int]
     private let file: MappedFile
     /// Byte ranges of each storage in the file.
     private let storages: [String: Range<Int>]
 
-    public var formatName: String { format == .zip ? "torch zip archive (torch.save)" : "torch legacy format (torch.save before 1.6)" }
+    public var formatName: String {
+        switch format {
+        case .zip: return "torch zip archive (torch.save)"
+        case .legacy: return "torch legacy format (torch.save before 1.6)"
+        case .torchScript: return "TorchScript archive (torch.jit.save)"
+        }
+    }
 
     public convenience init(path: String) throws {
         let file = try MappedFile(path: path)
@@ -173,23 +195,33 @@ public final class TorchCheckpoint: Checkpoint {
 
     init(file: MappedFile, format: Format) throws {
         self.file = file
-        self.format = format
         path = file.path
         let path = file.path
-        let (root, refs, ranges): (PickleValue, Unpickled, [String: Range<Int>]) = try file.withBytes { b in
-            format == .zip ? try TorchCheckpoint.readZip(b, path: path) : try TorchCheckpoint.readLegacy(b, path: path)
+        let (root, refs, ranges, script): (PickleValue, Unpickled, [String: Range<Int>], Bool) = try file.withBytes { b in
+            if format == .zip { return try TorchCheckpoint.readZip(b, path: path) }
+            let (root, refs, ranges) = try TorchCheckpoint.readLegacy(b, path: path)
+            return (root, refs, ranges, false)
         }
         defer { refs.release() }
+        self.format = script ? .torchScript : format
         storages = ranges
-        let (dict, note) = try TorchCheckpoint.findStateDict(root, path: path)
 
-        // Names, with DataParallel's prefix removed when every key carries it.
         var named: [(String, TorchTensorRef)] = []
-        for (k, v) in dict.entries {
-            guard let key = k.stringValue else { throw TorchCheckpointError(path, "a state dict key that is \(k.kind), not a string") }
-            guard case .tensor(let t) = v else { throw TorchCheckpointError(path, "state dict entry '\(key)' is \(v.kind), not a tensor") }
-            named.append((key, t))
+        var note: String?
+        if script {
+            let module = try TorchCheckpoint.scriptModule(root, path: path)
+            (named, scriptClasses, scriptIntegers) = (module.tensors, module.classes, module.integers)
+        } else {
+            (scriptClasses, scriptIntegers) = ([:], [:])
+            let (dict, n) = try TorchCheckpoint.findStateDict(root, path: path)
+            note = n
+            for (k, v) in dict.entries {
+                guard let key = k.stringValue else { throw TorchCheckpointError(path, "a state dict key that is \(k.kind), not a string") }
+                guard case .tensor(let t) = v else { throw TorchCheckpointError(path, "state dict entry '\(key)' is \(v.kind), not a tensor") }
+                named.append((key, t))
+            }
         }
+        // Names, with DataParallel's prefix removed when every key carries it.
         var notes = note.map { [$0] } ?? []
         if named.allSatisfy({ $0.0.hasPrefix("module.") }) {
             named = named.map { (String($0.0.dropFirst("module.".count)), $0.1) }
@@ -258,17 +290,47 @@ public final class TorchCheckpoint: Checkpoint {
         func release() { for i in picklers.indices { picklers[i].release() } }
     }
 
-    static func readZip(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>]) {
-        let zip = try ZipArchive(bytes: b, path: path)
-        if zip.entries.contains(where: { $0.name.hasSuffix("/constants.pkl") || $0.name.split(separator: "/").dropFirst().first == "code" }) {
-            throw TorchCheckpointError(path, "a TorchScript archive (torch.jit.save), not a torch.save checkpoint; save the model's state_dict() with torch.save")
+    /// True when the zip's entries are a TorchScript archive's (code/ or constants.pkl under the prefix).
+    static func isScriptArchive(_ zip: ZipArchive) -> Bool {
+        zip.entries.contains { $0.name.hasSuffix("/constants.pkl") || $0.name.split(separator: "/").dropFirst().first == "code" }
+    }
+
+    /// Whether `path` is a TorchScript archive, from its zip directory alone (no pickle read).
+    public static func isTorchScriptArchive(_ path: String) -> Bool {
+        guard let file = try? MappedFile(path: path) else { return false }
+        return file.withBytes { b in
+            guard ZipArchive.looksLikeZip(b), let zip = try? ZipArchive(bytes: b, path: path) else { return false }
+            return isScriptArchive(zip)
         }
+    }
+
+    /// Whether `path` starts as a zip archive whose directory cannot be read (truncated, damaged):
+    /// opening it says what is wrong.
+    public static func isUnreadableZip(_ path: String) -> Bool {
+        guard let file = try? MappedFile(path: path) else { return false }
+        return file.withBytes { b in ZipArchive.looksLikeZip(b) && (try? ZipArchive(bytes: b, path: path)) == nil }
+    }
+
+    static func readZip(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>], Bool) {
+        let zip = try ZipArchive(bytes: b, path: path)
+        let script = isScriptArchive(zip)
         let pickles = zip.entries.filter { $0.name.hasSuffix("/data.pkl") && $0.name.split(separator: "/").count == 2 }
+        if script && pickles.isEmpty {
+            let old = zip.entries.contains { $0.name.hasSuffix("/model.json") }
+            throw TorchCheckpointError(path, "a TorchScript archive without data.pkl\(old ? " (model.json: the format of torch 1.0–1.3)" : ""), which vlm does not read; load it in PyTorch and save its state_dict() with torch.save")
+        }
         guard pickles.count == 1, let pkl = pickles.first else {
             throw TorchCheckpointError(path, pickles.isEmpty ? "a zip archive without <name>/data.pkl: not a torch.save checkpoint"
                                                                : "a zip archive with \(pickles.count) data.pkl entries: not one torch.save checkpoint")
         }
         let prefix = String(pkl.name.dropLast("data.pkl".count))
+        if script {
+            guard let entry = zip.entry(prefix + "version") else { throw TorchCheckpointError(path, "a TorchScript archive without its \(prefix)version entry") }
+            let text = String(decoding: b[try zip.verifiedRange(entry, in: b)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let v = Int(text), scriptVersions.contains(v) else {
+                throw TorchCheckpointError(path, "a TorchScript archive of file format version '\(text.prefix(20))'; vlm reads versions \(scriptVersions.lowerBound)–\(scriptVersions.upperBound)")
+            }
+        }
         if let order = zip.entry(prefix + "byteorder") {
             let text = String(decoding: b[try zip.verifiedRange(order, in: b)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard text == "little" else {
@@ -276,7 +338,7 @@ public final class TorchCheckpoint: Checkpoint {
             }
         }
         let range = try zip.verifiedRange(pkl, in: b)
-        var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[range]), path: path)
+        var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[range]), path: path, torchScript: script)
         let refs = Unpickled()
         let root: PickleValue
         do { root = try u.load() } catch { u.release(); throw error }
@@ -289,7 +351,40 @@ public final class TorchCheckpoint: Checkpoint {
             }
             do { ranges[key] = try zip.verifiedRange(e, in: b) } catch { refs.release(); throw error }
         }
-        return (root, refs, ranges)
+        return (root, refs, ranges, script)
+    }
+
+    /// A TorchScript module's tensors by attribute path, its objects' classes and integers. Each
+    /// object is visited once (a module shared by two attributes is named by the first path), so
+    /// a graph of shared objects cannot multiply the work.
+    static func scriptModule(_ root: PickleValue, path: String) throws -> (tensors: [(String, TorchTensorRef)], classes: [String: String], integers: [String: Int]) {
+        guard case .object(let top) = root else {
+            throw TorchCheckpointError(path, "a TorchScript archive whose data.pkl holds \(root.kind), not a module")
+        }
+        func unmangled(_ name: String) -> String {
+            name.split(separator: ".").filter { !$0.hasPrefix("___torch_mangle_") }.joined(separator: ".")
+        }
+        var tensors: [(String, TorchTensorRef)] = [], classes: [String: String] = [:], integers: [String: Int] = [:]
+        var visited: Set<ObjectIdentifier> = [ObjectIdentifier(top)]
+        var work: [(String, PickleObject)] = [("", top)]
+        while let (prefix, o) = work.popLast() {
+            classes[prefix] = unmangled(o.className)
+            var children: [(String, PickleObject)] = []
+            for (k, v) in o.state?.entries ?? [] {
+                guard let key = k.stringValue else { continue }
+                let name = prefix.isEmpty ? key : prefix + "." + key
+                switch v {
+                case .tensor(let t): tensors.append((name, t))
+                case .int: if let i = v.intValue { integers[name] = i }
+                case .object(let child):
+                    if visited.insert(ObjectIdentifier(child)).inserted { children.append((name, child)) }
+                default: break
+                }
+            }
+            work.append(contentsOf: children.reversed())
+        }
+        if tensors.isEmpty { throw TorchCheckpointError(path, "a TorchScript archive with no tensors in its module") }
+        return (tensors, classes, integers)
     }
 
     static func readLegacy(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>]) {
@@ -352,6 +447,9 @@ public final class TorchCheckpoint: Checkpoint {
         }
     }
 
+    /// `scriptModule`, for the fuzz harness.
+    public static func scriptModuleForFuzzing(_ v: PickleValue) throws -> Int { try scriptModule(v, path: "fuzz").tensors.count }
+
     /// `storageKeys`, for the fuzz harness.
     public static func storageKeysForFuzzing(_ v: PickleValue) -> [String] { storageKeys(v) }
 
@@ -373,6 +471,7 @@ public final class TorchCheckpoint: Checkpoint {
             case .tuple(let t): if visited.insert(ObjectIdentifier(t)).inserted { work.append(contentsOf: t.items) }
             case .list(let l): if visited.insert(ObjectIdentifier(l)).inserted { work.append(contentsOf: l.items) }
             case .dict(let d): if visited.insert(ObjectIdentifier(d)).inserted { for e in d.entries { work.append(e.key); work.append(e.value) } }
+            case .object(let o): if visited.insert(ObjectIdentifier(o)).inserted, let d = o.state { work.append(.dict(d)) }
             default: break
             }
         }

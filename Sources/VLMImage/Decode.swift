@@ -113,7 +113,8 @@ public enum ImageDecoder {
         let message = withUnsafeBytes(of: img.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         switch status {
         case VLM_DECODE_OK:
-            return try body(ImageView(pixels: UnsafePointer(img.pixels!), width: Int(img.width), height: Int(img.height), scale: Int(img.scale)))
+            return try body(ImageView(pixels: UnsafePointer(img.pixels!), width: Int(img.width), height: Int(img.height), scale: Int(img.scale),
+                                      mode: PillowMode(rawValue: img.mode) ?? .rgb, extra: img.extra.map(UnsafeRawPointer.init)))
         case VLM_DECODE_UNKNOWN_FORMAT:
             throw ImageError.notAnImage(path: name)
         case VLM_DECODE_TOO_LARGE:
@@ -137,9 +138,16 @@ public struct ImageView {
     public let width: Int, height: Int
     /// The DCT scale a draft decoded it at (1: full size).
     public let scale: Int
+    /// The mode Pillow opens the file in, where it matters to a resize before the conversion
+    /// to RGB (open_clip's order), and what that resize needs besides the RGB pixels: the
+    /// alpha plane (RGBA, LA) or the 16-bit values (I;16).
+    public let mode: PillowMode
+    public let extra: UnsafeRawPointer?
 
-    public init(pixels: UnsafePointer<UInt8>, width: Int, height: Int, scale: Int = 1) {
+    public init(pixels: UnsafePointer<UInt8>, width: Int, height: Int, scale: Int = 1, mode: PillowMode = .rgb, extra: UnsafeRawPointer? = nil) {
         (self.pixels, self.width, self.height, self.scale) = (pixels, width, height, scale)
+        // A mode that needs a plane is read as RGB without it.
+        (self.mode, self.extra) = extra == nil && (mode == .rgba || mode == .la || mode == .i16) ? (.rgb, nil) : (mode, extra)
     }
 
     public func copy() -> RGBImage {

@@ -22,6 +22,18 @@ public struct Preprocessing: Equatable, Sendable {
     public var std: [Float]
     /// Pillow's resampling filter: bilinear (torchvision's ImageNet models), bicubic (CLIP's).
     public var filter: ResampleFilter
+    /// open_clip's order: resize and crop the image in the mode the file opens in, then convert
+    /// to RGB (Pillow resizes palette and 1-bit images with NEAREST, RGBA and LA premultiplied by
+    /// alpha, 16-bit gray in 16 bits). torchvision's ImageNet pipeline converts first (false).
+    public var convertAfterResize = false
+    /// open_clip's resize_mode "squash": both sides resized to the crop size, the aspect ratio
+    /// not kept, no crop.
+    public var squash = false
+
+    /// The size the image is resized to before the crop.
+    public func resizedSize(width: Int, height: Int) -> (width: Int, height: Int) {
+        squash ? (crop, crop) : VLMImage.resizedSize(width: width, height: height, shorter: resize)
+    }
 
     public static let imagenetMean: [Float] = [0.485, 0.456, 0.406]
     public static let imagenetStd: [Float] = [0.229, 0.224, 0.225]
@@ -38,7 +50,7 @@ public struct Preprocessing: Equatable, Sendable {
     /// pass's output (new width × old height), the resized image, the crop. Saturating, so a
     /// hostile size cannot overflow it.
     public func bufferPixels(width: Int, height: Int) -> UInt64 {
-        let (w, h) = resizedSize(width: width, height: height, shorter: resize)
+        let (w, h) = resizedSize(width: width, height: height)
         func mul(_ a: Int, _ b: Int) -> UInt64 {
             let (p, o) = UInt64(max(0, a)).multipliedReportingOverflow(by: UInt64(max(0, b)))
             return o ? .max : p
@@ -55,35 +67,42 @@ public struct Preprocessing: Equatable, Sendable {
     /// buffers (no fresh memory per image), and the crop and normalisation read the resized
     /// pixels straight into the output.
     public func tensor(_ view: ImageView) -> [Float] {
-        let (w, h) = resizedSize(width: view.width, height: view.height, shorter: resize)
-        return ResizeBuffers.current.resize(view, width: w, height: h, filter: filter) { resized in
-            var out = [Float](repeating: 0, count: 3 * crop * crop)
-            // CenterCrop on a PIL image: zero-padded (centred, the extra column/row right and
-            // bottom) when smaller than the crop, then cut at int(round((size − crop) / 2)).
-            let padL = crop > w ? (crop - w) / 2 : 0, padT = crop > h ? (crop - h) / 2 : 0
-            let pw = max(w, crop), ph = max(h, crop)
-            let left = pythonRound(Double(pw - crop) / 2) - padL, top = pythonRound(Double(ph - crop) / 2) - padT
-            let plane = crop * crop
-            out.withUnsafeMutableBufferPointer { o in
-                for c in 0..<3 {
-                    let zero = (0 - mean[c]) / std[c]
-                    for y in 0..<crop {
-                        let sy = top + y
-                        let dst = o.baseAddress! + c * plane + y * crop
-                        if sy < 0 || sy >= h {
-                            for x in 0..<crop { dst[x] = zero }
-                            continue
-                        }
-                        let row = resized.pixels + sy * w * 3
-                        for x in 0..<crop {
-                            let sx = left + x
-                            dst[x] = sx < 0 || sx >= w ? zero : (Float(row[sx * 3 + c]) / 255 - mean[c]) / std[c]
-                        }
+        let (w, h) = resizedSize(width: view.width, height: view.height)
+        if convertAfterResize && view.mode != .rgb {
+            let resized = resizeInFileMode(view, width: w, height: h, filter: filter)
+            return resized.pixels.withUnsafeBufferPointer { cropped(ImageView(pixels: $0.baseAddress!, width: w, height: h), width: w, height: h) }
+        }
+        return ResizeBuffers.current.resize(view, width: w, height: h, filter: filter) { cropped($0, width: w, height: h) }
+    }
+
+    /// The centre crop of the resized image, normalised, in CHW order.
+    func cropped(_ resized: ImageView, width w: Int, height h: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: 3 * crop * crop)
+        // CenterCrop on a PIL image: zero-padded (centred, the extra column/row right and
+        // bottom) when smaller than the crop, then cut at int(round((size − crop) / 2)).
+        let padL = crop > w ? (crop - w) / 2 : 0, padT = crop > h ? (crop - h) / 2 : 0
+        let pw = max(w, crop), ph = max(h, crop)
+        let left = pythonRound(Double(pw - crop) / 2) - padL, top = pythonRound(Double(ph - crop) / 2) - padT
+        let plane = crop * crop
+        out.withUnsafeMutableBufferPointer { o in
+            for c in 0..<3 {
+                let zero = (0 - mean[c]) / std[c]
+                for y in 0..<crop {
+                    let sy = top + y
+                    let dst = o.baseAddress! + c * plane + y * crop
+                    if sy < 0 || sy >= h {
+                        for x in 0..<crop { dst[x] = zero }
+                        continue
+                    }
+                    let row = resized.pixels + sy * w * 3
+                    for x in 0..<crop {
+                        let sx = left + x
+                        dst[x] = sx < 0 || sx >= w ? zero : (Float(row[sx * 3 + c]) / 255 - mean[c]) / std[c]
                     }
                 }
             }
-            return out
         }
+        return out
     }
 }
 
@@ -174,14 +193,15 @@ struct ResampleTaps {
 
 let precisionBits = 32 - 8 - 2
 
-/// Pillow's precompute_coeffs + normalize_coeffs_8bpc for `filter`.
-func resampleTaps(inSize: Int, outSize: Int, filter: ResampleFilter = .bilinear) -> ResampleTaps {
+/// Pillow's precompute_coeffs for `filter`: each output position's first input index, its
+/// count of taps and their normalised weights (row `xx` of `weights`, `stride` apart).
+func resampleCoefficients(inSize: Int, outSize: Int, filter: ResampleFilter) -> (start: [Int], count: [Int], weights: [Double], stride: Int) {
     let scale = Double(inSize) / Double(outSize)
     let filterScale = max(scale, 1.0)
     let support = filter.support * filterScale
     let kmax = Int(support.rounded(.up)) * 2 + 1
     var start = [Int](repeating: 0, count: outSize), count = [Int](repeating: 0, count: outSize)
-    var weights = [Int32](repeating: 0, count: outSize * kmax)
+    var weights = [Double](repeating: 0, count: outSize * kmax)
     let ss = 1.0 / filterScale
     var k = [Double](repeating: 0, count: kmax)
     for xx in 0..<outSize {
@@ -198,16 +218,22 @@ func resampleTaps(inSize: Int, outSize: Int, filter: ResampleFilter = .bilinear)
             k[x] = w
             ww += w
         }
-        for x in 0..<xmax {
-            let v = ww != 0 ? k[x] / ww : k[x]
-            // Pillow rounds half away from zero when converting to fixed point.
-            let f = v * Double(1 << precisionBits)
-            weights[xx * kmax + x] = Int32(f < 0 ? Int(f - 0.5) : Int(f + 0.5))
-        }
+        for x in 0..<xmax { weights[xx * kmax + x] = ww != 0 ? k[x] / ww : k[x] }
         start[xx] = xmin
         count[xx] = xmax
     }
-    return ResampleTaps(start: start, count: count, weights: weights, stride: kmax)
+    return (start, count, weights, kmax)
+}
+
+/// The same as 8-bit fixed point (Pillow's normalize_coeffs_8bpc).
+func resampleTaps(inSize: Int, outSize: Int, filter: ResampleFilter = .bilinear) -> ResampleTaps {
+    let c = resampleCoefficients(inSize: inSize, outSize: outSize, filter: filter)
+    // Pillow rounds half away from zero when converting to fixed point.
+    let weights = c.weights.map { v -> Int32 in
+        let f = v * Double(1 << precisionBits)
+        return Int32(f < 0 ? Int(f - 0.5) : Int(f + 0.5))
+    }
+    return ResampleTaps(start: c.start, count: c.count, weights: weights, stride: c.stride)
 }
 
 @inline(__always)

@@ -610,7 +610,10 @@ public final class CLIPModel {
         self.backend = backend
         sourceName = source.sourceName
         let store = WeightStore(source, allowNonFinite: allowNonFinite)
-        store.ignore { $0.hasSuffix(".num_batches_tracked") || $0.hasSuffix("embeddings.position_ids") }
+        // OpenAI's TorchScript files hold their causal masks and three sizes as tensors (its
+        // build_model deletes the sizes; open_clip's attn_mask is a non-persistent buffer).
+        let scriptExtras: Set<String> = ["input_resolution", "context_length", "vocab_size"]
+        store.ignore { $0.hasSuffix(".num_batches_tracked") || $0.hasSuffix("embeddings.position_ids") || $0 == "attn_mask" || $0.hasSuffix(".attn_mask") || scriptExtras.contains($0) }
         let r = store.root
         text = try CLIPTextTower(r, settings: settings, layout: layout, backend: backend)
         if layout == .openCLIP && r.contains("visual.attnpool.positional_embedding") {

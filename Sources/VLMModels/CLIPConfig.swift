@@ -27,19 +27,68 @@ public struct CLIPCheckpointFiles: Sendable {
     public var preprocessCrop: Int?
     /// Pillow's filter the config names: "bicubic" (CLIP's) or "bilinear".
     public var preprocessFilter = "bicubic"
+    /// open_clip's resize_mode "squash": resized to a square, no crop.
+    public var preprocessSquash = false
 
-    /// True when `folder` holds a CLIP config (open_clip's, or config.json with model_type clip).
-    public static func isCLIPFolder(_ folder: String) -> Bool {
-        let fm = FileManager.default
-        if fm.fileExists(atPath: (folder as NSString).appendingPathComponent("open_clip_config.json")) { return true }
-        let config = (folder as NSString).appendingPathComponent("config.json")
-        guard let data = try? readJSONFile(config, what: "config.json"),
-              case .object(let o)? = try? JSONDecoder().decode(JSONValue.self, from: data) else { return false }
-        return o["model_type"] == .string("clip")
+    /// The `--clip-config NAME` form of a model argument: "open_clip:NAME:PATH", a bare open_clip
+    /// state dict (a file, or a folder holding one) read as the built-in architecture NAME.
+    public static let configuredPrefix = "open_clip:"
+
+    /// "open_clip:NAME:PATH" → (NAME, PATH).
+    public static func configured(_ spec: String) -> (name: String, path: String)? {
+        guard spec.hasPrefix(configuredPrefix) else { return nil }
+        let rest = spec.dropFirst(configuredPrefix.count)
+        guard let colon = rest.firstIndex(of: ":"), colon != rest.startIndex else { return nil }
+        return (String(rest[..<colon]), String(rest[rest.index(after: colon)...]))
     }
 
-    /// Reads the folder's config and finds its weights.
-    public static func locate(folder: String) throws -> CLIPCheckpointFiles {
+    /// True when `spec` is a CLIP checkpoint: a folder with a CLIP config (open_clip's, or
+    /// config.json with model_type clip) or with a TorchScript archive as its one checkpoint, a
+    /// TorchScript archive (OpenAI's released files), or the `--clip-config` form.
+    public static func isCLIPFolder(_ spec: String) -> Bool {
+        if configured(spec) != nil { return true }
+        guard let kind = FileStatus.of(spec)?.kind else { return false }
+        // A damaged zip is taken here too, so its reader says what is wrong with it.
+        if kind == .regular { return TorchCheckpoint.isTorchScriptArchive(spec) || TorchCheckpoint.isUnreadableZip(spec) }
+        guard kind == .directory else { return false }
+        let fm = FileManager.default
+        if fm.fileExists(atPath: (spec as NSString).appendingPathComponent("open_clip_config.json")) { return true }
+        let config = (spec as NSString).appendingPathComponent("config.json")
+        if fm.fileExists(atPath: config) {
+            guard let data = try? readJSONFile(config, what: "config.json"),
+                  case .object(let o)? = try? JSONDecoder().decode(JSONValue.self, from: data) else { return false }
+            return o["model_type"] == .string("clip")
+        }
+        guard let weights = try? weightsInFolder(spec) else { return false }
+        return TorchCheckpoint.isTorchScriptArchive(weights)
+    }
+
+    /// Reads the checkpoint's config (or, for a TorchScript archive, its module) and finds its
+    /// weights; `folder` is any form `isCLIPFolder` accepts.
+    public static func locate(folder spec: String) throws -> CLIPCheckpointFiles {
+        if let (name, path) = configured(spec) {
+            guard let st = FileStatus.of(path) else {
+                throw IOError.cannotOpen(path: path, reason: errno == ENOENT ? "no such file or folder" : errnoMessage(errno))
+            }
+            let weights = st.kind == .directory ? try weightsInFolder(path) : path
+            let layout = CLIPLayout.of(try Checkpoints.open(weights).tensorNames)
+            guard layout == .openCLIP else {
+                throw WeightError.unrecognized(source: weights, reason: layout == nil ? "not a CLIP checkpoint (no visual.*, token_embedding or transformer.resblocks.* tensors)"
+                                                                                     : "a Hugging Face CLIP; --clip-config names an open_clip architecture (its folder's config.json gives a Hugging Face CLIP's settings: pass the folder without --clip-config)")
+            }
+            guard let model = CLIPArchitectures.config(named: name) else {
+                throw OptionError("--clip-config \(name.prefix(80)): not an open_clip architecture vlm runs; one of \(CLIPArchitectures.names.joined(separator: ", "))")
+            }
+            return try openCLIP(root: ["model_cfg": model], source: "--clip-config \(name)", weights: weights, folder: parentPath(weights))
+        }
+        if FileStatus.of(spec)?.kind == .regular {
+            if TorchCheckpoint.isUnreadableZip(spec) { _ = try TorchCheckpoint(path: spec) }
+            guard TorchCheckpoint.isTorchScriptArchive(spec) else {
+                throw WeightError.unrecognized(source: spec, reason: "a CLIP state dict without its config (what it says decides the activation and heads): pass the folder holding it with open_clip_config.json or config.json, or name its architecture with --clip-config NAME")
+            }
+            return try torchScript(weights: spec, folder: parentPath(spec))
+        }
+        let folder = spec
         func p(_ n: String) -> String { (folder as NSString).appendingPathComponent(n) }
         let fm = FileManager.default
         // A hub folder may hold both layouts (open_clip's weights and transformers' beside them):
@@ -51,13 +100,79 @@ public struct CLIPCheckpointFiles: Sendable {
                 throw WeightError.unrecognized(source: folder, reason: "has open_clip_config.json but no open_clip_model.safetensors or open_clip_pytorch_model.bin")
             }
         }
+        if !fm.fileExists(atPath: p("config.json")) {
+            let weights = try weightsInFolder(folder)
+            if TorchCheckpoint.isTorchScriptArchive(weights) { return try torchScript(weights: weights, folder: folder) }
+        }
         return try huggingFace(config: p("config.json"), weights: try weightsInFolder(folder), folder: folder)
+    }
+
+    static func parentPath(_ path: String) -> String {
+        let d = (path as NSString).deletingLastPathComponent
+        return d.isEmpty ? "." : d
+    }
+
+    // MARK: TorchScript (OpenAI's releases)
+
+    /// A TorchScript archive of a CLIP (OpenAI's RN50.pt, ViT-B-32.pt…: what clip.load caches):
+    /// the architecture from the tensors' shapes, as OpenAI's `build_model` (and open_clip's
+    /// `build_model_from_openai_state_dict`) reads it; heads from the archive's `num_heads` where a
+    /// scripted module kept them, else OpenAI's rule (width / 64; a ResNet's pooling width·32 /
+    /// 64); the activation from the MLPs' class — QuickGELU or GELU — and QuickGELU (every OpenAI
+    /// model's) when the archive names none. Preprocessing: CLIP's (bicubic, its mean and std),
+    /// the image size from the position embedding.
+    static func torchScript(weights: String, folder: String) throws -> CLIPCheckpointFiles {
+        let c = try TorchCheckpoint(path: weights)
+        func bad(_ reason: String) -> WeightError { .unrecognized(source: weights, reason: reason) }
+        guard c.format == .torchScript, CLIPLayout.of(c.tensorNames) == .openCLIP else {
+            throw bad("a TorchScript archive that is not a CLIP model (no visual.*, token_embedding or transformer.resblocks.* tensors); vlm reads TorchScript archives of CLIP only — save other models' state_dict() with torch.save")
+        }
+        func dim(_ key: String, _ axis: Int) throws -> Int {
+            guard let s = c.shape(of: key), s.count > axis, axis >= -s.count else { throw WeightError.missingTensor(source: weights, key: key) }
+            return s[axis >= 0 ? axis : s.count + axis]
+        }
+        let resnet = c.shape(of: "visual.attnpool.positional_embedding") != nil
+        let visionWidth = resnet ? try dim("visual.layer1.0.conv1.weight", 0) * 32 : try dim("visual.conv1.weight", 0)
+        let textWidth = try dim("ln_final.weight", 0)
+        func heads(_ key: String, width: Int) throws -> Int {
+            if let h = c.scriptIntegers[key] {
+                guard h > 0, width % h == 0 else { throw bad("\(key) is \(h), which does not divide the width \(width)") }
+                return h
+            }
+            guard width >= 64, width % 64 == 0 else { throw bad("a width of \(width), not a multiple of 64: OpenAI's rule (64 channels a head) gives no head count") }
+            return width / 64
+        }
+        let visionHeads = try heads(resnet ? "visual.attnpool.num_heads" : "visual.transformer.resblocks.0.attn.num_heads", width: visionWidth)
+        let textHeads = try heads("transformer.resblocks.0.attn.num_heads", width: textWidth)
+        // The MLPs' activation modules, by their classes' last names.
+        let acts = Set(c.scriptClasses.filter { $0.key.hasSuffix(".mlp.gelu") }.map { $0.value.split(separator: ".").last.map(String.init) ?? $0.value })
+        let act: ActivationFunction
+        switch acts {
+        case [], ["QuickGELU"]: act = .quickGELU
+        case ["GELU"]: act = .gelu
+        default: throw bad("its MLPs' activations are \(acts.sorted().joined(separator: ", ")); vlm runs QuickGELU or GELU")
+        }
+        let imageSize: Int
+        if resnet {
+            let rows = try dim("visual.attnpool.positional_embedding", 0) - 1
+            imageSize = Int(Double(rows).squareRoot().rounded()) * 32
+        } else {
+            let rows = try dim("visual.positional_embedding", 0) - 1
+            imageSize = Int(Double(max(0, rows)).squareRoot().rounded()) * (try dim("visual.conv1.weight", -1))
+        }
+        let settings = CLIPSettings(vision: CLIPTowerSettings(heads: visionHeads, activation: act),
+                                    text: CLIPTowerSettings(heads: textHeads, activation: act), textPooling: .argmax)
+        return CLIPCheckpointFiles(folder: folder, configPath: weights, weightsPath: weights, layout: .openCLIP, settings: settings, imageSize: imageSize)
     }
 
     // MARK: open_clip
 
     static func openCLIP(config path: String, weights: String, folder: String) throws -> CLIPCheckpointFiles {
-        let root = try readObject(path, what: "open_clip's config")
+        try openCLIP(root: try readObject(path, what: "open_clip's config"), source: path, weights: weights, folder: folder)
+    }
+
+    /// `source` names the config in messages: its file, or "--clip-config NAME".
+    static func openCLIP(root: [String: JSONValue], source path: String, weights: String, folder: String) throws -> CLIPCheckpointFiles {
         // The hub's layout nests the architecture under model_cfg; open_clip's own model configs
         // (model_configs/*.json) are the architecture itself.
         let model = root["model_cfg"]?.objectValue ?? root
@@ -117,12 +232,17 @@ public struct CLIPCheckpointFiles: Sendable {
                                     text: CLIPTowerSettings(heads: textHeads, activation: act), textPooling: .argmax)
         let imageSize = side(vision["image_size"])
         let pre = root["preprocess_cfg"]?.objectValue
-        if let mode = pre?["resize_mode"]?.stringValue, mode != "shortest" {
-            throw bad("preprocess_cfg.resize_mode '\(mode.prefix(40))' is not supported yet (shortest: the shorter side resized, then a centre crop)")
+        let squash: Bool
+        switch pre?["resize_mode"]?.stringValue {
+        case nil, "shortest": squash = false
+        case "squash": squash = true
+        case "longest": throw bad("preprocess_cfg.resize_mode 'longest' (the longer side resized, then padded) is not supported (shortest, squash)")
+        case let mode?: throw bad("preprocess_cfg.resize_mode '\(mode.prefix(40))' is not supported (shortest, squash)")
         }
         var files = CLIPCheckpointFiles(folder: folder, configPath: path, weightsPath: weights, layout: .openCLIP, settings: settings, imageSize: imageSize,
                                         preprocessMean: try triple(pre?["mean"], "preprocess_cfg.mean", path),
                                         preprocessStd: try triple(pre?["std"], "preprocess_cfg.std", path))
+        files.preprocessSquash = squash
         switch pre?["interpolation"]?.stringValue {
         case nil, "bicubic": break
         case "bilinear": files.preprocessFilter = "bilinear"

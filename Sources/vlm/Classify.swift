@@ -22,8 +22,11 @@ struct Classify: ParsableCommand {
     @Argument(help: "Image files or folders.")
     var images: [String]
 
-    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50), or a CLIP checkpoint folder. Default: models/resnet50.")
-    var model: String?
+    @Option(name: .customLong("model"), help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50), or a CLIP checkpoint: a folder (open_clip's or Hugging Face's), OpenAI's TorchScript .pt, or a bare open_clip state dict with --clip-config. Default: models/resnet50.")
+    var modelOption: String?
+
+    @OptionGroup var clipConfig: CLIPConfigOption
+    var model: String? { clipConfig.apply(modelOption) }
 
     @Option(name: .customLong("template"), help: "CLIP: a prompt with {} where the label goes (repeatable; each label's texts are averaged).")
     var templates: [String] = []

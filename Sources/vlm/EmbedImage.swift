@@ -36,8 +36,11 @@ struct EmbedImage: ParsableCommand {
     @Option(name: .customLong("input-npy"), help: "Preprocessed images: float32 .npy of shape (N, 3, H, W); - for stdin.")
     var inputNPY: String?
 
-    @Option(help: "A ResNet checkpoint (.safetensors, or torch.save .pth/.pt/.bin: torchvision/timm layout), a model folder holding one, or synthetic:resnet50. Default: models/resnet50.")
-    var model: String?
+    @Option(name: .customLong("model"), help: "A ResNet checkpoint (.safetensors, or torch.save .pth/.pt/.bin: torchvision/timm layout), a model folder holding one, or synthetic:resnet50. Default: models/resnet50. A CLIP checkpoint: a folder (open_clip's or Hugging Face's), OpenAI's TorchScript .pt, or a bare open_clip state dict with --clip-config.")
+    var modelOption: String?
+
+    @OptionGroup var clipConfig: CLIPConfigOption
+    var model: String? { clipConfig.apply(modelOption) }
 
     @Option(help: "Which output: pooled (global-average-pool features) or logits (fc output).")
     var layer: ImageLayer = .pooled

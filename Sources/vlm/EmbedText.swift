@@ -26,8 +26,11 @@ struct EmbedText: ParsableCommand {
 
     @OptionGroup var input: TextInputOptions
 
-    @Option(help: "A model folder: config.json, model.safetensors (or pytorch_model.bin), vocab.txt or tokenizer.json.")
-    var model: String?
+    @Option(name: .customLong("model"), help: "A model folder: config.json, model.safetensors (or pytorch_model.bin), vocab.txt or tokenizer.json. A CLIP checkpoint: a folder (open_clip's or Hugging Face's), OpenAI's TorchScript .pt, or a bare open_clip state dict with --clip-config.")
+    var modelOption: String?
+
+    @OptionGroup var clipConfig: CLIPConfigOption
+    var model: String? { clipConfig.apply(modelOption) }
 
     @OptionGroup var text: TextModelOptions
     @OptionGroup var truncation: TruncationOptions

@@ -193,3 +193,22 @@ struct BatchJob {
         if summary.failures > 0 { throw Finished(status: .partial) }
     }
 }
+
+/// `--clip-config NAME`: the open_clip architecture of a bare CLIP state dict (torch.save's, as
+/// open_clip's training writes epoch_N.pt), which says neither its activation nor its heads. The
+/// model argument becomes "open_clip:NAME:PATH", the form every front end (the worker, the
+/// server, the Python package) takes as a model.
+struct CLIPConfigOption: ParsableArguments {
+    @Option(help: ArgumentHelp("The open_clip architecture of a bare CLIP state dict given as the model (RN50, RN50-quickgelu, ViT-B-32, ViT-L-14-336, …: the names of open_clip's model configs).",
+                               valueName: "name"))
+    var clipConfig: String?
+
+    // An unknown NAME is refused when the model is located (one line, exit 64), as other
+    // usage errors found at run time are.
+
+    /// The model argument with the architecture attached (nil stays nil: the default model).
+    func apply(_ model: String?) -> String? {
+        guard let clipConfig, let model, CLIPCheckpointFiles.configured(model) == nil else { return model }
+        return CLIPCheckpointFiles.configuredPrefix + clipConfig + ":" + model
+    }
+}

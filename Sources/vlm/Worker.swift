@@ -79,11 +79,15 @@ struct WorkerCommand: ParsableCommand {
 /// The two models of image–text pairs and how their vectors join: fuse's, and the worker's and
 /// the server's for pair requests (which also take image and text requests alone).
 struct PairModelOptions: ParsableArguments {
-    @Option(help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50). Default: models/resnet50.")
-    var imageModel: String?
+    @Option(name: .customLong("image-model"), help: "ResNet checkpoint (folder, .safetensors, .pth/.pt/.bin, or synthetic:resnet50), or a CLIP checkpoint (folder, OpenAI's .pt, or with --clip-config). Default: models/resnet50.")
+    var imageModelOption: String?
 
-    @Option(help: "BERT-family model folder. Default: models/all-MiniLM-L6-v2.")
-    var textModel: String?
+    @Option(name: .customLong("text-model"), help: "BERT-family model folder, or a CLIP checkpoint (one CLIP serves both towers). Default: models/all-MiniLM-L6-v2.")
+    var textModelOption: String?
+
+    @OptionGroup var clipConfig: CLIPConfigOption
+    var imageModel: String? { clipConfig.apply(imageModelOption) }
+    var textModel: String? { clipConfig.apply(textModelOption) }
 
     @Option(help: "Image part of a pair: pooled (2048-d for ResNet-50) or logits (the seed snippet's choice).")
     var imageLayer: ImageLayer = .pooled
@@ -97,6 +101,9 @@ struct PairModelOptions: ParsableArguments {
     var oneModel: String?
 
     func validate() throws {
+        if clipConfig.clipConfig != nil && imageModelOption == nil && textModelOption == nil {
+            throw ValidationError("--clip-config names the architecture of a bare CLIP state dict: give the checkpoint with --image-model or --text-model")
+        }
         if let oneModel {
             let isText = FileStatus.of(oneModel + "/config.json") != nil
             throw ValidationError("--model names one model; pairs take two: --image-model (a ResNet checkpoint) and --text-model (a BERT-family folder): here --\(isText ? "text" : "image")-model \(oneModel)")

@@ -279,6 +279,102 @@ final class CLIPCLITests: XCTestCase {
         try check(["embed-image", "--model", hf, "--input-npy", npy], 1, "shape [2, 3, 32, 32], but this CLIP model takes (N, 3, 48, 48)")
         try check(["embed-image", models + "/images", "--model", hf, "--layer", "logits"], 1, "a CLIP image tower has no logits")
         try check(["embed-image", models + "/images", "--model", hf + "/model.safetensors"], 1, "a CLIP state dict without its config")
+        try check(["embed-text", "--model", hf + "/model.safetensors", "hi"], 1, "a CLIP state dict without its config")
+        try check(["embed-text", "--model", hf, "--clip-config", "ViT-B-32", "hi"], 1, "a Hugging Face CLIP; --clip-config names an open_clip architecture")
+        try check(["embed-text", "--model", oc + "/open_clip_model.safetensors", "--clip-config", "ViT-B-99", "hi"], 64, "--clip-config ViT-B-99: not an open_clip architecture vlm runs")
+        try check(["embed-image", models + "/images", "--model", models + "/ts-extra/global.pt"], 1, "refusing global 'os.system'")
+    }
 
+    /// open_clip's transform on every shared test image (JPEG, progressive, PNG, gray, CMYK,
+    /// 16-bit, palette, 1-bit, RGBA, LA, 1×1, 3000×10): open_clip resizes and crops in the file's
+    /// own mode and converts to RGB last — NEAREST for palette and 1-bit images, premultiplied
+    /// alpha for RGBA and LA, 16 bits for I;16 — and vlm's tensor is the same, level for level
+    /// (CMYK within one level: Pillow's CMYK resize and conversion round differently).
+    func testPreprocessingEqualsOpenCLIPsTransformOnEveryMode() throws {
+        struct Case: Decodable { let name: String, file: String, mode: String }
+        let refs = models + "/preprocess"
+        let cases = try JSONDecoder().decode([Case].self, from: Data(contentsOf: URL(fileURLWithPath: refs + "/cases.json")))
+        XCTAssertEqual(Set(cases.map(\.mode)), ["RGB", "L", "P", "RGBA", "LA", "I;16", "1", "CMYK"])
+        let images = fixtures.appendingPathComponent("generated/images").path
+        let out = path("pre.npy")
+        let r = try runVLM(["preprocess"] + cases.map { images + "/" + $0.file } + ["--model", models + "/oc-rn", "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let got = try NPY.read(path: out)
+        XCTAssertEqual(got.shape, [cases.count, 3, 64, 64])
+        let std: [Float] = [0.26862954, 0.26130258, 0.27577711], plane = 64 * 64
+        for (i, c) in cases.enumerated() {
+            let ref = try NPY.read(path: refs + "/\(c.name).npy")
+            var worst: Float = 0
+            for k in 0..<(3 * plane) {
+                worst = max(worst, abs(got.data[i * 3 * plane + k] - ref.data[k]) * std[k / plane] * 255)
+            }
+            XCTAssertLessThanOrEqual(worst, c.mode == "CMYK" ? 1.001 : 0.001, "\(c.file) (\(c.mode)): \(worst) levels")
+        }
+
+        // resize_mode "squash" (the same weights, the config asking for it): both sides to 64, no crop.
+        let squash = path("squash")
+        try FileManager.default.createDirectory(atPath: squash, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: squash + "/open_clip_model.safetensors", withDestinationPath: models + "/oc-rn/open_clip_model.safetensors")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: models + "/oc-rn/open_clip_config.json"))) as! [String: Any]
+        var pre = config["preprocess_cfg"] as! [String: Any]
+        pre["resize_mode"] = "squash"
+        config["preprocess_cfg"] = pre
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: squash + "/open_clip_config.json"))
+        // Not tall_10x3000.jpg nor gray16.png: squashed (the height shrinking more than the
+        // width), Pillow 13 runs its vertical pass first — by a rule not found in its sources
+        // vlm read; vlm runs the horizontal first: 1 and 10 levels apart. Aspect-keeping resizes
+        // (shortest, above) agree, portrait photos included.
+        let picked = cases.filter { ["wide_3000x10_png", "palette_png", "coffee_jpg", "alpha_rgba_png", "chelsea_png"].contains($0.name) }
+        XCTAssertEqual(picked.count, 5)
+        let sq = try runVLM(["preprocess"] + picked.map { images + "/" + $0.file } + ["--model", squash, "-o", path("sq.npy")])
+        XCTAssertEqual(sq.status, 0, sq.stderr)
+        let squashed = try NPY.read(path: path("sq.npy"))
+        for (i, c) in picked.enumerated() {
+            let ref = try NPY.read(path: refs + "/squash-\(c.name).npy")
+            let row = Array(squashed.data[(i * 3 * plane)..<((i + 1) * 3 * plane)])
+            XCTAssertLessThanOrEqual(zip(row, ref.data).map { abs($0 - $1) }.max()! * 255 * 0.27, 0.001, c.file)
+        }
+    }
+
+    /// OpenAI's released form (a traced TorchScript archive: the file itself, or its folder) and
+    /// a bare open_clip state dict with --clip-config, from picture files and texts to open_clip's
+    /// vectors — and the same rows through the worker, which takes the same model argument.
+    func testOpenAIArchivesAndBareStateDicts() throws {
+        let openai = models + "/oc-openai"
+        let img = path("oa-img.npy"), txt = path("oa-txt.npy")
+        var r = try runVLM(["embed-image", models + "/images", "--model", openai + "/RN-openai.pt", "-o", img])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertRows(try NPY.read(path: img), openai + "/e2e_image_features.npy")
+        r = try runVLM(["embed-text", "--file", openai + "/texts.txt", "--model", openai, "-o", txt])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertRows(try NPY.read(path: txt), openai + "/e2e_text_features.npy")
+        // The two towers' rows share one space (the archive's digest).
+        r = try runVLM(["similarity", txt, img, "--top", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+
+        // A bare state dict (named as a training run names it) beside open_clip's vocabulary.
+        let run = path("run")
+        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: run + "/epoch_32.safetensors", withDestinationPath: models + "/full-rn50/open_clip_model.safetensors")
+        try FileManager.default.createSymbolicLink(atPath: run + "/bpe_simple_vocab_16e6.txt.gz", withDestinationPath: models + "/full-rn50/bpe_simple_vocab_16e6.txt.gz")
+        let bare = path("bare.npy")
+        r = try runVLM(["embed-text", "--file", models + "/full-rn50/texts.txt", "--model", run + "/epoch_32.safetensors", "--clip-config", "RN50-quickgelu", "-o", bare])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertRows(try NPY.read(path: bare), models + "/full-rn50/e2e_text_features.npy")
+        let meta = try String(contentsOfFile: bare + ".meta.json", encoding: .utf8)
+        XCTAssertTrue(meta.contains("\"clip_config\":\"RN50-quickgelu\"") || meta.contains("\"clip_config\" : \"RN50-quickgelu\""), meta)
+        // The worker takes the archive as its image and text model.
+        let requests = "{\"id\":1,\"text\":\"A photo of a cat &amp;amp; a dog\"}\n{\"id\":2,\"image\":\"\(models)/images/b-small.png\"}\n"
+        let w = try runVLM(["worker", "--image-model", openai + "/RN-openai.pt", "--text-model", openai + "/RN-openai.pt", "--vectors", "json"],
+                           stdin: Data(requests.utf8))
+        XCTAssertEqual(w.status, 0, w.stderr)
+        let lines = w.out.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.count, 2, w.out)
+        func vector(_ k: Int) -> Tensor {
+            let v = (lines[k]["vector"] as? [NSNumber] ?? []).map(\.floatValue)
+            return Tensor(shape: [1, v.count], data: v)
+        }
+        try assertRows(vector(0), openai + "/e2e_text_features.npy", rows: [0])
+        try assertRows(vector(1), openai + "/e2e_image_features.npy", rows: [1])
     }
 }

@@ -96,6 +96,66 @@ final class CLIPParityTests: XCTestCase {
         XCTAssertEqual(bin.encodeTexts(f.ids).data, m.encodeTexts(f.ids).data)
     }
 
+    /// TorchScript archives (torch.jit.save): open_clip's model scripted (it keeps num_heads and
+    /// the QuickGELU class) and a traced CLIP as OpenAI released theirs (no num_heads: OpenAI's
+    /// 64-channel rule; the sizes as tensors), each equal to its model's references on both
+    /// backends; an archive rewritten as version 3 (torch 1.6–1.7's, OpenAI's files) reads the same.
+    func testTorchScriptArchives() throws {
+        let s = try checkParity("oc-vit-script")
+        XCTAssertTrue(s.files.weightsPath.hasSuffix("/model.pt"))
+        XCTAssertEqual(try TorchCheckpoint(path: s.files.weightsPath).format, .torchScript)
+        XCTAssertEqual(s.files.settings.vision, CLIPTowerSettings(heads: 2, activation: .quickGELU))
+        XCTAssertEqual(s.files.settings.text, CLIPTowerSettings(heads: 2, activation: .quickGELU))
+        let o = try checkParity("oc-openai")
+        XCTAssertEqual(o.files.settings.vision, CLIPTowerSettings(heads: 4, activation: .quickGELU))
+        XCTAssertEqual(o.files.settings.text, CLIPTowerSettings(heads: 2, activation: .quickGELU))
+        XCTAssertEqual(o.files.imageSize, 64)
+        let v3 = try o.model(BLASBackend(), weights: clipModels.appendingPathComponent("ts-extra/v3.pt").path)
+        let m = try o.model(BLASBackend())
+        XCTAssertEqual(v3.encodeTexts(o.ids).data, m.encodeTexts(o.ids).data)
+        XCTAssertEqual(v3.encodeImages(o.images).data, m.encodeImages(o.images).data)
+    }
+
+    /// Archives vlm must not read, each refused in one line before anything is built: a global
+    /// other than a module class (nothing runs), an object with its own __setstate__, a module
+    /// that is not a CLIP, a format version outside those read, a truncated file.
+    func testHostileTorchScriptArchivesAreRefused() throws {
+        func refusal(_ name: String) -> String {
+            let path = clipModels.appendingPathComponent("ts-extra/" + name).path
+            XCTAssertTrue(CLIPCheckpointFiles.isCLIPFolder(path), name)
+            do {
+                _ = try CLIPCheckpointFiles.locate(folder: path)
+                XCTFail("\(name) accepted")
+                return ""
+            } catch { return String("\(error)".dropFirst(path.count + 2)) }
+        }
+        XCTAssertEqual(refusal("global.pt"), "refusing global 'os.system' at pickle byte 2: only the globals torch.save writes for tensors and state dicts are allowed, and nothing was executed (is the file from a source you trust?)")
+        XCTAssertTrue(refusal("setstate.pt").hasPrefix("refusing a TorchScript object '__torch__.open_clip.model."), refusal("setstate.pt"))
+        XCTAssertTrue(refusal("setstate.pt").contains("CLIP' whose state is a tuple, not a dictionary of attributes (a class with its own __setstate__)"))
+        XCTAssertTrue(refusal("notclip.pt").hasPrefix("a TorchScript archive that is not a CLIP model"), refusal("notclip.pt"))
+        XCTAssertEqual(refusal("v2.pt"), "a TorchScript archive of file format version '2'; vlm reads versions 3–10")
+        XCTAssertTrue(refusal("truncated.pt").contains("no end-of-central-directory record"), refusal("truncated.pt"))
+    }
+
+    /// A bare open_clip state dict with --clip-config's architecture: the full-size RN50 weights
+    /// as RN50-quickgelu equal open_clip's model; RN50 reads them with GELU (what the name says).
+    func testBareStateDictWithANamedArchitecture() throws {
+        let f = try CLIPFixture("full-rn50")
+        let spec = CLIPCheckpointFiles.configuredPrefix + "RN50-quickgelu:" + f.files.weightsPath
+        XCTAssertTrue(CLIPCheckpointFiles.isCLIPFolder(spec))
+        let files = try CLIPCheckpointFiles.locate(folder: spec)
+        XCTAssertEqual(files.settings, f.files.settings)
+        XCTAssertEqual(files.imageSize, 224)
+        let m = try CLIPModel(source: try openWeights(files.weightsPath), settings: files.settings, backend: BLASBackend())
+        XCTAssertLessThanOrEqual(worstRowError(m.encodeTexts(f.ids), f.textFeatures), 1e-4)
+        let gelu = try CLIPCheckpointFiles.locate(folder: CLIPCheckpointFiles.configuredPrefix + "RN50:" + f.files.weightsPath)
+        XCTAssertEqual(gelu.settings.text.activation, .gelu)
+        XCTAssertThrowsError(try CLIPCheckpointFiles.locate(folder: CLIPCheckpointFiles.configuredPrefix + "SigLIP:" + f.files.weightsPath)) {
+            XCTAssertTrue("\($0)".hasPrefix("--clip-config SigLIP: not an open_clip architecture vlm runs; one of RN101, "), "\($0)")
+        }
+        XCTAssertNotNil(CLIPArchitectures.config(named: "ViT-L-14-336"))
+    }
+
     /// Full size, both backends: OpenAI's RN50 (QuickGELU; stages 3, 4, 6, 3 at width 64, 32
     /// attention-pooling heads) and ViT-B/32 (GELU, width 768, 12 layers, 12 heads; text width 512).
     func testFullSizeRN50() throws {
@@ -256,7 +316,8 @@ final class CLIPCheckpointTests: XCTestCase {
         func oc(_ pre: String) -> [String: String] {
             ["open_clip_config.json": #"{"model_cfg": {"vision_cfg": {"width": 768}, "text_cfg": {}}, "preprocess_cfg": "# + pre + "}"]
         }
-        XCTAssertTrue(try configRefusal(oc(#"{"resize_mode": "squash"}"#)).contains("preprocess_cfg.resize_mode 'squash' is not supported yet"))
+        XCTAssertTrue(try configRefusal(oc(#"{"resize_mode": "longest"}"#)).contains("preprocess_cfg.resize_mode 'longest' (the longer side resized, then padded) is not supported (shortest, squash)"))
+        XCTAssertTrue(try configRefusal(oc(#"{"resize_mode": "fit"}"#)).contains("preprocess_cfg.resize_mode 'fit' is not supported"))
         XCTAssertTrue(try configRefusal(oc(#"{"interpolation": "random"}"#)).contains("preprocess_cfg.interpolation 'random' is not supported"))
         XCTAssertTrue(try configRefusal(oc(#"{"std": [0.5, 0, 0.5]}"#)).contains("preprocess_cfg.std values must be at least 1e-6"))
         XCTAssertTrue(try configRefusal(oc(#"{"mean": [0.5]}"#)).contains("preprocess_cfg.mean must be three numbers"))

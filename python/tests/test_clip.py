@@ -67,3 +67,42 @@ def test_every_front_end_gives_the_references(references, tmp_path):
     finally:
         s.proc.terminate()
         s.proc.wait(timeout=60)
+
+
+def test_openai_releases_are_registered_and_run_as_fetched(tmp_path):
+    """`vlm models fetch clip-rn50-openai | clip-vit-b-32-openai` are pinned to the files open_clip's
+    pretrained list names, by the sha256 their URLs carry; a folder laid out as fetch lays it
+    out (the TorchScript archive and the BPE vocabulary) is a CLIP model by its registry name,
+    through the batch jobs and the Python package. The archive is the fixture's traced CLIP
+    (OpenAI's form at a small size), not OpenAI's weights: no test fetches."""
+    import json
+    import shutil
+
+    from open_clip.pretrained import get_pretrained_url
+    registry = {m["name"]: m for m in json.load(open(os.path.join(ROOT, "models", "registry.json")))["models"]}
+    for name, arch in [("clip-rn50-openai", "RN50"), ("clip-vit-b-32-openai", "ViT-B-32")]:
+        files = registry[name]["files"]
+        pt = files[0]
+        assert pt["url"] == get_pretrained_url(arch, "openai"), pt
+        assert pt["url"].split("/")[-2] == pt["sha256"] and len(pt["sha256"]) == 64
+        assert files[1] == registry["clip-bpe"]["files"][0]
+
+    openai = os.path.join(MODELS, "oc-openai")
+    models = tmp_path / "models"
+    folder = models / "clip-rn50-openai"
+    folder.mkdir(parents=True)
+    shutil.copy(os.path.join(openai, "RN-openai.pt"), folder / "RN50.pt")
+    shutil.copy(os.path.join(openai, "bpe_simple_vocab_16e6.txt.gz"), folder)
+    env = dict(os.environ, VLM_MODELS=str(models), VLM_REGISTRY=os.path.join(ROOT, "models", "registry.json"))
+    out = tmp_path / "i.npy"
+    r = subprocess.run([VLM, "embed-image", *PICTURES, "--model", "clip-rn50-openai", "-o", str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert rel_rows(np.load(out), np.load(os.path.join(openai, "e2e_image_features.npy"))) < 1e-4
+    texts = open(os.path.join(openai, "texts.txt"), encoding="utf-8").read().splitlines()
+    with vlm.Worker(image_model=str(folder / "RN50.pt"), text_model=str(folder)) as w:
+        v, errors = w.embed_texts(texts)
+        assert not errors
+        assert rel_rows(v, np.load(os.path.join(openai, "e2e_text_features.npy"))) < 1e-4
+    # Before the fetch: the name says what to run.
+    r = subprocess.run([VLM, "embed-image", *PICTURES, "--model", "clip-vit-b-32-openai", "-o", str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "vlm models fetch clip-vit-b-32-openai" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr

@@ -14,6 +14,17 @@ typedef enum {
     VLM_DECODE_NO_MEMORY = 4,
 } vlm_decode_status;
 
+/// The Pillow mode a file opens in, where converting to RGB after a resize (open_clip's order)
+/// differs from converting first: Pillow resizes "P" and "1" with NEAREST, "RGBA" and "LA"
+/// premultiplied by alpha, "I;16" in 16 bits.
+typedef enum {
+    VLM_MODE_RGB = 0,       // RGB, L, CMYK…: resizing before or after the conversion agrees
+    VLM_MODE_NEAREST = 1,   // a palette ("P") or 1-bit gray ("1") PNG
+    VLM_MODE_RGBA = 2,      // extra: the alpha plane, width × height bytes
+    VLM_MODE_LA = 3,        // extra: the alpha plane
+    VLM_MODE_I16 = 4,       // extra: the 16-bit gray values, width × height native uint16
+} vlm_pillow_mode;
+
 typedef struct {
     uint8_t *pixels;       // width × height × 3 RGB (vlm_decode_image: malloc'ed, free with
                            // vlm_image_free; vlm_decode_image_into: inside the buffers)
@@ -22,6 +33,8 @@ typedef struct {
     int source_bits;       // 8 or 16 (PNG), 8 (JPEG)
     int scale;             // the DCT scale a draft decoded a JPEG at (1, 2, 4, 8)
     char format[8];        // "jpeg" or "png"
+    int mode;              // vlm_pillow_mode
+    const uint8_t *extra;  // vlm_decode_image_into only (inside the buffers): see vlm_pillow_mode
     char message[200];     // on failure, the codec's own words
 } vlm_image;
 
@@ -31,6 +44,7 @@ typedef struct {
 typedef struct {
     uint8_t *rgb; size_t rgb_capacity;
     uint8_t *raw; size_t raw_capacity;
+    uint8_t *extra; size_t extra_capacity;
     void *tj;              // the TurboJPEG handle
 } vlm_decode_buffers;
 
