@@ -99,12 +99,20 @@ public func loadTextEncoder(_ folder: String?, backend: any Backend, quiet: Bool
 /// (OpenAI's RN50.pt…); a registry name of one; or `--clip-config`'s "open_clip:NAME:PATH".
 public func isCLIPModel(_ spec: String?) -> Bool {
     guard let spec, !spec.hasPrefix("synthetic:") else { return false }
-    return CLIPCheckpointFiles.isCLIPFolder(resolveModelSpec(spec, defaultName: defaultResNetName))
+    return CLIPCheckpointFiles.isCLIPFolder(resolvedCLIPSpec(spec))
 }
 
 /// A CLIP checkpoint's config and files (any form `isCLIPModel` accepts).
 public func locateCLIP(_ spec: String) throws -> CLIPCheckpointFiles {
-    try CLIPCheckpointFiles.locate(folder: resolveModelSpec(spec, defaultName: defaultResNetName))
+    try CLIPCheckpointFiles.locate(folder: resolvedCLIPSpec(spec))
+}
+
+/// A registry name resolved to its folder, the path of --clip-config's form too.
+func resolvedCLIPSpec(_ spec: String) -> String {
+    if let (name, path) = CLIPCheckpointFiles.configured(spec) {
+        return CLIPCheckpointFiles.configuredPrefix + name + ":" + resolveModelSpec(path, defaultName: defaultResNetName)
+    }
+    return resolveModelSpec(spec, defaultName: defaultResNetName)
 }
 
 /// A CLIP checkpoint's config and both towers, prepared for `backend`.

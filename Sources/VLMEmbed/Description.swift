@@ -65,8 +65,9 @@ public struct EmbeddingDescription: Codable, Equatable, Sendable {
         }
 
         func check(_ p: Preprocessing) throws {
-            if UInt64(p.crop) * UInt64(p.crop) > maxPixels {
-                throw OptionError("crop \(p.crop) makes \(p.crop * p.crop)-pixel images, over --max-pixels \(maxPixels)")
+            let (pixels, overflow) = UInt64(p.crop).multipliedReportingOverflow(by: UInt64(p.crop))
+            if overflow || pixels > maxPixels {
+                throw OptionError("crop \(p.crop) makes \(overflow ? "more than 2^64" : "\(pixels)")-pixel images, over --max-pixels \(maxPixels)")
             }
         }
     }

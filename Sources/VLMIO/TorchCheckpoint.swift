@@ -325,7 +325,10 @@ public final class TorchCheckpoint: Checkpoint {
         }
         let prefix = String(pkl.name.dropLast("data.pkl".count))
         if script {
-            guard let entry = zip.entry(prefix + "version") else { throw TorchCheckpointError(path, "a TorchScript archive without its \(prefix)version entry") }
+            // torch writes <prefix>/.data/version from file format 6 on, <prefix>/version before.
+            guard let entry = zip.entry(prefix + ".data/version") ?? zip.entry(prefix + "version") else {
+                throw TorchCheckpointError(path, "a TorchScript archive without its \(prefix)version or \(prefix).data/version entry")
+            }
             let text = String(decoding: b[try zip.verifiedRange(entry, in: b)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard let v = Int(text), scriptVersions.contains(v) else {
                 throw TorchCheckpointError(path, "a TorchScript archive of file format version '\(text.prefix(20))'; vlm reads versions \(scriptVersions.lowerBound)–\(scriptVersions.upperBound)")
@@ -366,18 +369,32 @@ public final class TorchCheckpoint: Checkpoint {
         }
         var tensors: [(String, TorchTensorRef)] = [], classes: [String: String] = [:], integers: [String: Int] = [:]
         var visited: Set<ObjectIdentifier> = [ObjectIdentifier(top)]
-        var work: [(String, PickleObject)] = [("", top)]
-        while let (prefix, o) = work.popLast() {
+        var work: [(String, Int, PickleObject)] = [("", 0, top)]
+        // Names are built from attribute names, which a small pickle can repeat through its
+        // memo: their length, the modules' nesting and all names' bytes are bounded.
+        var nameBytes = 0
+        let maxKey = 1024, maxNesting = 64, maxNameBytes = 64 << 20
+        while let (prefix, level, o) = work.popLast() {
             classes[prefix] = unmangled(o.className)
-            var children: [(String, PickleObject)] = []
+            var children: [(String, Int, PickleObject)] = []
             for (k, v) in o.state?.entries ?? [] {
                 guard let key = k.stringValue else { continue }
+                guard key.utf8.count <= maxKey else {
+                    throw TorchCheckpointError(path, "a TorchScript module attribute named by \(key.utf8.count) bytes (at most \(maxKey) are read)")
+                }
                 let name = prefix.isEmpty ? key : prefix + "." + key
+                nameBytes += name.utf8.count
+                guard nameBytes <= maxNameBytes else {
+                    throw TorchCheckpointError(path, "a TorchScript module whose attribute paths take more than \(maxNameBytes >> 20) MiB (a malformed or hostile archive)")
+                }
                 switch v {
                 case .tensor(let t): tensors.append((name, t))
                 case .int: if let i = v.intValue { integers[name] = i }
                 case .object(let child):
-                    if visited.insert(ObjectIdentifier(child)).inserted { children.append((name, child)) }
+                    guard level < maxNesting else {
+                        throw TorchCheckpointError(path, "a TorchScript module nested more than \(maxNesting) levels deep")
+                    }
+                    if visited.insert(ObjectIdentifier(child)).inserted { children.append((name, level + 1, child)) }
                 default: break
                 }
             }

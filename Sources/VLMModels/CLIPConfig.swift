@@ -67,10 +67,13 @@ public struct CLIPCheckpointFiles: Sendable {
     /// weights; `folder` is any form `isCLIPFolder` accepts.
     public static func locate(folder spec: String) throws -> CLIPCheckpointFiles {
         if let (name, path) = configured(spec) {
+            if path.isEmpty { throw OptionError("--clip-config \(name.prefix(80)): no checkpoint named (open_clip:NAME:PATH)") }
             guard let st = FileStatus.of(path) else {
                 throw IOError.cannotOpen(path: path, reason: errno == ENOENT ? "no such file or folder" : errnoMessage(errno))
             }
-            let weights = st.kind == .directory ? try weightsInFolder(path) : path
+            // A folder: open_clip's hub names first, then the usual ones.
+            let hub = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"].map { (path as NSString).appendingPathComponent($0) }
+            let weights = st.kind == .directory ? try hub.first(where: { FileStatus.of($0) != nil }) ?? weightsInFolder(path) : path
             let layout = CLIPLayout.of(try Checkpoints.open(weights).tensorNames)
             guard layout == .openCLIP else {
                 throw WeightError.unrecognized(source: weights, reason: layout == nil ? "not a CLIP checkpoint (no visual.*, token_embedding or transformer.resblocks.* tensors)"
@@ -152,14 +155,15 @@ public struct CLIPCheckpointFiles: Sendable {
         case ["GELU"]: act = .gelu
         default: throw bad("its MLPs' activations are \(acts.sorted().joined(separator: ", ")); vlm runs QuickGELU or GELU")
         }
-        let imageSize: Int
-        if resnet {
-            let rows = try dim("visual.attnpool.positional_embedding", 0) - 1
-            imageSize = Int(Double(rows).squareRoot().rounded()) * 32
-        } else {
-            let rows = try dim("visual.positional_embedding", 0) - 1
-            imageSize = Int(Double(max(0, rows)).squareRoot().rounded()) * (try dim("visual.conv1.weight", -1))
+        // A square grid of positions after the class token, and a patch (or ResNet stride) that
+        // makes an image of a sane size.
+        let positions = try dim(resnet ? "visual.attnpool.positional_embedding" : "visual.positional_embedding", 0) - 1
+        let grid = positions >= 1 ? Int(Double(positions).squareRoot().rounded()) : 0
+        let patch = resnet ? 32 : try dim("visual.conv1.weight", -1)
+        guard grid >= 1, grid * grid == positions, patch >= 1, patch <= 4096, grid <= 4096, grid * patch <= 16384 else {
+            throw bad("its image tower's position embedding (\(positions + 1) rows) and patch \(patch) make no square image of at most 16384 px")
         }
+        let imageSize = grid * patch
         let settings = CLIPSettings(vision: CLIPTowerSettings(heads: visionHeads, activation: act),
                                     text: CLIPTowerSettings(heads: textHeads, activation: act), textPooling: .argmax)
         return CLIPCheckpointFiles(folder: folder, configPath: weights, weightsPath: weights, layout: .openCLIP, settings: settings, imageSize: imageSize)

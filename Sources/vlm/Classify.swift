@@ -53,6 +53,7 @@ struct Classify: ParsableCommand {
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
+        try clipConfig.requireModel(modelOption)
         if top < 1 { throw ValidationError("--top must be at least 1") }
         for t in templates where t.components(separatedBy: "{}").count != 2 {
             throw ValidationError("--template \(jsonString(t)) must hold {} once, where the label goes")

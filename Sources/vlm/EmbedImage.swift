@@ -53,6 +53,7 @@ struct EmbedImage: ParsableCommand {
     @OptionGroup var imageOptions: ImageOptions
 
     func validate() throws {
+        try clipConfig.requireModel(modelOption)
         try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
         let sources = (images.isEmpty ? 0 : 1) + (list == nil ? 0 : 1) + (list0 == nil ? 0 : 1) + (inputNPY == nil ? 0 : 1)
         if sources == 0 { throw ValidationError("give image paths or folders, --list FILE, --list0 FILE, or --input-npy FILE") }

@@ -42,6 +42,7 @@ struct EmbedText: ParsableCommand {
     @OptionGroup var common: BatchOptions
 
     func validate() throws {
+        try clipConfig.requireModel(modelOption)
         try Limits.check("--batch-size", batchSize, 1...Limits.maxBatch)
     }
 

@@ -206,9 +206,22 @@ struct CLIPConfigOption: ParsableArguments {
     // An unknown NAME is refused when the model is located (one line, exit 64), as other
     // usage errors found at run time are.
 
-    /// The model argument with the architecture attached (nil stays nil: the default model).
+    /// The model argument with the architecture attached (nil stays nil: the default model). A
+    /// folder with a config of another family (a BERT beside a CLIP image tower in a pair) is
+    /// left as it is.
     func apply(_ model: String?) -> String? {
         guard let clipConfig, let model, CLIPCheckpointFiles.configured(model) == nil else { return model }
+        let resolved = resolveModelSpec(model, defaultName: defaultResNetName)
+        if FileStatus.of((resolved as NSString).appendingPathComponent("config.json")) != nil && !CLIPCheckpointFiles.isCLIPFolder(resolved) {
+            return model
+        }
         return CLIPCheckpointFiles.configuredPrefix + clipConfig + ":" + model
+    }
+
+    /// --clip-config names the architecture of a model given on the command line.
+    func requireModel(_ model: String?, option: String = "--model") throws {
+        if clipConfig != nil && model == nil {
+            throw ValidationError("--clip-config names the architecture of a bare CLIP state dict: give the checkpoint with \(option)")
+        }
     }
 }

@@ -19,8 +19,13 @@ struct PreprocessCommand: ParsableCommand {
 
     @OptionGroup var imageOptions: ImageOptions
 
-    @Option(help: "Take the preprocessing this image model declares (a registry name, folder or checkpoint) for the options not given.")
-    var model: String?
+    @Option(name: .customLong("model"), help: "Take the preprocessing this image model declares (a registry name, folder or checkpoint) for the options not given.")
+    var modelOption: String?
+
+    @OptionGroup var clipConfig: CLIPConfigOption
+    var model: String? { clipConfig.apply(modelOption) }
+
+    func validate() throws { try clipConfig.requireModel(modelOption) }
 
     @Option(name: [.customShort("o"), .long], help: "Output .npy file, or - for stdout.")
     var output: String

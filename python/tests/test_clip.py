@@ -106,3 +106,43 @@ def test_openai_releases_are_registered_and_run_as_fetched(tmp_path):
     # Before the fetch: the name says what to run.
     r = subprocess.run([VLM, "embed-image", *PICTURES, "--model", "clip-vit-b-32-openai", "-o", str(out)], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "vlm models fetch clip-vit-b-32-openai" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_malformed_torchscript_clips_are_refused_in_one_line(tmp_path):
+    """From a review: a CLIP archive whose position embedding makes no square image (a grid of
+    0, a row count that is not a square) trapped; torch writes .data/version from format 6 on;
+    --clip-config without a model silently ran the default model."""
+    import torch
+
+    class Visual(torch.nn.Module):
+        def __init__(self, rows):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 64, 16, bias=False)
+            self.positional_embedding = torch.nn.Parameter(torch.zeros(rows, 64))
+
+        def forward(self, x):
+            return self.conv1(x)
+
+    class Clip(torch.nn.Module):
+        def __init__(self, rows):
+            super().__init__()
+            self.visual = Visual(rows)
+            self.ln_final = torch.nn.LayerNorm(64)
+            self.token_embedding = torch.nn.Embedding(8, 64)
+
+        def forward(self, x):
+            return torch.nn.functional.gelu(self.ln_final(x), approximate="tanh")
+
+    for rows in (1, 11, 0):
+        p = tmp_path / f"rows{rows}.pt"
+        torch.jit.script(Clip(rows)).save(str(p))
+        r = subprocess.run([VLM, "embed-text", "a cat", "--model", str(p), "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, (rows, r.returncode, r.stderr)
+        assert "make no square image" in r.stderr, r.stderr
+    # This torch writes the archive's version under .data/ (approximate="tanh" asks for format 6+).
+    import zipfile
+    names = zipfile.ZipFile(tmp_path / "rows1.pt").namelist()
+    r = subprocess.run([VLM, "inspect", str(tmp_path / "rows1.pt")], capture_output=True, text=True)
+    assert r.returncode == 0 and "TorchScript archive" in r.stdout, (names, r.stderr)
+    r = subprocess.run([VLM, "embed-text", "a cat", "--clip-config", "RN50", "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
+    assert r.returncode == 64 and "give the checkpoint with --model" in r.stderr, r.stderr
