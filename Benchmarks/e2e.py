@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
-"""Image jobs end to end: a folder of JPEGs to ResNet-50 pooled features, vlm against the
-pipelines users write, side by side in one run (rounds alternate; medians).
+"""Image jobs end to end: a folder of JPEGs to ResNet-50 pooled features (or CLIP image
+embeddings), vlm against the pipelines users write, side by side in one run (rounds alternate;
+medians).
 
-  python Benchmarks/e2e.py run [--rounds N] [--only phone|web]
+  python Benchmarks/e2e.py run [--rounds N] [--only phone|web] [--model resnet50|clip-rn50|clip-vitb32]
+
+With a CLIP model (the full-size RN50 and ViT-B/32 fixtures of `make fixtures`, seeded weights):
+vlm `embed-image --model FOLDER --no-normalize-images` (open_clip's encode_image as it is);
+PyTorch: open_clip's model and its own transform (image_transform: bicubic resize of the shorter
+side to 224, centre crop, RGB last, CLIP's mean and std) in a DataLoader; ONNX Runtime: the image
+tower exported, fed by the same transform; --draft asks Pillow's draft for 224.
 
 Folders (seeded, cached in Benchmarks/.cache/): 48 phone photos (4032×3024, q92) and 160
 web/ImageNet-sized JPEGs (500×375), made from scikit-image's photos with sensor-like noise.
@@ -33,6 +40,19 @@ VLM = os.path.join(ROOT, ".build", "release", "vlm")
 RESNET = os.path.join(ROOT, "Tests", "Fixtures", "generated", "resnet50")
 THREADS = 2
 FOLDERS = {"phone": (48, (4032, 3024), 92), "web": (160, (500, 375), 90)}
+CLIP = {"clip-rn50": ("RN50-quickgelu", "full-rn50"), "clip-vitb32": ("ViT-B-32", "full-vitb32")}
+
+
+def clip_folder(model):
+    return os.path.join(ROOT, "Tests", "Fixtures", "generated", "clip-models", CLIP[model][1])
+
+
+def clip_model(model):
+    import open_clip
+    from safetensors.torch import load_file
+    m = open_clip.create_model(CLIP[model][0], pretrained=None)
+    m.load_state_dict(load_file(os.path.join(clip_folder(model), "open_clip_model.safetensors")))
+    return m.eval()
 
 
 def make_folder(kind):
@@ -69,8 +89,54 @@ def load_pil(path, draft):
     return im.convert("RGB")
 
 
+def load_clip_image(path, draft):
+    """As open_clip's users open images: Image.open, the transform converts to RGB last."""
+    from PIL import Image
+    im = Image.open(path)
+    if draft:
+        im.draft("RGB", (224, 224))
+    return im
+
+
+def clip_worker(a):
+    import torch
+    from open_clip.transform import image_transform
+    torch.set_num_threads(THREADS)
+    files = sorted(os.path.join(a.folder, f) for f in os.listdir(a.folder))
+    tf = image_transform(224, is_train=False)
+    rows = []
+    if a.peer == "torch":
+        class DS(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(files)
+
+            def __getitem__(self, i):
+                return tf(load_clip_image(files[i], a.draft))
+
+        model = clip_model(a.model)
+        dl = torch.utils.data.DataLoader(DS(), batch_size=16, num_workers=a.num_workers)
+        with torch.inference_mode():
+            for x in dl:
+                rows.append(model.encode_image(x).numpy())
+    else:
+        sys.path.insert(0, os.path.join(ROOT, "Benchmarks"))
+        from peers import onnx_path, ort_session
+
+        def export(p):
+            visual = clip_model(a.model).visual
+            torch.onnx.export(visual, torch.randn(1, 3, 224, 224), p, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+        s = ort_session(onnx_path(f"{a.model}-visual.onnx", export))
+        for i in range(0, len(files), 16):
+            x = np.stack([tf(load_clip_image(f, a.draft)).numpy() for f in files[i:i + 16]])
+            rows.append(s.run(["y"], {"x": x})[0])
+    np.save(a.output, np.concatenate(rows).astype(np.float32))
+
+
 def worker(a):
     import torch
+    if a.model in CLIP:
+        return clip_worker(a)
     torch.set_num_threads(THREADS)
     files = sorted(os.path.join(a.folder, f) for f in os.listdir(a.folder))
     tf = transforms()
@@ -181,17 +247,18 @@ def run(a):
             stats = {}
             for r in range(a.rounds):
                 vo = os.path.join(CACHE, "e2e_vlm.npy")
-                m = measure([VLM, "embed-image", folder, "--model", RESNET, "--threads", str(THREADS), "--quiet", "-o", vo]
+                model = ["--model", clip_folder(a.model), "--no-normalize-images"] if a.model in CLIP else ["--model", RESNET]
+                m = measure([VLM, "embed-image", folder, *model, "--threads", str(THREADS), "--quiet", "-o", vo]
                             + (["--draft"] if draft else []))
                 runs["vlm"].append(m)
                 out["vlm"] = np.load(vo)
                 for w in (0, 1, 2):
                     to = os.path.join(CACHE, "e2e_torch.npy")
-                    m = measure([py, me, "worker", "torch", folder, "--num-workers", str(w), "--output", to] + (["--draft"] if draft else []))
+                    m = measure([py, me, "worker", "torch", folder, "--model", a.model, "--num-workers", str(w), "--output", to] + (["--draft"] if draft else []))
                     runs["torch"][w].append(m)
                     out["torch"] = np.load(to)
                 oo = os.path.join(CACHE, "e2e_ort.npy")
-                runs["ort"].append(measure([py, me, "worker", "ort", folder, "--output", oo] + (["--draft"] if draft else [])))
+                runs["ort"].append(measure([py, me, "worker", "ort", folder, "--model", a.model, "--output", oo] + (["--draft"] if draft else [])))
                 out["ort"] = np.load(oo)
                 print(f"   {kind}{tag} round {r + 1}: vlm {n / runs['vlm'][-1][0]:.2f} img/s", flush=True)
 
@@ -201,13 +268,13 @@ def run(a):
             tw = {w: med(ms) for w, ms in runs["torch"].items()}
             best_w = max(tw, key=lambda w: tw[w][0])
             torch_best, ort = tw[best_w], med(runs["ort"])
-            row = dict(folder=kind, draft=draft, n=n, vlm=vlm, torch=torch_best, torch_workers=best_w,
+            row = dict(model=a.model, folder=kind, draft=draft, n=n, vlm=vlm, torch=torch_best, torch_workers=best_w,
                        torch_all={w: v[0] for w, v in tw.items()}, ort=ort,
                        err_torch=max_relative_error(out["vlm"], out["torch"]), err_ort=max_relative_error(out["ort"], out["torch"]))
             results.append(row)
             print(json.dumps(row), flush=True)
     print(markdown(results))
-    with open(os.path.join(CACHE, "e2e_results.json"), "w") as f:
+    with open(os.path.join(CACHE, f"e2e_results_{a.model}.json"), "w") as f:
         json.dump(results, f, indent=1)
 
 
@@ -230,12 +297,14 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--rounds", type=int, default=2)
     r.add_argument("--only", nargs="*")
+    r.add_argument("--model", choices=["resnet50", *CLIP], default="resnet50")
     w = sub.add_parser("worker")
     w.add_argument("peer", choices=["torch", "ort"])
     w.add_argument("folder")
     w.add_argument("--num-workers", type=int, default=0)
     w.add_argument("--draft", action="store_true")
     w.add_argument("--output", required=True)
+    w.add_argument("--model", choices=["resnet50", *CLIP], default="resnet50")
     a = ap.parse_args()
     run(a) if a.cmd == "run" else worker(a)
 

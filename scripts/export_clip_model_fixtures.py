@@ -176,6 +176,12 @@ def preprocess_references():
         np.save(os.path.join(folder, c["name"] + ".npy"), t(Image.open(os.path.join(images, c["file"]))).numpy().astype(np.float32))
     with open(os.path.join(folder, "cases.json"), "w") as f:
         json.dump([{"name": c["name"], "file": c["file"], "mode": c["mode"]} for c in cases], f)
+    # --draft: Pillow's draft for the size, as vlm asks it, then the same transform (JPEGs).
+    for c in cases:
+        if c["file"].endswith(".jpg"):
+            im = Image.open(os.path.join(images, c["file"]))
+            im.draft("RGB", (64, 64))
+            np.save(os.path.join(folder, "draft-" + c["name"] + ".npy"), t(im).numpy().astype(np.float32))
     # resize_mode "squash": both sides to 64, no crop.
     squash = image_transform(64, is_train=False, resize_mode="squash")
     for c in cases:

@@ -158,6 +158,10 @@ public final class TorchCheckpoint: Checkpoint {
     /// TorchScript archives: integer attributes by path ("visual.attnpool.num_heads"; a scripted
     /// module keeps them, a traced one does not).
     public let scriptIntegers: [String: Int]
+    /// TorchScript archives: string and bool attributes by path ("text_pool_type",
+    /// "visual.final_ln_after_pool"), as a scripted module keeps them.
+    public let scriptStrings: [String: String]
+    public let scriptBools: [String: Bool]
     private let file: MappedFile
     /// Byte ranges of each storage in the file.
     private let storages: [String: Range<Int>]
@@ -211,8 +215,9 @@ public final class TorchCheckpoint: Checkpoint {
         if script {
             let module = try TorchCheckpoint.scriptModule(root, path: path)
             (named, scriptClasses, scriptIntegers) = (module.tensors, module.classes, module.integers)
+            (scriptStrings, scriptBools) = (module.strings, module.bools)
         } else {
-            (scriptClasses, scriptIntegers) = ([:], [:])
+            (scriptClasses, scriptIntegers, scriptStrings, scriptBools) = ([:], [:], [:], [:])
             let (dict, n) = try TorchCheckpoint.findStateDict(root, path: path)
             note = n
             for (k, v) in dict.entries {
@@ -360,7 +365,8 @@ public final class TorchCheckpoint: Checkpoint {
     /// A TorchScript module's tensors by attribute path, its objects' classes and integers. Each
     /// object is visited once (a module shared by two attributes is named by the first path), so
     /// a graph of shared objects cannot multiply the work.
-    static func scriptModule(_ root: PickleValue, path: String) throws -> (tensors: [(String, TorchTensorRef)], classes: [String: String], integers: [String: Int]) {
+    static func scriptModule(_ root: PickleValue, path: String) throws
+        -> (tensors: [(String, TorchTensorRef)], classes: [String: String], integers: [String: Int], strings: [String: String], bools: [String: Bool]) {
         guard case .object(let top) = root else {
             throw TorchCheckpointError(path, "a TorchScript archive whose data.pkl holds \(root.kind), not a module")
         }
@@ -368,6 +374,7 @@ public final class TorchCheckpoint: Checkpoint {
             name.split(separator: ".").filter { !$0.hasPrefix("___torch_mangle_") }.joined(separator: ".")
         }
         var tensors: [(String, TorchTensorRef)] = [], classes: [String: String] = [:], integers: [String: Int] = [:]
+        var strings: [String: String] = [:], bools: [String: Bool] = [:]
         var visited: Set<ObjectIdentifier> = [ObjectIdentifier(top)]
         var work: [(String, Int, PickleObject)] = [("", 0, top)]
         // Names are built from attribute names, which a small pickle can repeat through its
@@ -390,6 +397,8 @@ public final class TorchCheckpoint: Checkpoint {
                 switch v {
                 case .tensor(let t): tensors.append((name, t))
                 case .int: if let i = v.intValue { integers[name] = i }
+                case .string(let s): strings[name] = String(s.prefix(256))
+                case .bool(let b): bools[name] = b
                 case .object(let child):
                     guard level < maxNesting else {
                         throw TorchCheckpointError(path, "a TorchScript module nested more than \(maxNesting) levels deep")
@@ -401,7 +410,7 @@ public final class TorchCheckpoint: Checkpoint {
             work.append(contentsOf: children.reversed())
         }
         if tensors.isEmpty { throw TorchCheckpointError(path, "a TorchScript archive with no tensors in its module") }
-        return (tensors, classes, integers)
+        return (tensors, classes, integers, strings, bools)
     }
 
     static func readLegacy(_ b: UnsafeRawBufferPointer, path: String) throws -> (PickleValue, Unpickled, [String: Range<Int>]) {

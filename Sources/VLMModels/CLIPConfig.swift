@@ -128,7 +128,9 @@ public struct CLIPCheckpointFiles: Sendable {
         let c = try TorchCheckpoint(path: weights)
         func bad(_ reason: String) -> WeightError { .unrecognized(source: weights, reason: reason) }
         guard c.format == .torchScript, CLIPLayout.of(c.tensorNames) == .openCLIP else {
-            throw bad("a TorchScript archive that is not a CLIP model (no visual.*, token_embedding or transformer.resblocks.* tensors); vlm reads TorchScript archives of CLIP only — save other models' state_dict() with torch.save")
+            throw bad(CLIPLayout.of(c.tensorNames) == .huggingFace
+                      ? "a TorchScript archive of a Hugging Face CLIP (text_model.*, vision_model.*): its settings are in its folder's config.json, which an archive does not carry; save_pretrained the model and pass that folder"
+                      : "a TorchScript archive that is not a CLIP model (no visual.*, token_embedding or transformer.resblocks.* tensors); vlm reads TorchScript archives of CLIP only — save other models' state_dict() with torch.save")
         }
         func dim(_ key: String, _ axis: Int) throws -> Int {
             guard let s = c.shape(of: key), s.count > axis, axis >= -s.count else { throw WeightError.missingTensor(source: weights, key: key) }
@@ -147,6 +149,18 @@ public struct CLIPCheckpointFiles: Sendable {
         }
         let visionHeads = try heads(resnet ? "visual.attnpool.num_heads" : "visual.transformer.resblocks.0.attn.num_heads", width: visionWidth)
         let textHeads = try heads("transformer.resblocks.0.attn.num_heads", width: textWidth)
+        // What a scripted open_clip module says of itself that vlm does not run (a traced one
+        // keeps none of these: OpenAI's are CLIP as released).
+        for (key, want) in [("text_pool_type", "argmax"), ("visual.pool_type", "tok")] {
+            if let v = c.scriptStrings[key], v != want { throw bad("\(key) is '\(v.prefix(40))'; vlm pools CLIP's way (\(want))") }
+        }
+        if c.scriptBools["visual.final_ln_after_pool"] == true {
+            throw bad("visual.final_ln_after_pool is true; vlm runs open_clip's default (LayerNorm before pooling)")
+        }
+        if let cls = c.scriptClasses["visual.attn_pool"] { throw bad("its image tower pools by attention (\(cls.split(separator: ".").last ?? "")), which vlm does not run") }
+        if let a = c.scriptStrings.first(where: { $0.key.hasSuffix(".mlp.gelu.approximate") && $0.value != "none" }) {
+            throw bad("\(a.key) is '\(a.value.prefix(20))'; vlm runs exact GELU or QuickGELU")
+        }
         // The MLPs' activation modules, by their classes' last names.
         let acts = Set(c.scriptClasses.filter { $0.key.hasSuffix(".mlp.gelu") }.map { $0.value.split(separator: ".").last.map(String.init) ?? $0.value })
         let act: ActivationFunction

@@ -403,7 +403,8 @@ extension EmbeddingServer {
         }
         let normalize = r.normalize ?? models.textNormalize
         let (rows, dim) = try await textRows(encodings, normalize: normalize, field: "input")
-        return try await openAIAnswer(r, rows: rows, dim: dim, count: encodings.failures.count, unit: unitVectors(.text, normalize: normalize),
+        let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
+        return try await openAIAnswer(r, name: name, rows: rows, dim: dim, count: encodings.failures.count, unit: unitVectors(.text, normalize: normalize),
                                       tokens: encodings.tokens)
     }
 
@@ -436,7 +437,7 @@ extension EmbeddingServer {
         let normalize = r.normalize ?? models.imageNormalize
         let batch = try await batcher.submit(lane, prepared, items: names.count)
         let (rows, dim) = try await finished(.image, batch, names: names, normalize: normalize)
-        return try await openAIAnswer(r, rows: rows, dim: dim, count: names.count, unit: unitVectors(.image, normalize: normalize), tokens: 0)
+        return try await openAIAnswer(r, name: models.imageName, rows: rows, dim: dim, count: names.count, unit: unitVectors(.image, normalize: normalize), tokens: 0)
     }
 
     /// encoding_format and dimensions, checked against the vectors' width.
@@ -455,8 +456,8 @@ extension EmbeddingServer {
     }
 
     /// OpenAI's answer: the rows (cut to `dimensions` when asked), as floats or base64.
-    func openAIAnswer(_ r: OpenAIRequest, rows: [Float], dim: Int, count: Int, unit: Bool, tokens: Int) async throws -> Response {
-        let name = r.model.flatMap { models.textNames.contains($0) ? $0 : nil } ?? models.textName
+    /// `name`: the model the answer reports.
+    func openAIAnswer(_ r: OpenAIRequest, name: String, rows: [Float], dim: Int, count: Int, unit: Bool, tokens: Int) async throws -> Response {
         return try await pool.run {
             var (rows, dim) = (rows, dim)
             if let d = r.dimensions.map({ (x: Double) -> Int in Int(x) }), d < dim {

@@ -78,6 +78,9 @@ public struct ServeModels {
     /// first is the one /v1/embeddings reports when a request names none of them).
     public var textNames: [String]
     public var textName: String { textNames.first ?? "" }
+    /// The name image answers of /v1/embeddings report: the text model's when one CLIP serves
+    /// both (set by the server), else the image model's.
+    public var imageName = ""
     public var image: Result<ImageRowEncoder, Error>
     public var pair: Result<PairRowEncoder, Error>
     /// Each kind's vector width (after any projection).
@@ -351,6 +354,10 @@ public final class EmbeddingServer: @unchecked Sendable {
                 data.append("{\"id\":\(jsonString(name)),\"object\":\"model\",\"created\":0,\"owned_by\":\"vlm\"}")
             }
         }
+        // A CLIP image model answers /v1/embeddings too ("modality": "image"): listed when its name is another.
+        if case .success(let i) = models.image, case .clip = i.network, !models.imageName.isEmpty, !models.textNames.contains(models.imageName) {
+            data.append("{\"id\":\(jsonString(models.imageName)),\"object\":\"model\",\"created\":0,\"owned_by\":\"vlm\"}")
+        }
         return json("{\"object\":\"list\",\"data\":[" + data.joined(separator: ",") + "]}")
     }
 
@@ -370,6 +377,7 @@ public final class EmbeddingServer: @unchecked Sendable {
         out["paths_under_root"] = .bool(config.root != nil)   // whether "paths" are read; not where from
         out["served_model_name"] = .string(models.textName)
         out["served_model_names"] = .array(models.textNames.map { .string($0) })
+        out["served_image_model_name"] = .string(models.imageName)
         out["text_normalize_default"] = .bool(models.textNormalize)
         out["image_normalize_default"] = .bool(models.imageNormalize)
         return json(JSONValue.object(out).jsonText)

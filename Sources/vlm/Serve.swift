@@ -163,7 +163,10 @@ struct ServeCommand: AsyncParsableCommand {
         try service.loadNamed()
         let textFolder = served.pair.textModel ?? defaultTextModel()
         let names = servedModelName.isEmpty ? [URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent] : servedModelName
-        let serving = ServeModels(service: service, textNames: names, info: { Self.publicInfo($0.info(), description: $0.description) })
+        var serving = ServeModels(service: service, textNames: names, info: { Self.publicInfo($0.info(), description: $0.description) })
+        // One checkpoint serving both towers answers images under the texts' name.
+        let imageFolder = served.pair.imageModel ?? resolveModelsFolder(defaultResNetName)
+        serving.imageName = imageFolder == textFolder ? names[0] : URL(fileURLWithPath: imageFolder).standardizedFileURL.lastPathComponent
         let textRows = serving.text
         let kinds: [(String, String, Result<Void, Error>)] = [
             ("texts", "/embed and /v1/embeddings", textRows.map { _ in () }), ("images", "/embed_image", serving.image.map { _ in () }),

@@ -311,6 +311,19 @@ final class CLIPCLITests: XCTestCase {
             XCTAssertLessThanOrEqual(worst, c.mode == "CMYK" ? 1.001 : 0.001, "\(c.file) (\(c.mode)): \(worst) levels")
         }
 
+        // --draft: the JPEGs decoded at the DCT scale Pillow's draft picks for 64 px, then open_clip's transform.
+        let jpegs = cases.filter { $0.file.hasSuffix(".jpg") }
+        XCTAssertGreaterThanOrEqual(jpegs.count, 10)
+        let dr = try runVLM(["preprocess", "--draft"] + jpegs.map { images + "/" + $0.file } + ["--model", models + "/oc-rn", "-o", path("draft.npy")])
+        XCTAssertEqual(dr.status, 0, dr.stderr)
+        let drafted = try NPY.read(path: path("draft.npy"))
+        for (i, c) in jpegs.enumerated() {
+            let ref = try NPY.read(path: refs + "/draft-\(c.name).npy")
+            let row = Array(drafted.data[(i * 3 * plane)..<((i + 1) * 3 * plane)])
+            let worst = (0..<(3 * plane)).map { abs(row[$0] - ref.data[$0]) * std[$0 / plane] * 255 }.max()!
+            XCTAssertLessThanOrEqual(worst, c.mode == "CMYK" ? 1.001 : 0.001, "draft \(c.file): \(worst) levels")
+        }
+
         // resize_mode "squash" (the same weights, the config asking for it): both sides to 64, no crop.
         let squash = path("squash")
         try FileManager.default.createDirectory(atPath: squash, withIntermediateDirectories: true)

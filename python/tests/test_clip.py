@@ -64,6 +64,36 @@ def test_every_front_end_gives_the_references(references, tmp_path):
         assert status == 400 and "vlm fetches nothing" in body["error"]["message"]
         status, body = s.get("/info")
         assert body["image_normalize_default"] is True and body["text_normalize_default"] is True
+        assert body["served_model_name"] == body["served_image_model_name"] == "hf-vit"
+    finally:
+        s.proc.terminate()
+        s.proc.wait(timeout=60)
+
+
+def test_image_answers_name_the_image_model(references):
+    """A CLIP image model beside another text model: /v1/embeddings answers images under the
+    image model's name and texts under the text model's, and /v1/models lists both; one CLIP for
+    both answers images under the served name."""
+    texts, images, _ = references
+    minilm = os.path.join(ROOT, "models", "all-MiniLM-L6-v2")
+    s = Server(["--image-model", HF, "--text-model", minilm, "--root", os.path.join(MODELS, "images")])
+    try:
+        status, body = s.post("/v1/embeddings", {"input": ["b-small.png"], "modality": "image"})
+        assert status == 200 and body["model"] == "hf-vit", body
+        assert rel_rows([body["data"][0]["embedding"]], images[[1]]) < 1e-4
+        status, body = s.post("/v1/embeddings", {"input": ["a photo of a cat"]})
+        assert status == 200 and body["model"] == "all-MiniLM-L6-v2" and len(body["data"][0]["embedding"]) == 384, body
+        status, body = s.get("/v1/models")
+        assert [m["id"] for m in body["data"]] == ["all-MiniLM-L6-v2", "hf-vit"], body
+    finally:
+        s.proc.terminate()
+        s.proc.wait(timeout=60)
+    s = Server(["--image-model", HF, "--text-model", HF, "--root", os.path.join(MODELS, "images"), "--served-model-name", "clip"])
+    try:
+        status, body = s.post("/v1/embeddings", {"input": ["b-small.png"], "modality": "image"})
+        assert status == 200 and body["model"] == "clip", body
+        status, body = s.get("/v1/models")
+        assert [m["id"] for m in body["data"]] == ["clip"], body
     finally:
         s.proc.terminate()
         s.proc.wait(timeout=60)
@@ -146,3 +176,13 @@ def test_malformed_torchscript_clips_are_refused_in_one_line(tmp_path):
     assert r.returncode == 0 and "TorchScript archive" in r.stdout, (names, r.stderr)
     r = subprocess.run([VLM, "embed-text", "a cat", "--clip-config", "RN50", "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
     assert r.returncode == 64 and "give the checkpoint with --model" in r.stderr, r.stderr
+
+    # A scripted open_clip model says how it pools: what vlm does not run is refused by name.
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    for text_pool, vision_pool, named in [("last", "tok", "text_pool_type is 'last'"), ("argmax", "avg", "visual.pool_type is 'avg'")]:
+        m = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=1, width=64, head_width=32, patch_size=8, image_size=32, pool_type=vision_pool),
+                 text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1, pool_type=text_pool)).eval()
+        p = tmp_path / f"pool-{text_pool}-{vision_pool}.pt"
+        torch.jit.script(m).save(str(p))
+        r = subprocess.run([VLM, "embed-text", "a cat", "--model", str(p), "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
+        assert r.returncode == 1 and named in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
