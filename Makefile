@@ -139,6 +139,10 @@ bench: build models fixtures $(VENV)/.stamp-bench $(SERVE_VENV)/.stamp
 	$(PY) Benchmarks/peers.py run
 	$(PY) Benchmarks/worker.py
 	$(PY) Benchmarks/e2e.py run --rounds 2
+	$(PY) Benchmarks/e2e.py run --rounds 1 --model clip-rn50
+	$(PY) Benchmarks/e2e.py run --rounds 1 --model clip-vitb32
+	$(PY) Benchmarks/clip.py
+	$(PY) Benchmarks/clip_sizes.py
 	$(PY) Benchmarks/pca.py
 	$(PY) Benchmarks/pca_apply.py
 	$(PY) Benchmarks/serve.py --write
