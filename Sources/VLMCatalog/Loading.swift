@@ -107,6 +107,22 @@ public func locateCLIP(_ spec: String) throws -> CLIPCheckpointFiles {
     try CLIPCheckpointFiles.locate(folder: resolvedCLIPSpec(spec))
 }
 
+/// One checkpoint under any spelling (a registry name, a relative path, a trailing slash, a
+/// symbolic link; --clip-config's form with its path so resolved): what a service caches it by.
+public func canonicalModelSpec(_ spec: String) -> String {
+    let resolved = resolvedCLIPSpec(spec)
+    func real(_ p: String) -> String { (try? resolveSymlinks((p as NSString).standardizingPath)) ?? p }
+    if let (name, path) = CLIPCheckpointFiles.configured(resolved) { return CLIPCheckpointFiles.configuredPrefix + name + ":" + real(path) }
+    return resolved.hasPrefix("synthetic:") ? resolved : real(resolved)
+}
+
+/// The name a server shows for a model argument: its folder's or file's last component (the
+/// path of --clip-config's form).
+public func displayModelName(_ spec: String) -> String {
+    let path = CLIPCheckpointFiles.configured(spec)?.path ?? spec
+    return URL(fileURLWithPath: path).standardizedFileURL.lastPathComponent
+}
+
 /// A registry name resolved to its folder, the path of --clip-config's form too.
 func resolvedCLIPSpec(_ spec: String) -> String {
     if let (name, path) = CLIPCheckpointFiles.configured(spec) {

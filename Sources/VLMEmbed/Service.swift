@@ -68,7 +68,7 @@ public final class EmbeddingService: @unchecked Sendable {
     public func clip(_ folder: String) throws -> CLIPModel {
         lock.lock()
         defer { lock.unlock() }
-        let key = (try? resolveSymlinks((folder as NSString).standardizingPath)) ?? folder
+        let key = canonicalModelSpec(folder)
         if let r = clipModels[key] { return try r.get() }
         let r = Result { try loadCLIP(folder, backend: backend, quiet: quiet, allowNonFinite: description.allowNonFinite).0 }
         clipModels[key] = r

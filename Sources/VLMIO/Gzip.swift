@@ -11,8 +11,13 @@ public struct GzipError: Error, CustomStringConvertible {
 /// The decompressed bytes of a gzip stream; an error when it is damaged, truncated, or would
 /// exceed `limit` bytes.
 public func gunzip(_ data: Data, limit: Int) throws -> Data {
+    try inflateBounded(data, windowBits: 16 + MAX_WBITS, limit: limit)
+}
+
+/// zlib's inflate with `windowBits` (16 + 15: gzip; −15: a raw deflate stream, as zip entries are).
+func inflateBounded(_ data: Data, windowBits: Int32, limit: Int) throws -> Data {
     var stream = z_stream()
-    guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+    guard inflateInit2_(&stream, windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
         throw GzipError(description: "zlib could not start")
     }
     defer { inflateEnd(&stream) }

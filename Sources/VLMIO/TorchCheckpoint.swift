@@ -162,6 +162,11 @@ public final class TorchCheckpoint: Checkpoint {
     /// "visual.final_ln_after_pool"), as a scripted module keeps them.
     public let scriptStrings: [String: String]
     public let scriptBools: [String: Bool]
+    /// TorchScript archives: which of `codeMarkers` the archive's code/ files contain. The code
+    /// is searched as text, never run: a scripted module's constants (GELU's `approximate`)
+    /// live there, not in data.pkl.
+    public let scriptCodeMarkers: Set<String>
+    public static let codeMarkers = ["approximate=\"tanh\""]
     private let file: MappedFile
     /// Byte ranges of each storage in the file.
     private let storages: [String: Range<Int>]
@@ -206,6 +211,7 @@ public final class TorchCheckpoint: Checkpoint {
             let (root, refs, ranges) = try TorchCheckpoint.readLegacy(b, path: path)
             return (root, refs, ranges, false)
         }
+        scriptCodeMarkers = script ? file.withBytes { TorchCheckpoint.codeMarkersFound($0, path: path) } : []
         defer { refs.release() }
         self.format = script ? .torchScript : format
         storages = ranges
@@ -307,6 +313,18 @@ public final class TorchCheckpoint: Checkpoint {
             guard ZipArchive.looksLikeZip(b), let zip = try? ZipArchive(bytes: b, path: path) else { return false }
             return isScriptArchive(zip)
         }
+    }
+
+    /// The markers the archive's code/*.py entries contain (entries that cannot be read are skipped).
+    static func codeMarkersFound(_ b: UnsafeRawBufferPointer, path: String) -> Set<String> {
+        guard let zip = try? ZipArchive(bytes: b, path: path) else { return [] }
+        var found = Set<String>()
+        for e in zip.entries where e.name.hasSuffix(".py") && e.name.split(separator: "/").dropFirst().first == "code" {
+            guard e.size <= 16 << 20, let data = try? zip.inflated(e, in: b, limit: 16 << 20) else { continue }
+            let text = String(decoding: data, as: UTF8.self)
+            for m in codeMarkers where text.contains(m) { found.insert(m) }
+        }
+        return found
     }
 
     /// Whether `path` starts as a zip archive whose directory cannot be read (truncated, damaged):

@@ -6,6 +6,7 @@
 // (central directory, end of central directory, ZIP64 record and locator) and 4.5.3 (ZIP64 extra).
 
 import CZlib
+import Foundation
 import VLMCore
 
 public struct ZipEntry: Equatable, Sendable {
@@ -17,6 +18,8 @@ public struct ZipEntry: Equatable, Sendable {
     public let dataOffset: Int
     /// The CRC-32 the central directory records for the entry's (uncompressed) bytes.
     public let crc32: UInt32
+    /// The bytes the entry takes in the file (its size when stored).
+    public var compressedSize: Int = 0
 }
 
 public struct ZipError: VLMError, Equatable {
@@ -126,7 +129,7 @@ public struct ZipArchive {
                 }
             }
             index[name] = entries.count
-            entries.append(ZipEntry(name: name, method: method, size: usize, dataOffset: dataOffset, crc32: crc))
+            entries.append(ZipEntry(name: name, method: method, size: usize, dataOffset: dataOffset, crc32: crc, compressedSize: csize))
             q = next
         }
         self.entries = entries
@@ -151,6 +154,24 @@ public struct ZipArchive {
 
     /// The bytes of stored entry `e`, once their CRC-32 matches the central directory's: a
     /// flipped or lost byte is an error naming the file and the entry, never weights.
+    /// A deflate-compressed (or stored) entry's bytes, at most `limit` of them, checked against
+    /// its CRC-32: for small text entries (a TorchScript archive's code), never for tensors.
+    public func inflated(_ e: ZipEntry, in b: UnsafeRawBufferPointer, limit: Int) throws -> Data {
+        if e.method == 0 { return Data(b[try verifiedRange(e, in: b)]) }
+        guard e.method == 8 else { throw ZipError(path, "entry '\(e.name)' is compressed (method \(e.method))") }
+        guard e.dataOffset <= b.count, e.compressedSize <= b.count - e.dataOffset else {
+            throw ZipError(path, "entry '\(e.name)' runs past the end of the file (truncated?)")
+        }
+        let raw = Data(b[e.dataOffset..<(e.dataOffset + e.compressedSize)])
+        let out: Data
+        do { out = try inflateBounded(raw, windowBits: -MAX_WBITS, limit: limit) } catch let g as GzipError {
+            throw ZipError(path, "entry '\(e.name)': \(g.description)")
+        }
+        let crc = out.withUnsafeBytes { UInt32(truncatingIfNeeded: CZlib.crc32(0, $0.bindMemory(to: Bytef.self).baseAddress, uInt(out.count))) }
+        guard crc == e.crc32 else { throw ZipError(path, "entry '\(e.name)' fails its CRC-32 check (damaged)") }
+        return out
+    }
+
     public func verifiedRange(_ e: ZipEntry, in b: UnsafeRawBufferPointer) throws -> Range<Int> {
         let range = try storedRange(e)
         let crc = Self.crc32(UnsafeRawBufferPointer(rebasing: b[range]))

@@ -158,8 +158,13 @@ public struct CLIPCheckpointFiles: Sendable {
             throw bad("visual.final_ln_after_pool is true; vlm runs open_clip's default (LayerNorm before pooling)")
         }
         if let cls = c.scriptClasses["visual.attn_pool"] { throw bad("its image tower pools by attention (\(cls.split(separator: ".").last ?? "")), which vlm does not run") }
-        if let a = c.scriptStrings.first(where: { $0.key.hasSuffix(".mlp.gelu.approximate") && $0.value != "none" }) {
-            throw bad("\(a.key) is '\(a.value.prefix(20))'; vlm runs exact GELU or QuickGELU")
+        if c.scriptCodeMarkers.contains("approximate=\"tanh\"") {
+            throw bad("its code computes GELU with approximate=\"tanh\"; vlm runs exact GELU or QuickGELU")
+        }
+        // A scripted open_clip text tower keeps its causal mask as attn_mask; without one it
+        // attends both ways (no_causal_mask), which vlm does not run.
+        if c.scriptStrings["text_pool_type"] != nil && !c.tensorNames.contains(where: { $0 == "attn_mask" || $0.hasSuffix(".attn_mask") }) {
+            throw bad("its text tower has no causal mask (attn_mask is None: no_causal_mask), which vlm does not run")
         }
         // The MLPs' activation modules, by their classes' last names.
         let acts = Set(c.scriptClasses.filter { $0.key.hasSuffix(".mlp.gelu") }.map { $0.value.split(separator: ".").last.map(String.init) ?? $0.value })

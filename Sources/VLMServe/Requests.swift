@@ -437,7 +437,8 @@ extension EmbeddingServer {
         let normalize = r.normalize ?? models.imageNormalize
         let batch = try await batcher.submit(lane, prepared, items: names.count)
         let (rows, dim) = try await finished(.image, batch, names: names, normalize: normalize)
-        return try await openAIAnswer(r, name: models.imageName, rows: rows, dim: dim, count: names.count, unit: unitVectors(.image, normalize: normalize), tokens: 0)
+        let name = r.model.flatMap { models.imageNames.contains($0) ? $0 : nil } ?? models.imageName
+        return try await openAIAnswer(r, name: name, rows: rows, dim: dim, count: names.count, unit: unitVectors(.image, normalize: normalize), tokens: 0)
     }
 
     /// encoding_format and dimensions, checked against the vectors' width.

@@ -78,9 +78,11 @@ public struct ServeModels {
     /// first is the one /v1/embeddings reports when a request names none of them).
     public var textNames: [String]
     public var textName: String { textNames.first ?? "" }
-    /// The name image answers of /v1/embeddings report: the text model's when one CLIP serves
-    /// both (set by the server), else the image model's.
-    public var imageName = ""
+    /// The names image answers of /v1/embeddings report (the first unless a request names
+    /// another): the text model's when one CLIP serves both (set by the server), else the image
+    /// model's; none when the image model did not load.
+    public var imageNames: [String] = []
+    public var imageName: String { imageNames.first ?? "" }
     public var image: Result<ImageRowEncoder, Error>
     public var pair: Result<PairRowEncoder, Error>
     /// Each kind's vector width (after any projection).
@@ -354,8 +356,8 @@ public final class EmbeddingServer: @unchecked Sendable {
                 data.append("{\"id\":\(jsonString(name)),\"object\":\"model\",\"created\":0,\"owned_by\":\"vlm\"}")
             }
         }
-        // A CLIP image model answers /v1/embeddings too ("modality": "image"): listed when its name is another.
-        if case .success(let i) = models.image, case .clip = i.network, !models.imageName.isEmpty, !models.textNames.contains(models.imageName) {
+        // The image model answers /v1/embeddings too ("modality": "image"): listed when its name is another.
+        if case .success = models.image, !models.imageName.isEmpty, !models.textNames.contains(models.imageName) {
             data.append("{\"id\":\(jsonString(models.imageName)),\"object\":\"model\",\"created\":0,\"owned_by\":\"vlm\"}")
         }
         return json("{\"object\":\"list\",\"data\":[" + data.joined(separator: ",") + "]}")

@@ -71,6 +71,7 @@ struct Classify: ParsableCommand {
     }
 
     func run() throws {
+        try clipConfig.check(modelOption)
         let backend = try engine.configure()
         if let model, isCLIPModel(model) { return try runZeroShot(model, backend: backend) }
         if !templates.isEmpty || templateSet != nil {

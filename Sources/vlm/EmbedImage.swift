@@ -61,6 +61,7 @@ struct EmbedImage: ParsableCommand {
     }
 
     func run() throws {
+        try clipConfig.check(modelOption)
         let (backend, batch) = try common.start("embed-image", unitName: "images", inputs: [list, list0, inputNPY, projection.pca])
         var d = EmbeddingDescription()
         d.image = imageOptions.image(model: model, batchSize: batchSize)

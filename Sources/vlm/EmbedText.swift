@@ -47,6 +47,7 @@ struct EmbedText: ParsableCommand {
     }
 
     func run() throws {
+        try clipConfig.check(modelOption)
         let (backend, batch) = try common.start("embed-text", unitName: "texts", inputs: [input.file, projection.pca])
         let lines = try input.lines(spool: batch.job.spoolPath, reuseSpool: common.job.resume, quiet: common.job.quiet)
         guard lines.lineCount > 0 else {

@@ -47,6 +47,7 @@ struct Fuse: ParsableCommand {
     }
 
     func run() throws {
+        try models.clipConfig.check(models.imageModelOption, models.textModelOption)
         let (backend, batch) = try common.start("fuse", unitName: "pairs", inputs: [pairs, projection.pca])
         let source: PairSource
         if let image, let text {

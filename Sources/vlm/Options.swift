@@ -206,22 +206,46 @@ struct CLIPConfigOption: ParsableArguments {
     // An unknown NAME is refused when the model is located (one line, exit 64), as other
     // usage errors found at run time are.
 
-    /// The model argument with the architecture attached (nil stays nil: the default model). A
-    /// folder with a config of another family (a BERT beside a CLIP image tower in a pair) is
-    /// left as it is.
+    /// The model argument with the architecture attached, when it is a bare open_clip state dict
+    /// (a file, or a folder holding one without a config); anything else (the default, a
+    /// ResNet, a BERT, a CLIP folder with its config, synthetic weights) is left as it is — the
+    /// other model of a pair.
     func apply(_ model: String?) -> String? {
-        guard let clipConfig, let model, CLIPCheckpointFiles.configured(model) == nil else { return model }
-        let resolved = resolveModelSpec(model, defaultName: defaultResNetName)
-        if FileStatus.of((resolved as NSString).appendingPathComponent("config.json")) != nil && !CLIPCheckpointFiles.isCLIPFolder(resolved) {
-            return model
-        }
+        guard let clipConfig, let model, CLIPConfigOption.isBareOpenCLIP(model) else { return model }
         return CLIPCheckpointFiles.configuredPrefix + clipConfig + ":" + model
     }
 
-    /// --clip-config names the architecture of a model given on the command line.
-    func requireModel(_ model: String?, option: String = "--model") throws {
-        if clipConfig != nil && model == nil {
+    static func isBareOpenCLIP(_ model: String) -> Bool {
+        guard !model.hasPrefix("synthetic:"), CLIPCheckpointFiles.configured(model) == nil else { return false }
+        let resolved = resolveModelSpec(model, defaultName: defaultResNetName)
+        guard let st = FileStatus.of(resolved) else { return false }
+        var weights = resolved
+        if st.kind == .directory {
+            func p(_ n: String) -> String { (resolved as NSString).appendingPathComponent(n) }
+            if FileStatus.of(p("config.json")) != nil || FileStatus.of(p("open_clip_config.json")) != nil { return false }
+            guard let w = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"].map(p).first(where: { FileStatus.of($0) != nil })
+                    ?? (try? weightsInFolder(resolved)) else { return false }
+            weights = w
+        }
+        if TorchCheckpoint.isTorchScriptArchive(weights) { return false }
+        guard let c = try? Checkpoints.open(weights) else { return false }
+        return CLIPLayout.of(c.tensorNames) == .openCLIP
+    }
+
+    /// --clip-config names the architecture of a model given on the command line (a usage error
+    /// when the parse sees none).
+    func requireModel(_ models: String?..., option: String = "--model") throws {
+        if clipConfig != nil && models.allSatisfy({ $0 == nil }) {
             throw ValidationError("--clip-config names the architecture of a bare CLIP state dict: give the checkpoint with \(option)")
+        }
+    }
+
+    /// --clip-config must fit one of the models given: checked when the command runs (one line).
+    func check(_ models: String?...) throws {
+        guard let clipConfig else { return }
+        let given = models.compactMap { $0 }
+        if !given.isEmpty && !given.contains(where: CLIPConfigOption.isBareOpenCLIP) {
+            throw OptionError("--clip-config \(clipConfig.prefix(80)): \(given.joined(separator: " and ").prefix(300)) \(given.count == 1 ? "is not a" : "holds no") bare open_clip state dict (a CLIP folder with its config, OpenAI's .pt, a ResNet or a BERT needs none)")
         }
     }
 }

@@ -31,6 +31,7 @@ struct PreprocessCommand: ParsableCommand {
     var output: String
 
     func run() throws {
+        try clipConfig.check(modelOption)
         let target = try OutputTarget.resolve(output)
         if target.isTerminal { throw InputError("refusing to write binary .npy to a terminal; use -o FILE") }
         let paths = try listImages(images: images, list: nil, list0: nil)

@@ -135,6 +135,7 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try served.pair.clipConfig.check(served.pair.imageModelOption, served.pair.textModelOption)
         let backend = try engine.configure()
         var config = ServeConfiguration()
         config.port = port
@@ -162,11 +163,13 @@ struct ServeCommand: AsyncParsableCommand {
                                            backend: backend, version: VLM.configuration.version)
         try service.loadNamed()
         let textFolder = served.pair.textModel ?? defaultTextModel()
-        let names = servedModelName.isEmpty ? [URL(fileURLWithPath: textFolder).standardizedFileURL.lastPathComponent] : servedModelName
+        let names = servedModelName.isEmpty ? [displayModelName(textFolder)] : servedModelName
         var serving = ServeModels(service: service, textNames: names, info: { Self.publicInfo($0.info(), description: $0.description) })
-        // One checkpoint serving both towers answers images under the texts' name.
+        // One checkpoint serving both towers (under any spelling) answers images under the texts' names.
         let imageFolder = served.pair.imageModel ?? resolveModelsFolder(defaultResNetName)
-        serving.imageName = imageFolder == textFolder ? names[0] : URL(fileURLWithPath: imageFolder).standardizedFileURL.lastPathComponent
+        if case .success = serving.image {
+            serving.imageNames = canonicalModelSpec(imageFolder) == canonicalModelSpec(textFolder) ? names : [displayModelName(imageFolder)]
+        }
         let textRows = serving.text
         let kinds: [(String, String, Result<Void, Error>)] = [
             ("texts", "/embed and /v1/embeddings", textRows.map { _ in () }), ("images", "/embed_image", serving.image.map { _ in () }),

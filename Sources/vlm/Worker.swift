@@ -57,6 +57,7 @@ struct WorkerCommand: ParsableCommand {
     }
 
     func run() throws {
+        try served.pair.clipConfig.check(served.pair.imageModelOption, served.pair.textModelOption)
         let backend = try engine.configure()
         var description = served.embeddingDescription(imageBatchSize: imageBatchSize, textBatchSize: textBatchSize, imageOptions: imageOptions,
                                                       text: text, projection: projection, engine: engine)
@@ -101,9 +102,7 @@ struct PairModelOptions: ParsableArguments {
     var oneModel: String?
 
     func validate() throws {
-        if clipConfig.clipConfig != nil && imageModelOption == nil && textModelOption == nil {
-            throw ValidationError("--clip-config names the architecture of a bare CLIP state dict: give the checkpoint with --image-model or --text-model")
-        }
+        try clipConfig.requireModel(imageModelOption, textModelOption, option: "--image-model or --text-model")
         if let oneModel {
             let isText = FileStatus.of(oneModel + "/config.json") != nil
             throw ValidationError("--model names one model; pairs take two: --image-model (a ResNet checkpoint) and --text-model (a BERT-family folder): here --\(isText ? "text" : "image")-model \(oneModel)")

@@ -280,7 +280,7 @@ final class CLIPCLITests: XCTestCase {
         try check(["embed-image", models + "/images", "--model", hf, "--layer", "logits"], 1, "a CLIP image tower has no logits")
         try check(["embed-image", models + "/images", "--model", hf + "/model.safetensors"], 1, "a CLIP state dict without its config")
         try check(["embed-text", "--model", hf + "/model.safetensors", "hi"], 1, "a CLIP state dict without its config")
-        try check(["embed-text", "--model", hf, "--clip-config", "ViT-B-32", "hi"], 1, "a Hugging Face CLIP; --clip-config names an open_clip architecture")
+        try check(["embed-text", "--model", hf, "--clip-config", "ViT-B-32", "hi"], 64, "is not a bare open_clip state dict (a CLIP folder with its config")
         try check(["embed-text", "--model", oc + "/open_clip_model.safetensors", "--clip-config", "ViT-B-99", "hi"], 64, "--clip-config ViT-B-99: not an open_clip architecture vlm runs")
         try check(["embed-image", models + "/images", "--model", models + "/ts-extra/global.pt"], 1, "refusing global 'os.system'")
     }

@@ -88,12 +88,16 @@ def test_image_answers_name_the_image_model(references):
     finally:
         s.proc.terminate()
         s.proc.wait(timeout=60)
-    s = Server(["--image-model", HF, "--text-model", HF, "--root", os.path.join(MODELS, "images"), "--served-model-name", "clip"])
+    # One CLIP under two spellings (a trailing slash) is one model, answering under either served name.
+    s = Server(["--image-model", HF + "/", "--text-model", HF, "--root", os.path.join(MODELS, "images"),
+                "--served-model-name", "clip", "--served-model-name", "clip2"])
     try:
         status, body = s.post("/v1/embeddings", {"input": ["b-small.png"], "modality": "image"})
         assert status == 200 and body["model"] == "clip", body
+        status, body = s.post("/v1/embeddings", {"input": ["b-small.png"], "modality": "image", "model": "clip2"})
+        assert status == 200 and body["model"] == "clip2", body
         status, body = s.get("/v1/models")
-        assert [m["id"] for m in body["data"]] == ["clip"], body
+        assert [m["id"] for m in body["data"]] == ["clip", "clip2"], body
     finally:
         s.proc.terminate()
         s.proc.wait(timeout=60)
@@ -161,7 +165,7 @@ def test_malformed_torchscript_clips_are_refused_in_one_line(tmp_path):
             self.token_embedding = torch.nn.Embedding(8, 64)
 
         def forward(self, x):
-            return torch.nn.functional.gelu(self.ln_final(x), approximate="tanh")
+            return self.ln_final(x)
 
     for rows in (1, 11, 0):
         p = tmp_path / f"rows{rows}.pt"
@@ -169,20 +173,48 @@ def test_malformed_torchscript_clips_are_refused_in_one_line(tmp_path):
         r = subprocess.run([VLM, "embed-text", "a cat", "--model", str(p), "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
         assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, (rows, r.returncode, r.stderr)
         assert "make no square image" in r.stderr, r.stderr
-    # This torch writes the archive's version under .data/ (approximate="tanh" asks for format 6+).
+    # An archive that needs file format 6 or later (a tanh GELU) has its version under .data/ only.
     import zipfile
-    names = zipfile.ZipFile(tmp_path / "rows1.pt").namelist()
-    r = subprocess.run([VLM, "inspect", str(tmp_path / "rows1.pt")], capture_output=True, text=True)
-    assert r.returncode == 0 and "TorchScript archive" in r.stdout, (names, r.stderr)
+
+    class Tanh(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return torch.nn.functional.gelu(self.fc(x), approximate="tanh")
+    torch.jit.script(Tanh()).save(str(tmp_path / "v6.pt"))
+    names = zipfile.ZipFile(tmp_path / "v6.pt").namelist()
+    assert "v6/.data/version" in names and "v6/version" not in names, names
+    r = subprocess.run([VLM, "inspect", str(tmp_path / "v6.pt")], capture_output=True, text=True)
+    assert r.returncode == 0 and "TorchScript archive" in r.stdout and "fc.weight" in r.stdout, (names, r.stderr)
     r = subprocess.run([VLM, "embed-text", "a cat", "--clip-config", "RN50", "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
     assert r.returncode == 64 and "give the checkpoint with --model" in r.stderr, r.stderr
 
+    # --clip-config fits the bare state dict of a pair and leaves its ResNet alone; a model it
+    # cannot fit is one line.
+    bare = tmp_path / "run"
+    bare.mkdir()
+    os.symlink(os.path.join(MODELS, "full-rn50", "open_clip_model.safetensors"), bare / "epoch_1.safetensors")
+    os.symlink(os.path.join(MODELS, "full-rn50", "bpe_simple_vocab_16e6.txt.gz"), bare / "bpe_simple_vocab_16e6.txt.gz")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(f"{PICTURES[0]}\ta photo of a cat\n")
+    r = subprocess.run([VLM, "fuse", "--pairs", str(pairs), "--image-model", "synthetic:resnet18", "--text-model", str(bare / "epoch_1.safetensors"),
+                        "--clip-config", "RN50-quickgelu", "-o", str(tmp_path / "f.npy"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "f.npy").shape == (1, 512 + 1024)
+    r = subprocess.run([VLM, "embed-image", *PICTURES, "--model", "synthetic:resnet18", "--clip-config", "RN50", "-o", str(tmp_path / "o.npy")],
+                       capture_output=True, text=True)
+    assert r.returncode == 64 and "is not a bare open_clip state dict" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
     # A scripted open_clip model says how it pools: what vlm does not run is refused by name.
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-    for text_pool, vision_pool, named in [("last", "tok", "text_pool_type is 'last'"), ("argmax", "avg", "visual.pool_type is 'avg'")]:
-        m = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=1, width=64, head_width=32, patch_size=8, image_size=32, pool_type=vision_pool),
-                 text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1, pool_type=text_pool)).eval()
-        p = tmp_path / f"pool-{text_pool}-{vision_pool}.pt"
+    for k, (text_kw, vision_kw, named) in enumerate([
+            (dict(pool_type="last"), {}, "text_pool_type is 'last'"), ({}, dict(pool_type="avg"), "visual.pool_type is 'avg'"),
+            (dict(no_causal_mask=True), {}, "no causal mask"), (dict(act_kwargs={"approximate": "tanh"}), {}, 'approximate="tanh"')]):
+        m = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=1, width=64, head_width=32, patch_size=8, image_size=32, **vision_kw),
+                 text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1, **text_kw)).eval()
+        p = tmp_path / f"variant-{k}.pt"
         torch.jit.script(m).save(str(p))
         r = subprocess.run([VLM, "embed-text", "a cat", "--model", str(p), "-o", str(tmp_path / "o.npy")], capture_output=True, text=True)
         assert r.returncode == 1 and named in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
